@@ -1,0 +1,71 @@
+//! The claims of an access token (RFC 9068 profile plus portcullis' own).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Claims of an access token, both as the gateway issues them and as it
+/// reads them back. Required: `sub`, `jti`, `iat`, `exp` (a token without
+/// them fails to deserialize and is `token_invalid`); `iss` and `aud` are
+/// checked by `jsonwebtoken::Validation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: Audience,
+    pub sub: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Session id: the refresh family this token was issued from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The user's token version when the token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub roles: Vec<String>,
+    /// Space-delimited scopes (RFC 8693 §4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Everything else, e.g. claims taken from the login response.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// `aud` may be one string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Accept `"admin"` as well as `["admin"]` for `roles`: identity providers
+/// write both.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(role) => vec![role],
+        OneOrMany::Many(roles) => roles,
+    })
+}

@@ -1,0 +1,84 @@
+//! Why a request was refused, as the client contract states it.
+//!
+//! An `AuthError` is an outcome for the client, not a fault of the gateway:
+//! each variant knows its status, its contract code (shared/DESIGN.md) and a
+//! static reason used as a log and metric label. Descriptions are generic on
+//! purpose: no key material and no library error text reach a client.
+
+use http::StatusCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token on a route that needs one (RFC 6750 §3.1: no error code).
+    #[error("no bearer token")]
+    Missing,
+    /// Two tokens, a token in the query string, or a malformed `Bearer` header.
+    #[error("malformed request: {0}")]
+    InvalidRequest(&'static str),
+    /// Bad signature, wrong iss/aud/typ/alg, unknown kid, malformed token.
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    /// Past `exp` plus the leeway.
+    #[error("token expired")]
+    Expired,
+    /// The route needs a role or scope the token lacks.
+    #[error("insufficient scope")]
+    InsufficientScope { required: String },
+}
+
+impl AuthError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Missing | Self::Invalid(_) | Self::Expired => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The `error` field of the body and the `X-Portcullis-Error` header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "token_missing",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Invalid(_) => "token_invalid",
+            Self::Expired => "token_expired",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+
+    /// A short label for logs and metrics; never shown to clients.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::InvalidRequest(reason) | Self::Invalid(reason) => reason,
+            Self::Expired => "expired",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+
+    /// The generic, human-readable `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "a bearer token is required",
+            Self::InvalidRequest(_) => "the request is malformed",
+            Self::Invalid(_) => "the access token is invalid",
+            Self::Expired => "the access token has expired",
+            Self::InsufficientScope { .. } => "the access token lacks a required role or scope",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3), if the status takes one.
+    pub fn challenge(&self, realm: &str) -> String {
+        match self {
+            Self::Missing => format!("Bearer realm=\"{realm}\""),
+            Self::InvalidRequest(_) => format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
+            Self::Invalid(_) => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            Self::Expired => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"token expired\""
+            ),
+            Self::InsufficientScope { required } => format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{required}\""
+            ),
+        }
+    }
+}

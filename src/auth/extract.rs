@@ -1,0 +1,167 @@
+//! Bearer token extraction from a request (RFC 6750 §2).
+//!
+//! Only the `Authorization` header is accepted. A token in the query string
+//! (§2.3) is refused outright because URLs end up in logs, caches and
+//! `Referer` headers; the form-body method (§2.2) is not supported.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use super::AuthError;
+
+/// The bearer token of the request, `Ok(None)` when there is none.
+///
+/// Another scheme (`Basic …`) is not ours to judge and counts as no token;
+/// two `Authorization` headers or a malformed `Bearer` credential are a
+/// client bug and answer 400 `invalid_request`.
+pub fn extract_bearer(
+    headers: &HeaderMap,
+    max_token_bytes: usize,
+) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest("several_authorization_headers"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidRequest("authorization_not_ascii"))?
+        .trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || !is_b64token(token) {
+        return Err(AuthError::InvalidRequest("malformed_bearer"));
+    }
+    if token.len() > max_token_bytes {
+        return Err(AuthError::Invalid("oversized"));
+    }
+    Ok(Some(token))
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// Whether the query string carries an `access_token` parameter, in any
+/// percent-encoding of its name. Such requests are refused on every route so
+/// the token is never forwarded or logged.
+pub fn query_has_access_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or(pair);
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(name).collect();
+        let decoded: Vec<u8> = decoded
+            .into_iter()
+            .map(|b| if b == b'+' { b' ' } else { b })
+            .collect();
+        decoded.eq_ignore_ascii_case(b"access_token")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(
+                AUTHORIZATION,
+                HeaderValue::from_str(v).expect("test header"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi",
+        ] {
+            assert_eq!(
+                extract_bearer(&headers(&[v]), 100),
+                Ok(Some("abc.def.ghi")),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_absence_are_no_token() {
+        assert_eq!(extract_bearer(&headers(&[]), 100), Ok(None));
+        assert_eq!(
+            extract_bearer(&headers(&["Basic dXNlcjpwYXNz"]), 100),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn malformed_bearer_is_invalid_request() {
+        for v in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,Bearer b",
+            "Bearer ===",
+        ] {
+            let err = extract_bearer(&headers(&[v]), 100).expect_err(v);
+            assert_eq!(err.code(), "invalid_request", "{v}");
+        }
+    }
+
+    #[test]
+    fn two_headers_are_invalid_request() {
+        let err = extract_bearer(&headers(&["Bearer a", "Bearer b"]), 100).expect_err("two");
+        assert_eq!(err.code(), "invalid_request");
+    }
+
+    #[test]
+    fn oversized_token_is_invalid_token() {
+        let long = format!("Bearer {}", "a".repeat(101));
+        assert_eq!(
+            extract_bearer(&headers(&[&long]), 100),
+            Err(AuthError::Invalid("oversized"))
+        );
+    }
+
+    #[test]
+    fn query_token_in_any_spelling_is_found() {
+        assert!(query_has_access_token("access_token=x"));
+        assert!(query_has_access_token("a=1&ACCESS_TOKEN=x"));
+        assert!(query_has_access_token("a=1&access%5Ftoken=x"));
+        assert!(!query_has_access_token("access_token_hint=x&b=2"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_b64token_round_trips(token in "[A-Za-z0-9._~+/-]{1,200}={0,2}") {
+            let value = format!("Bearer {token}");
+            prop_assert_eq!(extract_bearer(&headers(&[&value]), 4096), Ok(Some(token.as_str())));
+        }
+
+        #[test]
+        fn never_panics_and_never_returns_foreign_bytes(value in "[ -~]{0,120}") {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                let mut map = HeaderMap::new();
+                map.insert(AUTHORIZATION, v);
+                if let Ok(Some(token)) = extract_bearer(&map, 4096) {
+                    prop_assert!(is_b64token(token));
+                    prop_assert!(value.contains(token));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The verified identity as headers for the upstream.
+//!
+//! The names come from `[identity]`; the values only ever from a verified
+//! token. Stripping the client's copies of these names is the proxy's job
+//! (`proxy::headers`); this module says which names and which values.
+
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::AccessClaims;
+
+pub struct IdentityHeaders {
+    pub subject: HeaderName,
+    pub roles: HeaderName,
+    pub scopes: HeaderName,
+    pub session: HeaderName,
+    /// Claim name → header name, e.g. `email` → `X-User-Email`.
+    pub claims: Vec<(String, HeaderName)>,
+    /// Keep `Authorization` on requests the gateway authenticated.
+    pub forward_token: bool,
+}
+
+impl IdentityHeaders {
+    /// Every header name the identity may be written to.
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.subject, &self.roles, &self.scopes, &self.session]
+            .into_iter()
+            .chain(self.claims.iter().map(|(_, header)| header))
+    }
+
+    /// The headers to set for a verified token, computed once per token and
+    /// cached with it. A claim whose value cannot be a header value (control
+    /// characters) is left out rather than mangled.
+    pub fn headers_for(&self, claims: &AccessClaims) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::with_capacity(4 + self.claims.len());
+        push(&mut out, &self.subject, &claims.sub);
+        if !claims.roles.is_empty() {
+            push(&mut out, &self.roles, &claims.roles.join(","));
+        }
+        if let Some(scope) = claims.scope.as_deref().filter(|s| !s.is_empty()) {
+            push(&mut out, &self.scopes, scope);
+        }
+        if let Some(sid) = &claims.sid {
+            push(&mut out, &self.session, sid);
+        }
+        for (claim, header) in &self.claims {
+            match claims.extra.get(claim) {
+                Some(Value::String(s)) => push(&mut out, header, s),
+                Some(Value::Null) | None => {}
+                Some(other) => push(&mut out, header, &other.to_string()),
+            }
+        }
+        out
+    }
+}
+
+fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+        out.push((name.clone(), value));
+    } else {
+        tracing::debug!(header = %name, "claim value cannot be a header value; not forwarded");
+    }
+}

@@ -1,0 +1,28 @@
+//! Token extraction, verification, keys and the identity forwarded upstream.
+//!
+//! Nothing here knows pingora: functions take `&http::HeaderMap`, `&str` and
+//! plain structs, so the hot path can be tested and benchmarked alone.
+
+pub mod claims;
+pub mod error;
+pub mod extract;
+pub mod identity;
+pub mod issue;
+pub mod keys;
+pub mod policy;
+pub mod verify;
+
+pub use claims::AccessClaims;
+pub use error::AuthError;
+pub use extract::extract_bearer;
+pub use identity::IdentityHeaders;
+pub use keys::{KeyError, Keyring, SigningKey};
+pub use policy::Requirement;
+pub use verify::{VerifiedToken, Verifier};
+
+/// Seconds since the Unix epoch, the unit of every JWT time claim.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

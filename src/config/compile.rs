@@ -1,0 +1,398 @@
+//! `RawConfig` → `Runtime`: cross-checks, key loading, the route table.
+//!
+//! Every problem is reported through `Diagnostics` with the position of the
+//! value at fault; compilation goes on after an error so that one run of
+//! `portcullis check` lists them all.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora_core::upstreams::peer::PeerOptions;
+use pingora_load_balancing::LoadBalancer;
+use toml::Spanned;
+
+use super::raw::{
+    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawTokens,
+    RawUpstream,
+};
+use super::runtime::{Runtime, ServerSettings};
+use super::Diagnostics;
+use crate::auth::keys::KeyMaterial;
+use crate::auth::verify::VerifierSettings;
+use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
+use crate::proxy::headers::HeaderRules;
+use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
+
+/// Headers the identity may never be written to: they carry framing,
+/// routing or credentials.
+const FORBIDDEN_IDENTITY_HEADERS: [&str; 10] = [
+    "host",
+    "authorization",
+    "cookie",
+    "connection",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+];
+
+pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
+    let server = server_settings(&raw.server, sink);
+    let identity = Arc::new(identity_headers(&raw.identity, sink)?);
+    let tokens_span = raw.tokens.span();
+    let tokens = raw.tokens.into_inner();
+    let (keyring, signer) = keys(&tokens, base, sink);
+    let upstreams = upstream_pools(&raw.upstreams, sink);
+    let router = Router::new(routes(&raw.routes, &upstreams, sink));
+    check_tokens(&tokens, tokens_span, sink);
+    let settings = VerifierSettings {
+        issuer: tokens.issuer.clone(),
+        audience: tokens.audience.clone(),
+        leeway: tokens.leeway.0,
+        cache_entries: tokens.verified_cache_entries,
+    };
+    Some(Runtime {
+        server,
+        realm: raw.server.realm.clone(),
+        max_token_bytes: raw.server.max_token_bytes,
+        issuer: tokens.issuer,
+        audience: tokens.audience,
+        access_ttl: tokens.access_ttl.0,
+        leeway: tokens.leeway.0,
+        refresh_hint_secs: tokens.refresh_hint.0.as_secs(),
+        verifier: Verifier::new(keyring, Arc::clone(&identity), &settings),
+        signer,
+        header_rules: HeaderRules::new(&identity),
+        identity,
+        router,
+    })
+}
+
+fn server_settings(raw: &RawServer, sink: &mut Diagnostics) -> ServerSettings {
+    for addr in raw.listen.iter().chain([&raw.admin_listen]) {
+        if addr.get_ref().parse::<SocketAddr>().is_err() {
+            sink.at(
+                addr.span(),
+                format!(
+                    "{:?} is not an address such as \"0.0.0.0:8080\"",
+                    addr.get_ref()
+                ),
+            );
+        }
+    }
+    let threads = match raw.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    ServerSettings {
+        listen: raw.listen.iter().map(|a| a.get_ref().clone()).collect(),
+        admin_listen: raw.admin_listen.get_ref().clone(),
+        admin_token_env: raw.admin_token_env.clone(),
+        threads,
+        shutdown_grace: raw.shutdown_grace.0,
+        shutdown_timeout: raw.shutdown_timeout.0,
+        upstream_keepalive_pool: raw.upstream_keepalive_pool,
+    }
+}
+
+fn check_tokens(tokens: &RawTokens, span: std::ops::Range<usize>, sink: &mut Diagnostics) {
+    if tokens.issuer.trim().is_empty() {
+        sink.at(span.clone(), "tokens.issuer must not be empty");
+    }
+    if tokens.audience.trim().is_empty() {
+        sink.at(span.clone(), "tokens.audience must not be empty");
+    }
+    if tokens.keys.is_empty() {
+        sink.at(
+            span.clone(),
+            "no [[tokens.keys]]: at least one key is needed to verify tokens",
+        );
+    }
+    if tokens.verified_cache_entries == 0 {
+        sink.at(span, "tokens.verified_cache_entries must be at least 1");
+    }
+}
+
+fn keys(
+    tokens: &RawTokens,
+    base: &Path,
+    sink: &mut Diagnostics,
+) -> (Keyring, Option<crate::auth::SigningKey>) {
+    let mut keyring = Keyring::default();
+    let mut seen = HashSet::new();
+    for key in &tokens.keys {
+        if key.kid.get_ref().is_empty() || !seen.insert(key.kid.get_ref().clone()) {
+            sink.at(
+                key.kid.span(),
+                format!("kid {:?} is empty or used twice", key.kid.get_ref()),
+            );
+            continue;
+        }
+        if let Err((span, message)) = load_key(key, base, &mut keyring) {
+            sink.at(span.unwrap_or(key.kid.span()), message);
+        }
+    }
+    let signer = match &tokens.signing_key {
+        Some(kid) if keyring.can_sign(kid.get_ref()) => keyring.take_signing(kid.get_ref()),
+        Some(kid) if keyring.get(kid.get_ref()).is_some() => {
+            sink.at(
+                kid.span(),
+                format!(
+                    "signing key {:?} has no private key or secret",
+                    kid.get_ref()
+                ),
+            );
+            None
+        }
+        Some(kid) if seen.contains(kid.get_ref()) => None, // its own error is already reported
+        Some(kid) => {
+            sink.at(
+                kid.span(),
+                format!(
+                    "signing key {:?} is not among [[tokens.keys]]",
+                    kid.get_ref()
+                ),
+            );
+            None
+        }
+        None => None,
+    };
+    (keyring, signer)
+}
+
+type KeyFailure = (Option<std::ops::Range<usize>>, String);
+
+fn load_key(key: &RawKey, base: &Path, keyring: &mut Keyring) -> Result<(), KeyFailure> {
+    let sources = [
+        key.private_key_file.as_ref().map(|p| p.span()),
+        key.public_key_file.as_ref().map(|p| p.span()),
+        key.secret_env.as_ref().map(|p| p.span()),
+        key.secret_file.as_ref().map(|p| p.span()),
+    ];
+    if sources.iter().flatten().count() != 1 {
+        let want = if key.algorithm == KeyAlgorithm::HS256 {
+            "secret_env or secret_file"
+        } else {
+            "private_key_file or public_key_file"
+        };
+        return Err((
+            None,
+            format!("key {:?} needs exactly one of {want}", key.kid.get_ref()),
+        ));
+    }
+    let (span, bytes, kind) = read_material(key, base)?;
+    let material = match kind {
+        Material::Private => KeyMaterial::PrivatePem(&bytes),
+        Material::Public => KeyMaterial::PublicPem(&bytes),
+        Material::Secret => KeyMaterial::Secret(&bytes),
+    };
+    keyring
+        .add(key.kid.get_ref(), key.algorithm, material)
+        .map_err(|e| {
+            (
+                Some(span),
+                format!("key {:?} ({:?}): {e}", key.kid.get_ref(), key.algorithm),
+            )
+        })
+}
+
+enum Material {
+    Private,
+    Public,
+    Secret,
+}
+
+fn read_material(
+    key: &RawKey,
+    base: &Path,
+) -> Result<(std::ops::Range<usize>, Vec<u8>, Material), KeyFailure> {
+    let read = |path: &Spanned<std::path::PathBuf>| {
+        let full = base.join(path.get_ref());
+        std::fs::read(&full).map_err(|e| (Some(path.span()), format!("{}: {e}", full.display())))
+    };
+    if let Some(path) = &key.private_key_file {
+        return Ok((path.span(), read(path)?, Material::Private));
+    }
+    if let Some(path) = &key.public_key_file {
+        return Ok((path.span(), read(path)?, Material::Public));
+    }
+    if let Some(path) = &key.secret_file {
+        let mut bytes = read(path)?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        return Ok((path.span(), bytes, Material::Secret));
+    }
+    let var = key
+        .secret_env
+        .as_ref()
+        .ok_or((None, "no key material".to_owned()))?;
+    let value = std::env::var_os(var.get_ref()).ok_or_else(|| {
+        (
+            Some(var.span()),
+            format!("environment variable {} is not set", var.get_ref()),
+        )
+    })?;
+    Ok((var.span(), value.into_encoded_bytes(), Material::Secret))
+}
+
+fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<IdentityHeaders> {
+    let mut seen = HashSet::new();
+    let mut header = |name: &Spanned<String>, sink: &mut Diagnostics| -> Option<HeaderName> {
+        let parsed = HeaderName::from_bytes(name.get_ref().as_bytes()).ok();
+        let folded = name.get_ref().to_ascii_lowercase().replace('_', "-");
+        match parsed {
+            None => sink.at(
+                name.span(),
+                format!("{:?} is not a valid header name", name.get_ref()),
+            ),
+            Some(_) if FORBIDDEN_IDENTITY_HEADERS.contains(&folded.as_str()) => sink.at(
+                name.span(),
+                format!("{:?} cannot carry the identity", name.get_ref()),
+            ),
+            Some(_) if !seen.insert(folded) => sink.at(
+                name.span(),
+                format!("header {:?} is used twice in [identity]", name.get_ref()),
+            ),
+            Some(parsed) => return Some(parsed),
+        }
+        None
+    };
+    let subject = header(&raw.subject, sink);
+    let roles = header(&raw.roles, sink);
+    let scopes = header(&raw.scopes, sink);
+    let session = header(&raw.session, sink);
+    let claims: Vec<_> = raw
+        .claims
+        .iter()
+        .filter_map(|(claim, name)| header(name, sink).map(|h| (claim.clone(), h)))
+        .collect();
+    Some(IdentityHeaders {
+        subject: subject?,
+        roles: roles?,
+        scopes: scopes?,
+        session: session?,
+        claims,
+        forward_token: raw.forward_token,
+    })
+}
+
+fn upstream_pools(
+    raw: &[RawUpstream],
+    sink: &mut Diagnostics,
+) -> HashMap<String, Arc<UpstreamPool>> {
+    let mut pools = HashMap::new();
+    for upstream in raw {
+        let name = upstream.name.get_ref();
+        if pools.contains_key(name) {
+            sink.at(
+                upstream.name.span(),
+                format!("upstream {name:?} is defined twice"),
+            );
+            continue;
+        }
+        if upstream.targets.is_empty() {
+            sink.at(
+                upstream.name.span(),
+                format!("upstream {name:?} has no targets"),
+            );
+            continue;
+        }
+        let mut ok = true;
+        for target in &upstream.targets {
+            if std::net::ToSocketAddrs::to_socket_addrs(target.get_ref().as_str()).is_err() {
+                sink.at(
+                    target.span(),
+                    format!("{:?} is not a reachable host:port", target.get_ref()),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let targets = upstream.targets.iter().map(|t| t.get_ref().as_str());
+        match LoadBalancer::try_from_iter(targets) {
+            Ok(balancer) => {
+                let pool = UpstreamPool {
+                    name: name.clone(),
+                    balancer,
+                    options: peer_options(upstream),
+                };
+                pools.insert(name.clone(), Arc::new(pool));
+            }
+            Err(e) => sink.at(upstream.name.span(), format!("upstream {name:?}: {e}")),
+        }
+    }
+    pools
+}
+
+fn peer_options(upstream: &RawUpstream) -> PeerOptions {
+    let mut options = PeerOptions::new();
+    options.connection_timeout = Some(upstream.connect_timeout.0);
+    options.read_timeout = Some(upstream.read_timeout.0);
+    options.write_timeout = Some(upstream.write_timeout.0);
+    options.idle_timeout = Some(upstream.idle_timeout.0);
+    options
+}
+
+fn routes(
+    raw: &[RawRoute],
+    pools: &HashMap<String, Arc<UpstreamPool>>,
+    sink: &mut Diagnostics,
+) -> Vec<Route> {
+    let mut seen = HashSet::new();
+    let mut routes = Vec::new();
+    for route in raw {
+        let path = route.path.get_ref();
+        if !path.starts_with('/') {
+            sink.at(
+                route.path.span(),
+                format!("route path {path:?} must start with '/'"),
+            );
+            continue;
+        }
+        let prefix = normalize_prefix(path);
+        let host = route
+            .host
+            .as_ref()
+            .map(|h| h.get_ref().to_ascii_lowercase());
+        if !seen.insert((host.clone(), prefix.clone())) {
+            sink.at(
+                route.path.span(),
+                format!("duplicate route: another route has host {host:?} and path {prefix:?}"),
+            );
+            continue;
+        }
+        if route.auth == AuthMode::None && !(route.roles.is_empty() && route.scopes.is_empty()) {
+            sink.at(
+                route.path.span(),
+                "roles and scopes need auth = \"required\" or \"optional\"",
+            );
+        }
+        let Some(upstream) = pools.get(route.upstream.get_ref()) else {
+            sink.at(
+                route.upstream.span(),
+                format!("unknown upstream {:?}", route.upstream.get_ref()),
+            );
+            continue;
+        };
+        routes.push(Route {
+            name: route.name.clone().unwrap_or_else(|| prefix.clone()),
+            host,
+            prefix,
+            auth: route.auth,
+            requirement: Requirement {
+                any_role: route.roles.clone(),
+                all_scopes: route.scopes.clone(),
+            },
+            upstream: Arc::clone(upstream),
+        });
+    }
+    routes
+}

@@ -1,0 +1,201 @@
+//! The raw configuration layer: serde types that mirror the TOML file.
+//!
+//! Every table denies unknown keys so a typo fails with the toml crate's own
+//! message. Values that later cross-checks refer to are `Spanned`, so those
+//! errors can point at a line and column too. Nothing here is validated
+//! beyond its type; `compile` does that.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::HumanDuration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub tokens: Spanned<RawTokens>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Vec<Spanned<String>>,
+    pub admin_listen: Spanned<String>,
+    pub admin_token_env: String,
+    /// Worker threads of the proxy; 0 means one per core.
+    pub threads: usize,
+    /// `WWW-Authenticate` realm.
+    pub realm: String,
+    /// After SIGTERM, how long the listeners keep accepting before shutdown.
+    pub shutdown_grace: HumanDuration,
+    /// How long in-flight requests may take to finish once shutdown starts.
+    pub shutdown_timeout: HumanDuration,
+    /// Largest bearer token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// Idle upstream connections kept for reuse, per proxy thread.
+    pub upstream_keepalive_pool: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: vec![Spanned::new(0..0, "0.0.0.0:8080".to_owned())],
+            admin_listen: Spanned::new(0..0, "127.0.0.1:9090".to_owned()),
+            admin_token_env: "PORTCULLIS_ADMIN_TOKEN".to_owned(),
+            threads: 0,
+            realm: "portcullis".to_owned(),
+            shutdown_grace: HumanDuration::from_secs(5),
+            shutdown_timeout: HumanDuration::from_secs(10),
+            max_token_bytes: 8192,
+            upstream_keepalive_pool: 128,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default = "default_access_ttl")]
+    pub access_ttl: HumanDuration,
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    #[serde(default = "default_refresh_hint")]
+    pub refresh_hint: HumanDuration,
+    pub signing_key: Option<Spanned<String>>,
+    /// Entries in the verified-token cache.
+    #[serde(default = "default_verified_cache_entries")]
+    pub verified_cache_entries: u64,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_leeway() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_refresh_hint() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_verified_cache_entries() -> u64 {
+    100_000
+}
+
+/// The algorithms a key may be pinned to (RFC 7518 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyAlgorithm {
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub kid: Spanned<String>,
+    pub algorithm: KeyAlgorithm,
+    /// PKCS#8 PEM; the key signs and verifies.
+    pub private_key_file: Option<Spanned<PathBuf>>,
+    /// SPKI PEM; the key only verifies.
+    pub public_key_file: Option<Spanned<PathBuf>>,
+    /// HS256: an environment variable whose bytes are the secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// HS256: a file whose bytes (trailing newline removed) are the secret.
+    pub secret_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentity {
+    pub subject: Spanned<String>,
+    pub roles: Spanned<String>,
+    pub scopes: Spanned<String>,
+    pub session: Spanned<String>,
+    pub claims: BTreeMap<String, Spanned<String>>,
+    pub forward_token: bool,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        let header = |name: &str| Spanned::new(0..0, name.to_owned());
+        Self {
+            subject: header("X-User-Id"),
+            roles: header("X-User-Roles"),
+            scopes: header("X-User-Scopes"),
+            session: header("X-Session-Id"),
+            claims: BTreeMap::new(),
+            forward_token: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Spanned<String>,
+    pub targets: Vec<Spanned<String>>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    #[serde(default = "default_read_timeout")]
+    pub write_timeout: HumanDuration,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+/// How a route treats the bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No token is looked at; identity headers are still stripped.
+    None,
+    /// A missing token is fine; a presented one must be valid.
+    Optional,
+    /// A valid token is needed.
+    Required,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<Spanned<String>>,
+    pub path: Spanned<String>,
+    pub upstream: Spanned<String>,
+    #[serde(default = "default_auth")]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn default_auth() -> AuthMode {
+    AuthMode::Required
+}

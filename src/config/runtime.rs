@@ -1,0 +1,80 @@
+//! The compiled configuration: everything the request path reads.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{IdentityHeaders, SigningKey, Verifier};
+use crate::config::raw::AuthMode;
+use crate::proxy::headers::HeaderRules;
+use crate::proxy::router::Router;
+
+/// Listener and process settings; changing them needs a restart.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<String>,
+    pub admin_listen: String,
+    pub admin_token_env: String,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub shutdown_timeout: Duration,
+    pub upstream_keepalive_pool: usize,
+}
+
+pub struct Runtime {
+    pub server: ServerSettings,
+    pub realm: String,
+    pub max_token_bytes: usize,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub leeway: Duration,
+    /// Successful responses carry `X-Token-Expires-In` when fewer seconds remain.
+    pub refresh_hint_secs: u64,
+    pub verifier: Verifier,
+    pub signer: Option<SigningKey>,
+    pub identity: Arc<IdentityHeaders>,
+    pub header_rules: HeaderRules,
+    pub router: Router,
+}
+
+impl Runtime {
+    /// A table of the routes for `portcullis check`.
+    pub fn route_table(&self) -> String {
+        let mut routes: Vec<_> = self.router.routes().collect();
+        routes.sort_by(|a, b| (&a.host, &a.prefix).cmp(&(&b.host, &b.prefix)));
+        let mut out = format!(
+            "{:<24} {:<24} {:<9} {:<20} {}\n",
+            "HOST", "PATH", "AUTH", "REQUIRES", "UPSTREAM"
+        );
+        for route in routes {
+            let auth = match route.auth {
+                AuthMode::None => "none",
+                AuthMode::Optional => "optional",
+                AuthMode::Required => "required",
+            };
+            let mut requires = String::new();
+            if !route.requirement.any_role.is_empty() {
+                let _ = write!(requires, "role:{}", route.requirement.any_role.join("|"));
+            }
+            if !route.requirement.all_scopes.is_empty() {
+                let sep = if requires.is_empty() { "" } else { " " };
+                let _ = write!(
+                    requires,
+                    "{sep}scope:{}",
+                    route.requirement.all_scopes.join("+")
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:<24} {:<24} {:<9} {:<20} {}",
+                route.host.as_deref().unwrap_or("*"),
+                route.prefix,
+                auth,
+                if requires.is_empty() { "-" } else { &requires },
+                route.upstream.name,
+            );
+        }
+        out
+    }
+}

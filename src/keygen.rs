@@ -1,0 +1,129 @@
+//! `portcullis keygen`: new signing keys written with restrictive permissions.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature;
+use base64::Engine;
+
+use crate::auth::keys::public_pem_of;
+use crate::config::raw::KeyAlgorithm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    #[error("key generation failed")]
+    Generate,
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What `keygen` wrote, and the `[[tokens.keys]]` entry that uses it.
+#[derive(Debug)]
+pub struct GeneratedKey {
+    pub kid: String,
+    pub private_path: PathBuf,
+    pub public_path: Option<PathBuf>,
+    pub snippet: String,
+}
+
+/// Writes a new key named `kid` into `dir`; never overwrites a file.
+pub fn generate(
+    algorithm: KeyAlgorithm,
+    dir: &Path,
+    kid: &str,
+) -> Result<GeneratedKey, KeygenError> {
+    fs::create_dir_all(dir).map_err(|source| KeygenError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if algorithm == KeyAlgorithm::HS256 {
+        return generate_secret(dir, kid);
+    }
+    let der = private_pkcs8(algorithm)?;
+    let private_path = dir.join(format!("{kid}.pem"));
+    let public_path = dir.join(format!("{kid}.pub.pem"));
+    let private_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
+    let public_pem = public_pem_of(algorithm, &der).map_err(|_| KeygenError::Generate)?;
+    write_new(&private_path, private_pem.as_bytes(), 0o600)?;
+    write_new(&public_path, public_pem.as_bytes(), 0o644)?;
+    let snippet = format!(
+        "[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"{algorithm:?}\"\nprivate_key_file = \"{}\"\n",
+        private_path.display()
+    );
+    Ok(GeneratedKey {
+        kid: kid.to_owned(),
+        private_path,
+        public_path: Some(public_path),
+        snippet,
+    })
+}
+
+fn private_pkcs8(algorithm: KeyAlgorithm) -> Result<Vec<u8>, KeygenError> {
+    let rng = SystemRandom::new();
+    let der = match algorithm {
+        KeyAlgorithm::EdDSA => {
+            signature::Ed25519KeyPair::generate_pkcs8(&rng).map(|doc| doc.as_ref().to_vec())
+        }
+        KeyAlgorithm::ES256 => signature::EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .map(|doc| doc.as_ref().to_vec()),
+        KeyAlgorithm::RS256 => aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .and_then(|pair| pair.as_der().map(|d| d.as_ref().to_vec())),
+        KeyAlgorithm::HS256 => return Err(KeygenError::Generate),
+    };
+    der.map_err(|_| KeygenError::Generate)
+}
+
+/// 384 random bits, base64url: printable, so it also fits an environment variable.
+fn generate_secret(dir: &Path, kid: &str) -> Result<GeneratedKey, KeygenError> {
+    let mut bytes = [0u8; 48];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KeygenError::Generate)?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let private_path = dir.join(format!("{kid}.secret"));
+    write_new(&private_path, secret.as_bytes(), 0o600)?;
+    let snippet = format!(
+        "[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"HS256\"\nsecret_file = \"{}\"\n",
+        private_path.display()
+    );
+    Ok(GeneratedKey {
+        kid: kid.to_owned(),
+        private_path,
+        public_path: None,
+        snippet,
+    })
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeygenError> {
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    };
+    write().map_err(|source| KeygenError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A fresh `kid` such as `eddsa-5f2c9a1e`.
+pub fn default_kid(algorithm: KeyAlgorithm) -> String {
+    let mut suffix = [0u8; 4];
+    let _ = SystemRandom::new().fill(&mut suffix);
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", format!("{algorithm:?}").to_ascii_lowercase())
+}

@@ -1,0 +1,323 @@
+//! The pingora side: routing, authentication dispatch, header rewrite and
+//! the responses the gateway writes itself.
+//!
+//! Each hook is a short dispatcher; the decisions live in `auth` and in the
+//! pure helpers of this module's children.
+
+pub mod headers;
+pub mod path;
+pub mod respond;
+pub mod router;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::header::{AUTHORIZATION, CONNECTION, HOST};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::auth::extract::query_has_access_token;
+use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
+use crate::config::raw::AuthMode;
+use crate::config::Runtime;
+use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
+use router::Route;
+
+pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
+
+/// Per-request state, written by `request_filter` and read by later hooks.
+pub struct RequestContext {
+    pub request_id: String,
+    pub started: Instant,
+    /// The configuration this request started with, kept until it ends.
+    pub runtime: Option<Arc<Runtime>>,
+    pub route: Option<Arc<Route>>,
+    /// Written only by authentication, read only by header injection.
+    pub identity: Option<Arc<VerifiedToken>>,
+    /// The normalised path plus the original query, for the upstream.
+    pub upstream_uri: Option<http::Uri>,
+    /// The contract code of a refusal, or `ok`.
+    pub outcome: &'static str,
+}
+
+/// The proxy: holds the current configuration, swapped whole on reload.
+pub struct Gateway {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Self { runtime }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            request_id: String::new(),
+            started: Instant::now(),
+            runtime: None,
+            route: None,
+            identity: None,
+            upstream_uri: None,
+            outcome: "ok",
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
+        let runtime = self.runtime.load_full();
+        ctx.request_id = request_id_of(session.req_header());
+        let decision = admit(&runtime, session.req_header(), ctx);
+        ctx.runtime = Some(runtime);
+        match decision {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                ctx.outcome = refusal.code;
+                refusal.send(session, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let backend = route
+            .upstream
+            .balancer
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream target"))?;
+        let mut peer = HttpPeer::new(&backend, false, String::new());
+        peer.options = route.upstream.options.clone();
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let Some(runtime) = ctx.runtime.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no runtime");
+        };
+        strip_reserved(runtime, upstream)?;
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.forwarded {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+            if !runtime.identity.forward_token {
+                upstream.remove_header(&AUTHORIZATION);
+            }
+        }
+        set_forwarding(session, upstream, &ctx.request_id)?;
+        if let Some(uri) = ctx.upstream_uri.take() {
+            upstream.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        // Only the gateway speaks with this header, so clients can trust it.
+        response.remove_header(ERROR_HEADER);
+        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {
+            let left = identity.claims.exp.saturating_sub(unix_now());
+            if left < runtime.refresh_hint_secs {
+                response.insert_header(TOKEN_EXPIRES_IN_HEADER, left.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        let Some(refusal) = refusal_for(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.outcome = refusal.code;
+        if let Err(write_error) = refusal.send(session, &ctx.request_id).await {
+            tracing::debug!(error = %write_error, "could not write the error response");
+        }
+        FailToProxy {
+            error_code: refusal.status.as_u16(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&Error>,
+        ctx: &mut RequestContext,
+    ) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.request_id,
+            route = ctx.route.as_ref().map_or("-", |r| r.name.as_str()),
+            status,
+            outcome = ctx.outcome,
+            subject = ctx.identity.as_ref().map_or("-", |i| i.claims.sub.as_str()),
+            latency_us = ctx.started.elapsed().as_micros() as u64,
+            error = error.map(|e| e.etype().as_str()),
+        );
+    }
+}
+
+/// Path, route and token checks: `Ok` lets the request through.
+fn admit(
+    runtime: &Runtime,
+    request: &RequestHeader,
+    ctx: &mut RequestContext,
+) -> Result<(), Refusal> {
+    let raw = request.raw_path();
+    let (raw_path, query) = match raw.iter().position(|b| *b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    let path = path::normalize_path(raw_path).map_err(|_| Refusal::bad_path())?;
+    let query = query
+        .map(|q| std::str::from_utf8(q).map_err(|_| Refusal::bad_path()))
+        .transpose()?;
+    if query.is_some_and(query_has_access_token) {
+        return Err(Refusal::auth(
+            &AuthError::InvalidRequest("query_token"),
+            &runtime.realm,
+        ));
+    }
+    let route = runtime
+        .router
+        .find(host_of(request), &path)
+        .ok_or(Refusal::no_route())?;
+    ctx.route = Some(Arc::clone(route));
+    ctx.upstream_uri = Some(upstream_uri(&path, query)?);
+    if route.auth == AuthMode::None {
+        return Ok(());
+    }
+    ctx.identity =
+        authenticate(runtime, route, request).map_err(|e| Refusal::auth(&e, &runtime.realm))?;
+    Ok(())
+}
+
+/// The verified identity, `None` for an anonymous request to an optional route.
+fn authenticate(
+    runtime: &Runtime,
+    route: &Route,
+    request: &RequestHeader,
+) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
+    let Some(token) = extract_bearer(&request.headers, runtime.max_token_bytes)? else {
+        return match route.auth {
+            AuthMode::Required => Err(AuthError::Missing),
+            _ => Ok(None),
+        };
+    };
+    let verified = runtime.verifier.verify(token)?;
+    route.requirement.check(&verified.claims)?;
+    Ok(Some(verified))
+}
+
+fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    target.parse().map_err(|_| Refusal::bad_path())
+}
+
+fn host_of(request: &RequestHeader) -> Option<&str> {
+    request
+        .uri
+        .host()
+        .or_else(|| request.headers.get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn request_id_of(request: &RequestHeader) -> String {
+    request
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| headers::acceptable_request_id(v.as_bytes()))
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(headers::new_request_id, str::to_owned)
+}
+
+fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
+    let plan = runtime.header_rules.plan(&upstream.headers);
+    for name in &plan.remove {
+        upstream.remove_header(name.as_str());
+    }
+    match plan.connection {
+        Some(Some(value)) => {
+            upstream.insert_header(CONNECTION, value)?;
+        }
+        Some(None) => {
+            upstream.remove_header(&CONNECTION);
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// `X-Forwarded-*` describe this hop only: the gateway is the edge, so a
+/// client's own values are never trusted or appended to.
+fn set_forwarding(session: &Session, upstream: &mut RequestHeader, request_id: &str) -> Result<()> {
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        upstream.insert_header("x-forwarded-for", ip.to_string())?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    if let Some(host) = session.req_header().headers.get(HOST).cloned() {
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    upstream.insert_header(REQUEST_ID_HEADER, request_id)?;
+    Ok(())
+}
+
+/// The contract response for a proxying failure, `None` when the client is gone.
+fn refusal_for(e: &Error) -> Option<Refusal> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) if *code < 500 => Some(Refusal::bad_request()),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout | ConnectTimedout) => {
+            Some(Refusal::gateway_timeout())
+        }
+        (ErrorSource::Upstream, _) => Some(Refusal::bad_gateway()),
+        (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some(Refusal::bad_request()),
+        (_, ConnectNoRoute | ConnectRefused | ConnectError) => Some(Refusal::bad_gateway()),
+        _ => Some(Refusal::internal()),
+    }
+}

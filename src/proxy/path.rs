@@ -1,0 +1,155 @@
+//! Request path normalisation before routing (RFC 3986 §6.2.2, §5.2.4).
+//!
+//! The route is chosen on the normalised path and the upstream receives the
+//! same string, so a prefix the gateway protects cannot be reached by
+//! spelling it differently (`//admin`, `/public/../admin`, `/%2e%2e/admin`).
+
+/// Why a path was refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// Not origin-form (`*`, empty, or not starting with `/`).
+    NotOriginForm,
+    /// `%2F`, `%5C` or `%00`: backends disagree on what they mean.
+    EncodedSeparator,
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// A raw backslash, control byte or non-ASCII byte.
+    ForbiddenByte,
+    /// `..;x` or `.;x`: servlet containers treat these as dot segments.
+    DotSegmentParameter,
+}
+
+/// Decodes percent-escapes of unreserved characters, upper-cases the rest,
+/// resolves dot segments and collapses repeated slashes.
+pub fn normalize_path(raw: &[u8]) -> Result<String, PathError> {
+    if raw.first() != Some(&b'/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let decoded = decode_unreserved(raw)?;
+    let trailing_slash =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s if s.starts_with(".;") || s.starts_with("..;") => {
+                return Err(PathError::DotSegmentParameter)
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || (trailing_slash && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = raw[i];
+        if byte == b'%' {
+            let hi = raw.get(i + 1).and_then(|b| hex(*b));
+            let lo = raw.get(i + 2).and_then(|b| hex(*b));
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadEscape);
+            };
+            let value = hi << 4 | lo;
+            match value {
+                b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                v if is_unreserved(v) => out.push(v as char),
+                v => {
+                    out.push('%');
+                    out.push(char::from(b"0123456789ABCDEF"[usize::from(v >> 4)]));
+                    out.push(char::from(b"0123456789ABCDEF"[usize::from(v & 0xF)]));
+                }
+            }
+            i += 3;
+            continue;
+        }
+        if byte == b'\\' || byte <= 0x20 || byte >= 0x7F {
+            return Err(PathError::ForbiddenByte);
+        }
+        out.push(byte as char);
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn resolves_dot_segments_and_slashes() {
+        let cases = [
+            ("/", "/"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin/", "/admin/"),
+            ("/../../etc", "/etc"),
+            ("/a/b/..", "/a/"),
+            ("/a/%7euser", "/a/~user"),
+            ("/a/%c3%a9", "/a/%C3%A9"),
+            ("/a//b///c", "/a/b/c"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_path(raw.as_bytes()).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn refuses_encoded_separators_and_bad_bytes() {
+        let cases = [
+            ("/admin%2fsecret", PathError::EncodedSeparator),
+            ("/admin%5Csecret", PathError::EncodedSeparator),
+            ("/admin%00", PathError::EncodedSeparator),
+            ("/admin%2", PathError::BadEscape),
+            ("/admin%zz", PathError::BadEscape),
+            ("/admin\\x", PathError::ForbiddenByte),
+            ("*", PathError::NotOriginForm),
+            ("/public/..;/admin", PathError::DotSegmentParameter),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_path(raw.as_bytes()), Err(want), "{raw}");
+        }
+    }
+
+    proptest! {
+        /// Normalising is idempotent, and the result never holds a dot
+        /// segment, an empty segment or an encoded separator.
+        #[test]
+        fn normal_form_is_stable(raw in "/[a-zA-Z0-9./%_~;-]{0,60}") {
+            if let Ok(once) = normalize_path(raw.as_bytes()) {
+                prop_assert_eq!(normalize_path(once.as_bytes()), Ok(once.clone()));
+                prop_assert!(once.starts_with('/'));
+                prop_assert!(!once.contains("//"));
+                for segment in once.split('/') {
+                    prop_assert!(segment != "." && segment != "..");
+                }
+                let lower = once.to_ascii_lowercase();
+                prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%2e"));
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Responses the gateway itself writes: built here and nowhere else.
+//!
+//! Every refusal carries the contract's JSON body, `X-Portcullis-Error`,
+//! `X-Request-Id` and `Cache-Control: no-store`. The text is fixed per code:
+//! no library error string or key material can end up in a body.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SERVER, WWW_AUTHENTICATE};
+use http::StatusCode;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::auth::AuthError;
+
+pub const ERROR_HEADER: &str = "x-portcullis-error";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const SERVER_NAME: &str = "portcullis";
+
+/// A response the gateway produces instead of the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: &'static str,
+    pub challenge: Option<String>,
+}
+
+impl Refusal {
+    pub fn auth(error: &AuthError, realm: &str) -> Self {
+        Self {
+            status: error.status(),
+            code: error.code(),
+            description: error.description(),
+            challenge: Some(error.challenge(realm)),
+        }
+    }
+
+    const fn plain(status: StatusCode, code: &'static str, description: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            description,
+            challenge: None,
+        }
+    }
+
+    pub const fn bad_path() -> Self {
+        Self::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request path is not acceptable",
+        )
+    }
+
+    pub const fn bad_request() -> Self {
+        Self::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request is malformed",
+        )
+    }
+
+    pub const fn no_route() -> Self {
+        Self::plain(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no route matches the request",
+        )
+    }
+
+    pub const fn bad_gateway() -> Self {
+        Self::plain(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the upstream is unavailable",
+        )
+    }
+
+    pub const fn gateway_timeout() -> Self {
+        Self::plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            "the upstream did not answer in time",
+        )
+    }
+
+    pub const fn internal() -> Self {
+        Self::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the gateway failed to handle the request",
+        )
+    }
+
+    /// The response header and body for this refusal.
+    pub fn render(&self, request_id: &str) -> pingora_core::Result<(ResponseHeader, Bytes)> {
+        let body = serde_json::json!({
+            "error": self.code,
+            "error_description": self.description,
+            "request_id": request_id,
+        });
+        let body = Bytes::from(body.to_string());
+        let mut header = ResponseHeader::build(self.status, Some(8))?;
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_LENGTH, body.len())?;
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        header.insert_header(SERVER, SERVER_NAME)?;
+        header.insert_header(ERROR_HEADER, self.code)?;
+        header.insert_header(REQUEST_ID_HEADER, request_id)?;
+        if let Some(challenge) = &self.challenge {
+            header.insert_header(WWW_AUTHENTICATE, challenge.as_str())?;
+        }
+        Ok((header, body))
+    }
+
+    /// Writes the refusal. The connection stays usable: pingora drains an
+    /// unread request body before it reuses the connection.
+    pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora_core::Result<()> {
+        let (header, body) = self.render(request_id)?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
