@@ -29,8 +29,8 @@ pub enum KeyError {
     },
     #[error("not a valid {0} key")]
     Rejected(&'static str),
-    #[error("RSA key has {0} bits; at least {MIN_RSA_BITS} are required")]
-    RsaTooSmall(usize),
+    #[error("RSA key has fewer than {MIN_RSA_BITS} bits")]
+    RsaTooSmall,
     #[error("HS256 secret has {0} bytes; at least {MIN_HMAC_SECRET_BYTES} are required")]
     SecretTooShort(usize),
     #[error("signing failed")]
@@ -202,10 +202,12 @@ fn private_key(
         }
         KeyAlgorithm::RS256 => {
             let pair =
-                signature::RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyError::Rejected("RSA"))?;
-            let bits = pair.public_modulus_len() * 8;
-            if bits < MIN_RSA_BITS {
-                return Err(KeyError::RsaTooSmall(bits));
+                signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| match e.description_() {
+                    "TooSmall" => KeyError::RsaTooSmall,
+                    _ => KeyError::Rejected("RSA"),
+                })?;
+            if pair.public_modulus_len() * 8 < MIN_RSA_BITS {
+                return Err(KeyError::RsaTooSmall);
             }
             let decoding = DecodingKey::from_rsa_der(pair.public_key().as_ref());
             (decoding, EncodingKey::from_rsa_pem(pem))
@@ -230,7 +232,7 @@ fn public_key(algorithm: KeyAlgorithm, pem: &[u8]) -> Result<DecodingKey, KeyErr
             let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der)
                 .map_err(|_| KeyError::Rejected("RSA public"))?;
             if key.key_size_bits() < MIN_RSA_BITS {
-                return Err(KeyError::RsaTooSmall(key.key_size_bits()));
+                return Err(KeyError::RsaTooSmall);
             }
             DecodingKey::from_rsa_pem(pem).map_err(|_| KeyError::Rejected("RSA public"))?
         }

@@ -365,7 +365,7 @@ fn routes(
         if !seen.insert((host.clone(), prefix.clone())) {
             sink.at(
                 route.path.span(),
-                format!("duplicate route: another route has host {host:?} and path {prefix:?}"),
+                format!("duplicate route: another route has the same host and path {prefix:?}"),
             );
             continue;
         }

@@ -1,9 +1,9 @@
-//! Route selection: by host first (like virtual hosts), then longest prefix.
+//! Route selection: host routes first, then routes for any host; within
+//! each, the longest prefix that matches on a segment boundary wins, so
+//! `/admin` matches `/admin` and `/admin/x` but not `/administrator`.
 //!
-//! If any route names the request's host, only that host's routes are
-//! considered; otherwise the routes without a host. Within the set, the
-//! longest prefix that matches on a segment boundary wins, so `/admin`
-//! matches `/admin` and `/admin/x` but not `/administrator`.
+//! A host route always beats a route without a host, whatever the prefix
+//! lengths: a host's own rules are never overridden by a generic one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ impl Router {
             }
         }
         for routes in router.by_host.values_mut().chain([&mut router.any_host]) {
-            routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         }
         router
     }

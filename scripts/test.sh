@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine or an old one:
+# installs what the build and the tests need, then runs lints and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: cmake builds pingora's zlib-ng; redis-server is the
+# shared store the tests start on a free loopback port.
+needed=()
+command -v cmake >/dev/null || needed+=(cmake)
+command -v redis-server >/dev/null || needed+=(redis-server)
+if [ ${#needed[@]} -gt 0 ]; then
+  echo "installing: ${needed[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${needed[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked

@@ -1,0 +1,198 @@
+//! The command line as a user runs it: `check`, `keygen`, the examples.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run portcullis")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let path = dir.join("portcullis.toml");
+    std::fs::write(
+        &path,
+        text.replace("{fixtures}", &fixtures.display().to_string()),
+    )
+    .expect("write");
+    path
+}
+
+#[test]
+fn every_example_configuration_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("PATH"),
+                "prints the route table"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "expected example configurations in config/");
+}
+
+#[test]
+fn a_typo_names_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        dir.path(),
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\nlisen = 3\n",
+    );
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let expected = format!("{}:3:1: unknown field `lisen`", path.display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(
+        err.contains("expected one of"),
+        "lists the known keys: {err}"
+    );
+}
+
+#[test]
+fn a_bad_duration_points_at_the_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[tokens]\nissuer = \"i\"\naudience = \"a\"\nleeway = \"30 parsecs\"\n";
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!("{}:4:10: invalid duration", path.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_cross_check_error_is_reported_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("short.secret"), "too-short").expect("write");
+    let text = r#"[tokens]
+issuer = "https://issuer.test"
+audience = "api"
+signing_key = "nope"
+
+[[tokens.keys]]
+kid = "small-rsa"
+algorithm = "RS256"
+private_key_file = "{fixtures}/test-rs1024-too-small.pem"
+
+[[tokens.keys]]
+kid = "short"
+algorithm = "HS256"
+secret_file = "short.secret"
+
+[[tokens.keys]]
+kid = "wrong-alg"
+algorithm = "ES256"
+private_key_file = "{fixtures}/test-eddsa.pem"
+
+[[upstreams]]
+name = "legacy"
+targets = ["127.0.0.1:8081"]
+
+[[routes]]
+path = "/a"
+upstream = "legacy"
+
+[[routes]]
+path = "/a/"
+upstream = "legacy"
+
+[[routes]]
+path = "/b"
+upstream = "missing"
+
+[[routes]]
+path = "/c"
+upstream = "legacy"
+auth = "none"
+roles = ["admin"]
+"#;
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:4:15: signing key \"nope\" is not among [[tokens.keys]]"),
+        format!("{file}:9:20: key \"small-rsa\" (RS256): RSA key has fewer than 2048 bits"),
+        format!("{file}:14:15: key \"short\" (HS256): HS256 secret has 9 bytes; at least 32 are required"),
+        format!("{file}:19:20: key \"wrong-alg\" (ES256): not a valid P-256 key"),
+        format!("{file}:30:8: duplicate route"),
+        format!("{file}:35:12: unknown upstream \"missing\""),
+        format!("{file}:38:8: roles and scopes need auth"),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&expected)), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn keygen_writes_private_keys_readable_by_the_owner_only_and_a_working_snippet() {
+    for algorithm in ["eddsa", "es256", "rs256", "hs256"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        let out = portcullis(&[
+            "keygen",
+            "--algorithm",
+            algorithm,
+            "--out",
+            keys.to_str().expect("utf-8"),
+            "--kid",
+            "k1",
+        ]);
+        assert!(out.status.success(), "{algorithm}: {}", stderr(&out));
+        let snippet = String::from_utf8_lossy(&out.stdout).into_owned();
+        let private = std::fs::read_dir(&keys)
+            .expect("keys dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| !p.to_string_lossy().ends_with(".pub.pem"))
+            .expect("private key file");
+        let mode = std::fs::metadata(&private)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{algorithm}: {}", private.display());
+
+        let config = format!(
+            "[tokens]\nissuer = \"i\"\naudience = \"a\"\nsigning_key = \"k1\"\n\n{snippet}\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n"
+        );
+        let path = write_config(dir.path(), &config);
+        let check = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+        assert!(
+            check.status.success(),
+            "{algorithm}: generated snippet must load: {}",
+            stderr(&check)
+        );
+
+        let again = portcullis(&[
+            "keygen",
+            "--algorithm",
+            algorithm,
+            "--out",
+            keys.to_str().expect("utf-8"),
+            "--kid",
+            "k1",
+        ]);
+        assert!(
+            !again.status.success(),
+            "{algorithm}: keygen must never overwrite a key"
+        );
+    }
+}

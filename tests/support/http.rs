@@ -1,0 +1,258 @@
+//! A raw HTTP/1.1 client and a recording echo upstream, both on std threads.
+//!
+//! Raw on purpose: the tests send paths and header spellings that a normal
+//! client library would normalise away (`//admin`, `%2e%2e`, `X_User_Id`,
+//! duplicate headers), and read exactly what arrived.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// A response as the client read it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// Every value of a header, matched exactly by (case-insensitive) name.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Every header whose name folds to `name` (case, `_` for `-`).
+    pub fn folded(&self, name: &str) -> Vec<(&str, &str)> {
+        let fold = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+        self.headers
+            .iter()
+            .filter(|(n, _)| fold(n) == fold(name))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+/// Sends one request on a new connection and reads the response.
+pub fn send(addr: SocketAddr, request: &str) -> Response {
+    let mut stream = connect(addr);
+    stream.write_all(request.as_bytes()).expect("write request");
+    read_response(&mut BufReader::new(stream))
+}
+
+/// `GET target` with extra header lines (`"Name: value"`).
+pub fn get(addr: SocketAddr, target: &str, headers: &[&str]) -> Response {
+    send(addr, &request("GET", target, headers))
+}
+
+pub fn request(method: &str, target: &str, headers: &[&str]) -> String {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
+    for h in headers {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+pub fn read_response(reader: &mut impl BufRead) -> Response {
+    let (status_line, headers) = read_head(reader).expect("response head");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = read_body(reader, &headers);
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn read_head(reader: &mut impl BufRead) -> Option<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    if reader.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Some((first.trim_end().to_owned(), headers))
+}
+
+fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Vec<u8> {
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).expect("body");
+        return body;
+    }
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("chunk size hex");
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("chunk");
+            if size == 0 {
+                return body;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    Vec::new()
+}
+
+/// An upstream on loopback that records every request and answers 200.
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+    extra_response_headers: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoUpstream {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let extra = Arc::new(Mutex::new(Vec::new()));
+        let (rec, ext) = (Arc::clone(&received), Arc::clone(&extra));
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (rec, ext) = (Arc::clone(&rec), Arc::clone(&ext));
+                thread::spawn(move || serve_connection(stream, &rec, &ext));
+            }
+        });
+        Self {
+            addr,
+            received,
+            extra_response_headers: extra,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+
+    /// The single request received; fails if there were none or several.
+    pub fn only(&self) -> Recorded {
+        let all = self.requests();
+        assert_eq!(
+            all.len(),
+            1,
+            "upstream expected exactly one request, got {all:#?}"
+        );
+        all.into_iter().next().expect("one")
+    }
+
+    pub fn clear(&self) {
+        self.received.lock().expect("lock").clear();
+    }
+
+    /// A header line every later response carries.
+    pub fn respond_with_header(&self, line: &str) {
+        self.extra_response_headers
+            .lock()
+            .expect("lock")
+            .push(line.to_owned());
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    received: &Mutex<Vec<Recorded>>,
+    extra: &Mutex<Vec<String>>,
+) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    while let Some((line, headers)) = read_head(&mut reader) {
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default().to_owned();
+        let body = read_body(&mut reader, &headers);
+        received.lock().expect("lock").push(Recorded {
+            method,
+            target,
+            headers,
+            body,
+        });
+        let payload = b"{\"upstream\":\"ok\"}";
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        );
+        for h in extra.lock().expect("lock").iter() {
+            response.push_str(h);
+            response.push_str("\r\n");
+        }
+        response.push_str("\r\n");
+        if writer
+            .write_all(response.as_bytes())
+            .and_then(|()| writer.write_all(payload))
+            .is_err()
+        {
+            return;
+        }
+    }
+}

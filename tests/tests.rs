@@ -1,0 +1,9 @@
+//! Integration tests: one binary, real servers on loopback.
+
+mod support;
+
+mod cli;
+mod contract;
+mod identity;
+mod paths;
+mod verification;
