@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
 use portcullis::{demo, keygen, proxy};
@@ -43,6 +44,23 @@ enum Command {
         /// Key id; default: the algorithm and a random suffix.
         #[arg(long)]
         kid: Option<String>,
+    },
+    /// Print an access token signed with the configured signing key
+    /// (for scripts, load tests and trying routes by hand).
+    Token {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime; default: the configured access_ttl.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
     /// Run the gateway in front of a built-in demo backend.
     Demo {
@@ -102,6 +120,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", key.snippet);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token { config, sub, roles, scope, ttl } => token(&config, sub, roles, scope, ttl),
         Command::Demo {
             listen,
             backend_listen,
@@ -122,6 +141,25 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     };
     let server = proxy::server::build(Arc::new(ArcSwap::from_pointee(runtime)));
     proxy::server::run_until_signal(server);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(
+    path: &std::path::Path,
+    sub: String,
+    roles: Vec<String>,
+    scope: Option<String>,
+    ttl: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = match config::load(path) {
+        Ok(runtime) => runtime,
+        Err(e) => return Ok(report(&e)),
+    };
+    let signer = runtime.signer.as_ref().context("[tokens] has no signing_key")?;
+    let grant = Grant { sub, roles, scope, ..Grant::default() };
+    let ttl = ttl.unwrap_or(runtime.access_ttl);
+    let (token, _) = mint(signer, grant, &runtime.issuer, &runtime.audience, ttl)?;
+    println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
