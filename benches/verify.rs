@@ -23,15 +23,29 @@ fn runtime(kid: &str, algorithm: &str, file_key: &str, file: &str, routes: usize
         fixtures().display()
     );
     for i in 0..routes {
-        text.push_str(&format!("\n[[routes]]\npath = \"/service-{i}/api\"\nupstream = \"u\"\n"));
+        text.push_str(&format!(
+            "\n[[routes]]\npath = \"/service-{i}/api\"\nupstream = \"u\"\n"
+        ));
     }
     config::load_str(&text, Path::new("bench.toml")).expect("bench config")
 }
 
 fn token(runtime: &Runtime) -> String {
-    let grant = Grant { sub: "bench-user".into(), roles: vec!["user".into()], ..Grant::default() };
+    let grant = Grant {
+        sub: "bench-user".into(),
+        roles: vec!["user".into()],
+        ..Grant::default()
+    };
     let signer = runtime.signer.as_ref().expect("signer");
-    mint(signer, grant, &runtime.issuer, &runtime.audience, Duration::from_secs(3600)).expect("mint").0
+    mint(
+        signer,
+        grant,
+        &runtime.issuer,
+        &runtime.audience,
+        Duration::from_secs(3600),
+    )
+    .expect("mint")
+    .0
 }
 
 fn verify(c: &mut Criterion) {
@@ -46,7 +60,12 @@ fn verify(c: &mut Criterion) {
         let runtime = runtime(kid, algorithm, file_key, file, 0);
         let token = token(&runtime);
         group.bench_function(format!("{algorithm}/miss"), |b| {
-            b.iter(|| runtime.verifier.verify_uncached(black_box(&token)).expect("valid"))
+            b.iter(|| {
+                runtime
+                    .verifier
+                    .verify_uncached(black_box(&token))
+                    .expect("valid")
+            })
         });
         runtime.verifier.verify(&token).expect("warm");
         group.bench_function(format!("{algorithm}/hit"), |b| {
@@ -57,13 +76,24 @@ fn verify(c: &mut Criterion) {
 }
 
 fn routing(c: &mut Criterion) {
-    let runtime = runtime("test-hs256", "HS256", "secret_file", "test-hs256.secret", 50);
+    let runtime = runtime(
+        "test-hs256",
+        "HS256",
+        "secret_file",
+        "test-hs256.secret",
+        50,
+    );
     let mut group = c.benchmark_group("routing");
     group.bench_function("normalize_path", |b| {
         b.iter(|| normalize_path(black_box(b"/service-42/api/v1//orders/./123")).expect("ok"))
     });
     group.bench_function("find/50-routes", |b| {
-        b.iter(|| runtime.router.find(black_box(Some("api.example.com")), black_box("/service-42/api/v1/orders/123")))
+        b.iter(|| {
+            runtime.router.find(
+                black_box(Some("api.example.com")),
+                black_box("/service-42/api/v1/orders/123"),
+            )
+        })
     });
     group.finish();
 }
