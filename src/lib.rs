@@ -5,8 +5,11 @@
 //! types, and `proxy` is the only part that knows pingora. `main.rs` is the
 //! command line around them.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod keygen;
 pub mod proxy;
+pub mod state;
+pub mod store;

@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::admin::client::{user_path, AdminClient};
 use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
@@ -67,13 +66,62 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
     },
+    /// Call a gateway's admin API: revoke tokens, log users out everywhere,
+    /// disable and enable users, check health.
+    Admin {
+        /// The admin listener.
+        #[arg(
+            long,
+            env = "PORTCULLIS_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        url: String,
+        /// The admin token.
+        #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON answer instead of a sentence.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Run the gateway in front of a built-in demo backend.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         #[arg(long, default_value = "127.0.0.1:8081")]
         backend_listen: String,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Revoke one access token, by jti and exp or by the token itself.
+    RevokeToken {
+        #[arg(long, requires = "exp", conflicts_with = "access_token")]
+        jti: Option<String>,
+        /// The token's exp (Unix seconds): the revocation is kept until then.
+        #[arg(long)]
+        exp: Option<u64>,
+        /// The access token itself.
+        #[arg(long = "access-token")]
+        access_token: Option<String>,
+    },
+    /// Log a user out everywhere: every token they hold dies.
+    RevokeUser {
+        sub: String,
+    },
+    /// Refuse a user with 403 account_disabled until enabled again.
+    Disable {
+        sub: String,
+    },
+    Enable {
+        sub: String,
+    },
+    /// Liveness and readiness of the gateway.
+    Health,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,6 +173,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", key.snippet);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin {
+            url,
+            token,
+            json,
+            action,
+        } => admin(&url, token, json, action),
         Command::Token {
             config,
             sub,
@@ -135,10 +189,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo {
             listen,
             backend_listen,
+            admin_listen,
         } => {
             demo::run(&demo::DemoOptions {
                 listen,
                 backend_listen,
+                admin_listen,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -150,8 +206,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(runtime) => runtime,
         Err(e) => return Ok(report(&e)),
     };
-    let server = proxy::server::build(Arc::new(ArcSwap::from_pointee(runtime)));
-    proxy::server::run_until_signal(server);
+    proxy::server::build(runtime)?.run_until_signal();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,6 +235,86 @@ fn token(
     let (token, _) = mint(signer, grant, &runtime.issuer, &runtime.audience, ttl)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn admin(
+    url: &str,
+    token: Option<String>,
+    json: bool,
+    action: AdminAction,
+) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(url, token);
+    let (status, body) = match &action {
+        AdminAction::RevokeToken {
+            jti,
+            exp,
+            access_token,
+        } => {
+            let body = match (jti, exp, access_token) {
+                (Some(jti), Some(exp), None) => serde_json::json!({"jti": jti, "exp": exp}),
+                (None, None, Some(token)) => serde_json::json!({"token": token}),
+                _ => anyhow::bail!("give --jti and --exp, or --access-token"),
+            };
+            client.post("/admin/tokens/revoke", Some(&body))?
+        }
+        AdminAction::RevokeUser { sub } => client.post(&user_path(sub, "revoke"), None)?,
+        AdminAction::Disable { sub } => client.post(&user_path(sub, "disable"), None)?,
+        AdminAction::Enable { sub } => client.post(&user_path(sub, "enable"), None)?,
+        AdminAction::Health => client.get("/readyz")?,
+    };
+    if json {
+        println!("{body}");
+    } else {
+        println!("{}", describe(&action, status, &body));
+    }
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One sentence for a person reading the terminal.
+fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> String {
+    if let Some(code) = body["error"].as_str() {
+        return format!(
+            "refused ({status} {code}): {}",
+            body["error_description"].as_str().unwrap_or("")
+        );
+    }
+    let user = &body["user"];
+    match action {
+        AdminAction::RevokeToken { .. } if body["revoked"] == true => {
+            format!(
+                "revoked token {} (kept until exp {})",
+                body["jti"].as_str().unwrap_or("?"),
+                body["exp"]
+            )
+        }
+        AdminAction::RevokeToken { .. } => {
+            format!("nothing to do: {}", body["reason"].as_str().unwrap_or(""))
+        }
+        AdminAction::RevokeUser { sub } => {
+            format!(
+                "{sub} is logged out everywhere (token version now {})",
+                user["version"]
+            )
+        }
+        AdminAction::Disable { sub } => format!("{sub} is disabled"),
+        AdminAction::Enable { sub } => format!("{sub} is enabled"),
+        AdminAction::Health => format!(
+            "{} (store {}, view {} ms old, bound {} ms, {} revoked tokens)",
+            if body["ready"] == true {
+                "ready"
+            } else {
+                "NOT ready"
+            },
+            body["store"].as_str().unwrap_or("?"),
+            body["view_staleness_ms"],
+            body["max_staleness_ms"],
+            body["revoked_tokens"],
+        ),
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -21,6 +21,16 @@ pub enum AuthError {
     /// Past `exp` plus the leeway.
     #[error("token expired")]
     Expired,
+    /// The token's jti was revoked, its `ver` is below the user's version, or
+    /// it was issued before the user's cut-off.
+    #[error("token revoked")]
+    Revoked,
+    /// The user is known but no longer allowed in.
+    #[error("account disabled")]
+    Disabled,
+    /// The revocation view is not fresh and the store cannot answer: fail closed.
+    #[error("authentication state unavailable")]
+    Unavailable,
     /// The route needs a role or scope the token lacks.
     #[error("insufficient scope")]
     InsufficientScope { required: String },
@@ -29,9 +39,12 @@ pub enum AuthError {
 impl AuthError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Missing | Self::Invalid(_) | Self::Expired => StatusCode::UNAUTHORIZED,
+            Self::Missing | Self::Invalid(_) | Self::Expired | Self::Revoked => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::Disabled => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -42,6 +55,9 @@ impl AuthError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::Invalid(_) => "token_invalid",
             Self::Expired => "token_expired",
+            Self::Revoked => "token_revoked",
+            Self::Disabled => "account_disabled",
+            Self::Unavailable => "auth_unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
         }
     }
@@ -52,6 +68,9 @@ impl AuthError {
             Self::Missing => "missing",
             Self::InvalidRequest(reason) | Self::Invalid(reason) => reason,
             Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+            Self::Unavailable => "unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
         }
     }
@@ -63,22 +82,29 @@ impl AuthError {
             Self::InvalidRequest(_) => "the request is malformed",
             Self::Invalid(_) => "the access token is invalid",
             Self::Expired => "the access token has expired",
+            Self::Revoked => "the access token has been revoked",
+            Self::Disabled => "the account is disabled",
+            Self::Unavailable => "authentication is temporarily unavailable",
             Self::InsufficientScope { .. } => "the access token lacks a required role or scope",
         }
     }
 
-    /// The `WWW-Authenticate` challenge (RFC 6750 §3), if the status takes one.
-    pub fn challenge(&self, realm: &str) -> String {
-        match self {
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3), if the answer takes one.
+    pub fn challenge(&self, realm: &str) -> Option<String> {
+        Some(match self {
+            Self::Disabled | Self::Unavailable => return None,
             Self::Missing => format!("Bearer realm=\"{realm}\""),
             Self::InvalidRequest(_) => format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
             Self::Invalid(_) => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
             Self::Expired => format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"token expired\""
             ),
+            Self::Revoked => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"token revoked\""
+            ),
             Self::InsufficientScope { required } => format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{required}\""
             ),
-        }
+        })
     }
 }

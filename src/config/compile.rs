@@ -15,9 +15,10 @@ use pingora_load_balancing::LoadBalancer;
 use toml::Spanned;
 
 use super::raw::{
-    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawTokens,
-    RawUpstream,
+    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
+    RawTokens, RawUpstream,
 };
+use super::runtime::{AdminToken, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
 use crate::auth::keys::KeyMaterial;
@@ -25,6 +26,8 @@ use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
 use crate::proxy::headers::HeaderRules;
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
+use crate::store::{StoreLocation, ViewSettings};
+use std::time::Duration;
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
@@ -42,7 +45,7 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 10] = [
 ];
 
 pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
-    let server = server_settings(&raw.server, sink);
+    let server = server_settings(&raw.server, &raw.store, base, sink);
     let identity = Arc::new(identity_headers(&raw.identity, sink)?);
     let tokens_span = raw.tokens.span();
     let tokens = raw.tokens.into_inner();
@@ -73,7 +76,12 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     })
 }
 
-fn server_settings(raw: &RawServer, sink: &mut Diagnostics) -> ServerSettings {
+fn server_settings(
+    raw: &RawServer,
+    store: &RawStore,
+    base: &Path,
+    sink: &mut Diagnostics,
+) -> ServerSettings {
     for addr in raw.listen.iter().chain([&raw.admin_listen]) {
         if addr.get_ref().parse::<SocketAddr>().is_err() {
             sink.at(
@@ -92,11 +100,59 @@ fn server_settings(raw: &RawServer, sink: &mut Diagnostics) -> ServerSettings {
     ServerSettings {
         listen: raw.listen.iter().map(|a| a.get_ref().clone()).collect(),
         admin_listen: raw.admin_listen.get_ref().clone(),
-        admin_token_env: raw.admin_token_env.clone(),
+        admin_token: admin_token(raw, base, sink),
+        store: store_settings(store, base, sink),
         threads,
         shutdown_grace: raw.shutdown_grace.0,
         shutdown_timeout: raw.shutdown_timeout.0,
         upstream_keepalive_pool: raw.upstream_keepalive_pool,
+    }
+}
+
+fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreSettings {
+    let location = StoreLocation::parse(raw.url.get_ref(), base).unwrap_or_else(|e| {
+        sink.at(raw.url.span(), e.to_string());
+        StoreLocation::Sqlite(base.join("portcullis.db"))
+    });
+    if raw.max_staleness.0 < Duration::from_millis(40) {
+        sink.at(raw.url.span(), "store.max_staleness must be at least 40ms");
+    }
+    StoreSettings {
+        location,
+        view: ViewSettings {
+            max_staleness: raw.max_staleness.0,
+            on_unavailable: raw.on_unavailable,
+            user_cache_entries: raw.user_cache_entries.max(1),
+        },
+        change_log_entries: raw.change_log_entries.max(100),
+    }
+}
+
+/// The admin token from the environment variable, else from the file.
+fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<AdminToken> {
+    if let Some(value) = std::env::var_os(&raw.admin_token_env).filter(|v| !v.is_empty()) {
+        return Some(AdminToken(value.into_encoded_bytes()));
+    }
+    let file = raw.admin_token_file.as_ref()?;
+    let full = base.join(file.get_ref());
+    match std::fs::read(&full) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                sink.at(
+                    file.span(),
+                    format!("{}: the admin token file is empty", full.display()),
+                );
+                return None;
+            }
+            Some(AdminToken(bytes))
+        }
+        Err(e) => {
+            sink.at(file.span(), format!("{}: {e}", full.display()));
+            None
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
+pub use crate::store::view::OnUnavailable;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub tokens: Spanned<RawTokens>,
+    #[serde(default)]
+    pub store: RawStore,
     #[serde(default)]
     pub identity: RawIdentity,
     #[serde(default)]
@@ -33,6 +36,8 @@ pub struct RawServer {
     pub listen: Vec<Spanned<String>>,
     pub admin_listen: Spanned<String>,
     pub admin_token_env: String,
+    /// A file holding the admin token, used when the variable is not set.
+    pub admin_token_file: Option<Spanned<PathBuf>>,
     /// Worker threads of the proxy; 0 means one per core.
     pub threads: usize,
     /// `WWW-Authenticate` realm.
@@ -53,12 +58,40 @@ impl Default for RawServer {
             listen: vec![Spanned::new(0..0, "0.0.0.0:8080".to_owned())],
             admin_listen: Spanned::new(0..0, "127.0.0.1:9090".to_owned()),
             admin_token_env: "PORTCULLIS_ADMIN_TOKEN".to_owned(),
+            admin_token_file: None,
             threads: 0,
             realm: "portcullis".to_owned(),
             shutdown_grace: HumanDuration::from_secs(5),
             shutdown_timeout: HumanDuration::from_secs(10),
             max_token_bytes: 8192,
             upstream_keepalive_pool: 128,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `sqlite://PATH` (relative to the config file) or `redis://HOST:PORT/DB`.
+    pub url: Spanned<String>,
+    /// A revocation reaches every instance within this; an instance that
+    /// cannot confirm it is that fresh answers per `on_unavailable`.
+    pub max_staleness: HumanDuration,
+    pub on_unavailable: OnUnavailable,
+    /// User records cached per instance.
+    pub user_cache_entries: u64,
+    /// Entries the change log keeps; an instance further behind resyncs.
+    pub change_log_entries: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: Spanned::new(0..0, "sqlite://portcullis.db".to_owned()),
+            max_staleness: HumanDuration::from_secs(1),
+            on_unavailable: OnUnavailable::Deny,
+            user_cache_entries: 1_000_000,
+            change_log_entries: 100_000,
         }
     }
 }

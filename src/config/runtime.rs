@@ -8,17 +8,37 @@ use crate::auth::{IdentityHeaders, SigningKey, Verifier};
 use crate::config::raw::AuthMode;
 use crate::proxy::headers::HeaderRules;
 use crate::proxy::router::Router;
+use crate::store::{StoreLocation, ViewSettings};
 
-/// Listener and process settings; changing them needs a restart.
+/// Listener, process and store settings; changing them needs a restart.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: Vec<String>,
     pub admin_listen: String,
-    pub admin_token_env: String,
+    /// The admin token, read at load; `None` disables `/admin/*`.
+    pub admin_token: Option<AdminToken>,
+    pub store: StoreSettings,
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub shutdown_timeout: Duration,
     pub upstream_keepalive_pool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub location: StoreLocation,
+    pub view: ViewSettings,
+    pub change_log_entries: u64,
+}
+
+/// The bearer token of the admin API. Not `Debug`-printable by accident.
+#[derive(Clone)]
+pub struct AdminToken(pub Vec<u8>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
 }
 
 pub struct Runtime {

@@ -4,10 +4,8 @@
 mod backend;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use pingora_core::services::listening::Service as ListeningService;
 
 use crate::auth::issue::{mint, Grant};
@@ -21,6 +19,7 @@ pub use backend::DemoBackend;
 pub struct DemoOptions {
     pub listen: String,
     pub backend_listen: String,
+    pub admin_listen: String,
 }
 
 /// The demo's configuration: the same TOML a user would write.
@@ -29,8 +28,13 @@ pub fn demo_config(options: &DemoOptions, key_file: &Path, kid: &str) -> String 
         r#"# Written by `portcullis demo`.
 [server]
 listen = ["{listen}"]
+admin_listen = "{admin}"
+admin_token_file = "admin.token"
 shutdown_grace = "0s"
 shutdown_timeout = "1s"
+
+[store]
+url = "sqlite://portcullis.db"
 
 [tokens]
 issuer = "https://portcullis.demo"
@@ -66,6 +70,7 @@ auth = "required"
 "#,
         listen = options.listen,
         backend = options.backend_listen,
+        admin = options.admin_listen,
         key = key_file.display(),
     )
 }
@@ -76,20 +81,21 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         .prefix("portcullis-demo-")
         .tempdir()?;
     let key = keygen::generate(KeyAlgorithm::EdDSA, dir.path(), "demo-eddsa")?;
+    let admin_token = format!("{:032x}", rand::random::<u128>());
+    std::fs::write(dir.path().join("admin.token"), &admin_token)?;
     let config_path = dir.path().join("portcullis.toml");
     std::fs::write(
         &config_path,
         demo_config(options, &key.private_path, &key.kid),
     )?;
     let runtime = config::load(&config_path)?;
-    print_instructions(&runtime, options, &config_path)?;
+    print_instructions(&runtime, options, &config_path, &admin_token)?;
 
-    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
-    let mut server = proxy::server::build(runtime);
+    let mut instance = proxy::server::build(runtime)?;
     let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
     backend.add_tcp(&options.backend_listen);
-    server.add_service(backend);
-    proxy::server::run_until_signal(server);
+    instance.server.add_service(backend);
+    instance.run_until_signal();
     drop(dir);
     Ok(())
 }
@@ -98,6 +104,7 @@ fn print_instructions(
     runtime: &Runtime,
     options: &DemoOptions,
     config_path: &Path,
+    api_token: &str,
 ) -> anyhow::Result<()> {
     let signer = runtime
         .signer
@@ -139,6 +146,17 @@ fn print_instructions(
     println!("  curl -i -H 'Authorization: Bearer {admin_token}' {base}/admin\n");
     println!("  # a tampered token: 401 token_invalid");
     println!("  curl -i -H 'Authorization: Bearer {user_token}x' {base}/echo\n");
+    let admin = format!("http://{}", options.admin_listen);
+    println!(
+        "  # log alice out everywhere through the admin API; her token now gets 401 token_revoked"
+    );
+    println!(
+        "  curl -i -X POST -H 'Authorization: Bearer {api_token}' {admin}/admin/users/alice/revoke"
+    );
+    println!("  # or with the command line:");
+    println!("  portcullis admin --url {admin} --token {api_token} revoke-user alice\n");
+    println!("  # disable the admin account: 403 account_disabled");
+    println!("  portcullis admin --url {admin} --token {api_token} disable root\n");
     println!("Press Ctrl-C to stop.");
     Ok(())
 }

@@ -13,7 +13,6 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::header::{AUTHORIZATION, CONNECTION, HOST};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -25,6 +24,8 @@ use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
 use crate::config::Runtime;
+use crate::state::AppState;
+use crate::store::RevocationView;
 use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
 use router::Route;
 
@@ -45,14 +46,15 @@ pub struct RequestContext {
     pub outcome: &'static str,
 }
 
-/// The proxy: holds the current configuration, swapped whole on reload.
+/// The proxy: reads the current configuration (swapped whole on reload)
+/// and the revocation view from the shared state.
 pub struct Gateway {
-    runtime: Arc<ArcSwap<Runtime>>,
+    state: Arc<AppState>,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        Self { runtime }
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
     }
 }
 
@@ -77,9 +79,9 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        let runtime = self.runtime.load_full();
+        let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
-        let decision = admit(&runtime, session.req_header(), ctx);
+        let decision = admit(&runtime, &self.state.view, session.req_header(), ctx).await;
         ctx.runtime = Some(runtime);
         match decision {
             Ok(()) => Ok(false),
@@ -196,8 +198,9 @@ impl ProxyHttp for Gateway {
 }
 
 /// Path, route and token checks: `Ok` lets the request through.
-fn admit(
+async fn admit(
     runtime: &Runtime,
+    view: &RevocationView,
     request: &RequestHeader,
     ctx: &mut RequestContext,
 ) -> Result<(), Refusal> {
@@ -225,14 +228,19 @@ fn admit(
     if route.auth == AuthMode::None {
         return Ok(());
     }
-    ctx.identity =
-        authenticate(runtime, route, request).map_err(|e| Refusal::auth(&e, &runtime.realm))?;
+    ctx.identity = authenticate(runtime, view, route, request)
+        .await
+        .map_err(|e| Refusal::auth(&e, &runtime.realm))?;
     Ok(())
 }
 
-/// The verified identity, `None` for an anonymous request to an optional route.
-fn authenticate(
+/// The verified identity, `None` for an anonymous request to an optional
+/// route. Revocation runs on every request, whether the signature check
+/// came from the cache or not, and before the route's policy: a revoked
+/// token is told to refresh, not that it lacks a role.
+async fn authenticate(
     runtime: &Runtime,
+    view: &RevocationView,
     route: &Route,
     request: &RequestHeader,
 ) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
@@ -243,6 +251,7 @@ fn authenticate(
         };
     };
     let verified = runtime.verifier.verify(token)?;
+    view.check(&verified.claims).await?;
     route.requirement.check(&verified.claims)?;
     Ok(Some(verified))
 }

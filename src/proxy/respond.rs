@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SERVER, WWW_AUTHENTICATE};
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -31,7 +31,7 @@ impl Refusal {
             status: error.status(),
             code: error.code(),
             description: error.description(),
-            challenge: Some(error.challenge(realm)),
+            challenge: error.challenge(realm),
         }
     }
 
@@ -58,6 +58,11 @@ impl Refusal {
             "invalid_request",
             "the request is malformed",
         )
+    }
+
+    /// A refusal with a code outside the authentication table.
+    pub const fn other(status: StatusCode, code: &'static str, description: &'static str) -> Self {
+        Self::plain(status, code, description)
     }
 
     pub const fn no_route() -> Self {
@@ -92,24 +97,40 @@ impl Refusal {
         )
     }
 
-    /// The response header and body for this refusal.
-    pub fn render(&self, request_id: &str) -> pingora_core::Result<(ResponseHeader, Bytes)> {
+    /// The contract's JSON body.
+    pub fn body(&self, request_id: &str) -> Bytes {
         let body = serde_json::json!({
             "error": self.code,
             "error_description": self.description,
             "request_id": request_id,
         });
-        let body = Bytes::from(body.to_string());
+        Bytes::from(body.to_string())
+    }
+
+    /// Every header of the response but `Content-Length`.
+    pub fn headers<'a>(
+        &'a self,
+        request_id: &'a str,
+    ) -> impl Iterator<Item = (HeaderName, &'a str)> {
+        [
+            (CONTENT_TYPE, "application/json"),
+            (CACHE_CONTROL, "no-store"),
+            (SERVER, SERVER_NAME),
+            (HeaderName::from_static(ERROR_HEADER), self.code),
+            (HeaderName::from_static(REQUEST_ID_HEADER), request_id),
+        ]
+        .into_iter()
+        .chain(self.challenge.as_deref().map(|c| (WWW_AUTHENTICATE, c)))
+    }
+
+    /// The response header and body for this refusal.
+    pub fn render(&self, request_id: &str) -> pingora_core::Result<(ResponseHeader, Bytes)> {
+        let body = self.body(request_id);
         let mut header = ResponseHeader::build(self.status, Some(8))?;
-        header.insert_header(CONTENT_TYPE, "application/json")?;
-        header.insert_header(CONTENT_LENGTH, body.len())?;
-        header.insert_header(CACHE_CONTROL, "no-store")?;
-        header.insert_header(SERVER, SERVER_NAME)?;
-        header.insert_header(ERROR_HEADER, self.code)?;
-        header.insert_header(REQUEST_ID_HEADER, request_id)?;
-        if let Some(challenge) = &self.challenge {
-            header.insert_header(WWW_AUTHENTICATE, challenge.as_str())?;
+        for (name, value) in self.headers(request_id) {
+            header.insert_header(name, value)?;
         }
+        header.insert_header(CONTENT_LENGTH, body.len())?;
         Ok((header, body))
     }
 

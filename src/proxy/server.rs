@@ -1,22 +1,80 @@
-//! Building and running the pingora server that hosts the gateway.
+//! Building and running the pingora server that hosts the gateway: the
+//! proxy, the admin API, and the store's background work.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora_core::services::Service;
+use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
 use super::Gateway;
+use crate::admin::AdminApi;
 use crate::config::Runtime;
+use crate::state::AppState;
+use crate::store::{self, follower, Retention, RevocationView, StoreError};
 
-/// A pingora server with the gateway's proxy service on every `listen`
-/// address. More services (a demo backend, the admin API) can be added
-/// before it runs.
-pub fn build(runtime: Arc<ArcSwap<Runtime>>) -> Server {
-    let settings = runtime.load().server.clone();
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the store runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A gateway ready to run: the pingora server, the shared state, and the
+/// runtime where the store's connections and the follower live.
+pub struct Instance {
+    pub server: Server,
+    pub state: Arc<AppState>,
+    background: Background,
+}
+
+/// The store's own tokio runtime. Store connections are bound to the
+/// runtime that opened them, so they get one that lives exactly as long as
+/// the gateway, independent of pingora's per-service runtimes.
+struct Background {
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Arc<Notify>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.notify_waiters();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Opens the store, loads the revocation view, starts the follower, and
+/// builds the server with the proxy and admin services.
+pub fn build(runtime: Runtime) -> Result<Instance, StartError> {
+    let settings = runtime.server.clone();
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("portcullis-store")
+        .enable_all()
+        .build()?;
+    let retention = Retention {
+        after_expiry: runtime.leeway,
+        log_entries: settings.store.change_log_entries,
+    };
+    let store = background.block_on(store::open(&settings.store.location, retention))?;
+    let view = Arc::new(RevocationView::new(store, settings.store.view.clone()));
+    let initial = background.block_on(follower::resync(&view))?;
+    let stop = Arc::new(Notify::new());
+    let (follow_view, follow_stop, leeway) = (Arc::clone(&view), Arc::clone(&stop), runtime.leeway);
+    background.spawn(async move {
+        follower::run_from(follow_view, Some(initial), leeway, async move {
+            follow_stop.notified().await
+        })
+        .await;
+    });
+
+    let state = Arc::new(AppState::new(runtime, view));
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
@@ -28,32 +86,54 @@ pub fn build(runtime: Arc<ArcSwap<Runtime>>) -> Server {
     server.bootstrap();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(runtime),
+        Gateway::new(Arc::clone(&state)),
         "portcullis proxy",
     );
     for addr in &settings.listen {
         proxy.add_tcp(addr);
     }
     server.add_service(proxy);
-    server
+    let mut admin = ListeningService::new(
+        "portcullis admin".to_owned(),
+        AdminApi::new(Arc::clone(&state)),
+    );
+    admin.add_tcp(&settings.admin_listen);
+    admin.threads = Some(1);
+    server.add_service(admin);
+    Ok(Instance {
+        server,
+        state,
+        background: Background {
+            runtime: Some(background),
+            stop,
+        },
+    })
 }
 
-/// Adds any extra service (used by `demo` for its backend).
-pub fn add_service(server: &mut Server, service: impl Service + 'static) {
-    server.add_service(service);
-}
+impl Instance {
+    /// Runs until SIGTERM (graceful: drains in-flight requests), SIGINT
+    /// (fast) or SIGQUIT (graceful upgrade).
+    pub fn run_until_signal(self) {
+        self.run(RunArgs::default());
+    }
 
-/// Runs until SIGTERM (graceful: drains in-flight requests), SIGINT (fast)
-/// or SIGQUIT (graceful upgrade). Returns when every service has stopped.
-pub fn run_until_signal(server: Server) {
-    server.run(RunArgs::default());
-}
+    /// Runs until `trigger.stop()`; for tests and embedding.
+    pub fn run_until_triggered(self, trigger: ShutdownTrigger) {
+        self.run(RunArgs {
+            shutdown_signal: Box::new(trigger),
+        });
+    }
 
-/// Runs until `trigger.stop()`; for tests and embedding.
-pub fn run_until_triggered(server: Server, trigger: ShutdownTrigger) {
-    server.run(RunArgs {
-        shutdown_signal: Box::new(trigger),
-    });
+    fn run(self, args: RunArgs) {
+        let Instance {
+            server,
+            state,
+            background,
+        } = self;
+        server.run(args);
+        drop(state);
+        drop(background);
+    }
 }
 
 /// A shutdown signal that code can pull (fast shutdown).

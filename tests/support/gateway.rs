@@ -1,12 +1,9 @@
 //! Starts a real gateway in-process on a free loopback port.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use portcullis::proxy::server::{self, ShutdownTrigger};
 
 use super::tokens::fixtures_dir;
@@ -14,41 +11,80 @@ use super::tokens::fixtures_dir;
 /// A gateway that runs until dropped.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// Holds the SQLite file unless the configuration names another store.
+    pub dir: tempfile::TempDir,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
 }
 
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
 impl TestGateway {
     /// Starts a gateway from a configuration without a `[server]` table;
-    /// the harness adds one that listens on a free port. `{fixtures}` in the
-    /// text is replaced with the fixture key folder.
+    /// the harness adds one that listens on free ports. `{fixtures}` in the
+    /// text is replaced with the fixture key folder. Without a `[store]`
+    /// table the store is a SQLite file in the gateway's own folder.
     pub fn start(config: &str) -> Self {
-        let addr = free_addr();
-        let text = format!(
-            "[server]\nlisten = [\"{addr}\"]\nthreads = 1\nshutdown_grace = \"0s\"\nshutdown_timeout = \"1s\"\n\n{}",
+        Self::start_in(config, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Starts with `dir` as the folder of the configuration file, so a
+    /// restart on the same folder finds the same SQLite store.
+    pub fn start_in(config: &str, dir: tempfile::TempDir) -> Self {
+        let (addr, admin) = (free_addr(), free_addr());
+        std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).expect("admin token");
+        let mut text = format!(
+            r#"[server]
+listen = ["{addr}"]
+admin_listen = "{admin}"
+admin_token_env = "PORTCULLIS_TEST_UNSET_VARIABLE"
+admin_token_file = "admin.token"
+threads = 1
+shutdown_grace = "0s"
+shutdown_timeout = "1s"
+
+{}"#,
             config.replace("{fixtures}", &fixtures_dir().display().to_string())
         );
-        let runtime = portcullis::config::load_str(&text, Path::new("test.toml"))
+        if !text.contains("[store]") {
+            text.push_str("\n[store]\nurl = \"sqlite://gateway.db\"\n");
+        }
+        let path = dir.path().join("portcullis.toml");
+        let runtime = portcullis::config::load_str(&text, &path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-        let pingora = server::build(Arc::new(ArcSwap::from_pointee(runtime)));
+        let instance = server::build(runtime).expect("gateway starts");
         let trigger = ShutdownTrigger::default();
         let stop = trigger.clone();
-        let thread = thread::spawn(move || server::run_until_triggered(pingora, stop));
+        let thread = thread::spawn(move || instance.run_until_triggered(stop));
         wait_until_listening(addr);
+        wait_until_listening(admin);
         Self {
             addr,
+            admin,
+            dir,
             trigger,
             thread: Some(thread),
+        }
+    }
+
+    /// Stops the gateway and hands back its folder (for restart tests).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn shutdown(&mut self) {
+        self.trigger.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
-        self.trigger.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.shutdown();
     }
 }
 

@@ -1,0 +1,290 @@
+//! The admin listener: health, readiness, and the revocation API.
+//!
+//! `/admin/*` needs `Authorization: Bearer <admin token>`, compared in
+//! constant time. A write is acknowledged only after the store accepted it,
+//! so a revocation is never confirmed and then lost; it is also applied to
+//! this instance's view at once, before the change log brings it back.
+
+pub mod client;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{unix_now, AuthError};
+use crate::proxy::headers::new_request_id;
+use crate::proxy::respond::Refusal;
+use crate::state::AppState;
+use crate::store::{Change, StoreError};
+
+/// Largest request body the admin API reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const REALM: &str = "portcullis-admin";
+
+pub struct AdminApi {
+    state: Arc<AppState>,
+}
+
+impl AdminApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// A finished admin answer: status and JSON, or a contract refusal.
+enum Answer {
+    Json(StatusCode, Value),
+    Refused(Refusal),
+}
+
+impl From<Refusal> for Answer {
+    fn from(refusal: Refusal) -> Self {
+        Answer::Refused(refusal)
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request_id = new_request_id();
+        let answer = self.dispatch(session).await.unwrap_or_else(Answer::from);
+        render(answer, &request_id)
+    }
+}
+
+impl AdminApi {
+    async fn dispatch(&self, session: &mut ServerSession) -> Result<Answer, Refusal> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => {
+                return Ok(Answer::Json(StatusCode::OK, json!({"status": "ok"})))
+            }
+            (&Method::GET, "/readyz") => return Ok(self.readiness()),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix("/admin/") else {
+            return Err(Refusal::no_route());
+        };
+        self.authorize(session)?;
+        let segments: Vec<String> = rest
+            .split('/')
+            .map(decode_segment)
+            .collect::<Result<_, _>>()?;
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if method != Method::POST {
+            return Err(method_not_allowed());
+        }
+        match segments.as_slice() {
+            ["tokens", "revoke"] => {
+                let body = read_body(session).await?;
+                self.revoke_token(&body).await
+            }
+            ["users", sub, action] => self.user_action(sub, action).await,
+            _ => Err(Refusal::no_route()),
+        }
+    }
+
+    fn readiness(&self) -> Answer {
+        let view = &self.state.view;
+        let staleness = view.staleness().map(|d| d.as_millis() as u64);
+        let ready = view.is_fresh()
+            && self
+                .state
+                .runtime
+                .load()
+                .verifier
+                .keyring()
+                .keys()
+                .next()
+                .is_some();
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        Answer::Json(
+            status,
+            json!({
+                "ready": ready,
+                "store": view.store().kind(),
+                "view_staleness_ms": staleness,
+                "max_staleness_ms": view.max_staleness().as_millis() as u64,
+                "revoked_tokens": view.revoked_len(),
+            }),
+        )
+    }
+
+    fn authorize(&self, session: &ServerSession) -> Result<(), Refusal> {
+        let runtime = self.state.runtime.load();
+        let Some(expected) = runtime.server.admin_token.as_ref() else {
+            return Err(Refusal::other(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "the admin API is disabled: no admin token is configured",
+            ));
+        };
+        let presented = crate::auth::extract_bearer(&session.req_header().headers, 4096)
+            .map_err(|e| Refusal::auth(&e, REALM))?
+            .ok_or_else(|| Refusal::auth(&AuthError::Missing, REALM))?;
+        if bool::from(presented.as_bytes().ct_eq(&expected.0)) {
+            Ok(())
+        } else {
+            Err(Refusal::auth(&AuthError::Invalid("admin_token"), REALM))
+        }
+    }
+
+    async fn revoke_token(&self, body: &[u8]) -> Result<Answer, Refusal> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ByJti {
+            jti: String,
+            exp: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ByToken {
+            token: String,
+        }
+        let (jti, exp) = if let Ok(by) = serde_json::from_slice::<ByJti>(body) {
+            (by.jti, by.exp)
+        } else if let Ok(by) = serde_json::from_slice::<ByToken>(body) {
+            let runtime = self.state.runtime.load();
+            match runtime.verifier.verify_uncached(by.token.trim()) {
+                Ok(claims) => (claims.jti, claims.exp),
+                Err(AuthError::Expired) => {
+                    return Ok(Answer::Json(
+                        StatusCode::OK,
+                        json!({"revoked": false, "reason": "the token has already expired"}),
+                    ));
+                }
+                Err(_) => return Err(bad_request("the token is not one this gateway accepts")),
+            }
+        } else {
+            return Err(bad_request("expected {\"jti\", \"exp\"} or {\"token\"}"));
+        };
+        if jti.is_empty() || jti.len() > 512 {
+            return Err(bad_request("jti must have 1 to 512 characters"));
+        }
+        self.state
+            .view
+            .store()
+            .revoke_token(&jti, exp)
+            .await
+            .map_err(store_down)?;
+        self.state
+            .view
+            .apply(&Change::TokenRevoked {
+                jti: jti.clone(),
+                exp,
+            })
+            .await;
+        tracing::info!(target: "portcullis::admin", jti = %jti, exp, "token revoked");
+        Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"revoked": true, "jti": jti, "exp": exp}),
+        ))
+    }
+
+    async fn user_action(&self, sub: &str, action: &str) -> Result<Answer, Refusal> {
+        if sub.is_empty() || sub.len() > 512 {
+            return Err(bad_request("the user id must have 1 to 512 characters"));
+        }
+        let store = self.state.view.store();
+        let record = match action {
+            "revoke" => store.bump_user(sub, unix_now()).await,
+            "disable" => store.set_disabled(sub, true).await,
+            "enable" => store.set_disabled(sub, false).await,
+            _ => return Err(Refusal::no_route()),
+        }
+        .map_err(store_down)?;
+        self.state
+            .view
+            .apply(&Change::User {
+                sub: sub.to_owned(),
+                record,
+            })
+            .await;
+        tracing::info!(target: "portcullis::admin", sub, action, version = record.version, "user updated");
+        Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"sub": sub, "user": record}),
+        ))
+    }
+}
+
+fn store_down(error: StoreError) -> Refusal {
+    tracing::warn!(error = %error, "admin write failed: store unavailable");
+    Refusal::auth(&AuthError::Unavailable, REALM)
+}
+
+fn bad_request(description: &'static str) -> Refusal {
+    Refusal::other(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
+fn method_not_allowed() -> Refusal {
+    Refusal::other(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use POST",
+    )
+}
+
+fn decode_segment(segment: &str) -> Result<String, Refusal> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| bad_request("path segments must be UTF-8"))
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(Refusal::other(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request_too_large",
+                        "the request body is too large",
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(bad_request("the request body could not be read")),
+        }
+    }
+}
+
+fn render(answer: Answer, request_id: &str) -> Response<Vec<u8>> {
+    let (status, body, refusal) = match answer {
+        Answer::Json(status, value) => (status, Bytes::from(value.to_string()), None),
+        Answer::Refused(refusal) => (refusal.status, refusal.body(request_id), Some(refusal)),
+    };
+    let mut builder = Response::builder().status(status);
+    match &refusal {
+        Some(refusal) => {
+            for (name, value) in refusal.headers(request_id) {
+                builder = builder.header(name, value);
+            }
+        }
+        None => {
+            builder = builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .header("x-request-id", request_id);
+        }
+    }
+    builder
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body.to_vec())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}

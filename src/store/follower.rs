@@ -1,0 +1,102 @@
+//! Keeps a [`RevocationView`] current by tailing the store's change log.
+//!
+//! Each poll waits up to a quarter of `max_staleness` for new entries; a
+//! poll that returns confirms the view as fresh as of the moment it began.
+//! When the log was trimmed past our position, or at start, the view is
+//! rebuilt from a snapshot. While the store is unreachable the view ages,
+//! and requests are answered per `on_unavailable` once it is too old.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Batch, Cursor, RevocationView, StoreError};
+use crate::auth::unix_now;
+
+/// Changes read per poll.
+const BATCH: usize = 1000;
+/// How often expired revocations are swept and the store purged.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+
+/// Follows the change log from `cursor` (or from a fresh snapshot when
+/// `None`) until `shutdown` resolves.
+pub async fn run_from(
+    view: Arc<RevocationView>,
+    mut cursor: Option<Cursor>,
+    leeway: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let wait = (view.max_staleness() / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut backoff = Duration::from_millis(50);
+    let mut last_maintenance = Instant::now();
+    loop {
+        let step = async {
+            let position = match cursor {
+                Some(position) => position,
+                None => resync(&view).await?,
+            };
+            follow(&view, position, wait).await
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            outcome = step => match outcome {
+                Ok(next) => {
+                    cursor = next;
+                    backoff = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, store = view.store().kind(), "change log unreachable; the revocation view is ageing");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+            last_maintenance = Instant::now();
+            maintain(&view, leeway).await;
+        }
+    }
+}
+
+/// One poll: `Ok(None)` asks for a resync.
+async fn follow(
+    view: &RevocationView,
+    cursor: Cursor,
+    wait: Duration,
+) -> Result<Option<Cursor>, StoreError> {
+    let started = Instant::now();
+    match view.store().changes_since(cursor, wait, BATCH).await? {
+        Batch::Changes { changes, cursor } => {
+            for change in &changes {
+                view.apply(change).await;
+            }
+            view.confirm_fresh(started);
+            Ok(Some(cursor))
+        }
+        Batch::Behind => {
+            tracing::warn!("the change log was trimmed past this instance's position; resyncing");
+            Ok(None)
+        }
+    }
+}
+
+/// Rebuilds the view from a snapshot. The head is read first, so changes
+/// made during the snapshot are applied again afterwards (they are
+/// idempotent) rather than missed.
+pub async fn resync(view: &RevocationView) -> Result<Cursor, StoreError> {
+    let started = Instant::now();
+    let head = view.store().head().await?;
+    let revoked = view.store().revoked_tokens(unix_now()).await?;
+    view.reset(revoked);
+    view.confirm_fresh(started);
+    tracing::info!(revoked = view.revoked_len(), "revocation view loaded");
+    Ok(head)
+}
+
+async fn maintain(view: &RevocationView, leeway: Duration) {
+    let now = unix_now();
+    view.sweep_expired(now, leeway);
+    if let Err(e) = view.store().purge_expired(now).await {
+        tracing::warn!(error = %e, "purging expired revocations failed");
+    }
+}

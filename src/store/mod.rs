@@ -1,0 +1,160 @@
+//! The shared state behind revocation: user records, revoked tokens and an
+//! ordered change log, behind one trait with a SQLite and a Redis backend.
+//!
+//! Requests never read the store directly: `view` keeps a local copy that
+//! `follower` keeps current from the change log. This module does not know
+//! pingora.
+
+pub mod follower;
+pub mod redis;
+pub mod sqlite;
+pub mod view;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use view::{RevocationView, ViewSettings};
+
+/// What the gateway knows about a user. A user with no record has
+/// version 0, is enabled and has no cut-off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// Bumped by "log out everywhere"; tokens carrying a lower `ver` die.
+    pub version: u64,
+    pub disabled: bool,
+    /// Tokens issued (`iat`) before this Unix time die; 0 = no cut-off.
+    pub not_before: u64,
+    /// Increases with every write, so an older copy never replaces a newer one.
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    User { sub: String, record: UserRecord },
+    TokenRevoked { jti: String, exp: u64 },
+}
+
+/// A position in the change log: a Redis stream id `(ms, seq)`, or a
+/// SQLite row id as `(seq, 0)`. Ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor(pub u64, pub u64);
+
+/// The answer of [`Store::changes_since`].
+#[derive(Debug)]
+pub enum Batch {
+    /// Changes after the cursor, oldest first, and the cursor after them.
+    Changes {
+        changes: Vec<Change>,
+        cursor: Cursor,
+    },
+    /// Entries after the cursor were trimmed: the reader must resync.
+    Behind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("store task failed: {0}")]
+    Task(String),
+    #[error("store holds unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// How long entries outlive what they describe, and how long the log is.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Revoked tokens are kept until `exp + after_expiry` (the leeway).
+    pub after_expiry: Duration,
+    /// The change log keeps about this many entries.
+    pub log_entries: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `redis`, for logs and metrics.
+    fn kind(&self) -> &'static str;
+
+    async fn user(&self, sub: &str) -> Result<UserRecord, StoreError>;
+
+    /// Logout everywhere: version + 1 and `not_before = now`, atomically,
+    /// with its change log entry.
+    async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError>;
+
+    async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError>;
+
+    /// Revokes `jti` until `exp` (plus the retention's leeway).
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError>;
+
+    /// Every revoked token that is still live at `now`.
+    async fn revoked_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The newest position of the change log.
+    async fn head(&self) -> Result<Cursor, StoreError>;
+
+    /// Changes after `cursor`, waiting up to `wait` for the first one.
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        wait: Duration,
+        limit: usize,
+    ) -> Result<Batch, StoreError>;
+
+    /// Removes expired revocations and trims the log; returns rows removed.
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A store URL that did not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreUrlError(pub String);
+
+/// Where the store lives, parsed from `[store].url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(std::path::PathBuf),
+    Redis(String),
+}
+
+impl StoreLocation {
+    /// `sqlite://relative.db`, `sqlite:///absolute.db`, or `redis://…`.
+    /// A relative SQLite path is resolved against `base`.
+    pub fn parse(url: &str, base: &std::path::Path) -> Result<Self, StoreUrlError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreUrlError("sqlite:// needs a file path".into()));
+            }
+            return Ok(Self::Sqlite(base.join(path)));
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            ::redis::Client::open(url).map_err(|e| StoreUrlError(format!("bad redis url: {e}")))?;
+            return Ok(Self::Redis(url.to_owned()));
+        }
+        Err(StoreUrlError(format!(
+            "{url:?}: expected sqlite://PATH or redis://HOST:PORT/DB"
+        )))
+    }
+}
+
+/// Opens the store a location names.
+pub async fn open(
+    location: &StoreLocation,
+    retention: Retention,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        StoreLocation::Sqlite(path) => {
+            std::sync::Arc::new(sqlite::SqliteStore::open(path, retention).await?)
+        }
+        StoreLocation::Redis(url) => {
+            std::sync::Arc::new(redis::RedisStore::open(url, retention).await?)
+        }
+    })
+}

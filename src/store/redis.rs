@@ -1,0 +1,286 @@
+//! The shared store for several gateway instances: Redis.
+//!
+//! Writes are Lua scripts, so a record and its change-log entry land
+//! together or not at all. The change log is a stream trimmed to about
+//! `log_entries`; a reader whose position was trimmed away is told to
+//! resync (`max-deleted-entry-id`, Redis 7). Connections reconnect with
+//! exponential backoff; the follower has its own connection because a
+//! blocking `XREAD` would hold up every command queued behind it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamReadReply;
+use redis::{AsyncCommands, Script, Value};
+
+use super::{Batch, Change, Cursor, Retention, Store, StoreError, UserRecord};
+
+const CHANGES: &str = "portcullis:changes";
+const REVOKED_INDEX: &str = "portcullis:revoked";
+
+fn user_key(sub: &str) -> String {
+    format!("portcullis:user:{sub}")
+}
+
+fn revoked_key(jti: &str) -> String {
+    format!("portcullis:revoked:{jti}")
+}
+
+/// KEYS: user hash, stream. ARGV: op, now, sub, maxlen.
+const UPDATE_USER: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+local d = tonumber(redis.call('HGET', KEYS[1], 'disabled') or '0')
+local nb = tonumber(redis.call('HGET', KEYS[1], 'not_before') or '0')
+local rev = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') + 1
+if ARGV[1] == 'bump' then v = v + 1; nb = tonumber(ARGV[2])
+elseif ARGV[1] == 'disable' then d = 1
+else d = 0 end
+redis.call('HSET', KEYS[1], 'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'user', 'key', ARGV[3],
+  'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
+return {v, d, nb, rev}
+"#;
+
+/// KEYS: revoked key, revoked index, stream. ARGV: jti, exp, expire_at, maxlen.
+const REVOKE_TOKEN: &str = r#"
+redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
+return 1
+"#;
+
+pub struct RedisStore {
+    commands: ConnectionManager,
+    follower: ConnectionManager,
+    update_user: Script,
+    revoke_token: Script,
+    retention: Retention,
+}
+
+impl RedisStore {
+    pub async fn open(url: &str, retention: Retention) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(2))
+        };
+        let commands = client.get_connection_manager_with_config(config()).await?;
+        let follower = client.get_connection_manager_with_config(config()).await?;
+        Ok(Self {
+            commands,
+            follower,
+            update_user: Script::new(UPDATE_USER),
+            revoke_token: Script::new(REVOKE_TOKEN),
+            retention,
+        })
+    }
+
+    async fn update_user(&self, sub: &str, op: &str, now: u64) -> Result<UserRecord, StoreError> {
+        let mut conn = self.commands.clone();
+        let (version, disabled, not_before, revision): (u64, u64, u64, u64) = self
+            .update_user
+            .key(user_key(sub))
+            .key(CHANGES)
+            .arg(op)
+            .arg(now)
+            .arg(sub)
+            .arg(self.retention.log_entries)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(UserRecord {
+            version,
+            disabled: disabled != 0,
+            not_before,
+            revision,
+        })
+    }
+
+    /// `max-deleted-entry-id` of the change log: every entry at or before it
+    /// may be gone.
+    async fn max_deleted(conn: &mut ConnectionManager) -> Result<Cursor, StoreError> {
+        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(CHANGES)
+            .query_async(conn)
+            .await;
+        match info {
+            Ok(info) => Ok(info
+                .get("max-deleted-entry-id")
+                .and_then(parse_id_value)
+                .unwrap_or_default()),
+            // No stream yet: nothing was ever deleted.
+            Err(e) if e.to_string().contains("no such key") => Ok(Cursor::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Option<Cursor> {
+    let (ms, seq) = id.split_once('-')?;
+    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn parse_id_value(value: &Value) -> Option<Cursor> {
+    match value {
+        Value::BulkString(bytes) => parse_id(std::str::from_utf8(bytes).ok()?),
+        Value::SimpleString(s) => parse_id(s),
+        _ => None,
+    }
+}
+
+fn field<T: redis::FromRedisValue>(
+    map: &HashMap<String, Value>,
+    name: &str,
+) -> Result<T, StoreError> {
+    let value = map
+        .get(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("change without {name}")))?;
+    redis::from_redis_value_ref(value)
+        .map_err(|e| StoreError::Corrupt(format!("change field {name}: {e}")))
+}
+
+fn parse_change(map: &HashMap<String, Value>) -> Result<Change, StoreError> {
+    let kind: String = field(map, "kind")?;
+    let key: String = field(map, "key")?;
+    match kind.as_str() {
+        "user" => Ok(Change::User {
+            sub: key,
+            record: UserRecord {
+                version: field(map, "version")?,
+                disabled: field::<u64>(map, "disabled")? != 0,
+                not_before: field(map, "not_before")?,
+                revision: field(map, "revision")?,
+            },
+        }),
+        "token" => Ok(Change::TokenRevoked {
+            jti: key,
+            exp: field(map, "exp")?,
+        }),
+        other => Err(StoreError::Corrupt(format!("change kind {other:?}"))),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn user(&self, sub: &str) -> Result<UserRecord, StoreError> {
+        let mut conn = self.commands.clone();
+        let fields: HashMap<String, u64> = conn.hgetall(user_key(sub)).await?;
+        let get = |name: &str| fields.get(name).copied().unwrap_or(0);
+        Ok(UserRecord {
+            version: get("version"),
+            disabled: get("disabled") != 0,
+            not_before: get("not_before"),
+            revision: get("revision"),
+        })
+    }
+
+    async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
+        self.update_user(sub, "bump", now).await
+    }
+
+    async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {
+        self.update_user(sub, if disabled { "disable" } else { "enable" }, 0)
+            .await
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        let expire_at = exp + self.retention.after_expiry.as_secs();
+        let _: i64 = self
+            .revoke_token
+            .key(revoked_key(jti))
+            .key(REVOKED_INDEX)
+            .key(CHANGES)
+            .arg(jti)
+            .arg(exp)
+            .arg(expire_at.max(1))
+            .arg(self.retention.log_entries)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoked_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.commands.clone();
+        let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
+        let entries: Vec<(String, u64)> = conn
+            .zrangebyscore_withscores(REVOKED_INDEX, keep_after, "+inf")
+            .await?;
+        Ok(entries)
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        let mut conn = self.commands.clone();
+        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(CHANGES)
+            .query_async(&mut conn)
+            .await;
+        match info {
+            Ok(info) => Ok(info
+                .get("last-generated-id")
+                .and_then(parse_id_value)
+                .unwrap_or_default()),
+            Err(e) if e.to_string().contains("no such key") => Ok(Cursor::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        wait: Duration,
+        limit: usize,
+    ) -> Result<Batch, StoreError> {
+        let mut conn = self.follower.clone();
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT").arg(limit);
+        if !wait.is_zero() {
+            read.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
+        }
+        read.arg("STREAMS")
+            .arg(CHANGES)
+            .arg(format!("{}-{}", cursor.0, cursor.1));
+        let reply: Option<StreamReadReply> = read.query_async(&mut conn).await?;
+        // Checked after the read: a trim of entries we had not read yet,
+        // before or during it, shows here and forces a resync.
+        if Self::max_deleted(&mut conn).await? > cursor {
+            return Ok(Batch::Behind);
+        }
+        let mut changes = Vec::new();
+        let mut last = cursor;
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            last = parse_id(&entry.id)
+                .ok_or_else(|| StoreError::Corrupt(format!("stream id {}", entry.id)))?;
+            changes.push(parse_change(&entry.map)?);
+        }
+        Ok(Batch::Changes {
+            changes,
+            cursor: last,
+        })
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let mut conn = self.commands.clone();
+        let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
+        let removed: u64 = conn
+            .zrembyscore(REVOKED_INDEX, "-inf", format!("({keep_after}"))
+            .await?;
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Every call runs on tokio's blocking pool, so a slow disk never stalls the
+//! proxy's async workers. The change log is a table with an increasing row
+//! id; local writes wake a waiting reader at once, other processes sharing
+//! the file are seen when the reader polls.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::Notify;
+
+use super::{Batch, Change, Cursor, Retention, Store, StoreError, UserRecord};
+
+/// Each entry migrates the schema from its index to the next version.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE users (
+        sub TEXT PRIMARY KEY,
+        version INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL DEFAULT 0,
+        revision INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, exp INTEGER NOT NULL);
+    CREATE INDEX revoked_tokens_exp ON revoked_tokens (exp);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL DEFAULT 0,
+        revision INTEGER NOT NULL DEFAULT 0,
+        exp INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('trimmed_through', 0);
+"#];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    changed: Arc<Notify>,
+    retention: Retention,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || open_and_migrate(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            changed: Arc::new(Notify::new()),
+            retention,
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Task("connection lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let out = self
+            .with(move |conn| {
+                let tx = conn.transaction()?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await?;
+        self.changed.notify_waiters();
+        Ok(out)
+    }
+}
+
+fn open_and_migrate(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Task(format!("{}: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Durable at commit in WAL mode except on power loss; an acknowledged
+    // revocation survives a crash of the process.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "schema version {current} is newer than this portcullis"
+        )));
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+fn read_user(conn: &Connection, sub: &str) -> Result<UserRecord, StoreError> {
+    let record = conn
+        .query_row(
+            "SELECT version, disabled, not_before, revision FROM users WHERE sub = ?1",
+            [sub],
+            |row| {
+                Ok(UserRecord {
+                    version: row.get(0)?,
+                    disabled: row.get(1)?,
+                    not_before: row.get(2)?,
+                    revision: row.get(3)?,
+                })
+            },
+        )
+        .optional()?;
+    Ok(record.unwrap_or_default())
+}
+
+fn log_user(tx: &Transaction, sub: &str, r: &UserRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO changes (kind, key, version, disabled, not_before, revision) VALUES ('user', ?1, ?2, ?3, ?4, ?5)",
+        params![sub, r.version, r.disabled, r.not_before, r.revision],
+    )?;
+    Ok(())
+}
+
+/// Applies `change` to the user's row (created on first write) and logs it.
+fn update_user(
+    tx: &Transaction,
+    sub: &str,
+    change: impl FnOnce(&mut UserRecord),
+) -> Result<UserRecord, StoreError> {
+    let mut record = read_user(tx, sub)?;
+    change(&mut record);
+    record.revision += 1;
+    tx.execute(
+        "INSERT INTO users (sub, version, disabled, not_before, revision) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (sub) DO UPDATE SET version = ?2, disabled = ?3, not_before = ?4, revision = ?5",
+        params![sub, record.version, record.disabled, record.not_before, record.revision],
+    )?;
+    log_user(tx, sub, &record)?;
+    Ok(record)
+}
+
+fn head(conn: &Connection) -> Result<u64, StoreError> {
+    let max: Option<u64> = conn.query_row("SELECT MAX(seq) FROM changes", [], |row| row.get(0))?;
+    let trimmed: u64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'trimmed_through'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(max.unwrap_or(0).max(trimmed))
+}
+
+fn read_changes(conn: &Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
+    let trimmed: u64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'trimmed_through'",
+        [],
+        |r| r.get(0),
+    )?;
+    if trimmed > after {
+        return Ok(Batch::Behind);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, key, version, disabled, not_before, revision, exp FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let mut cursor = Cursor(after, 0);
+    let mut changes = Vec::new();
+    let mut rows = stmt.query(params![after, limit as u64])?;
+    while let Some(row) = rows.next()? {
+        cursor = Cursor(row.get(0)?, 0);
+        let kind: String = row.get(1)?;
+        let key: String = row.get(2)?;
+        changes.push(match kind.as_str() {
+            "user" => Change::User {
+                sub: key,
+                record: UserRecord {
+                    version: row.get(3)?,
+                    disabled: row.get(4)?,
+                    not_before: row.get(5)?,
+                    revision: row.get(6)?,
+                },
+            },
+            "token" => Change::TokenRevoked {
+                jti: key,
+                exp: row.get(7)?,
+            },
+            other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
+        });
+    }
+    Ok(Batch::Changes { changes, cursor })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn user(&self, sub: &str) -> Result<UserRecord, StoreError> {
+        let sub = sub.to_owned();
+        self.with(move |conn| read_user(conn, &sub)).await
+    }
+
+    async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
+        let sub = sub.to_owned();
+        self.write(move |tx| {
+            update_user(tx, &sub, |r| {
+                r.version += 1;
+                r.not_before = now;
+            })
+        })
+        .await
+    }
+
+    async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {
+        let sub = sub.to_owned();
+        self.write(move |tx| update_user(tx, &sub, |r| r.disabled = disabled))
+            .await
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO revoked_tokens (jti, exp) VALUES (?1, ?2) ON CONFLICT (jti) DO UPDATE SET exp = MAX(exp, ?2)",
+                params![jti, exp],
+            )?;
+            tx.execute("INSERT INTO changes (kind, key, exp) VALUES ('token', ?1, ?2)", params![jti, exp])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoked_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT jti, exp FROM revoked_tokens WHERE exp >= ?1")?;
+            let rows = stmt.query_map([keep_after], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        self.with(|conn| Ok(Cursor(head(conn)?, 0))).await
+    }
+
+    async fn changes_since(
+        &self,
+        cursor: Cursor,
+        wait: Duration,
+        limit: usize,
+    ) -> Result<Batch, StoreError> {
+        // Register for the wake-up before reading, so a write between the
+        // read and the wait is not missed.
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let first = self
+            .with(move |conn| read_changes(conn, cursor.0, limit))
+            .await?;
+        if !matches!(&first, Batch::Changes { changes, .. } if changes.is_empty()) || wait.is_zero()
+        {
+            return Ok(first);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.with(move |conn| read_changes(conn, cursor.0, limit))
+            .await
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
+        let keep_entries = self.retention.log_entries;
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let tokens = tx.execute("DELETE FROM revoked_tokens WHERE exp < ?1", [keep_after])?;
+            let last = head(&tx)?;
+            let cut = last.saturating_sub(keep_entries);
+            let entries = tx.execute("DELETE FROM changes WHERE seq <= ?1", [cut])?;
+            if entries > 0 {
+                tx.execute(
+                    "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'trimmed_through'",
+                    [cut],
+                )?;
+            }
+            tx.commit()?;
+            Ok((tokens + entries) as u64)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}

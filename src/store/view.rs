@@ -1,0 +1,224 @@
+//! The local view of the store that every request is checked against.
+//!
+//! Requests read memory only: the live revoked-jti set and a moka cache of
+//! user records. A user missing from the cache is loaded once (concurrent
+//! misses for one user wait for the same load). The follower keeps both
+//! current from the change log and says when the view was last confirmed
+//! fresh; `max_staleness` is the promise built on that.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use serde::Deserialize;
+
+use super::{Change, Store, StoreError, UserRecord};
+use crate::auth::{AccessClaims, AuthError};
+
+/// What to do when the view cannot be confirmed fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Refuse with 503 `auth_unavailable` (fail closed).
+    Deny,
+    /// Decide on what the view holds; a user not in it still gets 503.
+    AllowCached,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewSettings {
+    pub max_staleness: Duration,
+    pub on_unavailable: OnUnavailable,
+    pub user_cache_entries: u64,
+}
+
+/// A user record and the view generation it was loaded in.
+#[derive(Debug, Clone, Copy)]
+struct CachedUser {
+    record: UserRecord,
+    generation: u64,
+}
+
+pub struct RevocationView {
+    store: Arc<dyn Store>,
+    settings: ViewSettings,
+    revoked: RwLock<HashMap<Box<str>, u64>>,
+    users: Cache<String, CachedUser>,
+    /// Bumped by every resync: entries of older generations count as misses,
+    /// so a load that raced a resync cannot leave a stale record behind.
+    generation: AtomicU64,
+    started: Instant,
+    /// One plus the nanoseconds after `started` when the view was last
+    /// confirmed fresh; 0 until the first confirmation.
+    fresh_at: AtomicU64,
+}
+
+impl RevocationView {
+    pub fn new(store: Arc<dyn Store>, settings: ViewSettings) -> Self {
+        let users = Cache::builder()
+            .max_capacity(settings.user_cache_entries)
+            .build();
+        Self {
+            store,
+            settings,
+            revoked: RwLock::new(HashMap::new()),
+            users,
+            generation: AtomicU64::new(0),
+            started: Instant::now(),
+            fresh_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The revocation, version and account checks, run on every request
+    /// after the token itself was verified (cached or not).
+    pub async fn check(&self, claims: &AccessClaims) -> Result<(), AuthError> {
+        if !self.is_fresh() && self.settings.on_unavailable == OnUnavailable::Deny {
+            return Err(AuthError::Unavailable);
+        }
+        if self.is_revoked(&claims.jti) {
+            return Err(AuthError::Revoked);
+        }
+        let user = self.user(&claims.sub).await.map_err(|e| {
+            tracing::warn!(error = %e, "user record unavailable");
+            AuthError::Unavailable
+        })?;
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        // Tokens from external issuers carry no `ver`; `iat` covers them.
+        if claims.ver.is_some_and(|ver| ver < user.version) || claims.iat < user.not_before {
+            return Err(AuthError::Revoked);
+        }
+        Ok(())
+    }
+
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|set| set.contains_key(jti))
+            .unwrap_or(true)
+    }
+
+    /// The user's record from the cache, loading it on a miss.
+    pub async fn user(&self, sub: &str) -> Result<UserRecord, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(cached) = self
+            .users
+            .get(sub)
+            .await
+            .filter(|c| c.generation == generation)
+        {
+            return Ok(cached.record);
+        }
+        let store = Arc::clone(&self.store);
+        let result = self
+            .users
+            .entry(sub.to_owned())
+            .and_try_compute_with(|existing| async move {
+                if existing.is_some_and(|e| e.value().generation == generation) {
+                    return Ok(Op::Nop);
+                }
+                let record = store.user(sub).await?;
+                Ok::<_, StoreError>(Op::Put(CachedUser { record, generation }))
+            })
+            .await?;
+        let entry = result
+            .into_entry()
+            .ok_or_else(|| StoreError::Task("user cache entry vanished".into()))?;
+        Ok(entry.into_value().record)
+    }
+
+    /// Applies one change from the log (or from a local write).
+    pub async fn apply(&self, change: &Change) {
+        match change {
+            Change::TokenRevoked { jti, exp } => {
+                if let Ok(mut set) = self.revoked.write() {
+                    let entry = set.entry(Box::from(jti.as_str())).or_insert(*exp);
+                    *entry = (*entry).max(*exp);
+                }
+            }
+            Change::User { sub, record } => {
+                let generation = self.generation.load(Ordering::Acquire);
+                let record = *record;
+                self.users
+                    .entry(sub.clone())
+                    .and_compute_with(|existing| async move {
+                        let newer = existing.is_none_or(|e| {
+                            e.value().generation != generation
+                                || e.value().record.revision < record.revision
+                        });
+                        if newer {
+                            Op::Put(CachedUser { record, generation })
+                        } else {
+                            Op::Nop
+                        }
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Replaces the whole view with a snapshot of the store.
+    pub fn reset(&self, revoked: Vec<(String, u64)>) {
+        let fresh: HashMap<Box<str>, u64> = revoked
+            .into_iter()
+            .map(|(jti, exp)| (jti.into_boxed_str(), exp))
+            .collect();
+        if let Ok(mut set) = self.revoked.write() {
+            *set = fresh;
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.users.invalidate_all();
+    }
+
+    /// Drops revocations of tokens that expired (plus the leeway) anyway.
+    pub fn sweep_expired(&self, now: u64, leeway: Duration) {
+        let cut = now.saturating_sub(leeway.as_secs());
+        if let Ok(mut set) = self.revoked.write() {
+            set.retain(|_, exp| *exp >= cut);
+        }
+    }
+
+    /// Everything up to the store's state at `as_of` is applied.
+    pub fn confirm_fresh(&self, as_of: Instant) {
+        let nanos = as_of.saturating_duration_since(self.started).as_nanos() as u64;
+        self.fresh_at
+            .fetch_max(nanos.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// How long ago the view was last confirmed fresh; `None` if never.
+    pub fn staleness(&self) -> Option<Duration> {
+        let at = self.fresh_at.load(Ordering::Acquire);
+        (at != 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(at - 1))
+        })
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        self.staleness()
+            .is_some_and(|age| age <= self.settings.max_staleness)
+    }
+
+    pub fn max_staleness(&self) -> Duration {
+        self.settings.max_staleness
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Revoked tokens held (for metrics and benches).
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.read().map_or(0, |set| set.len())
+    }
+
+    /// Cached user records (approximate).
+    pub fn cached_users(&self) -> u64 {
+        self.users.entry_count()
+    }
+}
