@@ -6,4 +6,6 @@ mod cli;
 mod contract;
 mod identity;
 mod paths;
+mod revocation;
+mod store_contract;
 mod verification;

@@ -38,10 +38,11 @@ pub enum Change {
     TokenRevoked { jti: String, exp: u64 },
 }
 
-/// A position in the change log: a Redis stream id `(ms, seq)`, or a
-/// SQLite row id as `(seq, 0)`. Ordered.
+/// A position in the change log: a Redis stream id `(ms, seq)` plus how
+/// many entries the stream had taken in up to it, or a SQLite row id as
+/// `(seq, 0, 0)`. Ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor(pub u64, pub u64);
+pub struct Cursor(pub u64, pub u64, pub u64);
 
 /// The answer of [`Store::changes_since`].
 #[derive(Debug)]

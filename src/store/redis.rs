@@ -2,10 +2,12 @@
 //!
 //! Writes are Lua scripts, so a record and its change-log entry land
 //! together or not at all. The change log is a stream trimmed to about
-//! `log_entries`; a reader whose position was trimmed away is told to
-//! resync (`max-deleted-entry-id`, Redis 7). Connections reconnect with
-//! exponential backoff; the follower has its own connection because a
-//! blocking `XREAD` would hold up every command queued behind it.
+//! `log_entries` from the front; a reader knows how many entries the stream
+//! had taken in up to its position, and `XINFO STREAM` (`entries-added`,
+//! `length`, Redis 7) tells whether the next entry it needs is still
+//! there, else it is told to resync. Connections reconnect with exponential
+//! backoff; the follower has its own connection because a blocking `XREAD`
+//! would hold up every command queued behind it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -100,29 +102,59 @@ impl RedisStore {
         })
     }
 
-    /// `max-deleted-entry-id` of the change log: every entry at or before it
-    /// may be gone.
-    async fn max_deleted(conn: &mut ConnectionManager) -> Result<Cursor, StoreError> {
+    /// `(last-generated-id, entries-added, length)` of the change log.
+    async fn log_info(conn: &mut ConnectionManager) -> Result<LogInfo, StoreError> {
         let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
             .arg("STREAM")
             .arg(CHANGES)
             .query_async(conn)
             .await;
-        match info {
-            Ok(info) => Ok(info
-                .get("max-deleted-entry-id")
+        let info = match info {
+            Ok(info) => info,
+            // No stream yet: nothing was ever added.
+            Err(e) if e.to_string().contains("no such key") => return Ok(LogInfo::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let number = |name: &str| -> Result<u64, StoreError> {
+            let value = info
+                .get(name)
+                .ok_or_else(|| StoreError::Corrupt(format!("XINFO without {name}")))?;
+            redis::from_redis_value_ref(value)
+                .map_err(|e| StoreError::Corrupt(format!("XINFO {name}: {e}")))
+        };
+        Ok(LogInfo {
+            last: info
+                .get("last-generated-id")
                 .and_then(parse_id_value)
-                .unwrap_or_default()),
-            // No stream yet: nothing was ever deleted.
-            Err(e) if e.to_string().contains("no such key") => Ok(Cursor::default()),
-            Err(e) => Err(e.into()),
-        }
+                .unwrap_or_default(),
+            added: number("entries-added")?,
+            length: number("length")?,
+        })
     }
 }
 
+#[derive(Debug, Default)]
+struct LogInfo {
+    last: Cursor,
+    added: u64,
+    length: u64,
+}
+
+impl LogInfo {
+    /// Whether the entry after `cursor` may be gone. Trimming removes
+    /// entries from the front only, so the entries present are the last
+    /// `length` of the `added`; fewer than the cursor's count means the
+    /// stream itself was reset.
+    fn trimmed_past(&self, cursor: Cursor) -> bool {
+        let first_present = self.added.saturating_sub(self.length) + 1;
+        first_present > cursor.2 + 1 || self.added < cursor.2
+    }
+}
+
+/// A stream id; the entry count is filled in by the caller.
 fn parse_id(id: &str) -> Option<Cursor> {
     let (ms, seq) = id.split_once('-')?;
-    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?))
+    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?, 0))
 }
 
 fn parse_id_value(value: &Value) -> Option<Cursor> {
@@ -220,19 +252,8 @@ impl Store for RedisStore {
 
     async fn head(&self) -> Result<Cursor, StoreError> {
         let mut conn = self.commands.clone();
-        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(CHANGES)
-            .query_async(&mut conn)
-            .await;
-        match info {
-            Ok(info) => Ok(info
-                .get("last-generated-id")
-                .and_then(parse_id_value)
-                .unwrap_or_default()),
-            Err(e) if e.to_string().contains("no such key") => Ok(Cursor::default()),
-            Err(e) => Err(e.into()),
-        }
+        let info = Self::log_info(&mut conn).await?;
+        Ok(Cursor(info.last.0, info.last.1, info.added))
     }
 
     async fn changes_since(
@@ -251,16 +272,18 @@ impl Store for RedisStore {
             .arg(CHANGES)
             .arg(format!("{}-{}", cursor.0, cursor.1));
         let reply: Option<StreamReadReply> = read.query_async(&mut conn).await?;
-        // Checked after the read: a trim of entries we had not read yet,
-        // before or during it, shows here and forces a resync.
-        if Self::max_deleted(&mut conn).await? > cursor {
+        // Checked after the read: had the next entry been trimmed before
+        // the read, it is still gone now. (A trim between the two only
+        // costs a needless resync.)
+        if Self::log_info(&mut conn).await?.trimmed_past(cursor) {
             return Ok(Batch::Behind);
         }
         let mut changes = Vec::new();
         let mut last = cursor;
         for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            last = parse_id(&entry.id)
+            let id = parse_id(&entry.id)
                 .ok_or_else(|| StoreError::Corrupt(format!("stream id {}", entry.id)))?;
+            last = Cursor(id.0, id.1, last.2 + 1);
             changes.push(parse_change(&entry.map)?);
         }
         Ok(Batch::Changes {

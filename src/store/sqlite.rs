@@ -186,11 +186,11 @@ fn read_changes(conn: &Connection, after: u64, limit: usize) -> Result<Batch, St
     let mut stmt = conn.prepare_cached(
         "SELECT seq, kind, key, version, disabled, not_before, revision, exp FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let mut cursor = Cursor(after, 0);
+    let mut cursor = Cursor(after, 0, 0);
     let mut changes = Vec::new();
     let mut rows = stmt.query(params![after, limit as u64])?;
     while let Some(row) = rows.next()? {
-        cursor = Cursor(row.get(0)?, 0);
+        cursor = Cursor(row.get(0)?, 0, 0);
         let kind: String = row.get(1)?;
         let key: String = row.get(2)?;
         changes.push(match kind.as_str() {
@@ -266,7 +266,7 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
-        self.with(|conn| Ok(Cursor(head(conn)?, 0))).await
+        self.with(|conn| Ok(Cursor(head(conn)?, 0, 0))).await
     }
 
     async fn changes_since(

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod http;
+pub mod redis;
 pub mod tokens;
 
 pub use gateway::{standard_config, TestGateway};

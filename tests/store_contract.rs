@@ -1,0 +1,268 @@
+//! One contract, every backend: the same assertions against a SQLite file
+//! and a real redis-server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::auth::unix_now;
+use portcullis::store::{self, Batch, Change, Cursor, Retention, Store, StoreLocation};
+
+use crate::support::redis::RedisServer;
+
+const RETENTION: Retention = Retention {
+    after_expiry: Duration::from_secs(30),
+    log_entries: 100,
+};
+
+struct Backend {
+    store: Arc<dyn Store>,
+    redis: Option<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = StoreLocation::Sqlite(dir.path().join("contract.db"));
+    Backend {
+        store: store::open(&location, RETENTION)
+            .await
+            .expect("open sqlite"),
+        redis: None,
+        _dir: dir,
+    }
+}
+
+async fn redis() -> Backend {
+    let server = RedisServer::start();
+    let location = StoreLocation::Redis(server.url());
+    let store = store::open(&location, RETENTION).await.expect("open redis");
+    Backend {
+        store,
+        redis: Some(server),
+        _dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// Runs each contract function against both backends as separate tests.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
+        mod on_redis { $( #[tokio::test] async fn $name() { super::$name(super::redis().await).await } )* }
+    };
+}
+
+contract!(
+    unknown_user_has_defaults,
+    bump_increments_version_and_sets_cut_off,
+    disable_and_enable,
+    revoked_tokens_are_listed_until_expiry,
+    change_log_is_ordered_and_resumable,
+    a_waiting_reader_gets_a_change_written_meanwhile,
+    reader_behind_a_trimmed_log_is_told_to_resync,
+);
+
+async fn changes_after(store: &dyn Store, cursor: Cursor) -> (Vec<Change>, Cursor) {
+    match store
+        .changes_since(cursor, Duration::ZERO, 1000)
+        .await
+        .expect("read log")
+    {
+        Batch::Changes { changes, cursor } => (changes, cursor),
+        Batch::Behind => panic!("unexpectedly behind"),
+    }
+}
+
+async fn unknown_user_has_defaults(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let user = store.user("nobody").await.expect("user");
+    assert_eq!(
+        (user.version, user.disabled, user.not_before),
+        (0, false, 0)
+    );
+}
+
+async fn bump_increments_version_and_sets_cut_off(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    let first = store.bump_user("alice", now).await.expect("bump");
+    let second = store.bump_user("alice", now + 5).await.expect("bump");
+    assert_eq!((first.version, first.not_before), (1, now));
+    assert_eq!((second.version, second.not_before), (2, now + 5));
+    assert!(second.revision > first.revision);
+    assert_eq!(store.user("alice").await.expect("user"), second);
+    assert_eq!(
+        store.user("bob").await.expect("user").version,
+        0,
+        "other users untouched"
+    );
+}
+
+async fn disable_and_enable(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    store.bump_user("carol", 100).await.expect("bump");
+    let disabled = store.set_disabled("carol", true).await.expect("disable");
+    assert!(disabled.disabled);
+    assert_eq!(disabled.version, 1, "disabling keeps the version");
+    let enabled = store.set_disabled("carol", false).await.expect("enable");
+    assert!(!enabled.disabled);
+    assert!(!store.user("carol").await.expect("user").disabled);
+}
+
+async fn revoked_tokens_are_listed_until_expiry(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    store.revoke_token("live", now + 300).await.expect("revoke");
+    store
+        .revoke_token("in-leeway", now - 10)
+        .await
+        .expect("revoke");
+    store
+        .revoke_token("long-gone", now - 3600)
+        .await
+        .expect("revoke");
+    let mut listed: Vec<String> = store
+        .revoked_tokens(now)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["in-leeway", "live"]);
+    store.purge_expired(now).await.expect("purge");
+    let mut after: Vec<String> = store
+        .revoked_tokens(0)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect();
+    after.sort();
+    assert_eq!(
+        after,
+        ["in-leeway", "live"],
+        "purge removes only what expired"
+    );
+}
+
+async fn change_log_is_ordered_and_resumable(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let start = store.head().await.expect("head");
+    store
+        .revoke_token("j1", unix_now() + 60)
+        .await
+        .expect("revoke");
+    let record = store.bump_user("dave", 7).await.expect("bump");
+    store
+        .revoke_token("j2", unix_now() + 60)
+        .await
+        .expect("revoke");
+    let (changes, cursor) = changes_after(&*store, start).await;
+    assert_eq!(changes.len(), 3);
+    assert!(matches!(&changes[0], Change::TokenRevoked { jti, .. } if jti == "j1"));
+    assert_eq!(
+        changes[1],
+        Change::User {
+            sub: "dave".into(),
+            record
+        }
+    );
+    assert!(matches!(&changes[2], Change::TokenRevoked { jti, .. } if jti == "j2"));
+    assert_eq!(cursor, store.head().await.expect("head"));
+    let (none, same) = changes_after(&*store, cursor).await;
+    assert!(none.is_empty());
+    assert_eq!(same, cursor);
+}
+
+async fn a_waiting_reader_gets_a_change_written_meanwhile(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let start = store.head().await.expect("head");
+    let writer = Arc::clone(&store);
+    let write = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer
+            .revoke_token("late", unix_now() + 60)
+            .await
+            .expect("revoke");
+    });
+    let mut seen = Vec::new();
+    let mut cursor = start;
+    for _ in 0..50 {
+        if let Batch::Changes {
+            changes,
+            cursor: next,
+        } = store
+            .changes_since(cursor, Duration::from_millis(500), 10)
+            .await
+            .expect("read")
+        {
+            seen.extend(changes);
+            cursor = next;
+        }
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    write.await.expect("writer");
+    assert!(
+        matches!(seen.as_slice(), [Change::TokenRevoked { jti, .. }] if jti == "late"),
+        "{seen:?}"
+    );
+}
+
+async fn reader_behind_a_trimmed_log_is_told_to_resync(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let start = store.head().await.expect("head");
+    for i in 0..150 {
+        store
+            .revoke_token(&format!("bulk-{i}"), unix_now() + 600)
+            .await
+            .expect("revoke");
+    }
+    trim(&backend).await;
+    let batch = store
+        .changes_since(start, Duration::ZERO, 1000)
+        .await
+        .expect("read");
+    assert!(
+        matches!(batch, Batch::Behind),
+        "a reader at the start must resync, got {batch:?}"
+    );
+    let head = store.head().await.expect("head");
+    assert!(matches!(
+        store
+            .changes_since(head, Duration::ZERO, 10)
+            .await
+            .expect("read"),
+        Batch::Changes { .. }
+    ));
+    assert_eq!(
+        store
+            .revoked_tokens(unix_now())
+            .await
+            .expect("snapshot")
+            .len(),
+        150,
+        "the snapshot is whole"
+    );
+}
+
+/// Trims the log past its beginning the way each backend does in service:
+/// SQLite by purging beyond `log_entries`, Redis by `XTRIM` (exact here,
+/// where `MAXLEN ~` in service trims in whole nodes).
+async fn trim(backend: &Backend) {
+    backend
+        .store
+        .purge_expired(unix_now())
+        .await
+        .expect("purge");
+    if let Some(redis) = &backend.redis {
+        let mut conn = redis.connection();
+        let _: i64 = ::redis::cmd("XTRIM")
+            .arg("portcullis:changes")
+            .arg("MAXLEN")
+            .arg(0)
+            .query(&mut conn)
+            .expect("xtrim");
+    }
+}
