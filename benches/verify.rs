@@ -9,6 +9,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::{self, Runtime};
 use portcullis::proxy::path::normalize_path;
+use portcullis::store::view::OnUnavailable;
+use portcullis::store::{
+    self, Change, Retention, RevocationView, StoreLocation, UserRecord, ViewSettings,
+};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
@@ -98,5 +102,98 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify, routing);
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The whole per-request check with a warm cache: verified-token cache hit,
+/// revoked-jti lookup and user record, with 1,000,000 revoked jtis and
+/// 1,000,000 cached users loaded.
+fn full_check(c: &mut Criterion) {
+    const ENTRIES: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let retention = Retention {
+        after_expiry: Duration::from_secs(30),
+        log_entries: 1000,
+    };
+    let store = rt
+        .block_on(store::open(
+            &StoreLocation::Sqlite(dir.path().join("bench.db")),
+            retention,
+        ))
+        .expect("store");
+    let settings = ViewSettings {
+        max_staleness: Duration::from_secs(3600),
+        on_unavailable: OnUnavailable::Deny,
+        user_cache_entries: ENTRIES + 10,
+    };
+    let view = RevocationView::new(store, settings);
+    view.confirm_fresh(std::time::Instant::now());
+
+    let before = rss_bytes();
+    let exp = portcullis::auth::unix_now() + 3600;
+    view.reset((0..ENTRIES).map(|i| (format!("{i:032x}"), exp)).collect());
+    let after_revoked = rss_bytes();
+    rt.block_on(async {
+        for i in 0..ENTRIES {
+            let record = UserRecord {
+                version: 1,
+                disabled: false,
+                not_before: 0,
+                revision: 1,
+            };
+            view.apply(&Change::User {
+                sub: format!("user-{i}"),
+                record,
+            })
+            .await;
+        }
+    });
+    let after_users = rss_bytes();
+    eprintln!(
+        "memory: {} bytes per revoked jti, {} bytes per cached user (RSS delta over {ENTRIES} entries)",
+        (after_revoked - before) / ENTRIES,
+        (after_users - after_revoked) / ENTRIES,
+    );
+
+    let runtime = runtime("test-hs256", "HS256", "secret_file", "test-hs256.secret", 0);
+    let grant = Grant {
+        sub: "user-424242".into(),
+        roles: vec!["user".into()],
+        ver: Some(1),
+        ..Grant::default()
+    };
+    let signer = runtime.signer.as_ref().expect("signer");
+    let token = mint(
+        signer,
+        grant,
+        &runtime.issuer,
+        &runtime.audience,
+        Duration::from_secs(3600),
+    )
+    .expect("mint")
+    .0;
+    runtime.verifier.verify(&token).expect("warm");
+
+    c.bench_function("check/full-warm-1M", |b| {
+        b.to_async(&rt).iter(|| async {
+            let verified = runtime.verifier.verify(black_box(&token)).expect("valid");
+            view.check(&verified.claims).await.expect("allowed");
+        })
+    });
+}
+
+criterion_group!(benches, verify, routing, full_check);
 criterion_main!(benches);

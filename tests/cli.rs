@@ -123,6 +123,10 @@ path = "/c"
 upstream = "legacy"
 auth = "none"
 roles = ["admin"]
+
+[store]
+url = "postgres://nope"
+on_unavailable = "deny"
 "#;
     let path = write_config(dir.path(), text);
     let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
@@ -137,6 +141,7 @@ roles = ["admin"]
         format!("{file}:30:8: duplicate route"),
         format!("{file}:35:12: unknown upstream \"missing\""),
         format!("{file}:38:8: roles and scopes need auth"),
+        format!("{file}:44:7: \"postgres://nope\": expected sqlite://PATH or redis://HOST:PORT/DB"),
     ] {
         assert!(err.lines().any(|l| l.starts_with(&expected)), "missing {expected:?} in:\n{err}");
     }

@@ -455,3 +455,59 @@ fn follower_resyncs_after_the_log_was_trimmed_past_its_position() {
         .expect("trimmed write");
     wait_for_code(&gateway, &token, "token_revoked", Duration::from_secs(5));
 }
+
+#[test]
+fn the_admin_command_line_drives_the_api() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let url = format!("http://{}", gateway.admin);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["admin", "--url", &url])
+            .args(args)
+            .env_remove("PORTCULLIS_ADMIN_TOKEN")
+            .output()
+            .expect("run portcullis admin")
+    };
+    let token = sign(
+        "test-eddsa",
+        &claims_with("quinn", json!({"iat": now() - 5})),
+    );
+    assert_eq!(status_and_code(&gateway, &token).0, 200);
+
+    let out = run(&["--token", ADMIN_TOKEN, "revoke-user", "quinn"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "quinn is logged out everywhere (token version now 1)"
+    );
+    assert_eq!(
+        status_and_code(&gateway, &token),
+        (401, Some("token_revoked".into()))
+    );
+
+    let out = run(&[
+        "--token",
+        ADMIN_TOKEN,
+        "--json",
+        "revoke-token",
+        "--access-token",
+        &sign("test-eddsa", &claims("rita")),
+    ]);
+    assert!(out.status.success());
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(answer["revoked"], true);
+
+    let out = run(&["--token", "wrong", "disable", "quinn"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused (401 token_invalid)"));
+
+    let out = run(&["health"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ready (store sqlite"));
+}
