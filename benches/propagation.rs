@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench propagation` (N=1000; `PROPAGATION_N` to change).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::io::{BufReader, Write};
