@@ -63,7 +63,10 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub async fn open(url: &str, retention: Retention) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        // Commands are small writes: never let one wait for a delayed ACK.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let config = || {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))

@@ -224,6 +224,7 @@ fn serve_connection(
     received: &Mutex<Vec<Recorded>>,
     extra: &Mutex<Vec<String>>,
 ) {
+    let _ = stream.set_nodelay(true);
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
     while let Some((line, headers)) = read_head(&mut reader) {
@@ -247,11 +248,11 @@ fn serve_connection(
             response.push_str("\r\n");
         }
         response.push_str("\r\n");
-        if writer
-            .write_all(response.as_bytes())
-            .and_then(|()| writer.write_all(payload))
-            .is_err()
-        {
+        // One write: a head and a body in two small writes would wait on
+        // Nagle and the peer's delayed ACK (40 ms).
+        let mut bytes = response.into_bytes();
+        bytes.extend_from_slice(payload);
+        if writer.write_all(&bytes).is_err() {
             return;
         }
     }
