@@ -11,5 +11,6 @@ pub mod config;
 pub mod demo;
 pub mod keygen;
 pub mod proxy;
+pub mod session;
 pub mod state;
 pub mod store;

@@ -21,6 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::auth::{unix_now, AuthError};
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::Refusal;
+use crate::session::service::{NewSession, SessionError};
+use crate::session::Grants;
 use crate::state::AppState;
 use crate::store::{Change, StoreError};
 
@@ -79,16 +81,109 @@ impl AdminApi {
             .map(decode_segment)
             .collect::<Result<_, _>>()?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        if method != Method::POST {
-            return Err(method_not_allowed());
-        }
-        match segments.as_slice() {
-            ["tokens", "revoke"] => {
+        match (method, segments.as_slice()) {
+            (Method::POST, ["tokens", "revoke"]) => {
                 let body = read_body(session).await?;
                 self.revoke_token(&body).await
             }
-            ["users", sub, action] => self.user_action(sub, action).await,
+            (Method::POST, ["sessions"]) => {
+                let body = read_body(session).await?;
+                self.open_session(&body).await
+            }
+            (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
+            (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
+            (Method::POST, ["users", sub, action]) => self.user_action(sub, action).await,
+            (_, ["tokens", "revoke"] | ["sessions"] | ["sessions", _] | ["users", _, _]) => {
+                Err(method_not_allowed())
+            }
             _ => Err(Refusal::no_route()),
+        }
+    }
+
+    /// Trusted issuance: a token pair for a user another service vouches for.
+    async fn open_session(&self, body: &[u8]) -> Result<Answer, Refusal> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Request {
+            sub: String,
+            #[serde(default)]
+            roles: Vec<String>,
+            #[serde(default)]
+            scope: Option<String>,
+            #[serde(default)]
+            claims: serde_json::Map<String, Value>,
+            #[serde(default)]
+            device: Option<String>,
+        }
+        let request: Request = serde_json::from_slice(body).map_err(|_| {
+            bad_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
+        })?;
+        if request.sub.is_empty() || request.sub.len() > 512 {
+            return Err(bad_request("the user id must have 1 to 512 characters"));
+        }
+        let runtime = self.state.runtime.load_full();
+        let issuer = crate::proxy::endpoints::issuer(&runtime)?;
+        let grants = Grants {
+            roles: request.roles,
+            scope: request.scope,
+            claims: request.claims,
+        }
+        .without_reserved_claims();
+        let device: String = request
+            .device
+            .unwrap_or_else(|| "issued by the admin API".to_owned())
+            .chars()
+            .take(128)
+            .collect();
+        let new = NewSession {
+            sub: request.sub,
+            grants,
+            device,
+        };
+        let (pair, session) = runtime
+            .sessions
+            .open(self.state.view.store().as_ref(), &issuer, new)
+            .await
+            .map_err(|e| match e {
+                SessionError::Disabled => Refusal::auth(&AuthError::Disabled, REALM),
+                SessionError::Store(e) => store_down(e),
+                SessionError::Internal(_) => Refusal::internal(),
+            })?;
+        tracing::info!(target: "portcullis::admin", sub = %session.sub, sid = %session.sid, "session issued");
+        let mut body = serde_json::to_value(&pair).unwrap_or(Value::Null);
+        if let Some(object) = body.as_object_mut() {
+            object.insert("sid".into(), session.sid.into());
+        }
+        Ok(Answer::Json(StatusCode::OK, body))
+    }
+
+    async fn user_sessions(&self, sub: &str) -> Result<Answer, Refusal> {
+        let body = crate::proxy::endpoints::sessions_json(&self.state, sub, None)
+            .await
+            .map_err(store_down)?;
+        Ok(Answer::Json(StatusCode::OK, body))
+    }
+
+    async fn end_session(&self, sid: &str) -> Result<Answer, Refusal> {
+        let runtime = self.state.runtime.load_full();
+        let ended = runtime
+            .sessions
+            .end(&self.state.view, sid, runtime.access_ttl)
+            .await
+            .map_err(store_down)?;
+        match ended {
+            Some(session) => {
+                tracing::info!(target: "portcullis::admin", sid, sub = %session.sub, "session ended");
+                Ok(Answer::Json(
+                    StatusCode::OK,
+                    json!({"ended": sid, "sub": session.sub}),
+                ))
+            }
+            None => Err(Refusal::other(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such session",
+            )),
         }
     }
 

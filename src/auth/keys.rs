@@ -61,6 +61,9 @@ pub struct VerificationKey {
     pub kid: String,
     pub algorithm: Algorithm,
     pub decoding: DecodingKey,
+    /// The public key as a JWK (RFC 7517); `None` for HS256 secrets, which
+    /// are never published.
+    pub jwk: Option<serde_json::Value>,
 }
 
 /// The key new access tokens are signed with.
@@ -108,14 +111,14 @@ impl Keyring {
                 },
             );
         }
-        self.verification.insert(
-            kid.clone(),
-            VerificationKey {
-                kid,
-                algorithm,
-                decoding,
-            },
-        );
+        let jwk = public_jwk(&kid, algorithm, decoding.as_bytes());
+        let key = VerificationKey {
+            kid: kid.clone(),
+            algorithm,
+            decoding,
+            jwk,
+        };
+        self.verification.insert(kid, key);
         Ok(())
     }
 
@@ -239,6 +242,65 @@ fn public_key(algorithm: KeyAlgorithm, pem: &[u8]) -> Result<DecodingKey, KeyErr
         KeyAlgorithm::HS256 => return Err(KeyError::Rejected("HS256 secret")),
     };
     Ok(decoding)
+}
+
+/// The JWK of a public key from the bytes jsonwebtoken verifies with: the
+/// raw Ed25519 key, the uncompressed P-256 point, or PKCS#1 `RSAPublicKey`.
+fn public_jwk(kid: &str, algorithm: Algorithm, public: &[u8]) -> Option<serde_json::Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let params = match algorithm {
+        Algorithm::EdDSA => {
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(public)})
+        }
+        Algorithm::ES256 if public.len() == 65 && public[0] == 4 => serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": B64.encode(&public[1..33]), "y": B64.encode(&public[33..]),
+        }),
+        Algorithm::RS256 => {
+            let (n, e) = rsa_public_components(public)?;
+            serde_json::json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)})
+        }
+        _ => return None,
+    };
+    let mut jwk = params;
+    let object = jwk.as_object_mut()?;
+    object.insert("kid".into(), kid.into());
+    object.insert("alg".into(), format!("{algorithm:?}").into());
+    object.insert("use".into(), "sig".into());
+    Some(jwk)
+}
+
+/// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`
+/// (RFC 8017 A.1.1), DER: the two integers without their sign bytes.
+fn rsa_public_components(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let (&first, rest) = input.split_first()?;
+        if first != tag {
+            return None;
+        }
+        let (&len_byte, rest) = rest.split_first()?;
+        let (len, rest) = if len_byte < 0x80 {
+            (usize::from(len_byte), rest)
+        } else {
+            let count = usize::from(len_byte & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, &rest[count..])
+        };
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+    fn strip(int: &[u8]) -> &[u8] {
+        let zeros = int.iter().take_while(|b| **b == 0).count();
+        &int[zeros.min(int.len().saturating_sub(1))..]
+    }
+    let (sequence, _) = element(der, 0x30)?;
+    let (n, rest) = element(sequence, 0x02)?;
+    let (e, _) = element(rest, 0x02)?;
+    Some((strip(n), strip(e)))
 }
 
 /// SPKI PEM of the public half of a PKCS#8 private key; used by `keygen`.

@@ -18,7 +18,8 @@ use super::raw::{
     AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
     RawTokens, RawUpstream,
 };
-use super::runtime::{AdminToken, StoreSettings};
+use super::raw::{RawLogin, RawSessions};
+use super::runtime::{AdminToken, LoginSettings, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
 use crate::auth::keys::KeyMaterial;
@@ -26,6 +27,7 @@ use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
 use crate::proxy::headers::HeaderRules;
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
+use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::store::{StoreLocation, ViewSettings};
 use std::time::Duration;
 
@@ -52,6 +54,11 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys(&tokens, base, sink);
     let upstreams = upstream_pools(&raw.upstreams, sink);
     let router = Router::new(routes(&raw.routes, &upstreams, sink));
+    let sessions = Sessions::new(session_settings(&raw.sessions, sink));
+    let login = raw
+        .login
+        .as_ref()
+        .and_then(|login| login_settings(login, &upstreams, sink));
     check_tokens(&tokens, tokens_span, sink);
     let settings = VerifierSettings {
         issuer: tokens.issuer.clone(),
@@ -73,6 +80,72 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         header_rules: HeaderRules::new(&identity),
         identity,
         router,
+        sessions,
+        login,
+    })
+}
+
+fn session_settings(raw: &RawSessions, sink: &mut Diagnostics) -> SessionSettings {
+    let csrf_header =
+        HeaderName::from_bytes(raw.csrf_header.get_ref().as_bytes()).unwrap_or_else(|_| {
+            sink.at(
+                raw.csrf_header.span(),
+                format!("{:?} is not a valid header name", raw.csrf_header.get_ref()),
+            );
+            HeaderName::from_static("x-portcullis-csrf")
+        });
+    if raw.max_age.0.is_zero() || raw.refresh_ttl.0.is_zero() {
+        sink.at(
+            raw.csrf_header.span(),
+            "sessions.max_age and sessions.refresh_ttl must be positive",
+        );
+    }
+    SessionSettings {
+        refresh_ttl: raw.refresh_ttl.0,
+        max_age: raw.max_age.0,
+        reuse_grace: raw.reuse_grace.0,
+        max_failures: raw.max_failures.max(1),
+        failure_window: raw.failure_window.0,
+        cookie: raw.cookie.then(|| CookieSettings {
+            name: raw.cookie_name.clone(),
+            allowed_origins: raw.allowed_origins.clone(),
+            csrf_header,
+        }),
+    }
+}
+
+fn login_settings(
+    raw: &RawLogin,
+    pools: &HashMap<String, Arc<UpstreamPool>>,
+    sink: &mut Diagnostics,
+) -> Option<LoginSettings> {
+    let Some(upstream) = pools.get(raw.upstream.get_ref()) else {
+        sink.at(
+            raw.upstream.span(),
+            format!("unknown upstream {:?}", raw.upstream.get_ref()),
+        );
+        return None;
+    };
+    if !raw.path.get_ref().starts_with('/') {
+        sink.at(raw.path.span(), "login.path must start with '/'");
+    }
+    let mut header = |name: &Spanned<String>| {
+        HeaderName::from_bytes(name.get_ref().as_bytes())
+            .map_err(|_| {
+                sink.at(
+                    name.span(),
+                    format!("{:?} is not a valid header name", name.get_ref()),
+                )
+            })
+            .ok()
+    };
+    Some(LoginSettings {
+        upstream: Arc::clone(upstream),
+        path: raw.path.get_ref().clone(),
+        subject_header: header(&raw.subject_header)?,
+        roles_header: header(&raw.roles_header)?,
+        claims_header: header(&raw.claims_header)?,
+        timeout: raw.timeout.0,
     })
 }
 

@@ -14,7 +14,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use runtime::{AdminToken, Runtime, ServerSettings, StoreSettings};
+pub use runtime::{AdminToken, LoginSettings, Runtime, ServerSettings, StoreSettings};
 
 /// One problem in a configuration file, located by line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]

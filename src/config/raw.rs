@@ -23,6 +23,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub sessions: RawSessions,
+    pub login: Option<RawLogin>,
+    #[serde(default)]
     pub identity: RawIdentity,
     #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
@@ -94,6 +97,66 @@ impl Default for RawStore {
             change_log_entries: 100_000,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSessions {
+    pub refresh_ttl: HumanDuration,
+    pub max_age: HumanDuration,
+    pub reuse_grace: HumanDuration,
+    /// Refresh failures from one address per `failure_window` before 429.
+    pub max_failures: u32,
+    pub failure_window: HumanDuration,
+    /// Browser mode: the refresh token in an HttpOnly cookie, not the body.
+    pub cookie: bool,
+    pub cookie_name: String,
+    pub allowed_origins: Vec<String>,
+    pub csrf_header: Spanned<String>,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            refresh_ttl: HumanDuration::from_secs(7 * 24 * 3600),
+            max_age: HumanDuration::from_secs(72 * 3600),
+            reuse_grace: HumanDuration::from_secs(10),
+            max_failures: 10,
+            failure_window: HumanDuration::from_secs(60),
+            cookie: false,
+            cookie_name: "portcullis_refresh".to_owned(),
+            allowed_origins: Vec::new(),
+            csrf_header: Spanned::new(0..0, "X-Portcullis-CSRF".to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub upstream: Spanned<String>,
+    pub path: Spanned<String>,
+    #[serde(default = "default_subject_header")]
+    pub subject_header: Spanned<String>,
+    #[serde(default = "default_roles_header")]
+    pub roles_header: Spanned<String>,
+    #[serde(default = "default_claims_header")]
+    pub claims_header: Spanned<String>,
+    #[serde(default = "default_login_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_subject_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Auth-Subject".to_owned())
+}
+fn default_roles_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Auth-Roles".to_owned())
+}
+fn default_claims_header() -> Spanned<String> {
+    Spanned::new(0..0, "X-Auth-Claims".to_owned())
+}
+fn default_login_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
 }
 
 #[derive(Debug, Deserialize)]

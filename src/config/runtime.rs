@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::auth::{IdentityHeaders, SigningKey, Verifier};
 use crate::config::raw::AuthMode;
 use crate::proxy::headers::HeaderRules;
-use crate::proxy::router::Router;
+use crate::proxy::router::{Router, UpstreamPool};
+use crate::session::Sessions;
 use crate::store::{StoreLocation, ViewSettings};
+use http::HeaderName;
 
 /// Listener, process and store settings; changing them needs a restart.
 #[derive(Debug, Clone)]
@@ -56,6 +58,19 @@ pub struct Runtime {
     pub identity: Arc<IdentityHeaders>,
     pub header_rules: HeaderRules,
     pub router: Router,
+    pub sessions: Sessions,
+    /// `[login]`: where `POST /auth/login` is delegated.
+    pub login: Option<LoginSettings>,
+}
+
+/// `[login]`, compiled.
+pub struct LoginSettings {
+    pub upstream: Arc<UpstreamPool>,
+    pub path: String,
+    pub subject_header: HeaderName,
+    pub roles_header: HeaderName,
+    pub claims_header: HeaderName,
+    pub timeout: Duration,
 }
 
 impl Runtime {

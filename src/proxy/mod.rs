@@ -4,7 +4,9 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod endpoints;
 pub mod headers;
+pub mod login;
 pub mod path;
 pub mod respond;
 pub mod router;
@@ -44,6 +46,8 @@ pub struct RequestContext {
     pub upstream_uri: Option<http::Uri>,
     /// The contract code of a refusal, or `ok`.
     pub outcome: &'static str,
+    /// The gateway answered one of its own endpoints.
+    pub endpoint: bool,
 }
 
 /// The proxy: reads the current configuration (swapped whole on reload)
@@ -71,6 +75,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             upstream_uri: None,
             outcome: "ok",
+            endpoint: false,
         }
     }
 
@@ -81,10 +86,41 @@ impl ProxyHttp for Gateway {
     ) -> Result<bool> {
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
-        let decision = admit(&runtime, &self.state.view, session.req_header(), ctx).await;
-        ctx.runtime = Some(runtime);
+        ctx.runtime = Some(Arc::clone(&runtime));
+        let decision = match target_of(&runtime, session.req_header()) {
+            Err(refusal) => Err(refusal),
+            Ok(target) => match endpoints::endpoint_for(&session.req_header().method, &target.path)
+            {
+                Some(endpoint) => {
+                    ctx.endpoint = true;
+                    let served = match endpoint {
+                        Ok(endpoint) => {
+                            endpoints::serve(
+                                endpoint,
+                                &self.state,
+                                &runtime,
+                                session,
+                                &ctx.request_id,
+                            )
+                            .await
+                        }
+                        Err(refusal) => Err(refusal),
+                    };
+                    served.map(|()| true)
+                }
+                None => admit(
+                    &runtime,
+                    &self.state.view,
+                    session.req_header(),
+                    target,
+                    ctx,
+                )
+                .await
+                .map(|()| false),
+            },
+        };
         match decision {
-            Ok(()) => Ok(false),
+            Ok(responded) => Ok(responded),
             Err(refusal) => {
                 ctx.outcome = refusal.code;
                 refusal.send(session, &ctx.request_id).await?;
@@ -197,13 +233,14 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Path, route and token checks: `Ok` lets the request through.
-async fn admit(
-    runtime: &Runtime,
-    view: &RevocationView,
-    request: &RequestHeader,
-    ctx: &mut RequestContext,
-) -> Result<(), Refusal> {
+/// The normalised path and the query of a request.
+struct Target {
+    path: String,
+    query: Option<String>,
+}
+
+/// Normalises the path and refuses tokens in the query string.
+fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refusal> {
     let raw = request.raw_path();
     let (raw_path, query) = match raw.iter().position(|b| *b == b'?') {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
@@ -211,20 +248,35 @@ async fn admit(
     };
     let path = path::normalize_path(raw_path).map_err(|_| Refusal::bad_path())?;
     let query = query
-        .map(|q| std::str::from_utf8(q).map_err(|_| Refusal::bad_path()))
+        .map(|q| {
+            std::str::from_utf8(q)
+                .map(str::to_owned)
+                .map_err(|_| Refusal::bad_path())
+        })
         .transpose()?;
-    if query.is_some_and(query_has_access_token) {
+    if query.as_deref().is_some_and(query_has_access_token) {
         return Err(Refusal::auth(
             &AuthError::InvalidRequest("query_token"),
             &runtime.realm,
         ));
     }
+    Ok(Target { path, query })
+}
+
+/// Route and token checks: `Ok` lets the request through to the upstream.
+async fn admit(
+    runtime: &Runtime,
+    view: &RevocationView,
+    request: &RequestHeader,
+    target: Target,
+    ctx: &mut RequestContext,
+) -> Result<(), Refusal> {
     let route = runtime
         .router
-        .find(host_of(request), &path)
+        .find(host_of(request), &target.path)
         .ok_or(Refusal::no_route())?;
     ctx.route = Some(Arc::clone(route));
-    ctx.upstream_uri = Some(upstream_uri(&path, query)?);
+    ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
     if route.auth == AuthMode::None {
         return Ok(());
     }

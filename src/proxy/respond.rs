@@ -134,6 +134,23 @@ impl Refusal {
         Ok((header, body))
     }
 
+    /// Writes the refusal, with extra headers (e.g. `Retry-After`).
+    pub async fn send_with(
+        &self,
+        session: &mut Session,
+        request_id: &str,
+        extra: &[(HeaderName, String)],
+    ) -> pingora_core::Result<()> {
+        let (mut header, body) = self.render(request_id)?;
+        for (name, value) in extra {
+            header.insert_header(name.clone(), value.as_str())?;
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+
     /// Writes the refusal. The connection stays usable: pingora drains an
     /// unread request body before it reuses the connection.
     pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora_core::Result<()> {
@@ -143,4 +160,34 @@ impl Refusal {
             .await?;
         session.write_response_body(Some(body), true).await
     }
+}
+
+/// Writes a JSON answer of the gateway's own endpoints; never cached.
+pub async fn send_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: &serde_json::Value,
+    extra: &[(HeaderName, String)],
+    request_id: &str,
+) -> pingora_core::Result<()> {
+    let body = Bytes::from(body.to_string());
+    let mut header = ResponseHeader::build(status, Some(8))?;
+    header.insert_header(CONTENT_TYPE, "application/json")?;
+    header.insert_header(CONTENT_LENGTH, body.len())?;
+    header.insert_header(SERVER, SERVER_NAME)?;
+    header.insert_header(REQUEST_ID_HEADER, request_id)?;
+    let mut cache_set = false;
+    for (name, value) in extra {
+        cache_set |= *name == CACHE_CONTROL;
+        header.append_header(name.clone(), value.as_str())?;
+    }
+    if !cache_set {
+        // RFC 6749 §5.1: responses carrying tokens must not be cached.
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        header.insert_header(http::header::PRAGMA, "no-cache")?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
 }

@@ -111,6 +111,129 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new session and indexes its refresh token.
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// The session a refresh token (by hash) belongs to, for any of its
+    /// generations.
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    async fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The user's sessions, newest first, expired ones left out.
+    async fn sessions_of(&self, sub: &str, now: u64) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Rotates, replays or revokes, atomically (see [`RotateOutcome`]).
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Ends an active session and revokes its access tokens until
+    /// `revoke_until`; returns the session as it was, if it existed.
+    async fn end_session(
+        &self,
+        sid: &str,
+        revoke_until: u64,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    /// Logged out, or signed out from another device.
+    Ended,
+    /// Killed by refresh-token reuse (theft detection).
+    Revoked,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Ended => "ended",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "ended" => Ok(Self::Ended),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(StoreError::Corrupt(format!("session status {other:?}"))),
+        }
+    }
+}
+
+/// A refresh family: one login on one device. Refresh tokens are kept
+/// only as SHA-256 hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub sub: String,
+    pub device: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_refresh: u64,
+    /// Absolute end: `created + max_age`, never extended by rotation.
+    pub expires_at: u64,
+    /// Idle lifetime in seconds: the session ends `idle_ttl` after the last refresh.
+    pub idle_ttl: u64,
+    pub current_hash: String,
+    pub previous_hash: Option<String>,
+    /// When `previous_hash` was rotated out, in Unix milliseconds.
+    pub rotated_at_ms: u64,
+    /// The user's token version at login.
+    pub version: u64,
+    pub status: SessionStatus,
+    /// JSON: the roles, scope and claims every access token of the session carries.
+    pub grants: String,
+    /// The latest rotation's token pair, sealed under a key derived from
+    /// the refresh token it replaced (for concurrent refreshes in the grace period).
+    pub sealed_pair: Option<Vec<u8>>,
+}
+
+impl SessionRecord {
+    /// Active, and neither past its absolute end nor idle for too long.
+    pub fn is_live(&self, now: u64) -> bool {
+        self.status == SessionStatus::Active
+            && now < self.expires_at
+            && now < self.last_refresh.saturating_add(self.idle_ttl)
+    }
+}
+
+/// One refresh-token rotation, decided atomically by the store.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub sid: String,
+    pub presented_hash: String,
+    pub new_hash: String,
+    pub now: u64,
+    pub now_ms: u64,
+    pub grace_ms: u64,
+    pub sealed_pair: Vec<u8>,
+    /// On reuse, the session's access tokens are revoked until then.
+    pub revoke_until: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was current: it is now the previous one.
+    Rotated,
+    /// The presented token was rotated out within the grace period: here is
+    /// the pair the winning rotation sealed.
+    Replay { sealed_pair: Vec<u8> },
+    /// A rotated-out token came back: the whole family is now revoked.
+    Reused,
+    /// The session is ended, revoked, expired or unknown.
+    Inactive,
+}
+
+/// The marker a session's revocation is stored under in the revoked set;
+/// every access token carrying that `sid` is refused while it is there.
+pub fn session_marker(sid: &str) -> String {
+    format!("sid:{sid}")
 }
 
 /// A store URL that did not parse.

@@ -17,7 +17,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Script, Value};
 
-use super::{Batch, Change, Cursor, Retention, Store, StoreError, UserRecord};
+use super::{
+    session_marker, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
+    SessionStatus, Store, StoreError, UserRecord,
+};
 
 const CHANGES: &str = "portcullis:changes";
 const REVOKED_INDEX: &str = "portcullis:revoked";
@@ -28,6 +31,119 @@ fn user_key(sub: &str) -> String {
 
 fn revoked_key(jti: &str) -> String {
     format!("portcullis:revoked:{jti}")
+}
+
+fn session_key(sid: &str) -> String {
+    format!("portcullis:session:{sid}")
+}
+
+fn refresh_key(hash: &str) -> String {
+    format!("portcullis:refresh:{hash}")
+}
+
+fn user_sessions_key(sub: &str) -> String {
+    format!("portcullis:user-sessions:{sub}")
+}
+
+/// KEYS: session, new refresh index key, marker key, revoked index, stream.
+/// ARGV: presented, new_hash, now, now_ms, grace_ms, sealed, sid, marker,
+/// revoke_until, revoke_expire_at, maxlen.
+const ROTATE: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'status', 'current_hash', 'previous_hash', 'rotated_at_ms',
+  'expires_at', 'last_refresh', 'idle_ttl', 'sealed_pair')
+if not s[1] or s[1] ~= 'active' then return {'inactive'} end
+local now = tonumber(ARGV[3])
+if now >= tonumber(s[5]) or now >= tonumber(s[6]) + tonumber(s[7]) then return {'inactive'} end
+if ARGV[1] == s[2] then
+  redis.call('HSET', KEYS[1], 'current_hash', ARGV[2], 'previous_hash', ARGV[1], 'rotated_at_ms', ARGV[4],
+    'last_refresh', ARGV[3], 'sealed_pair', ARGV[6])
+  redis.call('SET', KEYS[2], ARGV[7], 'EXAT', s[5])
+  return {'rotated'}
+end
+if s[3] and ARGV[1] == s[3] and tonumber(ARGV[4]) - tonumber(s[4]) < tonumber(ARGV[5]) and s[8] and s[8] ~= '' then
+  return {'replay', s[8]}
+end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'sealed_pair', '')
+redis.call('SET', KEYS[3], ARGV[9], 'EXAT', ARGV[10])
+redis.call('ZADD', KEYS[4], 'GT', ARGV[9], ARGV[8])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'kind', 'token', 'key', ARGV[8], 'exp', ARGV[9])
+return {'reused'}
+"#;
+
+/// KEYS: session, marker key, revoked index, stream.
+/// ARGV: marker, revoke_until, revoke_expire_at, maxlen.
+const END_SESSION: &str = r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'active' then
+  redis.call('HSET', KEYS[1], 'status', 'ended', 'sealed_pair', '')
+  redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[3])
+  redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
+end
+return status
+"#;
+
+fn session_fields(session: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
+    let text = |v: &str| v.as_bytes().to_vec();
+    let number = |v: u64| v.to_string().into_bytes();
+    vec![
+        ("sid", text(&session.sid)),
+        ("sub", text(&session.sub)),
+        ("device", text(&session.device)),
+        ("created", number(session.created)),
+        ("last_refresh", number(session.last_refresh)),
+        ("expires_at", number(session.expires_at)),
+        ("idle_ttl", number(session.idle_ttl)),
+        ("current_hash", text(&session.current_hash)),
+        (
+            "previous_hash",
+            text(session.previous_hash.as_deref().unwrap_or("")),
+        ),
+        ("rotated_at_ms", number(session.rotated_at_ms)),
+        ("version", number(session.version)),
+        ("status", text(session.status.as_str())),
+        ("grants", text(&session.grants)),
+        (
+            "sealed_pair",
+            session.sealed_pair.clone().unwrap_or_default(),
+        ),
+    ]
+}
+
+fn parse_session(fields: &HashMap<String, Vec<u8>>) -> Result<Option<SessionRecord>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let text = |name: &str| -> Result<String, StoreError> {
+        let bytes = fields
+            .get(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("session without {name}")))?;
+        String::from_utf8(bytes.clone())
+            .map_err(|_| StoreError::Corrupt(format!("session {name} is not UTF-8")))
+    };
+    let number = |name: &str| -> Result<u64, StoreError> {
+        text(name)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("session {name} is not a number")))
+    };
+    let previous = text("previous_hash")?;
+    let sealed = fields.get("sealed_pair").filter(|b| !b.is_empty()).cloned();
+    Ok(Some(SessionRecord {
+        sid: text("sid")?,
+        sub: text("sub")?,
+        device: text("device")?,
+        created: number("created")?,
+        last_refresh: number("last_refresh")?,
+        expires_at: number("expires_at")?,
+        idle_ttl: number("idle_ttl")?,
+        current_hash: text("current_hash")?,
+        previous_hash: (!previous.is_empty()).then_some(previous),
+        rotated_at_ms: number("rotated_at_ms")?,
+        version: number("version")?,
+        status: SessionStatus::parse(&text("status")?)?,
+        grants: text("grants")?,
+        sealed_pair: sealed,
+    }))
 }
 
 /// KEYS: user hash, stream. ARGV: op, now, sub, maxlen.
@@ -58,6 +174,8 @@ pub struct RedisStore {
     follower: ConnectionManager,
     update_user: Script,
     revoke_token: Script,
+    rotate: Script,
+    end_session: Script,
     retention: Retention,
 }
 
@@ -81,6 +199,8 @@ impl RedisStore {
             follower,
             update_user: Script::new(UPDATE_USER),
             revoke_token: Script::new(REVOKE_TOKEN),
+            rotate: Script::new(ROTATE),
+            end_session: Script::new(END_SESSION),
             retention,
         })
     }
@@ -308,5 +428,124 @@ impl Store for RedisStore {
         let mut conn = self.commands.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        let key = session_key(&session.sid);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &session_fields(session))
+            .ignore()
+            .expire_at(&key, session.expires_at as i64)
+            .ignore()
+            .cmd("SET")
+            .arg(refresh_key(&session.current_hash))
+            .arg(&session.sid)
+            .arg("EXAT")
+            .arg(session.expires_at)
+            .ignore()
+            .sadd(user_sessions_key(&session.sub), &session.sid)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut conn = self.commands.clone();
+        let sid: Option<String> = conn.get(refresh_key(hash)).await?;
+        match sid {
+            Some(sid) => self.session(&sid).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut conn = self.commands.clone();
+        let fields: HashMap<String, Vec<u8>> = conn.hgetall(session_key(sid)).await?;
+        parse_session(&fields)
+    }
+
+    async fn sessions_of(&self, sub: &str, now: u64) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut conn = self.commands.clone();
+        let sids: Vec<String> = conn.smembers(user_sessions_key(sub)).await?;
+        let mut pipe = redis::pipe();
+        for sid in &sids {
+            pipe.hgetall(session_key(sid));
+        }
+        let all: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        let mut sessions = Vec::new();
+        for (sid, fields) in sids.iter().zip(all) {
+            match parse_session(&fields)? {
+                Some(session) if session.expires_at > now => sessions.push(session),
+                // Expired (the hash is gone with its TTL): forget it.
+                _ => {
+                    let _: i64 = conn.srem(user_sessions_key(sub), sid).await?;
+                }
+            }
+        }
+        sessions.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.sid.cmp(&b.sid)));
+        Ok(sessions)
+    }
+
+    async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let mut conn = self.commands.clone();
+        let marker = session_marker(&r.sid);
+        let reply: Vec<Vec<u8>> = self
+            .rotate
+            .key(session_key(&r.sid))
+            .key(refresh_key(&r.new_hash))
+            .key(revoked_key(&marker))
+            .key(REVOKED_INDEX)
+            .key(CHANGES)
+            .arg(&r.presented_hash)
+            .arg(&r.new_hash)
+            .arg(r.now)
+            .arg(r.now_ms)
+            .arg(r.grace_ms)
+            .arg(&r.sealed_pair)
+            .arg(&r.sid)
+            .arg(&marker)
+            .arg(r.revoke_until)
+            .arg(r.revoke_until + self.retention.after_expiry.as_secs())
+            .arg(self.retention.log_entries)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"rotated") => Ok(RotateOutcome::Rotated),
+            Some(b"replay") => {
+                let sealed_pair = reply.get(1).cloned().unwrap_or_default();
+                Ok(RotateOutcome::Replay { sealed_pair })
+            }
+            Some(b"reused") => Ok(RotateOutcome::Reused),
+            _ => Ok(RotateOutcome::Inactive),
+        }
+    }
+
+    async fn end_session(
+        &self,
+        sid: &str,
+        revoke_until: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let before = self.session(sid).await?;
+        if before.is_none() {
+            return Ok(None);
+        }
+        let mut conn = self.commands.clone();
+        let marker = session_marker(sid);
+        let _: Option<String> = self
+            .end_session
+            .key(session_key(sid))
+            .key(revoked_key(&marker))
+            .key(REVOKED_INDEX)
+            .key(CHANGES)
+            .arg(&marker)
+            .arg(revoke_until)
+            .arg(revoke_until + self.retention.after_expiry.as_secs())
+            .arg(self.retention.log_entries)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(before)
     }
 }

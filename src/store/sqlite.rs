@@ -13,10 +13,14 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::Notify;
 
-use super::{Batch, Change, Cursor, Retention, Store, StoreError, UserRecord};
+use super::{
+    session_marker, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
+    SessionStatus, Store, StoreError, UserRecord,
+};
 
 /// Each entry migrates the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         sub TEXT PRIMARY KEY,
         version INTEGER NOT NULL DEFAULT 0,
@@ -38,7 +42,83 @@ const MIGRATIONS: &[&str] = &[r#"
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('trimmed_through', 0);
-"#];
+"#,
+    r#"
+    CREATE TABLE sessions (
+        sid TEXT PRIMARY KEY,
+        sub TEXT NOT NULL,
+        device TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_refresh INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        idle_ttl INTEGER NOT NULL,
+        current_hash TEXT NOT NULL,
+        previous_hash TEXT,
+        rotated_at_ms INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        grants TEXT NOT NULL,
+        sealed_pair BLOB
+    );
+    CREATE INDEX sessions_sub ON sessions (sub);
+    CREATE TABLE refresh_index (hash TEXT PRIMARY KEY, sid TEXT NOT NULL);
+    CREATE INDEX refresh_index_sid ON refresh_index (sid);
+"#,
+];
+
+const SESSION_COLUMNS: &str =
+    "sid, sub, device, created, last_refresh, expires_at, idle_ttl, current_hash, \
+    previous_hash, rotated_at_ms, version, status, grants, sealed_pair";
+
+fn read_session(row: &rusqlite::Row) -> rusqlite::Result<(SessionRecord, String)> {
+    let status: String = row.get(11)?;
+    Ok((
+        SessionRecord {
+            sid: row.get(0)?,
+            sub: row.get(1)?,
+            device: row.get(2)?,
+            created: row.get(3)?,
+            last_refresh: row.get(4)?,
+            expires_at: row.get(5)?,
+            idle_ttl: row.get(6)?,
+            current_hash: row.get(7)?,
+            previous_hash: row.get(8)?,
+            rotated_at_ms: row.get(9)?,
+            version: row.get(10)?,
+            status: SessionStatus::Active,
+            grants: row.get(12)?,
+            sealed_pair: row.get(13)?,
+        },
+        status,
+    ))
+}
+
+fn finish_session(read: (SessionRecord, String)) -> Result<SessionRecord, StoreError> {
+    let (mut session, status) = read;
+    session.status = SessionStatus::parse(&status)?;
+    Ok(session)
+}
+
+fn session_by_sid(conn: &Connection, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE sid = ?1");
+    conn.query_row(&sql, [sid], read_session)
+        .optional()?
+        .map(finish_session)
+        .transpose()
+}
+
+/// Revokes `key` (a jti or a session marker) inside a write transaction.
+fn revoke_in(tx: &Transaction, key: &str, exp: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO revoked_tokens (jti, exp) VALUES (?1, ?2) ON CONFLICT (jti) DO UPDATE SET exp = MAX(exp, ?2)",
+        params![key, exp],
+    )?;
+    tx.execute(
+        "INSERT INTO changes (kind, key, exp) VALUES ('token', ?1, ?2)",
+        params![key, exp],
+    )?;
+    Ok(())
+}
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -243,15 +323,7 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
         let jti = jti.to_owned();
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO revoked_tokens (jti, exp) VALUES (?1, ?2) ON CONFLICT (jti) DO UPDATE SET exp = MAX(exp, ?2)",
-                params![jti, exp],
-            )?;
-            tx.execute("INSERT INTO changes (kind, key, exp) VALUES ('token', ?1, ?2)", params![jti, exp])?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| revoke_in(tx, &jti, exp)).await
     }
 
     async fn revoked_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
@@ -298,6 +370,11 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let tx = conn.transaction()?;
             let tokens = tx.execute("DELETE FROM revoked_tokens WHERE exp < ?1", [keep_after])?;
+            tx.execute(
+                "DELETE FROM refresh_index WHERE sid IN (SELECT sid FROM sessions WHERE expires_at < ?1)",
+                [now],
+            )?;
+            let sessions = tx.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?;
             let last = head(&tx)?;
             let cut = last.saturating_sub(keep_entries);
             let entries = tx.execute("DELETE FROM changes WHERE seq <= ?1", [cut])?;
@@ -308,7 +385,7 @@ impl Store for SqliteStore {
                 )?;
             }
             tx.commit()?;
-            Ok((tokens + entries) as u64)
+            Ok((tokens + sessions + entries) as u64)
         })
         .await
     }
@@ -316,5 +393,126 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |tx| {
+            tx.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                params![
+                    session.sid,
+                    session.sub,
+                    session.device,
+                    session.created,
+                    session.last_refresh,
+                    session.expires_at,
+                    session.idle_ttl,
+                    session.current_hash,
+                    session.previous_hash,
+                    session.rotated_at_ms,
+                    session.version,
+                    session.status.as_str(),
+                    session.grants,
+                    session.sealed_pair,
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_index (hash, sid) VALUES (?1, ?2)",
+                params![session.current_hash, session.sid],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_by_refresh(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = hash.to_owned();
+        self.with(move |conn| {
+            let sid: Option<String> = conn
+                .query_row(
+                    "SELECT sid FROM refresh_index WHERE hash = ?1",
+                    [&hash],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match sid {
+                Some(sid) => session_by_sid(conn, &sid),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let sid = sid.to_owned();
+        self.with(move |conn| session_by_sid(conn, &sid)).await
+    }
+
+    async fn sessions_of(&self, sub: &str, now: u64) -> Result<Vec<SessionRecord>, StoreError> {
+        let sub = sub.to_owned();
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE sub = ?1 AND expires_at > ?2 ORDER BY created DESC, sid"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![sub, now], read_session)?;
+            rows.map(|row| finish_session(row?)).collect()
+        })
+        .await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let r = rotation.clone();
+        self.write(move |tx| {
+            let Some(session) = session_by_sid(tx, &r.sid)? else {
+                return Ok(RotateOutcome::Inactive);
+            };
+            if !session.is_live(r.now) {
+                return Ok(RotateOutcome::Inactive);
+            }
+            if r.presented_hash == session.current_hash {
+                tx.execute(
+                    "UPDATE sessions SET current_hash = ?2, previous_hash = ?3, rotated_at_ms = ?4, last_refresh = ?5, \
+                     sealed_pair = ?6 WHERE sid = ?1",
+                    params![r.sid, r.new_hash, r.presented_hash, r.now_ms, r.now, r.sealed_pair],
+                )?;
+                tx.execute("INSERT INTO refresh_index (hash, sid) VALUES (?1, ?2)", params![r.new_hash, r.sid])?;
+                return Ok(RotateOutcome::Rotated);
+            }
+            let in_grace = r.now_ms.saturating_sub(session.rotated_at_ms) < r.grace_ms;
+            if session.previous_hash.as_deref() == Some(r.presented_hash.as_str()) && in_grace {
+                if let Some(sealed_pair) = session.sealed_pair {
+                    return Ok(RotateOutcome::Replay { sealed_pair });
+                }
+            }
+            tx.execute("UPDATE sessions SET status = 'revoked', sealed_pair = NULL WHERE sid = ?1", [&r.sid])?;
+            revoke_in(tx, &session_marker(&r.sid), r.revoke_until)?;
+            Ok(RotateOutcome::Reused)
+        })
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        sid: &str,
+        revoke_until: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let sid = sid.to_owned();
+        self.write(move |tx| {
+            let session = session_by_sid(tx, &sid)?;
+            if session
+                .as_ref()
+                .is_some_and(|s| s.status == SessionStatus::Active)
+            {
+                tx.execute(
+                    "UPDATE sessions SET status = 'ended', sealed_pair = NULL WHERE sid = ?1",
+                    [&sid],
+                )?;
+                revoke_in(tx, &session_marker(&sid), revoke_until)?;
+            }
+            Ok(session)
+        })
+        .await
     }
 }

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use serde::Deserialize;
 
-use super::{Change, Store, StoreError, UserRecord};
+use super::{session_marker, Change, Store, StoreError, UserRecord};
 use crate::auth::{AccessClaims, AuthError};
 
 /// What to do when the view cannot be confirmed fresh.
@@ -78,7 +78,13 @@ impl RevocationView {
         if !self.is_fresh() && self.settings.on_unavailable == OnUnavailable::Deny {
             return Err(AuthError::Unavailable);
         }
-        if self.is_revoked(&claims.jti) {
+        // A logged-out or stolen session revokes every token it issued at
+        // once, through one marker for its `sid`.
+        let session_revoked = claims
+            .sid
+            .as_deref()
+            .is_some_and(|sid| self.is_revoked(&session_marker(sid)));
+        if session_revoked || self.is_revoked(&claims.jti) {
             return Err(AuthError::Revoked);
         }
         let user = self.user(&claims.sub).await.map_err(|e| {

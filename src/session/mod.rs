@@ -1,0 +1,83 @@
+//! Sessions the gateway serves itself: issuing token pairs at login,
+//! refresh with rotation and reuse detection, logout and devices.
+//!
+//! Nothing here knows pingora: the proxy parses requests and writes
+//! responses, this module decides against the [`Store`](crate::store::Store).
+
+pub mod ratelimit;
+pub mod secrets;
+pub mod service;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use service::{RefreshError, SessionError, Sessions};
+
+/// `[sessions]`, compiled.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Idle lifetime, sliding with every refresh.
+    pub refresh_ttl: Duration,
+    /// Absolute lifetime from login, never extended by rotation.
+    pub max_age: Duration,
+    /// A rotated-out refresh token presented again within this gets the
+    /// winning rotation's pair instead of killing the session.
+    pub reuse_grace: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub cookie: Option<CookieSettings>,
+}
+
+/// Browser mode: the refresh token lives in an `HttpOnly` cookie.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    /// Origins whose cookie-authenticated calls are accepted.
+    pub allowed_origins: Vec<String>,
+    /// A header that a call without an allowed `Origin` must carry;
+    /// browsers only send custom headers cross-site after a CORS
+    /// preflight, which the gateway never grants.
+    pub csrf_header: http::HeaderName,
+}
+
+/// An RFC 6749 §5.1 token response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+/// What every access token of a session carries beyond `sub`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Grants {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Claims the gateway sets itself; a login response cannot supply them.
+const RESERVED_CLAIMS: [&str; 11] = [
+    "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "ver", "roles", "scope",
+];
+
+impl Grants {
+    /// Drops claims that would collide with the ones the gateway sets.
+    pub fn without_reserved_claims(mut self) -> Self {
+        self.claims
+            .retain(|name, _| !RESERVED_CLAIMS.contains(&name.as_str()));
+        self
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,219 @@
+//! Opening, refreshing and ending sessions.
+
+use std::time::Duration;
+
+use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id};
+use super::{unix_now_ms, Grants, SessionSettings, TokenPair};
+use crate::auth::issue::{mint, Grant};
+use crate::auth::{unix_now, SigningKey};
+use crate::store::{
+    session_marker, Change, RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus,
+    Store, StoreError,
+};
+
+/// What signs the access tokens of a session.
+pub struct Issuer<'a> {
+    pub signer: &'a SigningKey,
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub access_ttl: Duration,
+}
+
+/// A session to open: who, what they may do, on which device.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub sub: String,
+    pub grants: Grants,
+    pub device: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the account is disabled")]
+    Disabled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// RFC 6749 §5.2 `invalid_grant`; the reason is for logs and metrics.
+    #[error("invalid grant: {0}")]
+    InvalidGrant(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+pub struct Sessions {
+    pub settings: SessionSettings,
+}
+
+impl Sessions {
+    pub fn new(settings: SessionSettings) -> Self {
+        Self { settings }
+    }
+
+    /// Opens a session for a user who just proved who they are.
+    pub async fn open(
+        &self,
+        store: &dyn Store,
+        issuer: &Issuer<'_>,
+        new: NewSession,
+    ) -> Result<(TokenPair, SessionRecord), SessionError> {
+        let user = store.user(&new.sub).await?;
+        if user.disabled {
+            return Err(SessionError::Disabled);
+        }
+        let now = unix_now();
+        let refresh_token =
+            new_refresh_token().map_err(|_| SessionError::Internal("random source failed"))?;
+        let session = SessionRecord {
+            sid: new_session_id().map_err(|_| SessionError::Internal("random source failed"))?,
+            sub: new.sub,
+            device: new.device,
+            created: now,
+            last_refresh: now,
+            expires_at: now + self.settings.max_age.as_secs(),
+            idle_ttl: self.settings.refresh_ttl.as_secs(),
+            current_hash: hash_refresh_token(&refresh_token),
+            previous_hash: None,
+            rotated_at_ms: 0,
+            version: user.version,
+            status: SessionStatus::Active,
+            grants: serde_json::to_string(&new.grants)
+                .map_err(|_| SessionError::Internal("grants"))?,
+            sealed_pair: None,
+        };
+        let pair = access_pair(
+            issuer,
+            &session,
+            &new.grants,
+            user.version,
+            refresh_token,
+            now,
+        )
+        .map_err(SessionError::Internal)?;
+        store.create_session(&session).await?;
+        Ok((pair, session))
+    }
+
+    /// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): a refresh token works
+    /// once; its immediate predecessor presented again within the grace
+    /// period gets the same new pair; any other old token kills the family.
+    pub async fn refresh(
+        &self,
+        view: &RevocationView,
+        issuer: &Issuer<'_>,
+        presented: &str,
+    ) -> Result<TokenPair, RefreshError> {
+        let store = view.store().as_ref();
+        let presented_hash = hash_refresh_token(presented);
+        let session = store
+            .session_by_refresh(&presented_hash)
+            .await?
+            .ok_or(RefreshError::InvalidGrant("unknown_token"))?;
+        let now = unix_now();
+        if !session.is_live(now) {
+            return Err(RefreshError::InvalidGrant("session_inactive"));
+        }
+        let user = store.user(&session.sub).await?;
+        if user.disabled || user.version > session.version {
+            return Err(RefreshError::InvalidGrant("user_revoked"));
+        }
+        let grants: Grants = serde_json::from_str(&session.grants)
+            .map_err(|_| RefreshError::Internal("stored grants unreadable"))?;
+        let refresh_token =
+            new_refresh_token().map_err(|_| RefreshError::Internal("random source failed"))?;
+        let new_hash = hash_refresh_token(&refresh_token);
+        let pair = access_pair(issuer, &session, &grants, user.version, refresh_token, now)
+            .map_err(RefreshError::Internal)?;
+        let plain = serde_json::to_vec(&pair).map_err(|_| RefreshError::Internal("pair"))?;
+        let sealed_pair =
+            secrets::seal(presented, &plain).map_err(|_| RefreshError::Internal("seal"))?;
+        let rotation = Rotation {
+            sid: session.sid.clone(),
+            presented_hash,
+            new_hash,
+            now,
+            now_ms: unix_now_ms(),
+            grace_ms: self.settings.reuse_grace.as_millis() as u64,
+            sealed_pair,
+            revoke_until: now + issuer.access_ttl.as_secs(),
+        };
+        match store.rotate(&rotation).await? {
+            RotateOutcome::Rotated => Ok(pair),
+            RotateOutcome::Replay { sealed_pair } => {
+                let plain = secrets::open(presented, &sealed_pair)
+                    .map_err(|_| RefreshError::InvalidGrant("replay_unreadable"))?;
+                serde_json::from_slice(&plain).map_err(|_| RefreshError::Internal("pair"))
+            }
+            RotateOutcome::Reused => {
+                tracing::warn!(sid = %session.sid, sub = %session.sub, "refresh token reuse: session revoked");
+                let marker = Change::TokenRevoked {
+                    jti: session_marker(&session.sid),
+                    exp: rotation.revoke_until,
+                };
+                view.apply(&marker).await;
+                Err(RefreshError::InvalidGrant("reuse_detected"))
+            }
+            RotateOutcome::Inactive => Err(RefreshError::InvalidGrant("session_inactive")),
+        }
+    }
+
+    /// Ends a session; its access tokens are refused from now on, on this
+    /// instance at once and on the others through the change log.
+    pub async fn end(
+        &self,
+        view: &RevocationView,
+        sid: &str,
+        access_ttl: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let revoke_until = unix_now() + access_ttl.as_secs();
+        let ended = view.store().end_session(sid, revoke_until).await?;
+        if ended.is_some() {
+            view.apply(&Change::TokenRevoked {
+                jti: session_marker(sid),
+                exp: revoke_until,
+            })
+            .await;
+        }
+        Ok(ended)
+    }
+}
+
+/// A new access token for the session, never outliving it, with `refresh_token`.
+fn access_pair(
+    issuer: &Issuer<'_>,
+    session: &SessionRecord,
+    grants: &Grants,
+    version: u64,
+    refresh_token: String,
+    now: u64,
+) -> Result<TokenPair, &'static str> {
+    let ttl = Duration::from_secs(
+        issuer
+            .access_ttl
+            .as_secs()
+            .min(session.expires_at.saturating_sub(now)),
+    );
+    let grant = Grant {
+        sub: session.sub.clone(),
+        roles: grants.roles.clone(),
+        scope: grants.scope.clone(),
+        sid: Some(session.sid.clone()),
+        ver: Some(version),
+        extra: grants.claims.clone(),
+    };
+    let (access_token, _) = mint(issuer.signer, grant, issuer.issuer, issuer.audience, ttl)
+        .map_err(|_| "signing failed")?;
+    Ok(TokenPair {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: ttl.as_secs(),
+        refresh_token,
+    })
+}
