@@ -201,3 +201,19 @@ fn keygen_writes_private_keys_readable_by_the_owner_only_and_a_working_snippet()
         );
     }
 }
+
+#[test]
+fn roles_on_an_optional_route_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[tokens]\nissuer = \"i\"\naudience = \"a\"\n\n[[tokens.keys]]\nkid = \"k\"\nalgorithm = \"EdDSA\"\n\
+                public_key_file = \"{fixtures}/test-eddsa.pub.pem\"\n\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n\n\
+                [[routes]]\npath = \"/x\"\nupstream = \"u\"\nauth = \"optional\"\nroles = [\"admin\"]\n";
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "{}:15:8: roles and scopes need auth = \"required\"",
+        path.display()
+    );
+    assert!(stderr(&out).starts_with(&expected), "{}", stderr(&out));
+}

@@ -103,3 +103,47 @@ auth = "required"
     );
     assert_eq!(other.status, 200);
 }
+
+/// Servlet containers ignore `;parameters` in a segment: `/admin;x/users`
+/// is `/admin/users` to Tomcat, so the gateway must judge it so.
+#[test]
+fn path_parameters_cannot_hide_a_protected_prefix() {
+    let (upstream, gateway) = setup();
+    for target in ["/admin;jsessionid=x/users", "/admin;/users", "/admin;x"] {
+        assert_refused(
+            &get(gateway.addr, target, &[]),
+            401,
+            "token_missing",
+            &upstream,
+        );
+    }
+    assert_eq!(get(gateway.addr, "/docs;v=2/a", &[]).status, 200);
+    assert_eq!(
+        upstream.only().target,
+        "/docs;v=2/a",
+        "parameters still reach the upstream"
+    );
+}
+
+#[test]
+fn a_trailing_dot_in_host_still_selects_the_host_routes() {
+    let upstream = EchoUpstream::start();
+    let routes = r#"
+[[routes]]
+path = "/"
+upstream = "echo"
+auth = "none"
+
+[[routes]]
+host = "api.example.com"
+path = "/"
+upstream = "echo"
+auth = "required"
+"#;
+    let gateway = TestGateway::start(&config_with_routes(upstream.addr, routes));
+    let dotted = send(
+        gateway.addr,
+        "GET /x HTTP/1.1\r\nHost: api.example.com.\r\n\r\n",
+    );
+    assert_refused(&dotted, 401, "token_missing", &upstream);
+}

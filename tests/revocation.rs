@@ -316,11 +316,17 @@ fn redis_outage_fails_closed_then_recovers_without_losing_a_revocation() {
 
     redis.kill();
     let killed = Instant::now();
-    // Within the bound the view is fresh: decisions go on from memory.
-    let early = status_and_code(&gateway, &good);
-    if killed.elapsed() < Duration::from_millis(400) {
-        assert_eq!(early.0, 200, "a fresh view keeps answering");
-    }
+    // Within the bound the view is fresh (it was confirmed at most a
+    // quarter of the bound before the kill): decisions go on from memory.
+    assert_eq!(
+        status_and_code(&gateway, &good).0,
+        200,
+        "a fresh view keeps answering"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_millis(300),
+        "the check above ran inside the bound"
+    );
     assert_eq!(
         status_and_code(&gateway, &revoked),
         (401, Some("token_revoked".into()))

@@ -256,3 +256,44 @@ fn cached_token_still_expires() {
     let response = get(gateway.addr, "/orders", &[&bearer(&token)]);
     assert_refused(&response, 401, "token_expired", &upstream);
 }
+
+/// A token "issued" in the future would survive every logout-everywhere
+/// cut-off, which compares against `iat`.
+#[test]
+fn iat_in_the_future_is_refused() {
+    let (upstream, gateway) = setup();
+    let now = now();
+    let future = sign(
+        "test-eddsa",
+        &claims_with("alice", json!({"iat": now + 3600, "exp": now + 7200})),
+    );
+    assert_invalid(&gateway, &upstream, &future);
+    let skewed = sign(
+        "test-eddsa",
+        &claims_with("alice", json!({"iat": now + 20})),
+    );
+    assert_eq!(
+        get(gateway.addr, "/orders", &[&bearer(&skewed)]).status,
+        200,
+        "within leeway"
+    );
+}
+
+/// A subject that cannot be a header value would reach the upstream as an
+/// authenticated request without a user; a role with a comma would add
+/// roles the token does not hold.
+#[test]
+fn identities_that_cannot_be_forwarded_faithfully_are_refused() {
+    let (upstream, gateway) = setup();
+    for changes in [
+        json!({"sub": "alice\u{1}"}),
+        json!({"sub": ""}),
+        json!({"roles": ["user,admin"]}),
+    ] {
+        assert_invalid(
+            &gateway,
+            &upstream,
+            &sign("test-eddsa", &claims_with("alice", changes)),
+        );
+    }
+}

@@ -31,9 +31,23 @@ impl IdentityHeaders {
     /// The headers to set for a verified token, computed once per token and
     /// cached with it. A claim whose value cannot be a header value (control
     /// characters) is left out rather than mangled.
-    pub fn headers_for(&self, claims: &AccessClaims) -> Vec<(HeaderName, HeaderValue)> {
+    ///
+    /// `None` when the subject cannot be a header value or a role contains
+    /// the `,` that separates roles: forwarding such a token would give the
+    /// upstream no user, or roles the token does not hold.
+    pub fn headers_for(&self, claims: &AccessClaims) -> Option<Vec<(HeaderName, HeaderValue)>> {
         let mut out = Vec::with_capacity(4 + self.claims.len());
-        push(&mut out, &self.subject, &claims.sub);
+        let subject = HeaderValue::from_str(&claims.sub)
+            .ok()
+            .filter(|_| !claims.sub.is_empty())?;
+        out.push((self.subject.clone(), subject));
+        if claims
+            .roles
+            .iter()
+            .any(|role| role.contains(',') || role.trim().is_empty())
+        {
+            return None;
+        }
         if !claims.roles.is_empty() {
             push(&mut out, &self.roles, &claims.roles.join(","));
         }
@@ -50,7 +64,7 @@ impl IdentityHeaders {
                 Some(other) => push(&mut out, header, &other.to_string()),
             }
         }
-        out
+        Some(out)
     }
 }
 

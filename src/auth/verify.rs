@@ -75,7 +75,10 @@ impl Verifier {
             return Ok(hit);
         }
         let claims = self.verify_uncached(token)?;
-        let forwarded = self.identity.headers_for(&claims);
+        let forwarded = self
+            .identity
+            .headers_for(&claims)
+            .ok_or(AuthError::Invalid("identity"))?;
         let verified = Arc::new(VerifiedToken { claims, forwarded });
         self.cache.insert(token.to_owned(), Arc::clone(&verified));
         Ok(verified)
@@ -114,9 +117,15 @@ impl Verifier {
             .validations
             .get(&key.algorithm)
             .ok_or(AuthError::Invalid("alg"))?;
-        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation)
             .map(|data| data.claims)
-            .map_err(|e| classify(e.kind()))
+            .map_err(|e| classify(e.kind()))?;
+        // A token "issued" in the future would outlive every logout-everywhere
+        // cut-off (which compares against `iat`).
+        if claims.iat > unix_now().saturating_add(self.leeway_secs) {
+            return Err(AuthError::Invalid("iat"));
+        }
+        Ok(claims)
     }
 
     pub fn keyring(&self) -> &Keyring {

@@ -33,7 +33,9 @@ use std::time::Duration;
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
-const FORBIDDEN_IDENTITY_HEADERS: [&str; 10] = [
+/// Headers the identity may never be written to: they carry framing,
+/// routing or credentials, or the gateway sets them itself.
+const FORBIDDEN_IDENTITY_HEADERS: [&str; 18] = [
     "host",
     "authorization",
     "cookie",
@@ -44,11 +46,19 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 10] = [
     "te",
     "upgrade",
     "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+    "x-portcullis-error",
+    "x-token-expires-in",
 ];
 
 pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
     let server = server_settings(&raw.server, &raw.store, base, sink);
-    let identity = Arc::new(identity_headers(&raw.identity, sink)?);
+    let identity = identity_headers(&raw.identity, sink);
     let tokens_span = raw.tokens.span();
     let tokens = raw.tokens.into_inner();
     let (keyring, signer) = keys(&tokens, base, sink);
@@ -66,6 +76,9 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         leeway: tokens.leeway.0,
         cache_entries: tokens.verified_cache_entries,
     };
+    // Every check above ran, so `check` lists every problem; only now does
+    // a broken [identity] stop the build.
+    let identity = Arc::new(identity?);
     Some(Runtime {
         server,
         realm: raw.server.realm.clone(),
@@ -486,11 +499,35 @@ fn routes(
             );
             continue;
         }
-        let prefix = normalize_prefix(path);
+        // Routes are matched against normalised request paths, so the
+        // configured prefix must be in that form too.
+        let prefix = match crate::proxy::path::normalize_path(path.as_bytes()) {
+            Ok(normal) if !normal.contains(';') => normalize_prefix(&normal),
+            _ => {
+                sink.at(
+                    route.path.span(),
+                    format!("route path {path:?} is not a plain normalised path"),
+                );
+                continue;
+            }
+        };
         let host = route
             .host
             .as_ref()
             .map(|h| h.get_ref().to_ascii_lowercase());
+        if let Some((h, spanned)) = host.as_ref().zip(route.host.as_ref()) {
+            let plain = !h.is_empty()
+                && !h.ends_with('.')
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !plain {
+                sink.at(
+                    spanned.span(),
+                    format!("route host {h:?} must be a plain host name, without port"),
+                );
+                continue;
+            }
+        }
         if !seen.insert((host.clone(), prefix.clone())) {
             sink.at(
                 route.path.span(),
@@ -498,10 +535,13 @@ fn routes(
             );
             continue;
         }
-        if route.auth == AuthMode::None && !(route.roles.is_empty() && route.scopes.is_empty()) {
+        // An optional route would let a request without a token past the
+        // very roles it asks of a request with one.
+        if route.auth != AuthMode::Required && !(route.roles.is_empty() && route.scopes.is_empty())
+        {
             sink.at(
                 route.path.span(),
-                "roles and scopes need auth = \"required\" or \"optional\"",
+                "roles and scopes need auth = \"required\"",
             );
         }
         let Some(upstream) = pools.get(route.upstream.get_ref()) else {

@@ -167,8 +167,10 @@ impl ProxyHttp for Gateway {
             }
         }
         set_forwarding(session, upstream, &ctx.request_id)?;
-        if let Some(uri) = ctx.upstream_uri.take() {
-            upstream.set_uri(uri);
+        // Cloned, not taken: on a retry pingora runs this hook again on a
+        // fresh copy of the client's request, which must be rewritten too.
+        if let Some(uri) = &ctx.upstream_uri {
+            upstream.set_uri(uri.clone());
         }
         Ok(())
     }
@@ -273,7 +275,7 @@ async fn admit(
 ) -> Result<(), Refusal> {
     let route = runtime
         .router
-        .find(host_of(request), &target.path)
+        .find(host_of(request), &path::without_parameters(&target.path))
         .ok_or(Refusal::no_route())?;
     ctx.route = Some(Arc::clone(route));
     ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);

@@ -52,6 +52,21 @@ pub fn normalize_path(raw: &[u8]) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// The path with `;parameters` cut from every segment: what the route is
+/// chosen on. Servlet containers (Tomcat, Jetty, Spring) ignore them, so
+/// `/admin;x=1/users` must be judged as `/admin/users`; the upstream still
+/// receives the path with its parameters.
+pub fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let cut: Vec<&str> = path
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect();
+    std::borrow::Cow::Owned(cut.join("/"))
+}
+
 fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -133,6 +148,16 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize_path(raw.as_bytes()), Err(want), "{raw}");
         }
+    }
+
+    #[test]
+    fn parameters_are_cut_for_routing() {
+        assert_eq!(
+            without_parameters("/admin;jsessionid=x/users"),
+            "/admin/users"
+        );
+        assert_eq!(without_parameters("/a;b;c"), "/a");
+        assert_eq!(without_parameters("/plain/path"), "/plain/path");
     }
 
     proptest! {

@@ -151,8 +151,9 @@ impl Refusal {
         session.write_response_body(Some(body), true).await
     }
 
-    /// Writes the refusal. The connection stays usable: pingora drains an
-    /// unread request body before it reuses the connection.
+    /// Writes the refusal. A request read completely keeps its connection;
+    /// one with an unread body gets `Connection: close` from pingora rather
+    /// than the gateway reading a body it will not admit.
     pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora_core::Result<()> {
         let (header, body) = self.render(request_id)?;
         session

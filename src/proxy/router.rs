@@ -77,12 +77,15 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
+/// The host name without port, brackets or the root's trailing dot
+/// (`api.example.com.` is `api.example.com` to DNS and to most backends).
 fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
+    let name = match host.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// Config spelling → the form `prefix_matches` expects.
@@ -112,5 +115,6 @@ mod tests {
         assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
         assert_eq!(strip_port("[::1]:8080"), "::1");
         assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("api.example.com.:8080"), "api.example.com");
     }
 }

@@ -66,10 +66,18 @@ pub fn build(runtime: Runtime) -> Result<Instance, StartError> {
     let view = Arc::new(RevocationView::new(store, settings.store.view.clone()));
     let initial = background.block_on(follower::resync(&view))?;
     let stop = Arc::new(Notify::new());
-    let (follow_view, follow_stop, leeway) = (Arc::clone(&view), Arc::clone(&stop), runtime.leeway);
+    let (follow_view, follow_stop) = (Arc::clone(&view), Arc::clone(&stop));
     background.spawn(async move {
-        follower::run_from(follow_view, Some(initial), leeway, async move {
+        follower::run_from(follow_view, Some(initial), async move {
             follow_stop.notified().await
+        })
+        .await;
+    });
+    let (maintain_view, maintain_stop, leeway) =
+        (Arc::clone(&view), Arc::clone(&stop), runtime.leeway);
+    background.spawn(async move {
+        follower::maintain_until(maintain_view, leeway, async move {
+            maintain_stop.notified().await
         })
         .await;
     });

@@ -22,13 +22,11 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 pub async fn run_from(
     view: Arc<RevocationView>,
     mut cursor: Option<Cursor>,
-    leeway: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let wait = (view.max_staleness() / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     let mut backoff = Duration::from_millis(50);
-    let mut last_maintenance = Instant::now();
     loop {
         let step = async {
             let position = match cursor {
@@ -44,6 +42,15 @@ pub async fn run_from(
                     cursor = next;
                     backoff = Duration::from_millis(50);
                 }
+                // An entry this version cannot read must not stall the
+                // follower on the same position forever: start over from a
+                // snapshot, which moves past it.
+                Err(StoreError::Corrupt(what)) => {
+                    tracing::error!(what, "unreadable change log entry; resyncing");
+                    cursor = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, store = view.store().kind(), "change log unreachable; the revocation view is ageing");
                     tokio::time::sleep(backoff).await;
@@ -51,9 +58,23 @@ pub async fn run_from(
                 }
             }
         }
-        if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
-            last_maintenance = Instant::now();
-            maintain(&view, leeway).await;
+    }
+}
+
+/// Sweeps expired revocations from the view and purges the store, every
+/// 30 s, apart from the follower so a slow purge never delays a poll.
+pub async fn maintain_until(
+    view: Arc<RevocationView>,
+    leeway: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = every.tick() => maintain(&view, leeway).await,
         }
     }
 }
@@ -70,7 +91,11 @@ async fn follow(
             for change in &changes {
                 view.apply(change).await;
             }
-            view.confirm_fresh(started);
+            // A full batch means more are waiting: the view is not fresh
+            // until a poll comes back with room to spare.
+            if changes.len() < BATCH {
+                view.confirm_fresh(started);
+            }
             Ok(Some(cursor))
         }
         Batch::Behind => {

@@ -193,7 +193,13 @@ impl RedisStore {
                 .set_max_delay(Duration::from_secs(2))
         };
         let commands = client.get_connection_manager_with_config(config()).await?;
-        let follower = client.get_connection_manager_with_config(config()).await?;
+        // The follower's reads block for up to 5 s (a quarter of
+        // max_staleness, capped): its timeout must outlast them.
+        let follower = client
+            .get_connection_manager_with_config(
+                config().set_response_timeout(Some(Duration::from_secs(15))),
+            )
+            .await?;
         Ok(Self {
             commands,
             follower,

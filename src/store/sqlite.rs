@@ -254,15 +254,26 @@ fn head(conn: &Connection) -> Result<u64, StoreError> {
     Ok(max.unwrap_or(0).max(trimmed))
 }
 
-fn read_changes(conn: &Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
-    let trimmed: u64 = conn.query_row(
+/// Reads the rows first and checks for trimming after, inside one read
+/// transaction: a purge by another process sharing the file cannot slip
+/// between the two and hide a gap.
+fn read_changes(conn: &mut Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
+    let tx = conn.transaction()?;
+    let batch = read_rows(&tx, after, limit)?;
+    let trimmed: u64 = tx.query_row(
         "SELECT value FROM meta WHERE key = 'trimmed_through'",
         [],
         |r| r.get(0),
     )?;
-    if trimmed > after {
-        return Ok(Batch::Behind);
-    }
+    tx.commit()?;
+    Ok(if trimmed > after {
+        Batch::Behind
+    } else {
+        batch
+    })
+}
+
+fn read_rows(conn: &Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, kind, key, version, disabled, not_before, revision, exp FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;

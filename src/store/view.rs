@@ -168,13 +168,16 @@ impl RevocationView {
     }
 
     /// Replaces the whole view with a snapshot of the store.
+    ///
+    /// Revocations already held are kept: a revocation is never undone
+    /// (only its expiry removes it), and one written after the snapshot was
+    /// read may already be applied here.
     pub fn reset(&self, revoked: Vec<(String, u64)>) {
-        let fresh: HashMap<Box<str>, u64> = revoked
-            .into_iter()
-            .map(|(jti, exp)| (jti.into_boxed_str(), exp))
-            .collect();
         if let Ok(mut set) = self.revoked.write() {
-            *set = fresh;
+            for (jti, exp) in revoked {
+                let entry = set.entry(jti.into_boxed_str()).or_insert(exp);
+                *entry = (*entry).max(exp);
+            }
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.users.invalidate_all();
