@@ -7,5 +7,6 @@ mod contract;
 mod identity;
 mod paths;
 mod revocation;
+mod sessions;
 mod store_contract;
 mod verification;

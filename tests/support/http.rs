@@ -78,6 +78,14 @@ pub fn get(addr: SocketAddr, target: &str, headers: &[&str]) -> Response {
     send(addr, &request("GET", target, headers))
 }
 
+/// `POST target` with a body and extra header lines.
+pub fn post(addr: SocketAddr, target: &str, headers: &[&str], body: &str) -> Response {
+    let mut all: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    all.push(format!("Content-Length: {}", body.len()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    send(addr, &format!("{}{body}", request("POST", target, &all)))
+}
+
 pub fn request(method: &str, target: &str, headers: &[&str]) -> String {
     let mut out = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
     for h in headers {
@@ -159,15 +167,31 @@ fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Vec<u8>
     Vec::new()
 }
 
-/// An upstream on loopback that records every request and answers 200.
+/// How an upstream answers a request: status, header lines, body.
+pub type Responder = fn(&Recorded) -> (u16, Vec<String>, Vec<u8>);
+
+/// An upstream on loopback that records every request and answers 200
+/// (or what its responder says).
 pub struct EchoUpstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
     extra_response_headers: Arc<Mutex<Vec<String>>>,
 }
 
+fn echo_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    (
+        200,
+        vec!["Content-Type: application/json".into()],
+        b"{\"upstream\":\"ok\"}".to_vec(),
+    )
+}
+
 impl EchoUpstream {
     pub fn start() -> Self {
+        Self::start_with(echo_ok)
+    }
+
+    pub fn start_with(responder: Responder) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -176,7 +200,7 @@ impl EchoUpstream {
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (rec, ext) = (Arc::clone(&rec), Arc::clone(&ext));
-                thread::spawn(move || serve_connection(stream, &rec, &ext));
+                thread::spawn(move || serve_connection(stream, &rec, &ext, responder));
             }
         });
         Self {
@@ -223,6 +247,7 @@ fn serve_connection(
     stream: TcpStream,
     received: &Mutex<Vec<Recorded>>,
     extra: &Mutex<Vec<String>>,
+    responder: Responder,
 ) {
     let _ = stream.set_nodelay(true);
     let mut writer = stream.try_clone().expect("clone");
@@ -232,17 +257,22 @@ fn serve_connection(
         let method = parts.next().unwrap_or_default().to_owned();
         let target = parts.next().unwrap_or_default().to_owned();
         let body = read_body(&mut reader, &headers);
-        received.lock().expect("lock").push(Recorded {
+        let recorded = Recorded {
             method,
             target,
             headers,
             body,
-        });
-        let payload = b"{\"upstream\":\"ok\"}";
+        };
+        let (status, lines, payload) = responder(&recorded);
+        received.lock().expect("lock").push(recorded);
         let mut response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n",
             payload.len()
         );
+        for line in lines {
+            response.push_str(&line);
+            response.push_str("\r\n");
+        }
         for h in extra.lock().expect("lock").iter() {
             response.push_str(h);
             response.push_str("\r\n");
@@ -251,7 +281,7 @@ fn serve_connection(
         // One write: a head and a body in two small writes would wait on
         // Nagle and the peer's delayed ACK (40 ms).
         let mut bytes = response.into_bytes();
-        bytes.extend_from_slice(payload);
+        bytes.extend_from_slice(&payload);
         if writer.write_all(&bytes).is_err() {
             return;
         }

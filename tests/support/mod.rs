@@ -7,7 +7,7 @@ pub mod redis;
 pub mod tokens;
 
 pub use gateway::{standard_config, TestGateway};
-pub use http::{get, send, EchoUpstream, Response};
+pub use http::{get, post, send, EchoUpstream, Response};
 pub use tokens::{bearer, claims, claims_with, sign};
 
 /// Asserts a gateway refusal in the contract's exact shape, and that the

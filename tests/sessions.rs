@@ -1,0 +1,657 @@
+//! Sessions served by the gateway, on both stores: login through the
+//! backend, refresh with rotation and reuse detection, logout, devices,
+//! browsers, trusted issuance and the JWKS.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::gateway::{standard_config, ADMIN_TOKEN};
+use crate::support::http::Recorded;
+use crate::support::redis::RedisServer;
+use crate::support::*;
+
+/// The legacy backend's own credential check: alice/secret and root/toor.
+fn login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    let body = String::from_utf8_lossy(&request.body).into_owned();
+    let ok = |sub: &str, roles: &str, claims: &str| {
+        let lines = vec![
+            format!("X-Auth-Subject: {sub}"),
+            format!("X-Auth-Roles: {roles}"),
+            format!("X-Auth-Claims: {claims}"),
+            "Set-Cookie: legacy=1".to_owned(),
+        ];
+        (200, lines, b"<html>welcome</html>".to_vec())
+    };
+    if body.contains("username=alice&password=secret") {
+        return ok(
+            "alice",
+            "user",
+            r#"{"email":"alice@example.com","sub":"mallory"}"#,
+        );
+    }
+    if body.contains("username=root&password=toor") {
+        return ok("root", "admin, user", r#"{"email":"root@example.com"}"#);
+    }
+    let lines = vec![
+        "Content-Type: text/plain".to_owned(),
+        "X-Auth-Subject: mallory".to_owned(),
+        "X-Legacy: kept".to_owned(),
+    ];
+    (401, lines, b"wrong password".to_vec())
+}
+
+/// A gateway with `[login]` and `[sessions]`, on SQLite or on `redis`.
+struct Setup {
+    upstream: EchoUpstream,
+    login: EchoUpstream,
+    gateway: TestGateway,
+    _redis: Option<RedisServer>,
+}
+
+fn setup(store: Store, sessions: &str) -> Setup {
+    let upstream = EchoUpstream::start();
+    let login = EchoUpstream::start_with(login_backend);
+    let redis = (store == Store::Redis).then(RedisServer::start);
+    let store_table = redis
+        .as_ref()
+        .map(|r| format!("[store]\nurl = \"{}\"\n", r.url()))
+        .unwrap_or_default();
+    let config = format!(
+        "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\n{sessions}\n\n{store_table}",
+        standard_config(upstream.addr),
+        login.addr
+    );
+    let gateway = TestGateway::start(&config);
+    Setup {
+        upstream,
+        login,
+        gateway,
+        _redis: redis,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    Sqlite,
+    Redis,
+}
+
+/// Runs each flow on both stores as separate tests.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[test] fn $name() { super::$name(super::Store::Sqlite) } )* }
+        mod on_redis { $( #[test] fn $name() { super::$name(super::Store::Redis) } )* }
+    };
+}
+
+on_both_stores!(
+    full_flow_login_call_refresh_devices_logout,
+    replayed_refresh_token_kills_the_family,
+    concurrent_refreshes_without_grace_leave_one_winner_then_revoke,
+    concurrent_refreshes_within_grace_all_get_the_winning_pair,
+    absolute_lifetime_ends_the_session_mid_rotation,
+    refresh_fails_after_bump_disable_and_device_revocation,
+    no_refresh_token_is_stored_in_clear,
+);
+
+fn login(s: &Setup, user: &str, password: &str, device: &str) -> Response {
+    post(
+        s.gateway.addr,
+        "/auth/login",
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            &format!("User-Agent: {device}"),
+        ],
+        &format!("username={user}&password={password}"),
+    )
+}
+
+fn pair(response: &Response) -> (String, String) {
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body = response.json();
+    (
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned(),
+    )
+}
+
+fn refresh(s: &Setup, refresh_token: &str) -> Response {
+    post(
+        s.gateway.addr,
+        "/auth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        &format!("grant_type=refresh_token&refresh_token={refresh_token}"),
+    )
+}
+
+fn call(s: &Setup, access_token: &str) -> Response {
+    get(s.gateway.addr, "/orders", &[&bearer(access_token)])
+}
+
+#[track_caller]
+fn assert_invalid_grant(response: &Response) {
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_grant");
+    assert_eq!(response.header("x-portcullis-error"), Some("invalid_grant"));
+}
+
+fn full_flow_login_call_refresh_devices_logout(store: Store) {
+    let s = setup(store, "");
+    let response = login(&s, "alice", "secret", "Alice's phone");
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        response.header("x-auth-subject"),
+        None,
+        "identity headers never reach the client"
+    );
+    let body = response.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    let (access, refresh_token) = pair(&response);
+    assert_eq!(
+        s.login.only().body,
+        b"username=alice&password=secret",
+        "the backend got the client's body"
+    );
+
+    assert_eq!(call(&s, &access).status, 200);
+    let seen = s.upstream.only();
+    assert_eq!(seen.values("x-user-id"), ["alice"]);
+    assert_eq!(seen.values("x-user-roles"), ["user"]);
+    assert_eq!(seen.values("x-user-email"), ["alice@example.com"]);
+    let sid = seen.values("x-session-id")[0].to_owned();
+
+    let (access2, refresh2) = pair(&refresh(&s, &refresh_token));
+    assert_ne!(refresh2, refresh_token, "every refresh rotates");
+    assert_eq!(call(&s, &access2).status, 200);
+
+    let second = login(&s, "alice", "secret", "Alice's laptop");
+    let (laptop_access, _) = pair(&second);
+    let devices = get(s.gateway.addr, "/auth/sessions", &[&bearer(&access2)]).json();
+    let sessions = devices["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2, "{devices}");
+    let current: Vec<&Value> = sessions.iter().filter(|d| d["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["sid"], sid.as_str());
+    assert_eq!(current[0]["device"], "Alice's phone");
+
+    let out = post(s.gateway.addr, "/auth/logout", &[&bearer(&access2)], "");
+    assert_eq!(out.status, 200, "{}", out.text());
+    s.upstream.clear();
+    assert_refused(&call(&s, &access2), 401, "token_revoked", &s.upstream);
+    assert_refused(&call(&s, &access), 401, "token_revoked", &s.upstream);
+    assert_invalid_grant(&refresh(&s, &refresh2));
+    assert_eq!(
+        call(&s, &laptop_access).status,
+        200,
+        "the other device stays logged in"
+    );
+}
+
+#[test]
+fn login_passes_a_backend_refusal_through_unchanged() {
+    let s = setup(Store::Sqlite, "");
+    let response = login(&s, "alice", "wrong", "phone");
+    assert_eq!(response.status, 401);
+    assert_eq!(response.text(), "wrong password");
+    assert_eq!(response.header("x-legacy"), Some("kept"));
+    assert_eq!(response.header("x-auth-subject"), None);
+    assert_eq!(
+        response.header("x-portcullis-error"),
+        None,
+        "not a gateway refusal"
+    );
+}
+
+#[test]
+fn a_disabled_user_cannot_log_in() {
+    let s = setup(Store::Sqlite, "");
+    let disable = send(
+        s.gateway.admin,
+        &format!("POST /admin/users/alice/disable HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert_eq!(disable.status, 200);
+    let response = login(&s, "alice", "secret", "phone");
+    assert_eq!(
+        (response.status, response.header("x-portcullis-error")),
+        (403, Some("account_disabled"))
+    );
+}
+
+fn replayed_refresh_token_kills_the_family(store: Store) {
+    let s = setup(store, "reuse_grace = \"0s\"");
+    let (_, first) = pair(&login(&s, "alice", "secret", "phone"));
+    let (access, second) = pair(&refresh(&s, &first));
+    assert_invalid_grant(&refresh(&s, &first));
+    assert_invalid_grant(&refresh(&s, &second));
+    s.upstream.clear();
+    assert_refused(&call(&s, &access), 401, "token_revoked", &s.upstream);
+}
+
+/// 50 clients present the same refresh token at once.
+fn refresh_all_at_once(s: &Setup, token: &str) -> Vec<Response> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50).map(|_| scope.spawn(|| refresh(s, token))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+fn concurrent_refreshes_without_grace_leave_one_winner_then_revoke(store: Store) {
+    let s = setup(store, "reuse_grace = \"0s\"\nmax_failures = 1000");
+    let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
+    let responses = refresh_all_at_once(&s, &token);
+    let winners: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    assert!(responses
+        .iter()
+        .filter(|r| r.status != 200)
+        .all(|r| r.json()["error"] == "invalid_grant"));
+    let (access, next) = pair(winners[0]);
+    assert_invalid_grant(&refresh(&s, &next));
+    assert_eq!(
+        call(&s, &access).header("x-portcullis-error"),
+        Some("token_revoked"),
+        "the family is revoked"
+    );
+}
+
+fn concurrent_refreshes_within_grace_all_get_the_winning_pair(store: Store) {
+    let s = setup(store, "");
+    let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
+    let responses = refresh_all_at_once(&s, &token);
+    let pairs: Vec<(String, String)> = responses.iter().map(pair).collect();
+    assert!(
+        pairs.iter().all(|p| p == &pairs[0]),
+        "every tab gets the same, winning pair"
+    );
+    let (access, next) = &pairs[0];
+    assert_eq!(call(&s, access).status, 200);
+    let (_, after) = pair(&refresh(&s, next));
+    assert_ne!(&after, next, "the session stays alive and keeps rotating");
+}
+
+fn absolute_lifetime_ends_the_session_mid_rotation(store: Store) {
+    let s = setup(store, "max_age = \"3s\"\nrefresh_ttl = \"1h\"");
+    let response = login(&s, "alice", "secret", "phone");
+    assert!(
+        response.json()["expires_in"].as_u64().expect("expires_in") <= 3,
+        "no token outlives its session"
+    );
+    let (_, first) = pair(&response);
+    let (_, second) = pair(&refresh(&s, &first));
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_invalid_grant(&refresh(&s, &second));
+}
+
+fn refresh_fails_after_bump_disable_and_device_revocation(store: Store) {
+    let s = setup(store, "");
+    let admin = |method: &str, path: &str| {
+        send(
+            s.gateway.admin,
+            &format!("{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"),
+        )
+    };
+
+    let (_, bumped) = pair(&login(&s, "alice", "secret", "phone"));
+    assert_eq!(admin("POST", "/admin/users/alice/revoke").status, 200);
+    assert_invalid_grant(&refresh(&s, &bumped));
+
+    let (_, disabled) = pair(&login(&s, "root", "toor", "desk"));
+    assert_eq!(admin("POST", "/admin/users/root/disable").status, 200);
+    assert_invalid_grant(&refresh(&s, &disabled));
+
+    std::thread::sleep(Duration::from_millis(1100)); // past the bump's cut-off second
+    let (phone_access, phone) = pair(&login(&s, "alice", "secret", "phone"));
+    let (tablet_access, tablet) = pair(&login(&s, "alice", "secret", "lost iPad"));
+    let devices = get(s.gateway.addr, "/auth/sessions", &[&bearer(&phone_access)]).json();
+    let ipad = devices["sessions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["device"] == "lost iPad")
+        .expect("iPad")["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let gone = send(
+        s.gateway.addr,
+        &format!("DELETE /auth/sessions/{ipad} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {phone_access}\r\n\r\n"),
+    );
+    assert_eq!(gone.status, 200, "{}", gone.text());
+    assert_invalid_grant(&refresh(&s, &tablet));
+    assert_eq!(
+        call(&s, &tablet_access).header("x-portcullis-error"),
+        Some("token_revoked")
+    );
+
+    let (_, phone2) = pair(&refresh(&s, &phone));
+    let phone_sid = devices["sessions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["current"] == true)
+        .expect("current")["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    assert_eq!(
+        admin("DELETE", &format!("/admin/sessions/{phone_sid}")).status,
+        200
+    );
+    assert_invalid_grant(&refresh(&s, &phone2));
+}
+
+fn no_refresh_token_is_stored_in_clear(store: Store) {
+    let s = setup(store, "");
+    let mut secrets = Vec::new();
+    for i in 0..100 {
+        let (_, token) = pair(&login(&s, "alice", "secret", &format!("device {i}")));
+        secrets.push(token["prt_".len()..].to_owned());
+    }
+    let stored: Vec<u8> = match &s._redis {
+        Some(redis) => redis_dump(redis),
+        None => ["gateway.db", "gateway.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::read(s.gateway.dir.path().join(f)).ok())
+            .flatten()
+            .collect(),
+    };
+    assert!(stored.len() > 1000, "the store holds the 100 sessions");
+    let text = String::from_utf8_lossy(&stored);
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a refresh token is stored in clear"
+        );
+    }
+}
+
+/// Every key and value in the Redis database, as bytes.
+fn redis_dump(redis: &RedisServer) -> Vec<u8> {
+    let mut conn = redis.connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut conn)
+        .expect("keys");
+    let mut out = Vec::new();
+    for key in keys {
+        out.extend_from_slice(key.as_bytes());
+        let dumped: Vec<u8> = ::redis::cmd("DUMP")
+            .arg(&key)
+            .query(&mut conn)
+            .expect("dump");
+        out.extend_from_slice(&dumped);
+        if let Ok(fields) = ::redis::cmd("HGETALL")
+            .arg(&key)
+            .query::<Vec<Vec<u8>>>(&mut conn)
+        {
+            out.extend(fields.into_iter().flatten());
+        }
+        if let Ok(value) = ::redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut conn) {
+            out.extend_from_slice(&value);
+        }
+    }
+    out
+}
+
+#[test]
+fn refresh_errors_follow_rfc_6749_and_repeated_failures_are_slowed() {
+    let s = setup(Store::Sqlite, "max_failures = 3\nfailure_window = \"1m\"");
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let missing = post(s.gateway.addr, "/auth/token", &form, "refresh_token=x");
+    assert_eq!(
+        (missing.status, missing.json()["error"].clone()),
+        (400, json!("invalid_request"))
+    );
+    let wrong = post(
+        s.gateway.addr,
+        "/auth/token",
+        &form,
+        "grant_type=password&username=a",
+    );
+    assert_eq!(
+        (wrong.status, wrong.json()["error"].clone()),
+        (400, json!("unsupported_grant_type"))
+    );
+
+    let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
+    let as_json = post(
+        s.gateway.addr,
+        "/auth/token",
+        &["Content-Type: application/json"],
+        &json!({"grant_type": "refresh_token", "refresh_token": token}).to_string(),
+    );
+    assert_eq!(
+        as_json.status,
+        200,
+        "JSON bodies are accepted too: {}",
+        as_json.text()
+    );
+
+    for _ in 0..3 {
+        assert_invalid_grant(&refresh(&s, "prt_not-a-real-token"));
+    }
+    let slowed = refresh(&s, "prt_not-a-real-token");
+    assert_eq!(
+        (slowed.status, slowed.header("x-portcullis-error")),
+        (429, Some("too_many_requests"))
+    );
+    let wait: u64 = slowed
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait));
+}
+
+#[test]
+fn cookie_mode_keeps_the_refresh_token_from_scripts_and_other_sites() {
+    let s = setup(
+        Store::Sqlite,
+        "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let response = login(&s, "alice", "secret", "browser");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.json().get("refresh_token").is_none(),
+        "not readable by scripts"
+    );
+    let cookie = response
+        .header("set-cookie")
+        .expect("Set-Cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/auth"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let pair_cookie = format!("Cookie: {}", cookie.split(';').next().expect("name=value"));
+    let grant = "grant_type=refresh_token";
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let with = |headers: &[&str]| {
+        let mut all = vec![form, &pair_cookie as &str];
+        all.extend_from_slice(headers);
+        post(s.gateway.addr, "/auth/token", &all, grant)
+    };
+    let evil = with(&["Origin: https://evil.example"]);
+    assert_eq!(
+        (evil.status, evil.header("x-portcullis-error")),
+        (403, Some("cross_site_request"))
+    );
+    let bare = with(&[]);
+    assert_eq!(
+        (bare.status, bare.header("x-portcullis-error")),
+        (403, Some("cross_site_request"))
+    );
+    let same_site = with(&["Origin: https://app.example.com"]);
+    assert_eq!(same_site.status, 200, "{}", same_site.text());
+    let next_cookie = format!(
+        "Cookie: {}",
+        same_site
+            .header("set-cookie")
+            .expect("rotated cookie")
+            .split(';')
+            .next()
+            .expect("pair")
+    );
+    assert_ne!(next_cookie, pair_cookie);
+    let custom_header = post(
+        s.gateway.addr,
+        "/auth/token",
+        &[form, &next_cookie, "X-Portcullis-CSRF: 1"],
+        grant,
+    );
+    assert_eq!(custom_header.status, 200, "{}", custom_header.text());
+}
+
+#[test]
+fn trusted_issuance_and_admin_session_management() {
+    let s = setup(Store::Sqlite, "");
+    let admin = |method: &str, path: &str, body: &str| {
+        send(
+            s.gateway.admin,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let body = json!({"sub": "sam", "roles": ["admin"], "claims": {"email": "sam@example.com"}, "device": "kiosk"}).to_string();
+    let issued = admin("POST", "/admin/sessions", &body);
+    let (access, refresh_token) = pair(&issued);
+    let sid = issued.json()["sid"].as_str().expect("sid").to_owned();
+    assert_eq!(
+        get(s.gateway.addr, "/admin/x", &[&bearer(&access)]).status,
+        200,
+        "roles carried"
+    );
+    assert_eq!(
+        s.upstream.only().values("x-user-email"),
+        ["sam@example.com"]
+    );
+
+    let listed = admin("GET", "/admin/users/sam/sessions", "").json();
+    assert_eq!(listed["sessions"][0]["device"], "kiosk");
+    assert_eq!(
+        admin("DELETE", &format!("/admin/sessions/{sid}"), "").status,
+        200
+    );
+    assert_eq!(
+        call(&s, &access).header("x-portcullis-error"),
+        Some("token_revoked")
+    );
+    assert_invalid_grant(&refresh(&s, &refresh_token));
+    assert_eq!(admin("DELETE", "/admin/sessions/nope", "").status, 404);
+}
+
+#[test]
+fn jwks_publishes_every_public_key_and_verifies_issued_tokens() {
+    let s = setup(Store::Sqlite, "");
+    let jwks = get(s.gateway.addr, "/.well-known/jwks.json", &[]);
+    assert_eq!(jwks.status, 200);
+    let keys: Vec<Value> = jwks.json()["keys"].as_array().expect("keys").clone();
+    let kids: Vec<&str> = keys
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid"))
+        .collect();
+    assert_eq!(
+        kids,
+        ["test-eddsa", "test-eddsa-2", "test-es256", "test-rs256"],
+        "no HS256 secret"
+    );
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
+        "no private parts"
+    );
+
+    let (access, _) = pair(&login(&s, "alice", "secret", "phone"));
+    let header = jsonwebtoken::decode_header(&access).expect("header");
+    let jwk_value = keys
+        .iter()
+        .find(|k| Some(k["kid"].as_str().expect("kid")) == header.kid.as_deref())
+        .expect("signing key");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk_value.clone()).expect("a JWK");
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&["api.test"]);
+    let data =
+        jsonwebtoken::decode::<Value>(&access, &key, &validation).expect("an upstream can verify");
+    assert_eq!(data.claims["sub"], "alice");
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+
+    for kid in ["test-es256", "test-rs256"] {
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(keys.iter().find(|k| k["kid"] == kid).expect("jwk").clone())
+                .expect("jwk");
+        let token = sign(kid, &claims("alice"));
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("key");
+        let mut validation = jsonwebtoken::Validation::new(
+            jwk.common
+                .key_algorithm
+                .map_or(jsonwebtoken::Algorithm::RS256, |a| {
+                    format!("{a:?}").parse().expect("alg")
+                }),
+        );
+        validation.set_audience(&["api.test"]);
+        jsonwebtoken::decode::<Value>(&token, &key, &validation)
+            .unwrap_or_else(|e| panic!("{kid}: {e}"));
+    }
+}
+
+/// Key rotation across a rolling deploy: instances with the new signing
+/// key and instances with the old one run side by side on one store, and
+/// each accepts the other's tokens, so no request fails during the switch.
+#[test]
+fn key_rotation_accepts_both_generations_during_the_switch() {
+    let redis = RedisServer::start();
+    let upstream = EchoUpstream::start();
+    let login = EchoUpstream::start_with(login_backend);
+    let base = |signing: &str| {
+        format!(
+            "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[store]\nurl = \"{}\"\n",
+            standard_config(upstream.addr).replace("signing_key = \"test-eddsa\"", &format!("signing_key = \"{signing}\"")),
+            login.addr,
+            redis.url()
+        )
+    };
+    let old = TestGateway::start(&base("test-eddsa"));
+    let new = TestGateway::start(&base("test-es256").replace(
+        "public_key_file = \"{fixtures}/test-es256.pub.pem\"",
+        "private_key_file = \"{fixtures}/test-es256.pem\"",
+    ));
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let from_old = pair(&post(
+        old.addr,
+        "/auth/login",
+        &form,
+        "username=alice&password=secret",
+    ))
+    .0;
+    let from_new = pair(&post(
+        new.addr,
+        "/auth/login",
+        &form,
+        "username=alice&password=secret",
+    ))
+    .0;
+    assert_eq!(
+        jsonwebtoken::decode_header(&from_new)
+            .expect("header")
+            .kid
+            .as_deref(),
+        Some("test-es256")
+    );
+    for gateway in [&old, &new] {
+        for token in [&from_old, &from_new] {
+            assert_eq!(get(gateway.addr, "/orders", &[&bearer(token)]).status, 200);
+        }
+    }
+}
