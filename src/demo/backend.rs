@@ -1,19 +1,39 @@
-//! The demo's stand-in for a legacy backend: it knows nothing about tokens
-//! and shows what the gateway told it.
+//! The demo's stand-in for a legacy backend: it knows nothing about tokens,
+//! checks passwords its own way at `POST /login`, and shows what the
+//! gateway told it.
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
+
+/// The demo's users: name, password, roles.
+pub const DEMO_USERS: [(&str, &str, &str); 2] = [
+    ("alice", "wonderland", "user"),
+    ("root", "changeme", "admin,user"),
+];
+
+const LOGIN_PAGE: &str = include_str!("login.html");
 
 pub struct DemoBackend;
 
 #[async_trait]
 impl ServeHttp for DemoBackend {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        if session.req_header().method == Method::POST && path == "/login" {
+            return login(session).await;
+        }
+        if path == "/public/" || path == "/public/index.html" {
+            return respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                LOGIN_PAGE.as_bytes().to_vec(),
+                &[],
+            );
+        }
         let request = session.req_header();
-        let path = request.uri.path().to_owned();
         let headers: serde_json::Map<String, serde_json::Value> = request
             .headers
             .iter()
@@ -36,11 +56,69 @@ impl ServeHttp for DemoBackend {
             json!({ "page": "echo", "method": request.method.as_str(), "path": path, "headers_received": headers })
         };
         let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .header("content-length", body.len())
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        respond(StatusCode::OK, "application/json", body, &[])
     }
+}
+
+/// The backend's own credential check: on success it names the user in
+/// response headers, which the gateway turns into a session.
+async fn login(session: &mut ServerSession) -> Response<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 16 * 1024 {
+            break;
+        }
+    }
+    let fields: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
+    let json_fields: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .cloned()
+            .or_else(|| json_fields[name].as_str().map(str::to_owned))
+    };
+    let (user, password) = (
+        field("username").unwrap_or_default(),
+        field("password").unwrap_or_default(),
+    );
+    match DEMO_USERS
+        .iter()
+        .find(|(u, p, _)| *u == user && *p == password)
+    {
+        Some((user, _, roles)) => {
+            let claims = format!("{{\"email\":\"{user}@demo.example\"}}");
+            let headers = [
+                ("x-auth-subject", *user),
+                ("x-auth-roles", *roles),
+                ("x-auth-claims", claims.as_str()),
+            ];
+            respond(StatusCode::OK, "text/plain", b"welcome".to_vec(), &headers)
+        }
+        None => respond(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            b"wrong user name or password\n".to_vec(),
+            &[],
+        ),
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
 }

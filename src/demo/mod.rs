@@ -39,8 +39,8 @@ url = "sqlite://portcullis.db"
 [tokens]
 issuer = "https://portcullis.demo"
 audience = "demo-backend"
-access_ttl = "1h"
-refresh_hint = "60s"
+access_ttl = "2m"
+refresh_hint = "90s"
 signing_key = "{kid}"
 
 [[tokens.keys]]
@@ -51,6 +51,14 @@ private_key_file = "{key}"
 [[upstreams]]
 name = "demo"
 targets = ["{backend}"]
+
+[login]
+upstream = "demo"
+path = "/login"
+
+[sessions]
+refresh_ttl = "7d"
+max_age = "72h"
 
 [[routes]]
 path = "/public"
@@ -146,6 +154,15 @@ fn print_instructions(
     println!("  curl -i -H 'Authorization: Bearer {admin_token}' {base}/admin\n");
     println!("  # a tampered token: 401 token_invalid");
     println!("  curl -i -H 'Authorization: Bearer {user_token}x' {base}/echo\n");
+    println!("  # log in through the backend's own check (alice/wonderland or root/changeme):");
+    println!("  # the page at {base}/public/ does the whole flow in a browser");
+    println!("  curl -s -X POST -d 'username=alice&password=wonderland&device_name=terminal' {base}/auth/login");
+    println!("  # with the access_token from that answer: call, and watch for X-Token-Expires-In after 30 s");
+    println!("  curl -i -H 'Authorization: Bearer ACCESS_TOKEN' {base}/echo");
+    println!("  # refresh (rotates the refresh token), list devices, log out");
+    println!("  curl -s -X POST -d 'grant_type=refresh_token&refresh_token=REFRESH_TOKEN' {base}/auth/token");
+    println!("  curl -s -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/sessions");
+    println!("  curl -s -X POST -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/logout\n");
     let admin = format!("http://{}", options.admin_listen);
     println!(
         "  # log alice out everywhere through the admin API; her token now gets 401 token_revoked"
