@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: cmake builds pingora's zlib-ng; redis-server is the
-# shared store the tests start on a free loopback port.
+# shared store the tests start on a free loopback port; prometheus brings
+# promtool, which lints the /metrics page.
 needed=()
 command -v cmake >/dev/null || needed+=(cmake)
 command -v redis-server >/dev/null || needed+=(redis-server)
+command -v promtool >/dev/null || needed+=(prometheus)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""

@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod contract;
 mod identity;
+mod operations;
 mod paths;
 mod revocation;
 mod sessions;

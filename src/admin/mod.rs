@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::auth::{unix_now, AuthError};
+use crate::metrics::METRICS;
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::Refusal;
 use crate::session::service::{NewSession, SessionError};
@@ -40,9 +41,11 @@ impl AdminApi {
     }
 }
 
-/// A finished admin answer: status and JSON, or a contract refusal.
+/// A finished admin answer: status and JSON, a metrics page, or a
+/// contract refusal.
 enum Answer {
     Json(StatusCode, Value),
+    Metrics(Vec<u8>),
     Refused(Refusal),
 }
 
@@ -70,6 +73,7 @@ impl AdminApi {
                 return Ok(Answer::Json(StatusCode::OK, json!({"status": "ok"})))
             }
             (&Method::GET, "/readyz") => return Ok(self.readiness()),
+            (&Method::GET, "/metrics") => return Ok(self.metrics()),
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/admin/") else {
@@ -185,6 +189,16 @@ impl AdminApi {
                 "no such session",
             )),
         }
+    }
+
+    /// The Prometheus page; gauges that describe the view are read now.
+    fn metrics(&self) -> Answer {
+        let view = &self.state.view;
+        let staleness = view.staleness().map_or(f64::INFINITY, |d| d.as_secs_f64());
+        METRICS.view_staleness.set(staleness);
+        METRICS.revoked_tokens.set(view.revoked_len() as i64);
+        METRICS.cached_users.set(view.cached_users() as i64);
+        Answer::Metrics(METRICS.encode())
     }
 
     fn readiness(&self) -> Answer {
@@ -316,6 +330,7 @@ impl AdminApi {
 }
 
 fn store_down(error: StoreError) -> Refusal {
+    METRICS.store_errors.with_label_values(&["admin"]).inc();
     tracing::warn!(error = %error, "admin write failed: store unavailable");
     Refusal::auth(&AuthError::Unavailable, REALM)
 }
@@ -362,6 +377,17 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
 fn render(answer: Answer, request_id: &str) -> Response<Vec<u8>> {
     let (status, body, refusal) = match answer {
         Answer::Json(status, value) => (status, Bytes::from(value.to_string()), None),
+        Answer::Metrics(page) => {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .header(http::header::CONTENT_LENGTH, page.len())
+                .body(page)
+                .unwrap_or_else(|_| Response::new(Vec::new()));
+        }
         Answer::Refused(refusal) => (refusal.status, refusal.body(request_id), Some(refusal)),
     };
     let mut builder = Response::builder().status(status);

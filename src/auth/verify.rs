@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
 
 use super::{unix_now, AccessClaims, AuthError, IdentityHeaders, Keyring};
+use crate::metrics::METRICS;
 
 /// A token whose signature and claims have been checked, with the identity
 /// headers it maps to, computed once.
@@ -69,11 +70,13 @@ impl Verifier {
     /// verified before and has not expired since.
     pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
         if let Some(hit) = self.cache.get(token) {
+            METRICS.verified_cache_hits.inc();
             if unix_now() > hit.claims.exp.saturating_add(self.leeway_secs) {
                 return Err(AuthError::Expired);
             }
             return Ok(hit);
         }
+        METRICS.verified_cache_misses.inc();
         let claims = self.verify_uncached(token)?;
         let forwarded = self
             .identity

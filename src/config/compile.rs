@@ -551,8 +551,10 @@ fn routes(
             );
             continue;
         };
+        let name = route.name.clone().unwrap_or_else(|| prefix.clone());
         routes.push(Route {
-            name: route.name.clone().unwrap_or_else(|| prefix.clone()),
+            metrics: crate::metrics::RouteMetrics::new(&name),
+            name,
             host,
             prefix,
             auth: route.auth,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::respond::{send_json, Refusal};
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::Runtime;
+use crate::metrics::METRICS;
 use crate::session::service::Issuer;
 use crate::session::{CookieSettings, RefreshError, TokenPair};
 use crate::state::AppState;
@@ -261,7 +262,9 @@ async fn token(
     id: &str,
 ) -> Result<(), Refusal> {
     let ip = client_ip(session);
+    let outcome = |label: &str| METRICS.refreshes.with_label_values(&[label]).inc();
     if let Some(wait) = ip.and_then(|ip| state.refresh_failures.blocked(ip)) {
+        outcome("rate_limited");
         let refusal = Refusal::other(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -306,11 +309,13 @@ async fn token(
         .await
     {
         Ok(pair) => {
+            outcome("ok");
             let (body, headers) = token_answer(runtime, &pair);
             answer(session, StatusCode::OK, &body, &headers, id).await;
             Ok(())
         }
         Err(RefreshError::InvalidGrant(reason)) => {
+            outcome("invalid_grant");
             tracing::info!(target: "portcullis::session", reason, "refresh refused");
             if let Some(ip) = ip {
                 state.refresh_failures.record_failure(ip);
@@ -321,10 +326,13 @@ async fn token(
             ))
         }
         Err(RefreshError::Store(e)) => {
+            outcome("unavailable");
+            METRICS.store_errors.with_label_values(&["refresh"]).inc();
             tracing::warn!(error = %e, "refresh failed: store unavailable");
             Err(Refusal::auth(&AuthError::Unavailable, &runtime.realm))
         }
         Err(RefreshError::Internal(what)) => {
+            outcome("error");
             tracing::error!(what, "refresh failed");
             Err(Refusal::internal())
         }

@@ -26,6 +26,7 @@ use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
 use crate::config::Runtime;
+use crate::metrics::{DECISIONS, GATEWAY_ENDPOINTS, UNROUTED};
 use crate::state::AppState;
 use crate::store::RevocationView;
 use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
@@ -48,6 +49,10 @@ pub struct RequestContext {
     pub outcome: &'static str,
     /// The gateway answered one of its own endpoints.
     pub endpoint: bool,
+    /// The authentication decision on a route that looks at tokens.
+    pub decision: Option<&'static str>,
+    /// When the upstream was chosen, for the upstream latency.
+    pub upstream_started: Option<Instant>,
 }
 
 /// The proxy: reads the current configuration (swapped whole on reload)
@@ -76,6 +81,8 @@ impl ProxyHttp for Gateway {
             upstream_uri: None,
             outcome: "ok",
             endpoint: false,
+            decision: None,
+            upstream_started: None,
         }
     }
 
@@ -134,6 +141,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Box<HttpPeer>> {
+        ctx.upstream_started = Some(Instant::now());
         let route = ctx
             .route
             .as_ref()
@@ -171,6 +179,21 @@ impl ProxyHttp for Gateway {
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
             upstream.set_uri(uri.clone());
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
+            route
+                .metrics
+                .upstream
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -222,6 +245,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let metrics = match (&ctx.route, ctx.endpoint) {
+            (_, true) => &*GATEWAY_ENDPOINTS,
+            (Some(route), false) => &route.metrics,
+            (None, false) => &*UNROUTED,
+        };
+        metrics.count(status);
+        metrics.duration.observe(elapsed.as_secs_f64());
+        if let Some(decision) = ctx.decision {
+            DECISIONS.count(decision);
+        }
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
@@ -229,7 +263,7 @@ impl ProxyHttp for Gateway {
             status,
             outcome = ctx.outcome,
             subject = ctx.identity.as_ref().map_or("-", |i| i.claims.sub.as_str()),
-            latency_us = ctx.started.elapsed().as_micros() as u64,
+            latency_us = elapsed.as_micros() as u64,
             error = error.map(|e| e.etype().as_str()),
         );
     }
@@ -282,9 +316,13 @@ async fn admit(
     if route.auth == AuthMode::None {
         return Ok(());
     }
-    ctx.identity = authenticate(runtime, view, route, request)
-        .await
-        .map_err(|e| Refusal::auth(&e, &runtime.realm))?;
+    let decided = authenticate(runtime, view, route, request).await;
+    ctx.decision = Some(match &decided {
+        Ok(Some(_)) => "ok",
+        Ok(None) => "anonymous",
+        Err(e) => e.code(),
+    });
+    ctx.identity = decided.map_err(|e| Refusal::auth(&e, &runtime.realm))?;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ pub struct Route {
     pub auth: AuthMode,
     pub requirement: Requirement,
     pub upstream: Arc<UpstreamPool>,
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 #[derive(Default)]

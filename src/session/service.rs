@@ -6,6 +6,7 @@ use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id
 use super::{unix_now_ms, Grants, SessionSettings, TokenPair};
 use crate::auth::issue::{mint, Grant};
 use crate::auth::{unix_now, SigningKey};
+use crate::metrics::METRICS;
 use crate::store::{
     session_marker, Change, RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus,
     Store, StoreError,
@@ -98,6 +99,7 @@ impl Sessions {
         )
         .map_err(SessionError::Internal)?;
         store.create_session(&session).await?;
+        METRICS.sessions_opened.inc();
         Ok((pair, session))
     }
 
@@ -152,6 +154,7 @@ impl Sessions {
                 serde_json::from_slice(&plain).map_err(|_| RefreshError::Internal("pair"))
             }
             RotateOutcome::Reused => {
+                METRICS.reuse_detections.inc();
                 tracing::warn!(sid = %session.sid, sub = %session.sub, "refresh token reuse: session revoked");
                 let marker = Change::TokenRevoked {
                     jti: session_marker(&session.sid),

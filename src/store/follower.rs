@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{Batch, Cursor, RevocationView, StoreError};
 use crate::auth::unix_now;
+use crate::metrics::METRICS;
 
 /// Changes read per poll.
 const BATCH: usize = 1000;
@@ -52,6 +53,7 @@ pub async fn run_from(
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
+                    METRICS.store_errors.with_label_values(&["follow"]).inc();
                     tracing::warn!(error = %e, store = view.store().kind(), "change log unreachable; the revocation view is ageing");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -99,6 +101,7 @@ async fn follow(
             Ok(Some(cursor))
         }
         Batch::Behind => {
+            METRICS.change_log_behind.inc();
             tracing::warn!("the change log was trimmed past this instance's position; resyncing");
             Ok(None)
         }

@@ -88,6 +88,10 @@ impl RevocationView {
             return Err(AuthError::Revoked);
         }
         let user = self.user(&claims.sub).await.map_err(|e| {
+            crate::metrics::METRICS
+                .store_errors
+                .with_label_values(&["load_user"])
+                .inc();
             tracing::warn!(error = %e, "user record unavailable");
             AuthError::Unavailable
         })?;
