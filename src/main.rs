@@ -206,7 +206,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(runtime) => runtime,
         Err(e) => return Ok(report(&e)),
     };
-    proxy::server::build(runtime)?.run_until_signal();
+    proxy::server::build(runtime, Some(path.to_owned()))?.run_until_signal();
     Ok(ExitCode::SUCCESS)
 }
 

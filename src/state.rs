@@ -2,11 +2,13 @@
 //! whole on reload), the revocation view with its store, and the refresh
 //! failure counters.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Runtime;
+use crate::config::{self, ConfigError, Runtime};
+use crate::metrics::METRICS;
 use crate::session::ratelimit::FailureLimiter;
 use crate::store::RevocationView;
 
@@ -15,16 +17,80 @@ pub struct AppState {
     pub view: Arc<RevocationView>,
     /// Refresh failures per client address; outlives reloads.
     pub refresh_failures: Arc<FailureLimiter>,
+    /// The file the configuration came from, read again on reload.
+    pub config_path: Option<PathBuf>,
+}
+
+/// What a successful reload changed, for the log and the admin answer.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub routes: usize,
+    /// Settings that differ but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, view: Arc<RevocationView>) -> Self {
+    pub fn new(runtime: Runtime, view: Arc<RevocationView>, config_path: Option<PathBuf>) -> Self {
         let settings = &runtime.sessions.settings;
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             view,
             refresh_failures,
+            config_path,
         }
     }
+
+    /// Reads the configuration file again, checks it as a whole, and swaps
+    /// it in. Requests in flight finish on the configuration they started
+    /// with; a bad file changes nothing.
+    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Err(ConfigError::Read {
+                path: PathBuf::from("(none)"),
+                source: std::io::Error::other("this gateway was not started from a file"),
+            });
+        };
+        let outcome = config::load(path).map(|mut fresh| {
+            let current = self.runtime.load();
+            let needs_restart = restart_only_changes(&current, &fresh);
+            // Listeners and the store stay as they are until a restart.
+            fresh.server = current.server.clone();
+            let routes = fresh.router.routes().count();
+            self.runtime.store(Arc::new(fresh));
+            Reloaded {
+                routes,
+                needs_restart,
+            }
+        });
+        let label = if outcome.is_ok() { "ok" } else { "error" };
+        METRICS.config_reloads.with_label_values(&[label]).inc();
+        match &outcome {
+            Ok(done) => {
+                tracing::info!(routes = done.routes, needs_restart = ?done.needs_restart, "configuration reloaded")
+            }
+            Err(e) => tracing::error!(
+                "configuration reload failed; the previous configuration stays in force:\n{e}"
+            ),
+        }
+        outcome
+    }
+}
+
+fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str> {
+    let (a, b) = (&current.server, &fresh.server);
+    let mut changed = Vec::new();
+    if a.listen != b.listen {
+        changed.push("server.listen");
+    }
+    if a.admin_listen != b.admin_listen {
+        changed.push("server.admin_listen");
+    }
+    if a.threads != b.threads {
+        changed.push("server.threads");
+    }
+    if a.store.location != b.store.location {
+        changed.push("store.url");
+    }
+    changed
 }

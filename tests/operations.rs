@@ -112,3 +112,158 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn admin_reload(gateway: &TestGateway) -> Response {
+    let raw = format!(
+        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        crate::support::gateway::ADMIN_TOKEN
+    );
+    send(gateway.admin, &raw)
+}
+
+/// Rewrites the gateway's configuration file.
+fn rewrite(gateway: &TestGateway, change: impl Fn(&str) -> String) {
+    let path = gateway.dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, change(&text)).expect("write config");
+}
+
+#[test]
+fn reload_swaps_a_good_file_and_keeps_serving_on_a_bad_one() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    assert_eq!(get(gateway.addr, "/public", &[]).status, 200);
+
+    rewrite(&gateway, |t| {
+        t.replace(
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"none\"",
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"required\"",
+        )
+    });
+    let done = admin_reload(&gateway);
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["reloaded"], true);
+    assert_eq!(
+        get(gateway.addr, "/public", &[]).status,
+        401,
+        "the new route table is in force"
+    );
+
+    rewrite(&gateway, |t| {
+        t.replace("[tokens]\n", "[tokens]\nlifetime = \"5m\"\n")
+    });
+    let refused = admin_reload(&gateway);
+    assert_eq!(refused.status, 400);
+    let body = refused.json();
+    assert_eq!(body["reloaded"], false);
+    let error = body["errors"][0].as_str().expect("error").to_owned();
+    let path = gateway.dir.path().join("portcullis.toml");
+    assert!(
+        error.starts_with(&format!("{}:", path.display()))
+            && error.contains("unknown field `lifetime`"),
+        "{error}"
+    );
+    assert_eq!(
+        get(gateway.addr, "/public", &[]).status,
+        401,
+        "the previous configuration stays"
+    );
+    let token = sign("test-eddsa", &claims("alice"));
+    assert_eq!(get(gateway.addr, "/orders", &[&bearer(&token)]).status, 200);
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    assert!(metrics.contains("portcullis_config_reloads_total{outcome=\"error\"}"));
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let token = sign("test-eddsa", &claims("alice"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let failures = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failed = Vec::new();
+                    let mut sent = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) || sent < 20 {
+                        let status = get(gateway.addr, "/orders", &[&bearer(&token)]).status;
+                        if status != 200 {
+                            failed.push(status);
+                        }
+                        sent += 1;
+                    }
+                    failed
+                })
+            })
+            .collect();
+        for i in 0..20 {
+            rewrite(&gateway, |t| {
+                t.replace("refresh_hint = ", &format!("# reload {i}\nrefresh_hint = "))
+            });
+            assert_eq!(admin_reload(&gateway).status, 200);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        failures.is_empty(),
+        "requests failed during reloads: {failures:?}"
+    );
+}
+
+#[test]
+fn sighup_reloads_a_running_gateway() {
+    let upstream = EchoUpstream::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, admin) = (
+        crate::support::gateway::free_addr(),
+        crate::support::gateway::free_addr(),
+    );
+    let fixtures = crate::support::tokens::fixtures_dir();
+    let text = format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
+        standard_config(upstream.addr).replace("{fixtures}", &fixtures.display().to_string())
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, &text).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(get(addr, "/public", &[]).status, 200);
+    std::fs::write(
+        &path,
+        text.replace(
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"none\"",
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"required\"",
+        ),
+    )
+    .expect("rewrite");
+    let killed = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(addr, "/public", &[]).status != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -97,6 +97,7 @@ impl AdminApi {
             (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
             (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
             (Method::POST, ["users", sub, action]) => self.user_action(sub, action).await,
+            (Method::POST, ["reload"]) => Ok(self.reload()),
             (_, ["tokens", "revoke"] | ["sessions"] | ["sessions", _] | ["users", _, _]) => {
                 Err(method_not_allowed())
             }
@@ -188,6 +189,27 @@ impl AdminApi {
                 "not_found",
                 "no such session",
             )),
+        }
+    }
+
+    /// Re-reads the configuration file; a bad file keeps the running
+    /// configuration and the answer says why, with file:line:col.
+    fn reload(&self) -> Answer {
+        match self.state.reload() {
+            Ok(done) => Answer::Json(
+                StatusCode::OK,
+                json!({"reloaded": true, "routes": done.routes, "needs_restart": done.needs_restart}),
+            ),
+            Err(e) => {
+                let errors: Vec<String> = match e.diagnostics() {
+                    [] => vec![e.to_string()],
+                    list => list.iter().map(ToString::to_string).collect(),
+                };
+                Answer::Json(
+                    StatusCode::BAD_REQUEST,
+                    json!({"reloaded": false, "error": "config_invalid", "errors": errors}),
+                )
+            }
         }
     }
 

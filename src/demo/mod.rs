@@ -99,7 +99,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let runtime = config::load(&config_path)?;
     print_instructions(&runtime, options, &config_path, &admin_token)?;
 
-    let mut instance = proxy::server::build(runtime)?;
+    let mut instance = proxy::server::build(runtime, Some(config_path.clone()))?;
     let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
     backend.add_tcp(&options.backend_listen);
     instance.server.add_service(backend);

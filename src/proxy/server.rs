@@ -51,7 +51,10 @@ impl Drop for Background {
 
 /// Opens the store, loads the revocation view, starts the follower, and
 /// builds the server with the proxy and admin services.
-pub fn build(runtime: Runtime) -> Result<Instance, StartError> {
+pub fn build(
+    runtime: Runtime,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<Instance, StartError> {
     let settings = runtime.server.clone();
     let background = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -82,7 +85,11 @@ pub fn build(runtime: Runtime) -> Result<Instance, StartError> {
         .await;
     });
 
-    let state = Arc::new(AppState::new(runtime, view));
+    let state = Arc::new(AppState::new(runtime, view, config_path));
+    let (hup_state, hup_stop) = (Arc::clone(&state), Arc::clone(&stop));
+    background.spawn(async move {
+        reload_on_sighup(hup_state, async move { hup_stop.notified().await }).await
+    });
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
@@ -141,6 +148,25 @@ impl Instance {
         server.run(args);
         drop(state);
         drop(background);
+    }
+}
+
+/// SIGHUP reloads the configuration, like `POST /admin/reload`.
+async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
+        return;
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            Some(()) = hangups.recv() => {
+                // A failed reload is logged and counted inside.
+                let _ = state.reload();
+            }
+        }
     }
 }
 

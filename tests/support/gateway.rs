@@ -51,9 +51,10 @@ shutdown_timeout = "1s"
             text.push_str("\n[store]\nurl = \"sqlite://gateway.db\"\n");
         }
         let path = dir.path().join("portcullis.toml");
-        let runtime = portcullis::config::load_str(&text, &path)
+        std::fs::write(&path, &text).expect("write config");
+        let runtime = portcullis::config::load(&path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-        let instance = server::build(runtime).expect("gateway starts");
+        let instance = server::build(runtime, Some(path)).expect("gateway starts");
         let trigger = ShutdownTrigger::default();
         let stop = trigger.clone();
         let thread = thread::spawn(move || instance.run_until_triggered(stop));
