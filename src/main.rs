@@ -23,8 +23,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A reverse-proxy authentication gateway"
 )]
 struct Cli {
+    /// Log lines as text or as one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PORTCULLIS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -144,8 +159,9 @@ impl From<Algorithm> for KeyAlgorithm {
 }
 
 fn main() -> ExitCode {
-    init_logging();
-    match run(Cli::parse().command) {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("portcullis: {e:#}");
@@ -333,11 +349,16 @@ fn report(error: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging() {
+/// `RUST_LOG` filters (default `info`); the access log is the
+/// `portcullis::access` target.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }

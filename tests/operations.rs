@@ -215,9 +215,12 @@ fn reload_under_load_fails_no_request() {
     );
 }
 
-#[test]
-fn sighup_reloads_a_running_gateway() {
-    let upstream = EchoUpstream::start();
+/// Starts `portcullis serve` as its own process on free ports.
+fn serve_process(
+    upstream: &EchoUpstream,
+    extra_args: &[&str],
+    log: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, admin) = (
         crate::support::gateway::free_addr(),
@@ -230,11 +233,12 @@ fn sighup_reloads_a_running_gateway() {
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, &text).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(extra_args)
         .args(["serve", "--config", path.to_str().expect("utf-8")])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("serve");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -242,6 +246,74 @@ fn sighup_reloads_a_running_gateway() {
         assert!(std::time::Instant::now() < deadline, "serve did not listen");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    (child, addr, dir)
+}
+
+#[test]
+fn access_log_is_json_per_request_and_never_holds_a_token() {
+    let upstream = EchoUpstream::start();
+    let (mut child, addr, _dir) = serve_process(&upstream, &["--log-format", "json"], "debug");
+    let token = sign("test-eddsa", &claims("alice"));
+    assert_eq!(get(addr, "/orders", &[&bearer(&token)]).status, 200);
+    assert_eq!(
+        get(addr, &format!("/orders?access_token={token}"), &[]).status,
+        400
+    );
+    let refresh = "prt_secretsecretsecretsecretsecretsecretsecret";
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    assert_eq!(
+        post(
+            addr,
+            "/auth/token",
+            &form,
+            &format!("grant_type=refresh_token&refresh_token={refresh}")
+        )
+        .status,
+        400
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let signature = token.rsplit('.').next().expect("signature");
+    assert!(
+        !log.contains(signature) && !log.contains(&token[..40]),
+        "a token reached the log"
+    );
+    assert!(
+        !log.contains("secretsecret"),
+        "a refresh token reached the log"
+    );
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .collect();
+    assert_eq!(access.len(), 3, "{log}");
+    assert_eq!(access[0]["subject"], "alice");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[1]["outcome"], "invalid_request");
+    for line in &access {
+        for field in [
+            "request_id",
+            "route",
+            "status",
+            "outcome",
+            "subject",
+            "latency_us",
+            "upstream",
+        ] {
+            assert!(line.get(field).is_some(), "{field} missing in {line}");
+        }
+    }
+}
+
+#[test]
+fn sighup_reloads_a_running_gateway() {
+    let upstream = EchoUpstream::start();
+    let (mut child, addr, dir) = serve_process(&upstream, &[], "warn");
+    let path = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
     assert_eq!(get(addr, "/public", &[]).status, 200);
     std::fs::write(
         &path,

@@ -263,6 +263,7 @@ impl ProxyHttp for Gateway {
             status,
             outcome = ctx.outcome,
             subject = ctx.identity.as_ref().map_or("-", |i| i.claims.sub.as_str()),
+            upstream = ctx.route.as_ref().filter(|_| ctx.upstream_started.is_some()).map_or("-", |r| r.upstream.name.as_str()),
             latency_us = elapsed.as_micros() as u64,
             error = error.map(|e| e.etype().as_str()),
         );
