@@ -36,6 +36,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub revoked_tokens: IntGauge,
     pub cached_users: IntGauge,
+    pub upstream_target_healthy: prometheus::IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -168,6 +169,18 @@ impl Metrics {
                 "portcullis_cached_users",
                 "User records cached in this instance's view",
             ),
+            upstream_target_healthy: {
+                let opts = Opts::new(
+                    "portcullis_upstream_target_healthy",
+                    "1 when the target may receive traffic",
+                );
+                let g = prometheus::IntGaugeVec::new(opts, &["upstream", "target"])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                registry
+                    .register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
             registry,
         }
     }

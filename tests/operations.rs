@@ -339,3 +339,87 @@ fn sighup_reloads_a_running_gateway() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn pool_config(upstream: std::net::SocketAddr, targets: &[std::net::SocketAddr]) -> String {
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    crate::support::gateway::config_with_routes(
+        upstream,
+        &format!(
+            r#"
+[[upstreams]]
+name = "pool"
+targets = [{}]
+connect_timeout = "500ms"
+ejection = "1s"
+health_check = {{ path = "/health", interval = "200ms", healthy_threshold = 1, unhealthy_threshold = 1 }}
+
+[[routes]]
+path = "/"
+upstream = "pool"
+auth = "none"
+"#,
+            targets.join(", ")
+        ),
+    )
+}
+
+#[test]
+fn a_health_checked_pool_ejects_a_dead_target_and_takes_it_back() {
+    let alive = EchoUpstream::start();
+    let dead = crate::support::gateway::free_addr();
+    let gateway = TestGateway::start(&pool_config(alive.addr, &[alive.addr, dead]));
+    for _ in 0..10 {
+        let response = get(gateway.addr, "/x", &[]);
+        assert_eq!(
+            response.status,
+            200,
+            "a refused connection is retried on the other target: {}",
+            response.text()
+        );
+    }
+    assert_eq!(
+        alive.requests().iter().filter(|r| r.target == "/x").count(),
+        10
+    );
+    let health = |target: std::net::SocketAddr| {
+        let page = get(gateway.admin, "/metrics", &[]).text();
+        let series =
+            format!("portcullis_upstream_target_healthy{{target=\"{target}\",upstream=\"pool\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(health(dead).as_deref(), Some("0"));
+    assert_eq!(health(alive.addr).as_deref(), Some("1"));
+
+    let back = EchoUpstream::start_at(dead, crate::support::http::echo_ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while back.requests().iter().all(|r| r.target == "/health") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target that came back got no traffic"
+        );
+        assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+    }
+    assert_eq!(health(dead).as_deref(), Some("1"));
+}
+
+#[test]
+fn a_pool_without_a_healthy_target_answers_503() {
+    let upstream = EchoUpstream::start();
+    let dead = crate::support::gateway::free_addr();
+    let gateway = TestGateway::start(&pool_config(upstream.addr, &[dead]));
+    // The first request may find the target still presumed healthy (502,
+    // and it is ejected) or already checked (503); from then on: 503.
+    let first = get(gateway.addr, "/x", &[]);
+    assert!(
+        matches!(
+            first.header("x-portcullis-error"),
+            Some("bad_gateway" | "no_healthy_upstream")
+        ),
+        "{}",
+        first.text()
+    );
+    let response = get(gateway.addr, "/x", &[]);
+    assert_refused(&response, 503, "no_healthy_upstream", &upstream);
+}

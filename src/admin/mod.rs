@@ -220,6 +220,14 @@ impl AdminApi {
         METRICS.view_staleness.set(staleness);
         METRICS.revoked_tokens.set(view.revoked_len() as i64);
         METRICS.cached_users.set(view.cached_users() as i64);
+        for pool in self.state.runtime.load().pools() {
+            for (target, healthy) in pool.health() {
+                METRICS
+                    .upstream_target_healthy
+                    .with_label_values(&[pool.name.as_str(), target.as_str()])
+                    .set(i64::from(healthy));
+            }
+        }
         Answer::Metrics(METRICS.encode())
     }
 

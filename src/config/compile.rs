@@ -18,7 +18,7 @@ use super::raw::{
     AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
     RawTokens, RawUpstream,
 };
-use super::raw::{RawLogin, RawSessions};
+use super::raw::{RawHealthCheck, RawLogin, RawSessions};
 use super::runtime::{AdminToken, LoginSettings, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
@@ -29,6 +29,7 @@ use crate::proxy::headers::HeaderRules;
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::store::{StoreLocation, ViewSettings};
+use pingora_load_balancing::health_check::HttpHealthCheck;
 use std::time::Duration;
 
 /// Headers the identity may never be written to: they carry framing,
@@ -460,18 +461,53 @@ fn upstream_pools(
         }
         let targets = upstream.targets.iter().map(|t| t.get_ref().as_str());
         match LoadBalancer::try_from_iter(targets) {
-            Ok(balancer) => {
-                let pool = UpstreamPool {
-                    name: name.clone(),
+            Ok(mut balancer) => {
+                let interval = upstream.health_check.as_ref().and_then(|check| {
+                    let hc = health_check(check, sink)?;
+                    balancer.set_health_check(Box::new(hc));
+                    Some(check.interval.0)
+                });
+                let options = peer_options(upstream);
+                let pool = UpstreamPool::new(
+                    name.clone(),
                     balancer,
-                    options: peer_options(upstream),
-                };
+                    options,
+                    interval,
+                    upstream.ejection.0,
+                );
                 pools.insert(name.clone(), Arc::new(pool));
             }
             Err(e) => sink.at(upstream.name.span(), format!("upstream {name:?}: {e}")),
         }
     }
     pools
+}
+
+/// An HTTP check: `GET path` on each target, healthy on any 2xx.
+fn health_check(raw: &RawHealthCheck, sink: &mut Diagnostics) -> Option<HttpHealthCheck> {
+    let path = raw.path.get_ref();
+    if !path.starts_with('/') {
+        sink.at(raw.path.span(), "health_check.path must start with '/'");
+        return None;
+    }
+    let mut check = HttpHealthCheck::new("localhost", false);
+    let request = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
+        .and_then(|mut r| r.insert_header("Host", "localhost").map(|_| r));
+    match request {
+        Ok(request) => check.req = request,
+        Err(_) => {
+            sink.at(
+                raw.path.span(),
+                format!("{path:?} is not a valid request path"),
+            );
+            return None;
+        }
+    }
+    check.consecutive_success = raw.healthy_threshold.max(1);
+    check.consecutive_failure = raw.unhealthy_threshold.max(1);
+    check.peer_template.options.connection_timeout = Some(raw.timeout.0);
+    check.peer_template.options.read_timeout = Some(raw.timeout.0);
+    Some(check)
 }
 
 fn peer_options(upstream: &RawUpstream) -> PeerOptions {

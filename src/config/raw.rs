@@ -253,6 +253,42 @@ pub struct RawUpstream {
     pub write_timeout: HumanDuration,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// Active HTTP health checks; without it only passive ejection applies.
+    pub health_check: Option<RawHealthCheck>,
+    /// How long a target that refused a connection is left out.
+    #[serde(default = "default_ejection")]
+    pub ejection: HumanDuration,
+}
+
+fn default_ejection() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `GET` this path on every target; any 2xx is healthy.
+    pub path: Spanned<String>,
+    #[serde(default = "default_check_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive successes before a target is healthy again.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: usize,
+    /// Consecutive failures before a target is left out.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: usize,
+}
+
+fn default_check_interval() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_threshold() -> usize {
+    2
 }
 
 fn default_connect_timeout() -> HumanDuration {

@@ -74,6 +74,22 @@ pub struct LoginSettings {
 }
 
 impl Runtime {
+    /// Every upstream pool in use: by routes and by `[login]`, each once.
+    pub fn pools(&self) -> Vec<Arc<UpstreamPool>> {
+        let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
+        let used = self
+            .router
+            .routes()
+            .map(|r| &r.upstream)
+            .chain(self.login.as_ref().map(|l| &l.upstream));
+        for pool in used {
+            if !pools.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                pools.push(Arc::clone(pool));
+            }
+        }
+        pools
+    }
+
     /// A table of the routes for `portcullis check`.
     pub fn route_table(&self) -> String {
         let mut routes: Vec<_> = self.router.routes().collect();

@@ -172,7 +172,7 @@ async fn call(
     request: RequestHeader,
     body: Vec<u8>,
 ) -> pingora_core::Result<LoginResponse> {
-    let backend = login.upstream.balancer.select(b"", 256).ok_or_else(|| {
+    let backend = login.upstream.select().ok_or_else(|| {
         pingora_core::Error::explain(pingora_core::ErrorType::ConnectNoRoute, "no login target")
     })?;
     let mut peer = HttpPeer::new(&backend, false, String::new());

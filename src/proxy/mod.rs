@@ -53,6 +53,11 @@ pub struct RequestContext {
     pub decision: Option<&'static str>,
     /// When the upstream was chosen, for the upstream latency.
     pub upstream_started: Option<Instant>,
+    /// The target of the current attempt.
+    pub backend: Option<pingora_load_balancing::Backend>,
+    pub connect_attempts: usize,
+    /// Every target of the pool is down: 503, not 502.
+    pub no_healthy_target: bool,
 }
 
 /// The proxy: reads the current configuration (swapped whole on reload)
@@ -83,6 +88,9 @@ impl ProxyHttp for Gateway {
             endpoint: false,
             decision: None,
             upstream_started: None,
+            backend: None,
+            connect_attempts: 0,
+            no_healthy_target: false,
         }
     }
 
@@ -146,14 +154,32 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let backend = route
-            .upstream
-            .balancer
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream target"))?;
+        let Some(backend) = route.upstream.select() else {
+            ctx.no_healthy_target = true;
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy upstream target");
+        };
         let mut peer = HttpPeer::new(&backend, false, String::new());
         peer.options = route.upstream.options.clone();
+        ctx.backend = Some(backend);
+        ctx.connect_attempts += 1;
         Ok(Box::new(peer))
+    }
+
+    /// A target that refuses the connection is left out for a while, and
+    /// the request, which was not sent, goes to the next target.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(backend)) = (&ctx.route, ctx.backend.take()) {
+            route.upstream.eject(&backend);
+            let targets = route.upstream.health().len();
+            e.set_retry(ctx.connect_attempts < targets);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -222,7 +248,12 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestContext,
     ) -> FailToProxy {
-        let Some(refusal) = refusal_for(e) else {
+        let refusal = if ctx.no_healthy_target {
+            Some(Refusal::no_healthy_upstream())
+        } else {
+            refusal_for(e)
+        };
+        let Some(refusal) = refusal else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

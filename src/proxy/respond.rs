@@ -81,6 +81,14 @@ impl Refusal {
         )
     }
 
+    pub const fn no_healthy_upstream() -> Self {
+        Self::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_healthy_upstream",
+            "no upstream target is healthy",
+        )
+    }
+
     pub const fn gateway_timeout() -> Self {
         Self::plain(
             StatusCode::GATEWAY_TIMEOUT,

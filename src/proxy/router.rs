@@ -6,20 +6,106 @@
 //! lengths: a host's own rules are never overridden by a generic one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pingora_core::upstreams::peer::PeerOptions;
 use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::auth::Requirement;
 use crate::config::raw::AuthMode;
 
-/// A pool of upstream targets with round-robin selection.
+/// A pool of upstream targets with round-robin selection, active health
+/// checks (when configured) and passive ejection of targets that refuse
+/// connections.
 pub struct UpstreamPool {
     pub name: String,
     pub balancer: LoadBalancer<RoundRobin>,
     pub options: PeerOptions,
+    /// How often the active health check runs; `None` without one.
+    pub check_interval: Option<Duration>,
+    pub ejection: Duration,
+    /// Targets left out after a failed connection, and since when.
+    ejected: Mutex<Vec<(Backend, Instant)>>,
+    last_check: Mutex<Option<Instant>>,
+}
+
+impl UpstreamPool {
+    pub fn new(
+        name: String,
+        balancer: LoadBalancer<RoundRobin>,
+        options: PeerOptions,
+        check_interval: Option<Duration>,
+        ejection: Duration,
+    ) -> Self {
+        Self {
+            name,
+            balancer,
+            options,
+            check_interval,
+            ejection,
+            ejected: Mutex::default(),
+            last_check: Mutex::default(),
+        }
+    }
+
+    /// A healthy, not ejected target, round robin.
+    pub fn select(&self) -> Option<Backend> {
+        self.balancer.select(b"", 256)
+    }
+
+    /// Leaves `backend` out for the ejection period (passive health).
+    pub fn eject(&self, backend: &Backend) {
+        self.balancer.backends().set_enable(backend, false);
+        if let Ok(mut ejected) = self.ejected.lock() {
+            ejected.retain(|(b, _)| b != backend);
+            ejected.push((backend.clone(), Instant::now()));
+        }
+        tracing::warn!(upstream = %self.name, target = %backend.addr, "target refused a connection; ejected");
+    }
+
+    /// Brings back ejected targets whose period is over and runs the
+    /// active health check when it is due. Called about once a second.
+    pub async fn maintain(&self) {
+        let now = Instant::now();
+        if let Ok(mut ejected) = self.ejected.lock() {
+            ejected.retain(|(backend, since)| {
+                let over = now.duration_since(*since) >= self.ejection;
+                if over {
+                    self.balancer.backends().set_enable(backend, true);
+                }
+                !over
+            });
+        }
+        let Some(interval) = self.check_interval else {
+            return;
+        };
+        let due = self
+            .last_check
+            .lock()
+            .map(|mut last| {
+                let due = last.is_none_or(|t| now.duration_since(t) >= interval);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            })
+            .unwrap_or(false);
+        if due {
+            self.balancer.backends().run_health_check(true).await;
+        }
+    }
+
+    /// The targets, each with whether it may receive traffic now.
+    pub fn health(&self) -> Vec<(String, bool)> {
+        let backends = self.balancer.backends();
+        backends
+            .get_backend()
+            .iter()
+            .map(|b| (b.addr.to_string(), backends.ready(b)))
+            .collect()
+    }
 }
 
 pub struct Route {

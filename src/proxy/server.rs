@@ -86,6 +86,10 @@ pub fn build(
     });
 
     let state = Arc::new(AppState::new(runtime, view, config_path));
+    let (pool_state, pool_stop) = (Arc::clone(&state), Arc::clone(&stop));
+    background.spawn(async move {
+        maintain_upstreams(pool_state, async move { pool_stop.notified().await }).await
+    });
     let (hup_state, hup_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {
         reload_on_sighup(hup_state, async move { hup_stop.notified().await }).await
@@ -148,6 +152,25 @@ impl Instance {
         server.run(args);
         drop(state);
         drop(background);
+    }
+}
+
+/// Runs the upstream pools' health work (active checks when due, the end
+/// of passive ejections) about once a second, on whatever configuration is
+/// current, so pools added by a reload are checked too.
+async fn maintain_upstreams(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = every.tick() => {
+                let runtime = state.runtime.load_full();
+                for pool in runtime.pools() {
+                    pool.maintain().await;
+                }
+            }
+        }
     }
 }
 

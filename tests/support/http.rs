@@ -178,7 +178,7 @@ pub struct EchoUpstream {
     extra_response_headers: Arc<Mutex<Vec<String>>>,
 }
 
-fn echo_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+pub fn echo_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
     (
         200,
         vec!["Content-Type: application/json".into()],
@@ -192,7 +192,12 @@ impl EchoUpstream {
     }
 
     pub fn start_with(responder: Responder) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::start_at("127.0.0.1:0".parse().expect("addr"), responder)
+    }
+
+    /// An upstream on a given address (e.g. a target that comes back).
+    pub fn start_at(addr: SocketAddr, responder: Responder) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let extra = Arc::new(Mutex::new(Vec::new()));
