@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: cmake builds pingora's zlib-ng; redis-server is the
 # shared store the tests start on a free loopback port; prometheus brings
-# promtool, which lints the /metrics page.
+# promtool, which lints the /metrics page; docker-compose validates the
+# compose file (no Docker engine is needed for that).
 needed=()
 command -v cmake >/dev/null || needed+=(cmake)
 command -v redis-server >/dev/null || needed+=(redis-server)
 command -v promtool >/dev/null || needed+=(prometheus)
+command -v docker-compose >/dev/null || needed+=(docker-compose)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""

@@ -100,6 +100,11 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Run only the demo backend (for docker-compose and scripts).
+    DemoBackend {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
     /// Run the gateway in front of a built-in demo backend.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -195,6 +200,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             action,
         } => admin(&url, token, json, action),
+        Command::DemoBackend { listen } => {
+            demo::run_backend(&listen);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             config,
             sub,

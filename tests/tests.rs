@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod contract;
+mod deployment;
 mod identity;
 mod operations;
 mod paths;

@@ -108,6 +108,23 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs only the demo backend until SIGTERM or Ctrl-C.
+pub fn run_backend(listen: &str) {
+    let mut server = pingora_core::server::Server::new_with_opt_and_conf(
+        None::<pingora_core::server::configuration::Opt>,
+        pingora_core::server::configuration::ServerConf {
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..Default::default()
+        },
+    );
+    server.bootstrap();
+    let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
+    backend.add_tcp(listen);
+    server.add_service(backend);
+    server.run(pingora_core::server::RunArgs::default());
+}
+
 fn print_instructions(
     runtime: &Runtime,
     options: &DemoOptions,
