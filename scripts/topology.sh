@@ -14,7 +14,9 @@ DIR=${2:?usage: topology.sh up|down DIR}
 BIN=${PORTCULLIS_BIN:-$PWD/target/release/portcullis}
 
 if [ "$ACTION" = down ]; then
-  [ -f "$DIR/pids" ] && xargs -r kill < "$DIR/pids" 2>/dev/null || true
+  # SIGINT: the fast shutdown (SIGTERM would drain for shutdown_grace).
+  # SIGINT is the fast shutdown; SIGTERM would drain for shutdown_grace first.
+  [ -f "$DIR/pids" ] && xargs -r kill -INT < "$DIR/pids" 2>/dev/null || true
   rm -f "$DIR/pids"
   exit 0
 fi
