@@ -15,7 +15,6 @@ BIN=${PORTCULLIS_BIN:-$PWD/target/release/portcullis}
 
 if [ "$ACTION" = down ]; then
   # SIGINT: the fast shutdown (SIGTERM would drain for shutdown_grace).
-  # SIGINT is the fast shutdown; SIGTERM would drain for shutdown_grace first.
   [ -f "$DIR/pids" ] && xargs -r kill -INT < "$DIR/pids" 2>/dev/null || true
   rm -f "$DIR/pids"
   exit 0
