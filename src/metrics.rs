@@ -37,6 +37,8 @@ pub struct Metrics {
     pub revoked_tokens: IntGauge,
     pub cached_users: IntGauge,
     pub upstream_target_healthy: prometheus::IntGaugeVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_key_age: prometheus::GaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -169,6 +171,24 @@ impl Metrics {
                 "portcullis_cached_users",
                 "User records cached in this instance's view",
             ),
+            jwks_fetches: counter_vec(
+                r,
+                "portcullis_jwks_fetches_total",
+                "JWKS fetches by outcome",
+                &["outcome"],
+            ),
+            jwks_key_age: {
+                let opts = Opts::new(
+                    "portcullis_jwks_key_age_seconds",
+                    "Seconds since the issuer's keys were last fetched",
+                );
+                let g =
+                    prometheus::GaugeVec::new(opts, &["issuer"]).unwrap_or_else(|e| panic!("{e}"));
+                registry
+                    .register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
             upstream_target_healthy: {
                 let opts = Opts::new(
                     "portcullis_upstream_target_healthy",

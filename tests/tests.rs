@@ -6,6 +6,7 @@ mod cli;
 mod contract;
 mod deployment;
 mod identity;
+mod issuers;
 mod operations;
 mod paths;
 mod revocation;

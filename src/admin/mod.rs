@@ -220,6 +220,14 @@ impl AdminApi {
         METRICS.view_staleness.set(staleness);
         METRICS.revoked_tokens.set(view.revoked_len() as i64);
         METRICS.cached_users.set(view.cached_users() as i64);
+        for issuer in self.state.runtime.load().verifier.external_issuers() {
+            if let Some(age) = issuer.jwks.as_ref().and_then(|j| j.key_age()) {
+                METRICS
+                    .jwks_key_age
+                    .with_label_values(&[issuer.issuer.as_str()])
+                    .set(age.as_secs_f64());
+            }
+        }
         for pool in self.state.runtime.load().pools() {
             for (target, healthy) in pool.health() {
                 METRICS
@@ -234,16 +242,16 @@ impl AdminApi {
     fn readiness(&self) -> Answer {
         let view = &self.state.view;
         let staleness = view.staleness().map(|d| d.as_millis() as u64);
-        let ready = view.is_fresh()
-            && self
-                .state
-                .runtime
-                .load()
-                .verifier
-                .keyring()
-                .keys()
-                .next()
-                .is_some();
+        let runtime = self.state.runtime.load();
+        let verifier = &runtime.verifier;
+        let keys =
+            verifier.keyring().keys().next().is_some() || !verifier.external_issuers().is_empty();
+        // An issuer whose keys were never fetched cannot verify anything yet.
+        let jwks_ok = verifier
+            .external_issuers()
+            .iter()
+            .all(|i| i.jwks.as_ref().is_none_or(|j| j.has_keys()));
+        let ready = view.is_fresh() && keys && jwks_ok;
         let status = if ready {
             StatusCode::OK
         } else {
@@ -257,6 +265,7 @@ impl AdminApi {
                 "view_staleness_ms": staleness,
                 "max_staleness_ms": view.max_staleness().as_millis() as u64,
                 "revoked_tokens": view.revoked_len(),
+                "issuer_keys_loaded": jwks_ok,
             }),
         )
     }

@@ -12,7 +12,13 @@ pub struct AccessClaims {
     pub iss: String,
     pub aud: Audience,
     pub sub: String,
+    /// Required of the gateway's own tokens; external issuers may omit it
+    /// (their `required_claims` decide), and then it is empty.
+    #[serde(default)]
     pub jti: String,
+    /// Required of the gateway's own tokens; 0 when an external issuer
+    /// omitted it.
+    #[serde(default)]
     pub iat: u64,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 
 pub mod claims;
 pub mod error;
+pub mod external;
 pub mod extract;
 pub mod identity;
 pub mod issue;

@@ -1,18 +1,23 @@
 //! Access token verification with a cache of verified tokens.
 //!
 //! A miss checks the header (`typ`, `crit`, `kid`, `alg`), the signature
-//! and the claims; a hit only checks the clock. Revocation and version
-//! checks are not done here: they must run on every request, hit or miss.
+//! and the claims, against the gateway's own keys or, when `iss` names an
+//! external issuer, against that issuer's keys and rules. A hit only
+//! checks the clock. Revocation and version checks are not done here: they
+//! must run on every request, hit or miss.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use moka::sync::Cache;
 
+use super::external::{ExternalIssuer, JwksSource};
 use super::{unix_now, AccessClaims, AuthError, IdentityHeaders, Keyring};
 use crate::metrics::METRICS;
 
@@ -37,6 +42,8 @@ pub struct VerifierSettings {
 pub struct Verifier {
     keyring: Keyring,
     validations: HashMap<Algorithm, Validation>,
+    own_issuer: String,
+    external: Vec<Arc<ExternalIssuer>>,
     identity: Arc<IdentityHeaders>,
     leeway_secs: u64,
     cache: Cache<String, Arc<VerifiedToken>>,
@@ -45,6 +52,7 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(
         keyring: Keyring,
+        external: Vec<Arc<ExternalIssuer>>,
         identity: Arc<IdentityHeaders>,
         settings: &VerifierSettings,
     ) -> Self {
@@ -60,6 +68,8 @@ impl Verifier {
         Self {
             keyring,
             validations,
+            own_issuer: settings.issuer.clone(),
+            external,
             identity,
             leeway_secs,
             cache,
@@ -87,20 +97,59 @@ impl Verifier {
         Ok(verified)
     }
 
-    /// The full check: header, key selection, signature, claims.
+    /// [`Self::verify`], fetching an external issuer's keys first when the
+    /// token names a `kid` they do not hold yet (rate-limited) or when
+    /// none were fetched so far.
+    pub async fn verify_fetching_keys(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        let first = self.verify(token);
+        if !matches!(
+            first,
+            Err(AuthError::Invalid("unknown_kid") | AuthError::Unavailable)
+        ) {
+            return first;
+        }
+        let Some(source) = self.jwks_for(token) else {
+            return first;
+        };
+        let fetched = if source.has_keys() {
+            source.refresh_for_unknown_kid().await
+        } else {
+            source.refresh().await.is_ok()
+        };
+        if fetched {
+            self.verify(token)
+        } else {
+            first
+        }
+    }
+
+    /// The full check: header, issuer, key selection, signature, claims.
     pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        // RFC 7515 §4.1.11: we understand no extensions, so any `crit` is fatal.
+        if header.crit.is_some() {
+            return Err(AuthError::Invalid("crit"));
+        }
+        let claims = match self.external_issuer(token) {
+            Some(issuer) => self.verify_external(token, &header, &issuer)?,
+            None => self.verify_own(token, &header)?,
+        };
+        // A token "issued" in the future would outlive every logout-everywhere
+        // cut-off (which compares against `iat`).
+        if claims.iat > unix_now().saturating_add(self.leeway_secs) {
+            return Err(AuthError::Invalid("iat"));
+        }
+        Ok(claims)
+    }
+
+    fn verify_own(&self, token: &str, header: &Header) -> Result<AccessClaims, AuthError> {
         // RFC 9068 §4: `at+jwt`, with or without the `application/` prefix (RFC 7515 §4.1.9).
         let typ_ok = header.typ.as_deref().is_some_and(|typ| {
             typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
         });
         if !typ_ok {
             return Err(AuthError::Invalid("typ"));
-        }
-        // RFC 7515 §4.1.11: we understand no extensions, so any `crit` is fatal.
-        if header.crit.is_some() {
-            return Err(AuthError::Invalid("crit"));
         }
         let key = match header.kid.as_deref() {
             Some(kid) => self
@@ -112,27 +161,85 @@ impl Verifier {
                 .sole()
                 .ok_or(AuthError::Invalid("missing_kid"))?,
         };
-        // The key's pinned algorithm decides, never the token (RFC 8725 §3.1).
-        if header.alg != key.algorithm {
-            return Err(AuthError::Invalid("alg"));
-        }
         let validation = self
             .validations
             .get(&key.algorithm)
             .ok_or(AuthError::Invalid("alg"))?;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation)
-            .map(|data| data.claims)
-            .map_err(|e| classify(e.kind()))?;
-        // A token "issued" in the future would outlive every logout-everywhere
-        // cut-off (which compares against `iat`).
-        if claims.iat > unix_now().saturating_add(self.leeway_secs) {
-            return Err(AuthError::Invalid("iat"));
+        let claims = decode(token, header, key.algorithm, &key.decoding, validation)?;
+        if claims.jti.is_empty() || claims.iat == 0 {
+            return Err(AuthError::Invalid("missing_claim"));
         }
         Ok(claims)
     }
 
+    fn verify_external(
+        &self,
+        token: &str,
+        header: &Header,
+        issuer: &ExternalIssuer,
+    ) -> Result<AccessClaims, AuthError> {
+        if !issuer.typ_ok(header.typ.as_deref()) {
+            return Err(AuthError::Invalid("typ"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or(AuthError::Invalid("missing_kid"))?;
+        let claims = if let Some(key) = issuer.static_keys.get(kid) {
+            decode(
+                token,
+                header,
+                key.algorithm,
+                &key.decoding,
+                &issuer.validation(key.algorithm),
+            )?
+        } else if let Some(key) = issuer.jwks.as_ref().and_then(|j| j.key(kid)) {
+            decode(
+                token,
+                header,
+                key.algorithm,
+                &key.decoding,
+                &issuer.validation(key.algorithm),
+            )?
+        } else if issuer.jwks.as_ref().is_some_and(|j| !j.has_keys()) {
+            // No keys at all: the provider is unreachable, not the token bad.
+            return Err(AuthError::Unavailable);
+        } else {
+            return Err(AuthError::Invalid("unknown_kid"));
+        };
+        let missing = issuer.required_claims.iter().any(|c| match c.as_str() {
+            "jti" => claims.jti.is_empty(),
+            "iat" => claims.iat == 0,
+            _ => false,
+        });
+        if missing {
+            return Err(AuthError::Invalid("missing_claim"));
+        }
+        Ok(claims)
+    }
+
+    /// The external issuer a token's (unverified) `iss` names, if any.
+    fn external_issuer(&self, token: &str) -> Option<Arc<ExternalIssuer>> {
+        if self.external.is_empty() {
+            return None;
+        }
+        let iss = unverified_issuer(token)?;
+        if iss == self.own_issuer {
+            return None;
+        }
+        self.external.iter().find(|i| i.issuer == iss).cloned()
+    }
+
+    fn jwks_for(&self, token: &str) -> Option<Arc<JwksSource>> {
+        self.external_issuer(token).and_then(|i| i.jwks.clone())
+    }
+
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    pub fn external_issuers(&self) -> &[Arc<ExternalIssuer>] {
+        &self.external
     }
 
     /// Verified tokens held in the cache (approximate, for metrics and benches).
@@ -140,6 +247,35 @@ impl Verifier {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+}
+
+/// The `iss` of a token's payload, read without verification, only to
+/// choose whose keys and rules verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+/// Signature and claims against one key; the key's pinned algorithm
+/// decides, never the token (RFC 8725 §3.1).
+fn decode(
+    token: &str,
+    header: &Header,
+    algorithm: Algorithm,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<AccessClaims, AuthError> {
+    if header.alg != algorithm {
+        return Err(AuthError::Invalid("alg"));
+    }
+    jsonwebtoken::decode::<AccessClaims>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| classify(e.kind()))
 }
 
 fn validation(algorithm: Algorithm, settings: &VerifierSettings) -> Validation {

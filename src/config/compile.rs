@@ -18,10 +18,11 @@ use super::raw::{
     AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
     RawTokens, RawUpstream,
 };
-use super::raw::{RawHealthCheck, RawLogin, RawSessions};
+use super::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions};
 use super::runtime::{AdminToken, LoginSettings, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
+use crate::auth::external::{ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
@@ -70,7 +71,8 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         .login
         .as_ref()
         .and_then(|login| login_settings(login, &upstreams, sink));
-    check_tokens(&tokens, tokens_span, sink);
+    let issuers = external_issuers(&raw.issuers, &tokens, base, sink);
+    check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
     let settings = VerifierSettings {
         issuer: tokens.issuer.clone(),
         audience: tokens.audience.clone(),
@@ -89,7 +91,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         access_ttl: tokens.access_ttl.0,
         leeway: tokens.leeway.0,
         refresh_hint_secs: tokens.refresh_hint.0.as_secs(),
-        verifier: Verifier::new(keyring, Arc::clone(&identity), &settings),
+        verifier: Verifier::new(keyring, issuers, Arc::clone(&identity), &settings),
         signer,
         header_rules: HeaderRules::new(&identity),
         identity,
@@ -243,14 +245,19 @@ fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<A
     }
 }
 
-fn check_tokens(tokens: &RawTokens, span: std::ops::Range<usize>, sink: &mut Diagnostics) {
+fn check_tokens(
+    tokens: &RawTokens,
+    span: std::ops::Range<usize>,
+    has_issuers: bool,
+    sink: &mut Diagnostics,
+) {
     if tokens.issuer.trim().is_empty() {
         sink.at(span.clone(), "tokens.issuer must not be empty");
     }
     if tokens.audience.trim().is_empty() {
         sink.at(span.clone(), "tokens.audience must not be empty");
     }
-    if tokens.keys.is_empty() {
+    if tokens.keys.is_empty() && !has_issuers {
         sink.at(
             span.clone(),
             "no [[tokens.keys]]: at least one key is needed to verify tokens",
@@ -382,6 +389,89 @@ fn read_material(
         )
     })?;
     Ok((var.span(), value.into_encoded_bytes(), Material::Secret))
+}
+
+const EXTERNAL_CLAIMS: [&str; 5] = ["sub", "exp", "iat", "jti", "nbf"];
+
+fn external_issuers(
+    raw: &[RawIssuer],
+    tokens: &RawTokens,
+    base: &Path,
+    sink: &mut Diagnostics,
+) -> Vec<Arc<ExternalIssuer>> {
+    let mut seen = HashSet::new();
+    let mut issuers = Vec::new();
+    for issuer in raw {
+        let name = issuer.issuer.get_ref();
+        if name.is_empty() || *name == tokens.issuer || !seen.insert(name.clone()) {
+            sink.at(
+                issuer.issuer.span(),
+                format!("issuer {name:?} is empty, the gateway's own, or listed twice"),
+            );
+            continue;
+        }
+        for claim in &issuer.required_claims {
+            if !EXTERNAL_CLAIMS.contains(&claim.get_ref().as_str()) {
+                sink.at(
+                    claim.span(),
+                    format!(
+                        "required claim {:?} is not one of {EXTERNAL_CLAIMS:?}",
+                        claim.get_ref()
+                    ),
+                );
+            }
+        }
+        let jwks = match &issuer.jwks_url {
+            Some(url)
+                if url.get_ref().starts_with("http://")
+                    || url.get_ref().starts_with("https://") =>
+            {
+                Some(Arc::new(JwksSource::new(
+                    url.get_ref().clone(),
+                    issuer.cache_ttl.0,
+                    issuer.unknown_kid_cooldown.0,
+                )))
+            }
+            Some(url) => {
+                sink.at(
+                    url.span(),
+                    format!(
+                        "jwks_url {:?} must be an http:// or https:// URL",
+                        url.get_ref()
+                    ),
+                );
+                None
+            }
+            None => None,
+        };
+        if jwks.is_some() == !issuer.keys.is_empty() {
+            sink.at(
+                issuer.issuer.span(),
+                format!("issuer {name:?} needs exactly one of jwks_url or [[issuers.keys]]"),
+            );
+            continue;
+        }
+        let mut static_keys = Keyring::default();
+        for key in &issuer.keys {
+            if let Err((span, message)) = load_key(key, base, &mut static_keys) {
+                sink.at(span.unwrap_or(key.kid.span()), message);
+            }
+        }
+        issuers.push(Arc::new(ExternalIssuer {
+            issuer: name.clone(),
+            audience: issuer.audience.clone(),
+            typ: issuer.typ.clone(),
+            required_claims: issuer
+                .required_claims
+                .iter()
+                .map(|c| c.get_ref().clone())
+                .collect(),
+            static_keys,
+            jwks,
+            leeway: tokens.leeway.0,
+        }));
+    }
+    issuers
 }
 
 fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<IdentityHeaders> {

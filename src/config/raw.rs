@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub identity: RawIdentity,
     #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -97,6 +99,47 @@ impl Default for RawStore {
             change_log_entries: 100_000,
         }
     }
+}
+
+/// An external identity provider whose tokens the gateway accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: Spanned<String>,
+    pub audience: String,
+    /// Where the provider publishes its keys (RFC 7517).
+    pub jwks_url: Option<Spanned<String>>,
+    /// Or keys given here, like `[[tokens.keys]]`.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    /// Accepted `typ` header values; `[]` accepts any, or none.
+    #[serde(default = "default_external_typ")]
+    pub typ: Vec<String>,
+    /// Claims a token must carry, among sub, exp, iat, jti, nbf.
+    #[serde(default = "default_external_claims")]
+    pub required_claims: Vec<Spanned<String>>,
+    /// How long a JWKS is used when its answer has no `Cache-Control: max-age`.
+    #[serde(default = "default_jwks_ttl")]
+    pub cache_ttl: HumanDuration,
+    /// At most one refetch per this for tokens with an unknown `kid`.
+    #[serde(default = "default_unknown_kid_cooldown")]
+    pub unknown_kid_cooldown: HumanDuration,
+}
+
+fn default_external_typ() -> Vec<String> {
+    vec!["at+jwt".to_owned(), "application/at+jwt".to_owned()]
+}
+fn default_external_claims() -> Vec<Spanned<String>> {
+    ["sub", "exp", "iat"]
+        .iter()
+        .map(|c| Spanned::new(0..0, (*c).to_owned()))
+        .collect()
+}
+fn default_jwks_ttl() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+fn default_unknown_kid_cooldown() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 #[derive(Debug, Deserialize)]

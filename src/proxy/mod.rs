@@ -374,7 +374,7 @@ async fn authenticate(
             _ => Ok(None),
         };
     };
-    let verified = runtime.verifier.verify(token)?;
+    let verified = runtime.verifier.verify_fetching_keys(token).await?;
     view.check(&verified.claims).await?;
     route.requirement.check(&verified.claims)?;
     Ok(Some(verified))

@@ -156,8 +156,8 @@ impl Instance {
 }
 
 /// Runs the upstream pools' health work (active checks when due, the end
-/// of passive ejections) about once a second, on whatever configuration is
-/// current, so pools added by a reload are checked too.
+/// of passive ejections) and the JWKS refreshes about once a second, on
+/// whatever configuration is current, so what a reload adds is covered.
 async fn maintain_upstreams(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -168,6 +168,12 @@ async fn maintain_upstreams(state: Arc<AppState>, shutdown: impl std::future::Fu
                 let runtime = state.runtime.load_full();
                 for pool in runtime.pools() {
                     pool.maintain().await;
+                }
+                // External issuers' keys, refreshed ahead of need.
+                for issuer in runtime.verifier.external_issuers() {
+                    if let Some(jwks) = issuer.jwks.as_ref().filter(|j| j.refresh_due()) {
+                        let _ = jwks.refresh().await;
+                    }
                 }
             }
         }

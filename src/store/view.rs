@@ -84,7 +84,7 @@ impl RevocationView {
             .sid
             .as_deref()
             .is_some_and(|sid| self.is_revoked(&session_marker(sid)));
-        if session_revoked || self.is_revoked(&claims.jti) {
+        if session_revoked || (!claims.jti.is_empty() && self.is_revoked(&claims.jti)) {
             return Err(AuthError::Revoked);
         }
         let user = self.user(&claims.sub).await.map_err(|e| {

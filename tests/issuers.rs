@@ -1,0 +1,283 @@
+//! Tokens from an external identity provider, keys from a JWKS served on
+//! loopback that rotates, goes down and comes back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::auth::keys::KeyMaterial;
+use portcullis::auth::Keyring;
+use portcullis::config::raw::KeyAlgorithm;
+use serde_json::{json, Value};
+
+use crate::support::gateway::{standard_config, ADMIN_TOKEN};
+use crate::support::tokens::{encoding_key, fixtures_dir, now};
+use crate::support::*;
+
+const IDP: &str = "https://idp.test/";
+
+/// A JWKS endpoint whose answer the test changes; "down" answers 503.
+struct JwksServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<(String, bool, usize)>>,
+}
+
+impl JwksServer {
+    fn start(keys: &[(&str, &str)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new((jwks(keys), true, 0)));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let (body, up) = {
+                    let mut s = shared.lock().expect("lock");
+                    s.2 += 1;
+                    (s.0.clone(), s.1)
+                };
+                let response = if up {
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: max-age=3600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                };
+                let _ = (&stream).write_all(response.as_bytes());
+            }
+        });
+        Self { addr, state }
+    }
+
+    fn publish(&self, keys: &[(&str, &str)]) {
+        self.state.lock().expect("lock").0 = jwks(keys);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.state.lock().expect("lock").1 = up;
+    }
+
+    fn hits(&self) -> usize {
+        self.state.lock().expect("lock").2
+    }
+}
+
+/// A JWK set of fixture keys: (published kid, fixture kid). The JWKs come
+/// from the same conversion the gateway publishes its own keys with, which
+/// the session tests check against jsonwebtoken's own reader.
+fn jwks(keys: &[(&str, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(kid, fixture)| {
+            let algorithm = match *fixture {
+                "test-rs256" => KeyAlgorithm::RS256,
+                "test-es256" => KeyAlgorithm::ES256,
+                _ => KeyAlgorithm::EdDSA,
+            };
+            let pem =
+                std::fs::read(fixtures_dir().join(format!("{fixture}.pub.pem"))).expect("fixture");
+            let mut ring = Keyring::default();
+            ring.add(kid, algorithm, KeyMaterial::PublicPem(&pem))
+                .expect("key");
+            let jwk = ring.get(kid).and_then(|k| k.jwk.clone()).expect("jwk");
+            let _: Jwk = serde_json::from_value(jwk.clone()).expect("a valid JWK");
+            jwk
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+fn idp_token(kid: &str, fixture: &str, sub: &str) -> String {
+    let (alg, key) = encoding_key(fixture);
+    idp_token_with(
+        kid,
+        alg,
+        &key,
+        json!({"iss": IDP, "aud": "api.test", "sub": sub, "iat": now() - 5, "exp": now() + 300}),
+    )
+}
+
+fn idp_token_with(kid: &str, alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+    let mut header = Header::new(alg);
+    header.typ = Some("JWT".into());
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+fn setup(jwks: &JwksServer) -> (EchoUpstream, TestGateway) {
+    let upstream = EchoUpstream::start();
+    let config = format!(
+        "{}\n[[issuers]]\nissuer = \"{IDP}\"\naudience = \"api.test\"\njwks_url = \"http://{}/jwks.json\"\ntyp = [\"JWT\", \"at+jwt\"]\nunknown_kid_cooldown = \"1s\"\n",
+        standard_config(upstream.addr),
+        jwks.addr
+    );
+    let gateway = TestGateway::start(&config);
+    (upstream, gateway)
+}
+
+fn status(gateway: &TestGateway, token: &str) -> (u16, Option<String>) {
+    let response = get(gateway.addr, "/orders", &[&bearer(token)]);
+    (
+        response.status,
+        response.header("x-portcullis-error").map(str::to_owned),
+    )
+}
+
+#[test]
+fn a_provider_that_rotates_goes_down_and_comes_back() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let (upstream, gateway) = setup(&jwks);
+    assert_eq!(
+        status(&gateway, &idp_token("idp-1", "test-rs256", "erin")).0,
+        200
+    );
+    assert_eq!(upstream.only().values("x-user-id"), ["erin"]);
+
+    // Rotation: a new kid is fetched on first sight.
+    jwks.publish(&[("idp-2", "test-es256")]);
+    let rotated = idp_token("idp-2", "test-es256", "erin");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&gateway, &rotated).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was never fetched"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Down: the last good keys keep serving; an unknown kid cannot be fetched.
+    jwks.set_up(false);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(status(&gateway, &rotated).0, 200, "last good keys");
+    let newer = idp_token("idp-3", "test-eddsa-2", "erin");
+    assert_eq!(
+        status(&gateway, &newer),
+        (401, Some("token_invalid".into()))
+    );
+
+    // Back, with the newer key.
+    jwks.publish(&[("idp-3", "test-eddsa-2")]);
+    jwks.set_up(true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&gateway, &newer).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the provider came back but its key was not fetched"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn unknown_kids_cannot_hammer_the_provider() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let (_upstream, gateway) = setup(&jwks);
+    assert_eq!(
+        status(&gateway, &idp_token("idp-1", "test-rs256", "fay")).0,
+        200
+    );
+    let before = jwks.hits();
+    for i in 0..20 {
+        let token = idp_token(&format!("forged-{i}"), "test-rs256", "fay");
+        assert_eq!(
+            status(&gateway, &token),
+            (401, Some("token_invalid".into()))
+        );
+    }
+    assert!(
+        jwks.hits() - before <= 2,
+        "{} fetches for 20 unknown kids within the cooldown",
+        jwks.hits() - before
+    );
+}
+
+#[test]
+fn no_keys_at_all_is_auth_unavailable_not_invalid() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    jwks.set_up(false);
+    let (upstream, gateway) = setup(&jwks);
+    let response = get(
+        gateway.addr,
+        "/orders",
+        &[&bearer(&idp_token("idp-1", "test-rs256", "gus"))],
+    );
+    assert_refused(&response, 503, "auth_unavailable", &upstream);
+    assert_eq!(
+        get(gateway.admin, "/readyz", &[]).status,
+        503,
+        "not ready without the issuer's keys"
+    );
+}
+
+#[test]
+fn external_tokens_go_through_revocation_and_their_issuers_rules() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let (upstream, gateway) = setup(&jwks);
+    let token = idp_token("idp-1", "test-rs256", "hank");
+    assert_eq!(status(&gateway, &token).0, 200);
+    let revoke = send(
+        gateway.admin,
+        &format!("POST /admin/users/hank/revoke HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert_eq!(revoke.status, 200);
+    assert_eq!(
+        status(&gateway, &token),
+        (401, Some("token_revoked".into())),
+        "cut-off by iat"
+    );
+
+    let (alg, key) = encoding_key("test-rs256");
+    let no_iat = idp_token_with(
+        "idp-1",
+        alg,
+        &key,
+        json!({"iss": IDP, "aud": "api.test", "sub": "ivy", "exp": now() + 300}),
+    );
+    upstream.clear();
+    assert_refused(
+        &get(gateway.addr, "/orders", &[&bearer(&no_iat)]),
+        401,
+        "token_invalid",
+        &upstream,
+    );
+    let mut header = Header::new(alg);
+    header.typ = Some("id_token+jwt".into());
+    header.kid = Some("idp-1".into());
+    let wrong_typ = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": IDP, "aud": "api.test", "sub": "ivy", "iat": now(), "exp": now() + 300}),
+        &key,
+    )
+    .expect("sign");
+    assert_refused(
+        &get(gateway.addr, "/orders", &[&bearer(&wrong_typ)]),
+        401,
+        "token_invalid",
+        &upstream,
+    );
+}
+
+/// A provider cannot hand out a shared secret: `oct` keys in a JWKS are
+/// ignored, so an HS256 token signed with it is refused.
+#[test]
+fn symmetric_keys_from_a_jwks_are_never_used() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let oct = json!({"keys": [{"kty": "oct", "kid": "shared", "alg": "HS256", "k": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)}]});
+    jwks.state.lock().expect("lock").0 = oct.to_string();
+    let (upstream, gateway) = setup(&jwks);
+    let token = idp_token_with(
+        "shared",
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret),
+        json!({"iss": IDP, "aud": "api.test", "sub": "jo", "iat": now(), "exp": now() + 300}),
+    );
+    let response = get(gateway.addr, "/orders", &[&bearer(&token)]);
+    assert_eq!(upstream.count(), 0);
+    assert_ne!(response.status, 200);
+}
