@@ -444,7 +444,7 @@ fn external_issuers(
             }
             None => None,
         };
-        if jwks.is_some() == !issuer.keys.is_empty() {
+        if jwks.is_some() != issuer.keys.is_empty() {
             sink.at(
                 issuer.issuer.span(),
                 format!("issuer {name:?} needs exactly one of jwks_url or [[issuers.keys]]"),
