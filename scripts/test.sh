@@ -13,6 +13,10 @@ command -v cmake >/dev/null || needed+=(cmake)
 command -v redis-server >/dev/null || needed+=(redis-server)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v docker-compose >/dev/null || needed+=(docker-compose)
+# curl is the HTTP/2 client of the TLS test; python3 finds free ports in
+# scripts/topology.sh.
+command -v curl >/dev/null || needed+=(curl)
+command -v python3 >/dev/null || needed+=(python3)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""

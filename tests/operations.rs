@@ -221,6 +221,15 @@ fn serve_process(
     extra_args: &[&str],
     log: &str,
 ) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    serve_process_with_grace(upstream, extra_args, log, "0s")
+}
+
+fn serve_process_with_grace(
+    upstream: &EchoUpstream,
+    extra_args: &[&str],
+    log: &str,
+    grace: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, admin) = (
         crate::support::gateway::free_addr(),
@@ -228,7 +237,7 @@ fn serve_process(
     );
     let fixtures = crate::support::tokens::fixtures_dir();
     let text = format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"{grace}\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
         standard_config(upstream.addr).replace("{fixtures}", &fixtures.display().to_string())
     );
     let path = dir.path().join("portcullis.toml");
@@ -422,4 +431,84 @@ fn a_pool_without_a_healthy_target_answers_503() {
     );
     let response = get(gateway.addr, "/x", &[]);
     assert_refused(&response, 503, "no_healthy_upstream", &upstream);
+}
+
+/// TLS termination with HTTP/2 by ALPN, end to end, with curl as the client.
+#[test]
+fn tls_and_http2_end_to_end() {
+    let upstream = EchoUpstream::start();
+    let tls_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let config = format!("{}\n", standard_config(upstream.addr));
+    let gateway = TestGateway::start_with_server(
+        &config,
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            tls_dir.join("test-cert.pem").display(),
+            tls_dir.join("test-key.pem").display()
+        ),
+    );
+    let token = sign("test-eddsa", &claims("alice"));
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                "--cacert",
+            ])
+            .arg(tls_dir.join("test-cert.pem"))
+            .args(extra)
+            .arg(format!("https://localhost:{}/orders", gateway.addr.port()))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let auth = format!("Authorization: Bearer {token}");
+    assert_eq!(
+        curl(&["--http2", "-H", &auth]),
+        "2 200",
+        "HTTP/2 over TLS, certificate verified"
+    );
+    assert_eq!(curl(&["--http1.1", "-H", &auth]), "1.1 200");
+    assert_eq!(
+        curl(&["--http2"]),
+        "2 401",
+        "the contract holds over HTTP/2 too"
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|r| r.values("x-forwarded-proto") == ["https"]));
+    assert!(seen.iter().all(|r| r.values("x-user-id") == ["alice"]));
+}
+
+fn slow_upstream(_: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    (200, vec![], b"slow but complete".to_vec())
+}
+
+/// SIGTERM lets a request in flight finish (within `shutdown_grace`)
+/// before the process exits.
+#[test]
+fn graceful_shutdown_drains_requests_in_flight() {
+    let upstream = EchoUpstream::start_with(slow_upstream);
+    let (mut child, addr, _dir) = serve_process_with_grace(&upstream, &[], "warn", "3s");
+    let token = sign("test-eddsa", &claims("alice"));
+    let in_flight = std::thread::spawn(move || get(addr, "/orders", &[&bearer(&token)]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let response = in_flight.join().expect("request");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "slow but complete".to_owned())
+    );
+    let exited = child.wait().expect("wait");
+    assert!(exited.success(), "{exited:?}");
 }

@@ -18,7 +18,8 @@ use super::raw::{
     AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
     RawTokens, RawUpstream,
 };
-use super::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions};
+use super::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions, RawTls};
+use super::runtime::TlsFiles;
 use super::runtime::{AdminToken, LoginSettings, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
@@ -195,7 +196,35 @@ fn server_settings(
         shutdown_grace: raw.shutdown_grace.0,
         shutdown_timeout: raw.shutdown_timeout.0,
         upstream_keepalive_pool: raw.upstream_keepalive_pool,
+        tls: raw.tls.as_ref().and_then(|tls| tls_files(tls, base, sink)),
     }
+}
+
+/// The certificate and key files, checked to be readable PEM now rather
+/// than when the listener starts.
+fn tls_files(raw: &RawTls, base: &Path, sink: &mut Diagnostics) -> Option<TlsFiles> {
+    let mut check = |file: &Spanned<std::path::PathBuf>, what: &str| {
+        let full = base.join(file.get_ref());
+        match std::fs::read(&full) {
+            Ok(bytes) if pem::parse_many(&bytes).is_ok_and(|blocks| !blocks.is_empty()) => {
+                Some(full)
+            }
+            Ok(_) => {
+                sink.at(file.span(), format!("{}: not a PEM {what}", full.display()));
+                None
+            }
+            Err(e) => {
+                sink.at(file.span(), format!("{}: {e}", full.display()));
+                None
+            }
+        }
+    };
+    let cert = check(&raw.cert, "certificate");
+    let key = check(&raw.key, "private key");
+    Some(TlsFiles {
+        cert: cert?,
+        key: key?,
+    })
 }
 
 fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreSettings {

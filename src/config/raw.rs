@@ -55,6 +55,17 @@ pub struct RawServer {
     pub max_token_bytes: usize,
     /// Idle upstream connections kept for reuse, per proxy thread.
     pub upstream_keepalive_pool: usize,
+    /// TLS on every `listen` address, with HTTP/2 offered by ALPN.
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: Spanned<PathBuf>,
+    /// PEM private key.
+    pub key: Spanned<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -70,6 +81,7 @@ impl Default for RawServer {
             shutdown_timeout: HumanDuration::from_secs(10),
             max_token_bytes: 8192,
             upstream_keepalive_pool: 128,
+            tls: None,
         }
     }
 }

@@ -24,6 +24,14 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub shutdown_timeout: Duration,
     pub upstream_keepalive_pool: usize,
+    /// Certificate and key files: every listener speaks TLS (and HTTP/2).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -155,7 +155,8 @@ fn upstream_request(
         {
             request.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        request.insert_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         if let Some(host) = client.headers.get(HOST) {
             request.insert_header("x-forwarded-host", host.clone())?;
         }

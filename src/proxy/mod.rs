@@ -431,7 +431,8 @@ fn set_forwarding(session: &Session, upstream: &mut RequestHeader, request_id: &
     {
         upstream.insert_header("x-forwarded-for", ip.to_string())?;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
     if let Some(host) = session.req_header().headers.get(HOST).cloned() {
         upstream.insert_header("x-forwarded-host", host)?;
     }

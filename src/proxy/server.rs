@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service as ListeningService;
@@ -22,6 +23,8 @@ pub enum StartError {
     Runtime(#[from] std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot load the TLS certificate or key: {0}")]
+    Tls(String),
 }
 
 /// A gateway ready to run: the pingora server, the shared state, and the
@@ -109,7 +112,18 @@ pub fn build(
         "portcullis proxy",
     );
     for addr in &settings.listen {
-        proxy.add_tcp(addr);
+        match &settings.tls {
+            Some(tls) => {
+                let cert = tls.cert.to_string_lossy();
+                let key = tls.key.to_string_lossy();
+                let mut tls_settings = TlsSettings::intermediate(&cert, &key)
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+                // HTTP/2 by ALPN; clients without it keep HTTP/1.1.
+                tls_settings.enable_h2();
+                proxy.add_tls_with_settings(addr, None, tls_settings);
+            }
+            None => proxy.add_tcp(addr),
+        }
     }
     server.add_service(proxy);
     let mut admin = ListeningService::new(

@@ -32,6 +32,15 @@ impl TestGateway {
     /// Starts with `dir` as the folder of the configuration file, so a
     /// restart on the same folder finds the same SQLite store.
     pub fn start_in(config: &str, dir: tempfile::TempDir) -> Self {
+        Self::start_full(config, "", dir)
+    }
+
+    /// Starts with extra lines in the `[server]` table (e.g. `tls = …`).
+    pub fn start_with_server(config: &str, server_lines: &str) -> Self {
+        Self::start_full(config, server_lines, tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn start_full(config: &str, server_lines: &str, dir: tempfile::TempDir) -> Self {
         let (addr, admin) = (free_addr(), free_addr());
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).expect("admin token");
         let mut text = format!(
@@ -43,6 +52,7 @@ admin_token_file = "admin.token"
 threads = 1
 shutdown_grace = "0s"
 shutdown_timeout = "1s"
+{server_lines}
 
 {}"#,
             config.replace("{fixtures}", &fixtures_dir().display().to_string())
