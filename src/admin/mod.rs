@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{unix_now, AuthError};
 use crate::metrics::METRICS;
+use crate::proxy::endpoints::read_body;
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::Refusal;
 use crate::session::service::{NewSession, SessionError};
@@ -27,8 +28,6 @@ use crate::session::Grants;
 use crate::state::AppState;
 use crate::store::{Change, StoreError};
 
-/// Largest request body the admin API reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 const REALM: &str = "portcullis-admin";
 
 pub struct AdminApi {
@@ -391,26 +390,6 @@ fn decode_segment(segment: &str) -> Result<String, Refusal> {
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| bad_request("path segments must be UTF-8"))
-}
-
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
-    let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(Refusal::other(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request_too_large",
-                        "the request body is too large",
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(_) => return Err(bad_request("the request body could not be read")),
-        }
-    }
 }
 
 fn render(answer: Answer, request_id: &str) -> Response<Vec<u8>> {

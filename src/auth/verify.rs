@@ -185,21 +185,19 @@ impl Verifier {
             .kid
             .as_deref()
             .ok_or(AuthError::Invalid("missing_kid"))?;
-        let claims = if let Some(key) = issuer.static_keys.get(kid) {
+        let static_key = issuer
+            .static_keys
+            .get(kid)
+            .map(|k| (k.algorithm, &k.decoding));
+        let published = issuer.jwks.as_ref().and_then(|j| j.key(kid));
+        let key = static_key.or_else(|| published.as_deref().map(|k| (k.algorithm, &k.decoding)));
+        let claims = if let Some((algorithm, decoding)) = key {
             decode(
                 token,
                 header,
-                key.algorithm,
-                &key.decoding,
-                &issuer.validation(key.algorithm),
-            )?
-        } else if let Some(key) = issuer.jwks.as_ref().and_then(|j| j.key(kid)) {
-            decode(
-                token,
-                header,
-                key.algorithm,
-                &key.decoding,
-                &issuer.validation(key.algorithm),
+                algorithm,
+                decoding,
+                &issuer.validation(algorithm),
             )?
         } else if issuer.jwks.as_ref().is_some_and(|j| !j.has_keys()) {
             // No keys at all: the provider is unreachable, not the token bad.

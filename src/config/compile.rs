@@ -27,7 +27,7 @@ use crate::auth::external::{ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
-use crate::proxy::headers::HeaderRules;
+use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::store::{StoreLocation, ViewSettings};
@@ -37,8 +37,9 @@ use std::time::Duration;
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
 /// Headers the identity may never be written to: they carry framing,
-/// routing or credentials, or the gateway sets them itself.
-const FORBIDDEN_IDENTITY_HEADERS: [&str; 18] = [
+/// routing or credentials, or the gateway sets them itself (these and the
+/// forwarding headers of `proxy::headers`).
+const FORBIDDEN_IDENTITY_HEADERS: [&str; 12] = [
     "host",
     "authorization",
     "cookie",
@@ -49,12 +50,6 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 18] = [
     "te",
     "upgrade",
     "proxy-authorization",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-real-ip",
-    "x-request-id",
     "x-portcullis-error",
     "x-token-expires-in",
 ];
@@ -513,10 +508,15 @@ fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<Identit
                 name.span(),
                 format!("{:?} is not a valid header name", name.get_ref()),
             ),
-            Some(_) if FORBIDDEN_IDENTITY_HEADERS.contains(&folded.as_str()) => sink.at(
-                name.span(),
-                format!("{:?} cannot carry the identity", name.get_ref()),
-            ),
+            Some(_)
+                if (FORBIDDEN_IDENTITY_HEADERS.contains(&folded.as_str())
+                    || FORWARDING.contains(&folded.as_str())) =>
+            {
+                sink.at(
+                    name.span(),
+                    format!("{:?} cannot carry the identity", name.get_ref()),
+                )
+            }
             Some(_) if !seen.insert(folded) => sink.at(
                 name.span(),
                 format!("header {:?} is used twice in [identity]", name.get_ref()),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, COOKIE, ORIGIN, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderName, Method, StatusCode};
+use pingora_core::protocols::http::ServerSession;
 use pingora_proxy::Session;
 use serde_json::{json, Value};
 
@@ -133,8 +134,9 @@ pub fn issuer(runtime: &Runtime) -> Result<Issuer<'_>, Refusal> {
     })
 }
 
-/// Reads the whole request body, refusing more than `MAX_BODY_BYTES`.
-pub async fn read_body(session: &mut Session) -> Result<Vec<u8>, Refusal> {
+/// Reads the whole request body, refusing more than `MAX_BODY_BYTES`; the
+/// admin listener reads its bodies with this too.
+pub async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
     let mut body = Vec::new();
     while let Some(chunk) = session
         .read_request_body()
@@ -339,6 +341,13 @@ async fn token(
     }
 }
 
+/// A store failure: logged with what failed, answered 503 `auth_unavailable`.
+fn store_unavailable(error: crate::store::StoreError, what: &'static str, realm: &str) -> Refusal {
+    METRICS.store_errors.with_label_values(&["endpoint"]).inc();
+    tracing::warn!(error = %error, "{what}");
+    Refusal::auth(&AuthError::Unavailable, realm)
+}
+
 fn oauth_error(code: &'static str, description: &'static str) -> Refusal {
     Refusal::other(StatusCode::BAD_REQUEST, code, description)
 }
@@ -352,10 +361,7 @@ async fn logout(
 ) -> Result<(), Refusal> {
     let caller = caller(runtime, state, session).await?;
     let claims = &caller.claims;
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::warn!(error = %e, "logout failed: store unavailable");
-        Refusal::auth(&AuthError::Unavailable, &runtime.realm)
-    };
+    let unavailable = |e| store_unavailable(e, "logout failed: store unavailable", &runtime.realm);
     match claims.sid.as_deref() {
         Some(sid) => {
             runtime
@@ -448,9 +454,12 @@ async fn end_session(
     id: &str,
 ) -> Result<(), Refusal> {
     let caller = caller(runtime, state, session).await?;
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::warn!(error = %e, "ending a session failed: store unavailable");
-        Refusal::auth(&AuthError::Unavailable, &runtime.realm)
+    let unavailable = |e| {
+        store_unavailable(
+            e,
+            "ending a session failed: store unavailable",
+            &runtime.realm,
+        )
     };
     // Another user's session is answered exactly like a missing one.
     let owned = state

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue};
 use crate::auth::IdentityHeaders;
 
 /// Forwarding headers the gateway writes itself and never takes from a client.
-const FORWARDING: [&str; 6] = [
+pub const FORWARDING: [&str; 6] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
