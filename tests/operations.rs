@@ -458,7 +458,7 @@ fn tls_and_http2_end_to_end() {
                 "%{http_version} %{http_code}",
                 "--cacert",
             ])
-            .arg(tls_dir.join("test-cert.pem"))
+            .arg(tls_dir.join("test-ca.pem"))
             .args(extra)
             .arg(format!("https://localhost:{}/orders", gateway.addr.port()))
             .output()
@@ -511,4 +511,56 @@ fn graceful_shutdown_drains_requests_in_flight() {
     );
     let exited = child.wait().expect("wait");
     assert!(exited.success(), "{exited:?}");
+}
+
+/// TLS to an upstream, its certificate verified against `ca_file`: the
+/// upstream here is another gateway terminating TLS.
+#[test]
+fn tls_to_an_upstream_verifies_its_certificate() {
+    let echo = EchoUpstream::start();
+    let tls_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let cert = tls_dir.join("test-cert.pem");
+    let ca = tls_dir.join("test-ca.pem");
+    let inner = TestGateway::start_with_server(
+        &crate::support::gateway::config_with_routes(
+            echo.addr,
+            "[[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n",
+        ),
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            tls_dir.join("test-key.pem").display()
+        ),
+    );
+    let routes = |ca: &str| {
+        format!(
+            "[[upstreams]]\nname = \"secure\"\ntargets = [\"127.0.0.1:{}\"]\ntls = true\nsni = \"localhost\"\n{ca}\n\n[[routes]]\npath = \"/\"\nupstream = \"secure\"\nauth = \"none\"\n",
+            inner.addr.port()
+        )
+    };
+    let trusting = TestGateway::start(&crate::support::gateway::config_with_routes(
+        echo.addr,
+        &routes(&format!("ca_file = \"{}\"", ca.display())),
+    ));
+    assert_eq!(get(trusting.addr, "/through", &[]).status, 200);
+    let seen = echo.only();
+    assert_eq!(seen.target, "/through");
+    assert_eq!(
+        seen.values("x-forwarded-proto"),
+        ["https"],
+        "the inner gateway got TLS"
+    );
+
+    // Without the CA the self-signed certificate is refused: 502, nothing sent.
+    echo.clear();
+    let untrusting = TestGateway::start(&crate::support::gateway::config_with_routes(
+        echo.addr,
+        &routes(""),
+    ));
+    let refused = get(untrusting.addr, "/through", &[]);
+    assert_eq!(
+        (refused.status, refused.header("x-portcullis-error")),
+        (502, Some("bad_gateway"))
+    );
+    assert_eq!(echo.count(), 0);
 }

@@ -31,6 +31,7 @@ use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::store::{StoreLocation, ViewSettings};
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let tokens_span = raw.tokens.span();
     let tokens = raw.tokens.into_inner();
     let (keyring, signer) = keys(&tokens, base, sink);
-    let upstreams = upstream_pools(&raw.upstreams, sink);
+    let upstreams = upstream_pools(&raw.upstreams, base, sink);
     let router = Router::new(routes(&raw.routes, &upstreams, sink));
     let sessions = Sessions::new(session_settings(&raw.sessions, sink));
     let login = raw
@@ -546,6 +547,7 @@ fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<Identit
 
 fn upstream_pools(
     raw: &[RawUpstream],
+    base: &Path,
     sink: &mut Diagnostics,
 ) -> HashMap<String, Arc<UpstreamPool>> {
     let mut pools = HashMap::new();
@@ -586,14 +588,16 @@ fn upstream_pools(
                     balancer.set_health_check(Box::new(hc));
                     Some(check.interval.0)
                 });
-                let options = peer_options(upstream);
-                let pool = UpstreamPool::new(
+                let mut options = peer_options(upstream);
+                let tls_sni = upstream_tls(upstream, &mut options, base, sink);
+                let mut pool = UpstreamPool::new(
                     name.clone(),
                     balancer,
                     options,
                     interval,
                     upstream.ejection.0,
                 );
+                pool.tls_sni = tls_sni;
                 pools.insert(name.clone(), Arc::new(pool));
             }
             Err(e) => sink.at(upstream.name.span(), format!("upstream {name:?}: {e}")),
@@ -627,6 +631,56 @@ fn health_check(raw: &RawHealthCheck, sink: &mut Diagnostics) -> Option<HttpHeal
     check.peer_template.options.connection_timeout = Some(raw.timeout.0);
     check.peer_template.options.read_timeout = Some(raw.timeout.0);
     Some(check)
+}
+
+/// TLS to the targets: the SNI to send, and the CAs to trust when given.
+fn upstream_tls(
+    upstream: &RawUpstream,
+    options: &mut PeerOptions,
+    base: &Path,
+    sink: &mut Diagnostics,
+) -> Option<String> {
+    if !upstream.tls {
+        if upstream.sni.is_some() || upstream.ca_file.is_some() {
+            sink.at(upstream.name.span(), "sni and ca_file need tls = true");
+        }
+        return None;
+    }
+    if let Some(file) = &upstream.ca_file {
+        let full = base.join(file.get_ref());
+        let ders: Vec<Vec<u8>> = std::fs::read(&full)
+            .ok()
+            .and_then(|bytes| pem::parse_many(bytes).ok())
+            .map(|blocks| {
+                blocks
+                    .into_iter()
+                    .filter(|b| b.tag() == "CERTIFICATE")
+                    .map(pem::Pem::into_contents)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ders.is_empty() {
+            sink.at(
+                file.span(),
+                format!("{}: no PEM certificate to trust", full.display()),
+            );
+        } else {
+            let cas: Vec<WrappedX509> = ders
+                .into_iter()
+                .map(|der| WrappedX509::new(der, parse_x509))
+                .collect();
+            options.ca = Some(Arc::from(cas.into_boxed_slice()));
+        }
+    }
+    let first_host = upstream.targets.first().map(|t| {
+        let target = t.get_ref();
+        target
+            .rsplit_once(':')
+            .map_or(target.as_str(), |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_owned()
+    });
+    upstream.sni.clone().or(first_host)
 }
 
 fn peer_options(upstream: &RawUpstream) -> PeerOptions {

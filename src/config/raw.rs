@@ -313,6 +313,14 @@ pub struct RawUpstream {
     /// How long a target that refused a connection is left out.
     #[serde(default = "default_ejection")]
     pub ejection: HumanDuration,
+    /// Speak TLS to the targets (certificates are always verified).
+    #[serde(default)]
+    pub tls: bool,
+    /// The name to send as SNI and verify the certificate against;
+    /// default: the host of the first target.
+    pub sni: Option<String>,
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub ca_file: Option<Spanned<PathBuf>>,
 }
 
 fn default_ejection() -> HumanDuration {

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, USER_AGENT};
 use http::StatusCode;
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use serde_json::Value;
@@ -176,8 +175,7 @@ async fn call(
     let backend = login.upstream.select().ok_or_else(|| {
         pingora_core::Error::explain(pingora_core::ErrorType::ConnectNoRoute, "no login target")
     })?;
-    let mut peer = HttpPeer::new(&backend, false, String::new());
-    peer.options = login.upstream.options.clone();
+    let peer = login.upstream.peer(&backend);
     let (mut http, _reused) = connector().get_http_session(&peer).await?;
     http.write_request_header(Box::new(request)).await?;
     http.write_request_body(Bytes::from(body), true).await?;

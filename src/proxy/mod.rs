@@ -158,8 +158,7 @@ impl ProxyHttp for Gateway {
             ctx.no_healthy_target = true;
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy upstream target");
         };
-        let mut peer = HttpPeer::new(&backend, false, String::new());
-        peer.options = route.upstream.options.clone();
+        let peer = route.upstream.peer(&backend);
         ctx.backend = Some(backend);
         ctx.connect_attempts += 1;
         Ok(Box::new(peer))

@@ -26,6 +26,8 @@ pub struct UpstreamPool {
     /// How often the active health check runs; `None` without one.
     pub check_interval: Option<Duration>,
     pub ejection: Duration,
+    /// `Some(sni)` when the targets speak TLS.
+    pub tls_sni: Option<String>,
     /// Targets left out after a failed connection, and since when.
     ejected: Mutex<Vec<(Backend, Instant)>>,
     last_check: Mutex<Option<Instant>>,
@@ -45,9 +47,21 @@ impl UpstreamPool {
             options,
             check_interval,
             ejection,
+            tls_sni: None,
             ejected: Mutex::default(),
             last_check: Mutex::default(),
         }
+    }
+
+    /// The peer for a target, with this pool's timeouts and TLS.
+    pub fn peer(&self, backend: &Backend) -> pingora_core::upstreams::peer::HttpPeer {
+        let (tls, sni) = match &self.tls_sni {
+            Some(sni) => (true, sni.clone()),
+            None => (false, String::new()),
+        };
+        let mut peer = pingora_core::upstreams::peer::HttpPeer::new(backend, tls, sni);
+        peer.options = self.options.clone();
+        peer
     }
 
     /// A healthy, not ejected target, round robin.
