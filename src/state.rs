@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{self, ConfigError, Runtime};
 use crate::metrics::METRICS;
+use crate::proxy::tls::ReloadableCert;
 use crate::session::ratelimit::FailureLimiter;
 use crate::store::RevocationView;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub refresh_failures: Arc<FailureLimiter>,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,
+    /// The listeners' certificate, read again on reload.
+    pub certificate: Option<Arc<ReloadableCert>>,
 }
 
 /// What a successful reload changed, for the log and the admin answer.
@@ -30,7 +33,12 @@ pub struct Reloaded {
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, view: Arc<RevocationView>, config_path: Option<PathBuf>) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        view: Arc<RevocationView>,
+        config_path: Option<PathBuf>,
+        certificate: Option<Arc<ReloadableCert>>,
+    ) -> Self {
         let settings = &runtime.sessions.settings;
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         Self {
@@ -38,6 +46,7 @@ impl AppState {
             view,
             refresh_failures,
             config_path,
+            certificate,
         }
     }
 
@@ -51,18 +60,20 @@ impl AppState {
                 source: std::io::Error::other("this gateway was not started from a file"),
             });
         };
-        let outcome = config::load(path).map(|mut fresh| {
-            let current = self.runtime.load();
-            let needs_restart = restart_only_changes(&current, &fresh);
-            // Listeners and the store stay as they are until a restart.
-            fresh.server = current.server.clone();
-            let routes = fresh.router.routes().count();
-            self.runtime.store(Arc::new(fresh));
-            Reloaded {
-                routes,
-                needs_restart,
-            }
-        });
+        let outcome = config::load(path)
+            .and_then(|fresh| self.reload_certificate().map(|()| fresh))
+            .map(|mut fresh| {
+                let current = self.runtime.load();
+                let needs_restart = restart_only_changes(&current, &fresh);
+                // Listeners and the store stay as they are until a restart.
+                fresh.server = current.server.clone();
+                let routes = fresh.router.routes().count();
+                self.runtime.store(Arc::new(fresh));
+                Reloaded {
+                    routes,
+                    needs_restart,
+                }
+            });
         let label = if outcome.is_ok() { "ok" } else { "error" };
         METRICS.config_reloads.with_label_values(&[label]).inc();
         match &outcome {
@@ -74,6 +85,25 @@ impl AppState {
             ),
         }
         outcome
+    }
+}
+
+impl AppState {
+    /// The certificate files named at start, read again: a renewed
+    /// certificate is picked up by a reload, not a restart.
+    fn reload_certificate(&self) -> Result<(), ConfigError> {
+        let (Some(certificate), Some(files)) = (&self.certificate, &self.runtime.load().server.tls)
+        else {
+            return Ok(());
+        };
+        certificate.reload(files).map_err(|message| {
+            ConfigError::Invalid(vec![config::Diagnostic {
+                file: files.cert.clone(),
+                line: 1,
+                column: 1,
+                message,
+            }])
+        })
     }
 }
 

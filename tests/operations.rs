@@ -564,3 +564,44 @@ fn tls_to_an_upstream_verifies_its_certificate() {
     );
     assert_eq!(echo.count(), 0);
 }
+
+/// A renewed certificate is picked up by a reload, without a restart.
+#[test]
+fn a_reload_swaps_the_tls_certificate() {
+    let upstream = EchoUpstream::start();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let live = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    std::fs::copy(fixtures.join("test-cert.pem"), &cert).expect("copy");
+    std::fs::copy(fixtures.join("test-key.pem"), &key).expect("copy");
+    let gateway = TestGateway::start_with_server(
+        &standard_config(upstream.addr),
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let subject = || {
+        let out = Command::new("curl")
+            .args(["-sv", "-o", "/dev/null", "--cacert"])
+            .arg(fixtures.join("test-ca.pem"))
+            .arg(format!("https://localhost:{}/public", gateway.addr.port()))
+            .output()
+            .expect("curl");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        log.lines()
+            .find_map(|l| {
+                l.strip_prefix('*')
+                    .map(str::trim)
+                    .and_then(|l| l.strip_prefix("subject: "))
+                    .map(str::to_owned)
+            })
+            .unwrap_or(log)
+    };
+    assert_eq!(subject(), "CN=localhost");
+    std::fs::copy(fixtures.join("test-cert-2.pem"), &cert).expect("copy");
+    std::fs::copy(fixtures.join("test-key-2.pem"), &key).expect("copy");
+    assert_eq!(admin_reload(&gateway).status, 200);
+    assert_eq!(subject(), "CN=localhost-2");
+}

@@ -8,7 +8,7 @@
 mod compile;
 pub mod duration;
 pub mod raw;
-mod runtime;
+pub mod runtime;
 
 use std::fmt;
 use std::ops::Range;

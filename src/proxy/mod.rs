@@ -11,6 +11,7 @@ pub mod path;
 pub mod respond;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,6 +11,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
+use super::tls::ReloadableCert;
 use super::Gateway;
 use crate::admin::AdminApi;
 use crate::config::Runtime;
@@ -88,7 +89,18 @@ pub fn build(
         .await;
     });
 
-    let state = Arc::new(AppState::new(runtime, view, config_path));
+    let certificate = match &settings.tls {
+        Some(files) => Some(Arc::new(
+            ReloadableCert::load(files).map_err(StartError::Tls)?,
+        )),
+        None => None,
+    };
+    let state = Arc::new(AppState::new(
+        runtime,
+        view,
+        config_path,
+        certificate.clone(),
+    ));
     let (pool_state, pool_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {
         maintain_upstreams(pool_state, async move { pool_stop.notified().await }).await
@@ -118,6 +130,13 @@ pub fn build(
                 let key = tls.key.to_string_lossy();
                 let mut tls_settings = TlsSettings::intermediate(&cert, &key)
                     .map_err(|e| StartError::Tls(e.to_string()))?;
+                // The resolver, not the files, serves handshakes, so a
+                // reload can swap the certificate.
+                if let Some(resolver) = &certificate {
+                    tls_settings.set_cert_resolver(
+                        Arc::clone(resolver) as Arc<dyn pingora_rustls::ResolvesServerCert>
+                    );
+                }
                 // HTTP/2 by ALPN; clients without it keep HTTP/1.1.
                 tls_settings.enable_h2();
                 proxy.add_tls_with_settings(addr, None, tls_settings);
