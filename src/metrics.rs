@@ -38,6 +38,8 @@ pub struct Metrics {
     pub cached_users: IntGauge,
     pub upstream_target_healthy: prometheus::IntGaugeVec,
     pub jwks_fetches: IntCounterVec,
+    pub change_log_lag: IntGauge,
+    pub active_sessions: IntGauge,
     pub jwks_key_age: prometheus::GaugeVec,
 }
 
@@ -170,6 +172,16 @@ impl Metrics {
                 r,
                 "portcullis_cached_users",
                 "User records cached in this instance's view",
+            ),
+            change_log_lag: int_gauge(
+                r,
+                "portcullis_change_log_lag_entries",
+                "Change log entries written but not yet applied to this instance's view",
+            ),
+            active_sessions: int_gauge(
+                r,
+                "portcullis_active_sessions",
+                "Sessions neither ended nor past their absolute end",
             ),
             jwks_fetches: counter_vec(
                 r,

@@ -76,6 +76,8 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
         ("portcullis_refreshes_total{outcome=\"invalid_grant\"}", 1.0),
         ("portcullis_revocation_view_staleness_seconds", 0.0),
         ("portcullis_revoked_tokens", 0.0),
+        ("portcullis_change_log_lag_entries", 0.0),
+        ("portcullis_active_sessions", 0.0),
     ] {
         let value = text
             .lines()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis::auth::unix_now;
-use portcullis::store::{self, Batch, Change, Cursor, Retention, Store, StoreLocation};
+use portcullis::store::{
+    self, Batch, Change, Cursor, Retention, SessionRecord, SessionStatus, Store, StoreLocation,
+};
 
 use crate::support::redis::RedisServer;
 
@@ -59,7 +61,54 @@ contract!(
     change_log_is_ordered_and_resumable,
     a_waiting_reader_gets_a_change_written_meanwhile,
     reader_behind_a_trimmed_log_is_told_to_resync,
+    active_sessions_are_counted,
 );
+
+fn session(sid: &str, expires_at: u64) -> SessionRecord {
+    SessionRecord {
+        sid: sid.into(),
+        sub: "kate".into(),
+        device: "phone".into(),
+        created: unix_now(),
+        last_refresh: unix_now(),
+        expires_at,
+        idle_ttl: 3600,
+        current_hash: format!("hash-{sid}"),
+        previous_hash: None,
+        rotated_at_ms: 0,
+        version: 0,
+        status: SessionStatus::Active,
+        grants: "{}".into(),
+        sealed_pair: None,
+    }
+}
+
+async fn active_sessions_are_counted(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    for sid in ["s1", "s2", "s3"] {
+        store
+            .create_session(&session(sid, now + 3600))
+            .await
+            .expect("create");
+    }
+    store
+        .create_session(&session("old", now - 10))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.active_sessions(now).await.expect("count"),
+        3,
+        "the expired one is not counted"
+    );
+    store.end_session("s1", now + 300).await.expect("end");
+    assert_eq!(store.active_sessions(now).await.expect("count"), 2);
+    assert!(store
+        .session_by_refresh("hash-s2")
+        .await
+        .expect("lookup")
+        .is_some());
+}
 
 async fn changes_after(store: &dyn Store, cursor: Cursor) -> (Vec<Change>, Cursor) {
     match store

@@ -15,6 +15,7 @@ use super::tls::ReloadableCert;
 use super::Gateway;
 use crate::admin::AdminApi;
 use crate::config::Runtime;
+use crate::metrics::METRICS;
 use crate::state::AppState;
 use crate::store::{self, follower, Retention, RevocationView, StoreError};
 
@@ -194,10 +195,13 @@ impl Instance {
 async fn maintain_upstreams(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = every.tick() => {
+                ticks += 1;
+                measure_store(&state, ticks % 15 == 1).await;
                 let runtime = state.runtime.load_full();
                 for pool in runtime.pools() {
                     pool.maintain().await;
@@ -209,6 +213,22 @@ async fn maintain_upstreams(state: Arc<AppState>, shutdown: impl std::future::Fu
                     }
                 }
             }
+        }
+    }
+}
+
+/// The change-log lag (every second) and, when `count_sessions`, the
+/// number of active sessions (a count query, so less often).
+async fn measure_store(state: &AppState, count_sessions: bool) {
+    let store = state.view.store();
+    if let (Ok(head), Some(position)) = (store.head().await, state.view.position()) {
+        METRICS
+            .change_log_lag
+            .set(position.entries_until(&head) as i64);
+    }
+    if count_sessions {
+        if let Ok(count) = store.active_sessions(crate::auth::unix_now()).await {
+            METRICS.active_sessions.set(count as i64);
         }
     }
 }

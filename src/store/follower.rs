@@ -41,6 +41,9 @@ pub async fn run_from(
             outcome = step => match outcome {
                 Ok(next) => {
                     cursor = next;
+                    if let Some(position) = next {
+                        view.set_position(position);
+                    }
                     backoff = Duration::from_millis(50);
                 }
                 // An entry this version cannot read must not stall the

@@ -44,6 +44,17 @@ pub enum Change {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor(pub u64, pub u64, pub u64);
 
+impl Cursor {
+    /// How many log entries lie between this position and a later one.
+    pub fn entries_until(&self, later: &Cursor) -> u64 {
+        if self.2 != 0 || later.2 != 0 {
+            later.2.saturating_sub(self.2)
+        } else {
+            later.0.saturating_sub(self.0)
+        }
+    }
+}
+
 /// The answer of [`Store::changes_since`].
 #[derive(Debug)]
 pub enum Batch {
@@ -126,6 +137,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rotates, replays or revokes, atomically (see [`RotateOutcome`]).
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Sessions neither ended nor revoked nor past their absolute end.
+    async fn active_sessions(&self, now: u64) -> Result<u64, StoreError>;
 
     /// Ends an active session and revokes its access tokens until
     /// `revoke_until`; returns the session as it was, if it existed.

@@ -41,11 +41,15 @@ fn refresh_key(hash: &str) -> String {
     format!("portcullis:refresh:{hash}")
 }
 
+/// Active sessions by absolute expiry, for counting them.
+const ACTIVE_SESSIONS: &str = "portcullis:active-sessions";
+
 fn user_sessions_key(sub: &str) -> String {
     format!("portcullis:user-sessions:{sub}")
 }
 
-/// KEYS: session, new refresh index key, marker key, revoked index, stream.
+/// KEYS: session, new refresh index key, marker key, revoked index, stream,
+/// active sessions.
 /// ARGV: presented, new_hash, now, now_ms, grace_ms, sealed, sid, marker,
 /// revoke_until, revoke_expire_at, maxlen.
 const ROTATE: &str = r#"
@@ -64,18 +68,20 @@ if s[3] and ARGV[1] == s[3] and tonumber(ARGV[4]) - tonumber(s[4]) < tonumber(AR
   return {'replay', s[8]}
 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'sealed_pair', '')
+redis.call('ZREM', KEYS[6], ARGV[7])
 redis.call('SET', KEYS[3], ARGV[9], 'EXAT', ARGV[10])
 redis.call('ZADD', KEYS[4], 'GT', ARGV[9], ARGV[8])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'kind', 'token', 'key', ARGV[8], 'exp', ARGV[9])
 return {'reused'}
 "#;
 
-/// KEYS: session, marker key, revoked index, stream.
-/// ARGV: marker, revoke_until, revoke_expire_at, maxlen.
+/// KEYS: session, marker key, revoked index, stream, active sessions.
+/// ARGV: marker, revoke_until, revoke_expire_at, maxlen, sid.
 const END_SESSION: &str = r#"
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'active' then
   redis.call('HSET', KEYS[1], 'status', 'ended', 'sealed_pair', '')
+  redis.call('ZREM', KEYS[5], ARGV[5])
   redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[3])
   redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
@@ -427,7 +433,8 @@ impl Store for RedisStore {
         let removed: u64 = conn
             .zrembyscore(REVOKED_INDEX, "-inf", format!("({keep_after}"))
             .await?;
-        Ok(removed)
+        let sessions: u64 = conn.zrembyscore(ACTIVE_SESSIONS, "-inf", now).await?;
+        Ok(removed + sessions)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -452,6 +459,8 @@ impl Store for RedisStore {
             .arg(session.expires_at)
             .ignore()
             .sadd(user_sessions_key(&session.sub), &session.sid)
+            .ignore()
+            .zadd(ACTIVE_SESSIONS, &session.sid, session.expires_at)
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -505,6 +514,7 @@ impl Store for RedisStore {
             .key(revoked_key(&marker))
             .key(REVOKED_INDEX)
             .key(CHANGES)
+            .key(ACTIVE_SESSIONS)
             .arg(&r.presented_hash)
             .arg(&r.new_hash)
             .arg(r.now)
@@ -546,12 +556,22 @@ impl Store for RedisStore {
             .key(revoked_key(&marker))
             .key(REVOKED_INDEX)
             .key(CHANGES)
+            .key(ACTIVE_SESSIONS)
             .arg(&marker)
             .arg(revoke_until)
             .arg(revoke_until + self.retention.after_expiry.as_secs())
             .arg(self.retention.log_entries)
+            .arg(sid)
             .invoke_async(&mut conn)
             .await?;
         Ok(before)
+    }
+
+    async fn active_sessions(&self, now: u64) -> Result<u64, StoreError> {
+        let mut conn = self.commands.clone();
+        let count: u64 = conn
+            .zcount(ACTIVE_SESSIONS, format!("({now}"), "+inf")
+            .await?;
+        Ok(count)
     }
 }

@@ -526,4 +526,16 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn active_sessions(&self, now: u64) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            let count: u64 = conn.query_row(
+                "SELECT COUNT(*) FROM sessions WHERE status = 'active' AND expires_at > ?1",
+                [now],
+                |row| row.get(0),
+            )?;
+            Ok(count)
+        })
+        .await
+    }
 }

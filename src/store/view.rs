@@ -54,6 +54,8 @@ pub struct RevocationView {
     /// One plus the nanoseconds after `started` when the view was last
     /// confirmed fresh; 0 until the first confirmation.
     fresh_at: AtomicU64,
+    /// How far into the change log the follower has applied.
+    position: std::sync::Mutex<Option<super::Cursor>>,
 }
 
 impl RevocationView {
@@ -69,6 +71,7 @@ impl RevocationView {
             generation: AtomicU64::new(0),
             started: Instant::now(),
             fresh_at: AtomicU64::new(0),
+            position: std::sync::Mutex::new(None),
         }
     }
 
@@ -215,6 +218,16 @@ impl RevocationView {
     pub fn is_fresh(&self) -> bool {
         self.staleness()
             .is_some_and(|age| age <= self.settings.max_staleness)
+    }
+
+    pub fn set_position(&self, cursor: super::Cursor) {
+        if let Ok(mut position) = self.position.lock() {
+            *position = Some(cursor);
+        }
+    }
+
+    pub fn position(&self) -> Option<super::Cursor> {
+        self.position.lock().ok().and_then(|p| *p)
     }
 
     pub fn max_staleness(&self) -> Duration {
