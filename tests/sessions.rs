@@ -251,7 +251,11 @@ fn concurrent_refreshes_without_grace_leave_one_winner_then_revoke(store: Store)
     let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
     let responses = refresh_all_at_once(&s, &token);
     let winners: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
-    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    let outcomes: Vec<String> = responses
+        .iter()
+        .map(|r| format!("{} {}", r.status, r.text()))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation wins: {outcomes:#?}");
     assert!(responses
         .iter()
         .filter(|r| r.status != 200)

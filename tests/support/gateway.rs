@@ -99,9 +99,31 @@ impl Drop for TestGateway {
     }
 }
 
+/// A loopback address nothing listens on, for a server to bind next.
+///
+/// Ports come from below the kernel's ephemeral range (32768+), where the
+/// tests' own outgoing connections take theirs, and each is handed out
+/// once per process: a port released by one test and grabbed by another
+/// before the first binds it would let two tests share a server.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 5_000) as u16,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::AcqRel);
+        if port >= 32_000 {
+            NEXT.store(20_000, Ordering::Release);
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("addr");
+        }
+    }
 }
 
 fn wait_until_listening(addr: SocketAddr) {
