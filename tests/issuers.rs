@@ -281,3 +281,29 @@ fn symmetric_keys_from_a_jwks_are_never_used() {
     assert_eq!(upstream.count(), 0);
     assert_ne!(response.status, 200);
 }
+
+/// Other issuers use `ver` and `sid` for their own purposes: a string
+/// `ver` must not break the token, and neither may meet the gateway's own
+/// versions or sessions. Such a token without `jti` cannot be logged out
+/// one by one.
+#[test]
+fn foreign_ver_and_sid_are_not_the_gateways() {
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let (_upstream, gateway) = setup(&jwks);
+    let (alg, key) = encoding_key("test-rs256");
+    let claims = json!({"iss": IDP, "aud": "api.test", "sub": "kim", "iat": now() - 5, "exp": now() + 300, "ver": "2.0", "sid": "idp-session"});
+    let token = idp_token_with("idp-1", alg, &key, claims);
+    assert_eq!(
+        status(&gateway, &token).0,
+        200,
+        "a string ver is not the gateway's"
+    );
+    let out = post(gateway.addr, "/auth/logout", &[&bearer(&token)], "");
+    assert_eq!(
+        (out.status, out.header("x-portcullis-error")),
+        (400, Some("invalid_request")),
+        "{}",
+        out.text()
+    );
+    assert_eq!(status(&gateway, &token).0, 200);
+}

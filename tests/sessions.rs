@@ -464,7 +464,12 @@ fn cookie_mode_keeps_the_refresh_token_from_scripts_and_other_sites() {
         Store::Sqlite,
         "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
     );
-    let response = login(&s, "alice", "secret", "browser");
+    let response = post(
+        s.gateway.addr,
+        "/auth/login",
+        &["Content-Type: application/x-www-form-urlencoded", "Origin: https://app.example.com"],
+        "username=alice&password=secret",
+    );
     assert_eq!(response.status, 200);
     assert!(
         response.json().get("refresh_token").is_none(),
@@ -658,4 +663,47 @@ fn key_rotation_accepts_both_generations_during_the_switch() {
             assert_eq!(get(gateway.addr, "/orders", &[&bearer(token)]).status, 200);
         }
     }
+}
+
+/// Login CSRF: a cross-site form must not log a browser into someone
+/// else's account; and the refresh cookie never travels upstream.
+#[test]
+fn cookie_mode_guards_login_and_keeps_the_cookie_from_upstreams() {
+    let s = setup(
+        Store::Sqlite,
+        "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let body = "username=alice&password=secret";
+    let cross = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[form, "Origin: https://evil.example"],
+        body,
+    );
+    assert_eq!(
+        (cross.status, cross.header("x-portcullis-error")),
+        (403, Some("cross_site_request"))
+    );
+    assert_eq!(s.login.count(), 0, "nothing reached the login backend");
+    let ok = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[form, "Origin: https://app.example.com"],
+        body,
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let login_request = s.login.only();
+    let access = ok.json()["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+
+    let cookie = "Cookie: portcullis_refresh=prt_secret; theme=dark";
+    assert_eq!(
+        get(s.gateway.addr, "/orders", &[&bearer(&access), cookie]).status,
+        200
+    );
+    assert_eq!(s.upstream.only().values("cookie"), ["theme=dark"]);
+    assert!(login_request.values("cookie").is_empty());
 }

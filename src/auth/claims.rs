@@ -26,8 +26,14 @@ pub struct AccessClaims {
     /// Session id: the refresh family this token was issued from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
-    /// The user's token version when the token was issued.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The user's token version when the token was issued. Other issuers
+    /// use `ver` for their own purposes (`"2.0"`): anything but a number
+    /// reads as absent, and external tokens have it cleared after checks.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "number_or_nothing"
+    )]
     pub ver: Option<u64>,
     #[serde(
         default,
@@ -59,6 +65,12 @@ impl AccessClaims {
 pub enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+fn number_or_nothing<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    Ok(Value::deserialize(deserializer)?.as_u64())
 }
 
 /// Accept `"admin"` as well as `["admin"]` for `roles`: identity providers

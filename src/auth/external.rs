@@ -54,7 +54,44 @@ pub enum JwksError {
     Empty { url: String },
 }
 
+/// Sources by URL, so a reload keeps the keys already fetched (and the
+/// last good keys through a provider outage) instead of starting empty.
+static SOURCES: std::sync::LazyLock<Mutex<HashMap<String, std::sync::Weak<JwksSource>>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// Whether a JWKS URL may be fetched: `https://`, or `http://` on loopback
+/// only, where nobody on the path could swap the keys.
+pub fn acceptable_jwks_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl JwksSource {
+    /// The live source for `url`, or a new one.
+    pub fn shared(url: &str, default_ttl: Duration, unknown_kid_cooldown: Duration) -> Arc<Self> {
+        let Ok(mut sources) = SOURCES.lock() else {
+            return Arc::new(Self::new(url.to_owned(), default_ttl, unknown_kid_cooldown));
+        };
+        sources.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(live) = sources.get(url).and_then(std::sync::Weak::upgrade) {
+            return live;
+        }
+        let source = Arc::new(Self::new(url.to_owned(), default_ttl, unknown_kid_cooldown));
+        sources.insert(url.to_owned(), Arc::downgrade(&source));
+        source
+    }
+
     pub fn new(url: String, default_ttl: Duration, unknown_kid_cooldown: Duration) -> Self {
         Self {
             url,
@@ -289,6 +326,16 @@ impl ExternalIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwks_over_plain_http_only_on_loopback() {
+        assert!(acceptable_jwks_url("https://idp.example.com/jwks"));
+        assert!(acceptable_jwks_url("http://127.0.0.1:8080/jwks"));
+        assert!(acceptable_jwks_url("http://localhost/jwks"));
+        assert!(!acceptable_jwks_url("http://idp.example.com/jwks"));
+        assert!(!acceptable_jwks_url("http://10.0.0.5/jwks"));
+        assert!(!acceptable_jwks_url("ftp://idp.example.com/jwks"));
+    }
 
     #[test]
     fn cache_control_max_age() {

@@ -111,11 +111,9 @@ impl Verifier {
         let Some(source) = self.jwks_for(token) else {
             return first;
         };
-        let fetched = if source.has_keys() {
-            source.refresh_for_unknown_kid().await
-        } else {
-            source.refresh().await.is_ok()
-        };
+        // Rate-limited whether keys are unknown or missing altogether, so
+        // a provider outage cannot turn every request into a fetch.
+        let fetched = source.refresh_for_unknown_kid().await;
         if fetched {
             self.verify(token)
         } else {
@@ -205,6 +203,12 @@ impl Verifier {
         } else {
             return Err(AuthError::Invalid("unknown_kid"));
         };
+        // `ver` and `sid` mean something only in the gateway's own tokens:
+        // an external token's values must not meet the user's version or a
+        // gateway session.
+        let mut claims = claims;
+        claims.ver = None;
+        claims.sid = None;
         let missing = issuer.required_claims.iter().any(|c| match c.as_str() {
             "jti" => claims.jti.is_empty(),
             "iat" => claims.iat == 0,

@@ -23,7 +23,7 @@ use super::runtime::TlsFiles;
 use super::runtime::{AdminToken, LoginSettings, StoreSettings};
 use super::runtime::{Runtime, ServerSettings};
 use super::Diagnostics;
-use crate::auth::external::{ExternalIssuer, JwksSource};
+use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
@@ -447,21 +447,16 @@ fn external_issuers(
             }
         }
         let jwks = match &issuer.jwks_url {
-            Some(url)
-                if url.get_ref().starts_with("http://")
-                    || url.get_ref().starts_with("https://") =>
-            {
-                Some(Arc::new(JwksSource::new(
-                    url.get_ref().clone(),
-                    issuer.cache_ttl.0,
-                    issuer.unknown_kid_cooldown.0,
-                )))
-            }
+            Some(url) if acceptable_jwks_url(url.get_ref()) => Some(JwksSource::shared(
+                url.get_ref(),
+                issuer.cache_ttl.0,
+                issuer.unknown_kid_cooldown.0,
+            )),
             Some(url) => {
                 sink.at(
                     url.span(),
                     format!(
-                        "jwks_url {:?} must be an http:// or https:// URL",
+                        "jwks_url {:?} must be https:// (http:// only on loopback)",
                         url.get_ref()
                     ),
                 );
@@ -583,13 +578,14 @@ fn upstream_pools(
         let targets = upstream.targets.iter().map(|t| t.get_ref().as_str());
         match LoadBalancer::try_from_iter(targets) {
             Ok(mut balancer) => {
+                let mut options = peer_options(upstream);
+                let tls_sni = upstream_tls(upstream, &mut options, base, sink);
+                // Checks speak to the targets as requests do: TLS, SNI, CAs.
                 let interval = upstream.health_check.as_ref().and_then(|check| {
-                    let hc = health_check(check, sink)?;
+                    let hc = health_check(check, tls_sni.as_deref(), &options, sink)?;
                     balancer.set_health_check(Box::new(hc));
                     Some(check.interval.0)
                 });
-                let mut options = peer_options(upstream);
-                let tls_sni = upstream_tls(upstream, &mut options, base, sink);
                 let mut pool = UpstreamPool::new(
                     name.clone(),
                     balancer,
@@ -607,15 +603,22 @@ fn upstream_pools(
 }
 
 /// An HTTP check: `GET path` on each target, healthy on any 2xx.
-fn health_check(raw: &RawHealthCheck, sink: &mut Diagnostics) -> Option<HttpHealthCheck> {
+fn health_check(
+    raw: &RawHealthCheck,
+    tls_sni: Option<&str>,
+    options: &PeerOptions,
+    sink: &mut Diagnostics,
+) -> Option<HttpHealthCheck> {
     let path = raw.path.get_ref();
     if !path.starts_with('/') {
         sink.at(raw.path.span(), "health_check.path must start with '/'");
         return None;
     }
-    let mut check = HttpHealthCheck::new("localhost", false);
+    let host = tls_sni.unwrap_or("localhost");
+    let mut check = HttpHealthCheck::new(host, tls_sni.is_some());
+    check.peer_template.options.ca = options.ca.clone();
     let request = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
-        .and_then(|mut r| r.insert_header("Host", "localhost").map(|_| r));
+        .and_then(|mut r| r.insert_header("Host", host).map(|_| r));
     match request {
         Ok(request) => check.req = request,
         Err(_) => {

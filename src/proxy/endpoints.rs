@@ -206,7 +206,7 @@ fn cookie_value(session: &Session, name: &str) -> Option<String> {
 
 /// Cross-site protection for cookie-authenticated calls: an allowed
 /// `Origin`, or, without `Origin`, the custom header.
-fn same_site_call(session: &Session, cookie: &CookieSettings) -> bool {
+pub fn same_site_call(session: &Session, cookie: &CookieSettings) -> bool {
     let headers = &session.req_header().headers;
     match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) => cookie
@@ -217,7 +217,7 @@ fn same_site_call(session: &Session, cookie: &CookieSettings) -> bool {
     }
 }
 
-fn cross_site() -> Refusal {
+pub fn cross_site() -> Refusal {
     Refusal::other(
         StatusCode::FORBIDDEN,
         "cross_site_request",
@@ -362,16 +362,25 @@ async fn logout(
     let caller = caller(runtime, state, session).await?;
     let claims = &caller.claims;
     let unavailable = |e| store_unavailable(e, "logout failed: store unavailable", &runtime.realm);
-    match claims.sid.as_deref() {
-        Some(sid) => {
-            runtime
-                .sessions
-                .end(&state.view, sid, runtime.access_ttl)
-                .await
-                .map_err(unavailable)?;
+    let ended = match claims.sid.as_deref() {
+        Some(sid) => runtime
+            .sessions
+            .end(&state.view, sid, runtime.access_ttl)
+            .await
+            .map_err(unavailable)?,
+        None => None,
+    };
+    if ended.is_none() {
+        // A token from outside any session: revoke just this token, which
+        // needs its `jti`.
+        if claims.jti.is_empty() {
+            return Err(Refusal::other(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "this token carries no jti and cannot be logged out; revoke the user instead",
+            ));
         }
-        // A token from outside any session: revoke just this token.
-        None => {
+        {
             state
                 .view
                 .store()
@@ -428,9 +437,11 @@ pub async fn sessions_json(
 ) -> Result<Value, crate::store::StoreError> {
     let now = crate::auth::unix_now();
     let sessions = state.view.store().sessions_of(sub, now).await?;
+    // A logout everywhere (version bump) ended every older session.
+    let version = state.view.store().user(sub).await?.version;
     let list: Vec<Value> = sessions
         .iter()
-        .filter(|s| s.is_live(now))
+        .filter(|s| s.is_live(now) && s.version >= version)
         .map(|s| {
             json!({
                 "sid": s.sid,

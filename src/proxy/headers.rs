@@ -127,6 +127,45 @@ fn folds_to(name: &str, folded: &str) -> bool {
             .all(|(a, b)| fold_byte(a) == b)
 }
 
+/// Removes what authenticates a client to the gateway itself before a
+/// request goes upstream: the refresh cookie (cookie mode), and, when
+/// `bearer_too`, a bearer token unless `forward_token` (another scheme is
+/// the backend's own).
+pub fn strip_gateway_credentials(
+    request: &mut pingora_http::RequestHeader,
+    runtime: &crate::config::Runtime,
+    bearer_too: bool,
+) {
+    if let Some(cookie) = &runtime.sessions.settings.cookie {
+        let kept: Vec<String> = request
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(cookie.name.as_str()))
+            .map(str::to_owned)
+            .collect();
+        request.remove_header(&http::header::COOKIE);
+        if !kept.is_empty() {
+            let _ = request.insert_header(http::header::COOKIE, kept.join("; "));
+        }
+    }
+    let bearer = request
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+        });
+    if bearer_too && bearer && !runtime.identity.forward_token {
+        request.remove_header(&http::header::AUTHORIZATION);
+    }
+}
+
 /// A client's `X-Request-Id` is kept if it is short and plain.
 pub fn acceptable_request_id(value: &[u8]) -> bool {
     (1..=128).contains(&value.len())

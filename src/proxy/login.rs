@@ -65,6 +65,13 @@ pub async fn serve(
         "login is not configured",
     ))?;
     let issuer = issuer(runtime)?;
+    // In cookie mode a cross-site form could log the victim's browser into
+    // the attacker's account (login CSRF): same rule as for refresh.
+    if let Some(cookie) = &runtime.sessions.settings.cookie {
+        if !super::endpoints::same_site_call(session, cookie) {
+            return Err(super::endpoints::cross_site());
+        }
+    }
     let body = read_body(session).await?;
     let device = device_label(session, &body);
     let request = upstream_request(runtime, login, session, body.len(), id)?;

@@ -192,6 +192,9 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no runtime");
         };
         strip_reserved(runtime, upstream)?;
+        if runtime.sessions.settings.cookie.is_some() {
+            headers::strip_gateway_credentials(upstream, runtime, false);
+        }
         if let Some(identity) = &ctx.identity {
             for (name, value) in &identity.forwarded {
                 upstream.insert_header(name.clone(), value.clone())?;

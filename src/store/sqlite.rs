@@ -163,7 +163,11 @@ impl SqliteStore {
     {
         let out = self
             .with(move |conn| {
-                let tx = conn.transaction()?;
+                // IMMEDIATE: take the write lock up front, so a writer in
+                // another process sharing the file makes us wait (busy
+                // timeout) instead of failing a read-then-write transaction.
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let out = f(&tx)?;
                 tx.commit()?;
                 Ok(out)
