@@ -122,5 +122,25 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
     if a.store.location != b.store.location {
         changed.push("store.url");
     }
+    let (va, vb) = (&a.store.view, &b.store.view);
+    if va.max_staleness != vb.max_staleness || va.on_unavailable != vb.on_unavailable {
+        changed.push("store.max_staleness/on_unavailable");
+    }
+    if va.user_cache_entries != vb.user_cache_entries
+        || a.store.change_log_entries != b.store.change_log_entries
+    {
+        changed.push("store cache and log sizes");
+    }
+    if a.tls != b.tls {
+        changed.push("server.tls (files are re-read; their paths are not)");
+    }
+    if a.admin_token.as_ref().map(|t| &t.0) != b.admin_token.as_ref().map(|t| &t.0) {
+        changed.push("the admin token");
+    }
+    if current.sessions.settings.max_failures != fresh.sessions.settings.max_failures
+        || current.sessions.settings.failure_window != fresh.sessions.settings.failure_window
+    {
+        changed.push("sessions.max_failures/failure_window");
+    }
     changed
 }

@@ -467,7 +467,10 @@ fn cookie_mode_keeps_the_refresh_token_from_scripts_and_other_sites() {
     let response = post(
         s.gateway.addr,
         "/auth/login",
-        &["Content-Type: application/x-www-form-urlencoded", "Origin: https://app.example.com"],
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            "Origin: https://app.example.com",
+        ],
         "username=alice&password=secret",
     );
     assert_eq!(response.status, 200);
