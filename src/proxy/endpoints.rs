@@ -103,9 +103,7 @@ pub async fn authenticate_bearer(
     headers: &http::HeaderMap,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
     let token = extract_bearer(headers, runtime.max_token_bytes)?.ok_or(AuthError::Missing)?;
-    let verified = runtime.verifier.verify_fetching_keys(token).await?;
-    view.check(&verified.claims).await?;
-    Ok(verified)
+    super::verify_and_check(runtime, view, token).await
 }
 
 async fn caller(

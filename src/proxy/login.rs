@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, USER_AGENT};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, USER_AGENT};
 use http::StatusCode;
 use pingora_core::connectors::http::Connector;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -154,19 +154,8 @@ fn upstream_request(
                 request.append_header(name.clone(), value.clone())?;
             }
         }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            request.insert_header("x-forwarded-for", ip.to_string())?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        if let Some(host) = client.headers.get(HOST) {
-            request.insert_header("x-forwarded-host", host.clone())?;
-        }
-        request.insert_header(REQUEST_ID_HEADER, id)?;
+        // The same forwarding headers as any proxied request.
+        super::set_forwarding(session, request, id)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(())
     };

@@ -377,10 +377,22 @@ async fn authenticate(
             _ => Ok(None),
         };
     };
-    let verified = runtime.verifier.verify_fetching_keys(token).await?;
-    view.check(&verified.claims).await?;
+    let verified = verify_and_check(runtime, view, token).await?;
     route.requirement.check(&verified.claims)?;
     Ok(Some(verified))
+}
+
+/// Signature and claims (cached or not), then the revocation, version and
+/// account checks: what every bearer token goes through, on routes and on
+/// the gateway's own endpoints alike.
+pub(crate) async fn verify_and_check(
+    runtime: &Runtime,
+    view: &RevocationView,
+    token: &str,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    let verified = runtime.verifier.verify_fetching_keys(token).await?;
+    view.check(&verified.claims).await?;
+    Ok(verified)
 }
 
 fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {
@@ -426,7 +438,11 @@ fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()>
 
 /// `X-Forwarded-*` describe this hop only: the gateway is the edge, so a
 /// client's own values are never trusted or appended to.
-fn set_forwarding(session: &Session, upstream: &mut RequestHeader, request_id: &str) -> Result<()> {
+pub(crate) fn set_forwarding(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    request_id: &str,
+) -> Result<()> {
     if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())
