@@ -52,19 +52,43 @@ fn is_b64token(token: &str) -> bool {
         })
 }
 
-/// Whether the query string carries an `access_token` parameter, in any
-/// percent-encoding of its name. Such requests are refused on every route so
-/// the token is never forwarded or logged.
+/// Whether the query string carries an `access_token` parameter in any
+/// spelling a backend might read as one. Such requests are refused on every
+/// route so the token is never forwarded or logged.
+///
+/// Backends split parameters on `;` as well as `&` (the HTML 4 and
+/// Servlet conventions), decode escapes more than once when proxies stack
+/// up, and frameworks fold a name's odd characters: PHP reads `access.token`
+/// and `access token` as `access_token`, and `access_token[]` as an array of
+/// it. So every parameter name is percent-decoded until it stops changing,
+/// cut at its first `[`, stripped of everything but letters and digits and
+/// compared case-insensitively with `accesstoken`.
 pub fn query_has_access_token(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or(pair);
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(name).collect();
-        let decoded: Vec<u8> = decoded
-            .into_iter()
-            .map(|b| if b == b'+' { b' ' } else { b })
-            .collect();
-        decoded.eq_ignore_ascii_case(b"access_token")
-    })
+    query
+        .split(['&', ';'])
+        .any(|pair| reads_as_access_token(pair.split('=').next().unwrap_or(pair)))
+}
+
+/// Enough decoding passes for any stacking of proxies; each pass that
+/// changes the name shortens it, so the loop ends anyway.
+const MAX_DECODE_PASSES: usize = 8;
+
+fn reads_as_access_token(name: &str) -> bool {
+    let mut name: Vec<u8> = name.as_bytes().to_vec();
+    for _ in 0..MAX_DECODE_PASSES {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&name).collect();
+        if decoded == name {
+            break;
+        }
+        name = decoded;
+    }
+    let base = name.split(|b| *b == b'[').next().unwrap_or(&name);
+    let folded: Vec<u8> = base
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    folded == b"accesstoken"
 }
 
 #[cfg(test)]
@@ -143,6 +167,29 @@ mod tests {
         assert!(query_has_access_token("a=1&ACCESS_TOKEN=x"));
         assert!(query_has_access_token("a=1&access%5Ftoken=x"));
         assert!(!query_has_access_token("access_token_hint=x&b=2"));
+        assert!(!query_has_access_token("token=x&access=y"));
+    }
+
+    #[test]
+    fn query_token_dodges_are_found() {
+        for query in [
+            "x=1;access_token=t",
+            "access_token[]=t",
+            "access_token[0]=t",
+            "access_token%00=t",
+            "access_token+=t",
+            "access_token%20=t",
+            "%20access_token=t",
+            "access.token=t",
+            "access+token=t",
+            "Access_Token=t",
+            "accessToken=t",
+            "%2561ccess_token=t",
+            "%252561ccess_token=t",
+            "access_token",
+        ] {
+            assert!(query_has_access_token(query), "{query}");
+        }
     }
 
     proptest! {
