@@ -172,7 +172,7 @@ fn full_check(c: &mut Criterion) {
     let grant = Grant {
         sub: "user-424242".into(),
         roles: vec!["user".into()],
-        ver: Some(1),
+        ver: 1,
         ..Grant::default()
     };
     let signer = runtime.signer.as_ref().expect("signer");

@@ -31,7 +31,7 @@ REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly yes --appendfsync everysec \
   --dir "$WORK" >/dev/null 2>&1 &
 PIDS+=($!)
-ADMIN_TOKEN=bench-admin-token-0123456789
+ADMIN_TOKEN=bench-admin-token-0123456789abcdef
 export PORTCULLIS_BENCH_ADMIN=$ADMIN_TOKEN
 
 run_store() { # $1 = label, $2 = store url

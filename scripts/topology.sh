@@ -33,7 +33,7 @@ echo $! >> "$DIR/pids"
 [ -f "$DIR/keys/compose-eddsa.pem" ] || "$BIN" keygen --algorithm eddsa --out "$DIR/keys" --kid compose-eddsa >/dev/null 2>&1
 wait_port "$REDIS"; wait_port "$BACKEND"
 
-export PORTCULLIS_ADMIN_TOKEN=${PORTCULLIS_ADMIN_TOKEN:-topology-admin-token}
+export PORTCULLIS_ADMIN_TOKEN=${PORTCULLIS_ADMIN_TOKEN:-topology-admin-token-0123456789abcdef}
 for replica in 1 2; do
   proxy=$(free_port); admin=$(free_port)
   sed -e "s|0.0.0.0:8080|127.0.0.1:$proxy|" -e "s|0.0.0.0:9090|127.0.0.1:$admin|" \

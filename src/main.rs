@@ -250,16 +250,50 @@ fn token(
         .signer
         .as_ref()
         .context("[tokens] has no signing_key")?;
+    let ttl = ttl.unwrap_or(runtime.access_ttl);
+    if ttl > runtime.max_token_lifetime {
+        anyhow::bail!(
+            "--ttl {} is longer than [tokens] max_token_lifetime ({}): the gateway would refuse the token",
+            humantime::format_duration(ttl),
+            humantime::format_duration(runtime.max_token_lifetime)
+        );
+    }
+    let user = current_user(&runtime, &sub)?;
+    if user.disabled {
+        anyhow::bail!("{sub} is disabled: the gateway would refuse the token");
+    }
     let grant = Grant {
         sub,
         roles,
         scope,
+        ver: user.version,
         ..Grant::default()
     };
-    let ttl = ttl.unwrap_or(runtime.access_ttl);
     let (token, _) = mint(signer, grant, &runtime.issuer, &runtime.audience, ttl)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The user's record in the configured store, so a minted token carries
+/// the current `ver` and dies with the next "log out everywhere", even one
+/// in the same second.
+fn current_user(
+    runtime: &portcullis::config::Runtime,
+    sub: &str,
+) -> anyhow::Result<portcullis::store::UserRecord> {
+    let location = &runtime.server.store.location;
+    let retention = portcullis::store::Retention {
+        after_expiry: runtime.leeway,
+        log_entries: runtime.server.store.change_log_entries,
+    };
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    io.block_on(async {
+        let store = portcullis::store::open(location, retention).await?;
+        store.user(sub).await
+    })
+    .with_context(|| format!("reading {sub}'s token version from the store"))
 }
 
 fn admin(

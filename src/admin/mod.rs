@@ -16,8 +16,8 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
+use crate::auth::identity::{role_separable, subject_forwardable};
 use crate::auth::{unix_now, AuthError};
 use crate::metrics::METRICS;
 use crate::proxy::endpoints::read_body;
@@ -122,9 +122,8 @@ impl AdminApi {
         let request: Request = serde_json::from_slice(body).map_err(|_| {
             bad_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
         })?;
-        if request.sub.is_empty() || request.sub.len() > 512 {
-            return Err(bad_request("the user id must have 1 to 512 characters"));
-        }
+        check_subject(&request.sub)?;
+        check_grants(&request.roles, request.scope.as_deref())?;
         let runtime = self.state.runtime.load_full();
         let issuer = crate::proxy::endpoints::issuer(&runtime)?;
         let grants = Grants {
@@ -162,6 +161,7 @@ impl AdminApi {
     }
 
     async fn user_sessions(&self, sub: &str) -> Result<Answer, Refusal> {
+        check_subject(sub)?;
         let body = crate::proxy::endpoints::sessions_json(&self.state, sub, None)
             .await
             .map_err(store_down)?;
@@ -281,7 +281,7 @@ impl AdminApi {
         let presented = crate::auth::extract_bearer(&session.req_header().headers, 4096)
             .map_err(|e| Refusal::auth(&e, REALM))?
             .ok_or_else(|| Refusal::auth(&AuthError::Missing, REALM))?;
-        if bool::from(presented.as_bytes().ct_eq(&expected.0)) {
+        if expected.matches(presented.as_bytes()) {
             Ok(())
         } else {
             Err(Refusal::auth(&AuthError::Invalid("admin_token"), REALM))
@@ -320,6 +320,18 @@ impl AdminApi {
         if jti.is_empty() || jti.len() > 512 {
             return Err(bad_request("jti must have 1 to 512 characters"));
         }
+        // The gateway refuses tokens expiring later than this, so a later
+        // `exp` names no token and would only pin an entry (or, past 2^63,
+        // fail the store write).
+        let runtime = self.state.runtime.load();
+        let latest = unix_now()
+            .saturating_add(runtime.max_token_lifetime.as_secs())
+            .saturating_add(runtime.leeway.as_secs());
+        if exp > latest {
+            return Err(bad_request(
+                "exp lies further ahead than tokens.max_token_lifetime allows",
+            ));
+        }
         self.state
             .view
             .store()
@@ -341,9 +353,7 @@ impl AdminApi {
     }
 
     async fn user_action(&self, sub: &str, action: &str) -> Result<Answer, Refusal> {
-        if sub.is_empty() || sub.len() > 512 {
-            return Err(bad_request("the user id must have 1 to 512 characters"));
-        }
+        check_subject(sub)?;
         let store = self.state.view.store();
         let record = match action {
             "revoke" => store.bump_user(sub, unix_now()).await,
@@ -365,6 +375,53 @@ impl AdminApi {
             json!({"sub": sub, "user": record}),
         ))
     }
+}
+
+/// Longest user id the admin API takes.
+const MAX_SUBJECT_BYTES: usize = 512;
+/// Longest role or scope string the admin API takes.
+const MAX_GRANT_BYTES: usize = 256;
+
+/// A user id the gateway would forward from a token, without control
+/// characters: anything else names nobody who could ever be let in (or
+/// issues a token no route accepts).
+fn check_subject(sub: &str) -> Result<(), Refusal> {
+    if sub.len() > MAX_SUBJECT_BYTES
+        || !subject_forwardable(sub)
+        || sub.chars().any(char::is_control)
+    {
+        return Err(bad_request(
+            "the user id must have 1 to 512 bytes and no control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Roles and scope the gateway would accept in a token and forward as they
+/// are: a role with a comma would split into roles never granted, one with
+/// a control character would be dropped from the roles header.
+fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
+    let role_ok = |r: &String| {
+        r.len() <= MAX_GRANT_BYTES && role_separable(r) && !r.chars().any(char::is_control)
+    };
+    if !roles.iter().all(role_ok) {
+        return Err(bad_request(
+            "each role must have 1 to 256 bytes, no comma and no control characters",
+        ));
+    }
+    // RFC 6749 §3.3: scope tokens are printable ASCII without `"` or `\`,
+    // separated by spaces.
+    let scope_ok = scope.is_none_or(|s| {
+        s.len() <= MAX_GRANT_BYTES
+            && s.bytes()
+                .all(|b| b == b' ' || (b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+    });
+    if !scope_ok {
+        return Err(bad_request(
+            "scope must be up to 256 printable ASCII characters, space-separated",
+        ));
+    }
+    Ok(())
 }
 
 fn store_down(error: StoreError) -> Refusal {

@@ -37,17 +37,11 @@ impl IdentityHeaders {
     /// upstream no user, or roles the token does not hold.
     pub fn headers_for(&self, claims: &AccessClaims) -> Option<Vec<(HeaderName, HeaderValue)>> {
         let mut out = Vec::with_capacity(4 + self.claims.len());
-        let subject = HeaderValue::from_str(&claims.sub)
-            .ok()
-            .filter(|_| !claims.sub.is_empty())?;
-        out.push((self.subject.clone(), subject));
-        if claims
-            .roles
-            .iter()
-            .any(|role| role.contains(',') || role.trim().is_empty())
-        {
+        if !subject_forwardable(&claims.sub) || !claims.roles.iter().all(|r| role_separable(r)) {
             return None;
         }
+        let subject = HeaderValue::from_str(&claims.sub).ok()?;
+        out.push((self.subject.clone(), subject));
         if !claims.roles.is_empty() {
             push(&mut out, &self.roles, &claims.roles.join(","));
         }
@@ -66,6 +60,18 @@ impl IdentityHeaders {
         }
         Some(out)
     }
+}
+
+/// Whether a subject can be forwarded as it is: not empty, and a valid
+/// header value (no control characters, ASCII only).
+pub fn subject_forwardable(sub: &str) -> bool {
+    !sub.is_empty() && HeaderValue::from_str(sub).is_ok()
+}
+
+/// Whether a role survives the comma-separated roles header as itself:
+/// not blank and without the `,` that separates roles.
+pub fn role_separable(role: &str) -> bool {
+    !role.contains(',') && !role.trim().is_empty()
 }
 
 fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &HeaderName, value: &str) {

@@ -15,7 +15,9 @@ pub struct Grant {
     pub roles: Vec<String>,
     pub scope: Option<String>,
     pub sid: Option<String>,
-    pub ver: Option<u64>,
+    /// The user's token version now: every token the gateway mints carries
+    /// one, so "log out everywhere" catches it even within the same second.
+    pub ver: u64,
     pub extra: Map<String, serde_json::Value>,
 }
 
@@ -31,7 +33,7 @@ pub fn claims_for(grant: Grant, issuer: &str, audience: &str, ttl: Duration) -> 
         exp: now + ttl.as_secs(),
         nbf: None,
         sid: grant.sid,
-        ver: grant.ver,
+        ver: Some(grant.ver),
         roles: grant.roles,
         scope: grant.scope,
         extra: grant.extra,

@@ -35,6 +35,9 @@ pub struct VerifierSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway: Duration,
+    /// The longest lifetime (`exp - iat`) a token may claim, and how far
+    /// beyond now its `exp` may lie.
+    pub max_lifetime: Duration,
     /// Entries in the verified-token cache.
     pub cache_entries: u64,
 }
@@ -46,6 +49,7 @@ pub struct Verifier {
     external: Vec<Arc<ExternalIssuer>>,
     identity: Arc<IdentityHeaders>,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
     cache: Cache<String, Arc<VerifiedToken>>,
 }
 
@@ -72,6 +76,7 @@ impl Verifier {
             external,
             identity,
             leeway_secs,
+            max_lifetime_secs: settings.max_lifetime.as_secs(),
             cache,
         }
     }
@@ -125,20 +130,41 @@ impl Verifier {
     pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
-        // RFC 7515 §4.1.11: we understand no extensions, so any `crit` is fatal.
-        if header.crit.is_some() {
-            return Err(AuthError::Invalid("crit"));
-        }
+        refuse_header_members(token)?;
         let claims = match self.external_issuer(token) {
             Some(issuer) => self.verify_external(token, &header, &issuer)?,
             None => self.verify_own(token, &header)?,
         };
-        // A token "issued" in the future would outlive every logout-everywhere
-        // cut-off (which compares against `iat`).
-        if claims.iat > unix_now().saturating_add(self.leeway_secs) {
+        self.check_time_range(&claims)?;
+        Ok(claims)
+    }
+
+    /// Times a token may claim. A token "issued" in the future would
+    /// outlive every logout-everywhere cut-off (which compares against
+    /// `iat`); one that expires in a century could never be revoked, since
+    /// its revocation would have to be kept as long (and an `exp` past
+    /// 2^63 cannot even be stored).
+    fn check_time_range(&self, claims: &AccessClaims) -> Result<(), AuthError> {
+        let now = unix_now();
+        if claims.iat > now.saturating_add(self.leeway_secs) {
             return Err(AuthError::Invalid("iat"));
         }
-        Ok(claims)
+        let latest_exp = now
+            .saturating_add(self.max_lifetime_secs)
+            .saturating_add(self.leeway_secs);
+        if claims.exp > latest_exp {
+            return Err(AuthError::Invalid("exp_range"));
+        }
+        // `iat` 0 means an external issuer left it out: only `exp` is bounded.
+        if claims.iat != 0
+            && (claims.exp < claims.iat || claims.exp - claims.iat > self.max_lifetime_secs)
+        {
+            return Err(AuthError::Invalid("lifetime"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > claims.exp) {
+            return Err(AuthError::Invalid("nbf"));
+        }
+        Ok(())
     }
 
     fn verify_own(&self, token: &str, header: &Header) -> Result<AccessClaims, AuthError> {
@@ -261,6 +287,27 @@ fn unverified_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+/// Header members refused by their mere presence, whatever their value:
+/// `jsonwebtoken` reads `"crit": null` as no `crit` at all, and a `kid` or
+/// `typ` of `null` as absent, so these are looked up in the raw JSON.
+fn refuse_header_members(token: &str) -> Result<(), AuthError> {
+    let segment = token.split('.').next().unwrap_or("");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::Invalid("malformed"))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Invalid("malformed"))?;
+    // RFC 7515 §4.1.11: we understand no extensions, so any `crit` is fatal.
+    if header.contains_key("crit") {
+        return Err(AuthError::Invalid("crit"));
+    }
+    let not_a_string = |name: &str| header.get(name).is_some_and(|v| !v.is_string());
+    if not_a_string("kid") || not_a_string("typ") {
+        return Err(AuthError::Invalid("malformed"));
+    }
+    Ok(())
 }
 
 /// Signature and claims against one key; the key's pinned algorithm

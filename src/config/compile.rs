@@ -74,6 +74,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         issuer: tokens.issuer.clone(),
         audience: tokens.audience.clone(),
         leeway: tokens.leeway.0,
+        max_lifetime: tokens.max_token_lifetime.0,
         cache_entries: tokens.verified_cache_entries,
     };
     // Every check above ran, so `check` lists every problem; only now does
@@ -87,6 +88,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         audience: tokens.audience,
         access_ttl: tokens.access_ttl.0,
         leeway: tokens.leeway.0,
+        max_token_lifetime: tokens.max_token_lifetime.0,
         refresh_hint_secs: tokens.refresh_hint.0.as_secs(),
         verifier: Verifier::new(keyring, issuers, Arc::clone(&identity), &settings),
         signer,
@@ -242,10 +244,25 @@ fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreS
     }
 }
 
-/// The admin token from the environment variable, else from the file.
+/// The admin token from the environment variable, else from the file; one
+/// shorter than [`AdminToken::MIN_BYTES`] is an error, so a guessable token
+/// never guards the admin API.
 fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<AdminToken> {
     if let Some(value) = std::env::var_os(&raw.admin_token_env).filter(|v| !v.is_empty()) {
-        return Some(AdminToken(value.into_encoded_bytes()));
+        let token = AdminToken(value.into_encoded_bytes());
+        if token.0.len() < AdminToken::MIN_BYTES {
+            sink.at(
+                0..0,
+                format!(
+                    "the admin token in ${} has {} bytes; at least {} are needed (e.g. 64 hex digits from a CSPRNG)",
+                    raw.admin_token_env,
+                    token.0.len(),
+                    AdminToken::MIN_BYTES
+                ),
+            );
+            return None;
+        }
+        return Some(token);
     }
     let file = raw.admin_token_file.as_ref()?;
     let full = base.join(file.get_ref());
@@ -254,10 +271,15 @@ fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<A
             while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
                 bytes.pop();
             }
-            if bytes.is_empty() {
+            if bytes.len() < AdminToken::MIN_BYTES {
                 sink.at(
                     file.span(),
-                    format!("{}: the admin token file is empty", full.display()),
+                    format!(
+                        "{}: the admin token has {} bytes; at least {} are needed",
+                        full.display(),
+                        bytes.len(),
+                        AdminToken::MIN_BYTES
+                    ),
                 );
                 return None;
             }
@@ -289,7 +311,16 @@ fn check_tokens(
         );
     }
     if tokens.verified_cache_entries == 0 {
-        sink.at(span, "tokens.verified_cache_entries must be at least 1");
+        sink.at(
+            span.clone(),
+            "tokens.verified_cache_entries must be at least 1",
+        );
+    }
+    if tokens.access_ttl.0 > tokens.max_token_lifetime.0 {
+        sink.at(
+            span,
+            "tokens.access_ttl must not exceed tokens.max_token_lifetime",
+        );
     }
 }
 

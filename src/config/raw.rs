@@ -225,6 +225,10 @@ pub struct RawTokens {
     pub leeway: HumanDuration,
     #[serde(default = "default_refresh_hint")]
     pub refresh_hint: HumanDuration,
+    /// Tokens claiming a longer lifetime (`exp - iat`), or expiring later
+    /// than this from now, are refused; admin revocations are bounded by it.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: HumanDuration,
     pub signing_key: Option<Spanned<String>>,
     /// Entries in the verified-token cache.
     #[serde(default = "default_verified_cache_entries")]
@@ -241,6 +245,9 @@ fn default_leeway() -> HumanDuration {
 }
 fn default_refresh_hint() -> HumanDuration {
     HumanDuration::from_secs(60)
+}
+fn default_max_token_lifetime() -> HumanDuration {
+    HumanDuration::from_secs(24 * 3600)
 }
 fn default_verified_cache_entries() -> u64 {
     100_000

@@ -45,6 +45,21 @@ pub struct StoreSettings {
 #[derive(Clone)]
 pub struct AdminToken(pub Vec<u8>);
 
+impl AdminToken {
+    /// Shortest admin token accepted at load: 256 bits if random.
+    pub const MIN_BYTES: usize = 32;
+
+    /// Whether `presented` is the admin token, in constant time. The SHA-256
+    /// digests are compared, not the tokens: comparing bytes of differing
+    /// lengths ends early and would tell a prober the token's length.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let expected = Sha256::digest(&self.0);
+        bool::from(Sha256::digest(presented).ct_eq(&expected))
+    }
+}
+
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AdminToken(…)")
@@ -59,6 +74,8 @@ pub struct Runtime {
     pub audience: String,
     pub access_ttl: Duration,
     pub leeway: Duration,
+    /// `[tokens] max_token_lifetime`: the longest lifetime a token may claim.
+    pub max_token_lifetime: Duration,
     /// Successful responses carry `X-Token-Expires-In` when fewer seconds remain.
     pub refresh_hint_secs: u64,
     pub verifier: Verifier,

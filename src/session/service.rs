@@ -208,7 +208,7 @@ fn access_pair(
         roles: grants.roles.clone(),
         scope: grants.scope.clone(),
         sid: Some(session.sid.clone()),
-        ver: Some(version),
+        ver: version,
         extra: grants.claims.clone(),
     };
     let (access_token, _) = mint(issuer.signer, grant, issuer.issuer, issuer.audience, ttl)

@@ -446,6 +446,7 @@ impl Store for RedisStore {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let mut conn = self.commands.clone();
         let key = session_key(&session.sid);
+        let user_sessions = user_sessions_key(&session.sub);
         let _: () = redis::pipe()
             .atomic()
             .hset_multiple(&key, &session_fields(session))
@@ -458,7 +459,19 @@ impl Store for RedisStore {
             .arg("EXAT")
             .arg(session.expires_at)
             .ignore()
-            .sadd(user_sessions_key(&session.sub), &session.sid)
+            .sadd(&user_sessions, &session.sid)
+            .ignore()
+            // The index lives as long as its longest session (absolute
+            // expiry): set when it has no expiry yet, else only extended.
+            .cmd("EXPIREAT")
+            .arg(&user_sessions)
+            .arg(session.expires_at)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&user_sessions)
+            .arg(session.expires_at)
+            .arg("GT")
             .ignore()
             .zadd(ACTIVE_SESSIONS, &session.sid, session.expires_at)
             .ignore()

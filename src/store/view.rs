@@ -35,6 +35,17 @@ pub struct ViewSettings {
     pub user_cache_entries: u64,
 }
 
+/// Whether the token may have been issued before the user's cut-off.
+/// `not_before` and `iat` are whole seconds, so a token of the cut-off's
+/// own second may predate it: only the user's current `ver` proves it was
+/// issued after the bump. Without it, that second counts as before.
+fn before_cut_off(claims: &AccessClaims, user: &UserRecord) -> bool {
+    claims.iat < user.not_before
+        || (user.not_before != 0
+            && claims.iat == user.not_before
+            && claims.ver != Some(user.version))
+}
+
 /// A user record and the view generation it was loaded in.
 #[derive(Debug, Clone, Copy)]
 struct CachedUser {
@@ -102,7 +113,7 @@ impl RevocationView {
             return Err(AuthError::Disabled);
         }
         // Tokens from external issuers carry no `ver`; `iat` covers them.
-        if claims.ver.is_some_and(|ver| ver < user.version) || claims.iat < user.not_before {
+        if claims.ver.is_some_and(|ver| ver < user.version) || before_cut_off(claims, &user) {
             return Err(AuthError::Revoked);
         }
         Ok(())
