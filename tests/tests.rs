@@ -12,4 +12,5 @@ mod paths;
 mod revocation;
 mod sessions;
 mod store_contract;
+mod token_hardening;
 mod verification;
