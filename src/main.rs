@@ -360,9 +360,19 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// `RUST_LOG` filters (default `info`); the access log is the
 /// `portcullis::access` target.
+///
+/// The engine's own lines are capped at `warn` whatever the level: its
+/// debug lines quote raw request bytes (paths, queries, header values,
+/// tokens). A `RUST_LOG` that names the engine (`pingora_core=debug`)
+/// opts in to them, for debugging the engine itself.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let requested = std::env::var("RUST_LOG").ok();
+    let mut filter = tracing_subscriber::EnvFilter::new(requested.as_deref().unwrap_or("info"));
+    if !requested.is_some_and(|r| r.contains("pingora")) {
+        if let Ok(cap) = "pingora=warn".parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
