@@ -155,3 +155,30 @@ fn refusals_of_verified_tokens_name_the_subject_and_are_counted_by_code() {
     assert_eq!(access["route"], "/admin");
     assert_eq!(access["method"], "GET");
 }
+
+/// Startup says which build runs, where it listens, which store it uses,
+/// how many routes it serves, and that the admin API is off.
+#[test]
+fn startup_names_the_build_listeners_store_and_routes() {
+    let upstream = EchoUpstream::start();
+    let (child, addr, _dir) =
+        serve_process_to(upstream.addr, &["--log-format", "json"], "info", "0s");
+    let (log, lines) = stop_and_read_log(child);
+    let start = lines
+        .iter()
+        .find(|l| l["message"] == "portcullis starting")
+        .unwrap_or_else(|| panic!("no startup line:\n{log}"));
+    assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(start["listen"], addr.to_string());
+    assert_eq!(start["routes"], 5);
+    assert!(start["store"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("sqlite:///") && s.ends_with("/g.db")));
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the admin API is disabled"))),
+        "{log}"
+    );
+}
