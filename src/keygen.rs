@@ -33,18 +33,26 @@ pub struct GeneratedKey {
     pub snippet: String,
 }
 
-/// Writes a new key named `kid` into `dir`; never overwrites a file.
+/// Writes a new key named `kid` into `dir`; never overwrites a file. The
+/// entry it returns names the file relative to `config_dir` when the key
+/// lies inside it (the configuration resolves paths against its own
+/// folder), and absolutely otherwise.
 pub fn generate(
     algorithm: KeyAlgorithm,
     dir: &Path,
     kid: &str,
+    config_dir: Option<&Path>,
 ) -> Result<GeneratedKey, KeygenError> {
     fs::create_dir_all(dir).map_err(|source| KeygenError::Write {
         path: dir.to_owned(),
         source,
     })?;
+    let dir = &std::path::absolute(dir).map_err(|source| KeygenError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
     if algorithm == KeyAlgorithm::HS256 {
-        return generate_secret(dir, kid);
+        return generate_secret(dir, kid, config_dir);
     }
     let der = private_pkcs8(algorithm)?;
     let private_path = dir.join(format!("{kid}.pem"));
@@ -54,8 +62,9 @@ pub fn generate(
     write_new(&private_path, private_pem.as_bytes(), 0o600)?;
     write_new(&public_path, public_pem.as_bytes(), 0o644)?;
     let snippet = format!(
-        "[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"{algorithm:?}\"\nprivate_key_file = \"{}\"\n",
-        private_path.display()
+        "[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"{}\"\nprivate_key_file = \"{}\"\n",
+        algorithm.name(),
+        as_config_names_it(&private_path, config_dir).display()
     );
     Ok(GeneratedKey {
         kid: kid.to_owned(),
@@ -84,7 +93,11 @@ fn private_pkcs8(algorithm: KeyAlgorithm) -> Result<Vec<u8>, KeygenError> {
 }
 
 /// 384 random bits, base64url: printable, so it also fits an environment variable.
-fn generate_secret(dir: &Path, kid: &str) -> Result<GeneratedKey, KeygenError> {
+fn generate_secret(
+    dir: &Path,
+    kid: &str,
+    config_dir: Option<&Path>,
+) -> Result<GeneratedKey, KeygenError> {
     let mut bytes = [0u8; 48];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -94,7 +107,7 @@ fn generate_secret(dir: &Path, kid: &str) -> Result<GeneratedKey, KeygenError> {
     write_new(&private_path, secret.as_bytes(), 0o600)?;
     let snippet = format!(
         "[[tokens.keys]]\nkid = \"{kid}\"\nalgorithm = \"HS256\"\nsecret_file = \"{}\"\n",
-        private_path.display()
+        as_config_names_it(&private_path, config_dir).display()
     );
     Ok(GeneratedKey {
         kid: kid.to_owned(),
@@ -102,6 +115,14 @@ fn generate_secret(dir: &Path, kid: &str) -> Result<GeneratedKey, KeygenError> {
         public_path: None,
         snippet,
     })
+}
+
+/// `key` (absolute) relative to the configuration's folder when inside it.
+fn as_config_names_it(key: &Path, config_dir: Option<&Path>) -> PathBuf {
+    config_dir
+        .and_then(|dir| std::path::absolute(dir).ok())
+        .and_then(|dir| key.strip_prefix(dir).ok().map(Path::to_owned))
+        .unwrap_or_else(|| key.to_owned())
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeygenError> {
@@ -125,5 +146,5 @@ pub fn default_kid(algorithm: KeyAlgorithm) -> String {
     let mut suffix = [0u8; 4];
     let _ = SystemRandom::new().fill(&mut suffix);
     let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", format!("{algorithm:?}").to_ascii_lowercase())
+    format!("{}-{hex}", algorithm.name().to_ascii_lowercase())
 }

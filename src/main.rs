@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::admin::client::{user_path, AdminClient};
+use portcullis::admin::client::{session_path, user_path, AdminClient};
 use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
@@ -56,13 +56,19 @@ enum Command {
     },
     /// Write a new signing key (or HS256 secret) and print its config entry.
     Keygen {
-        #[arg(long, value_enum)]
-        algorithm: Algorithm,
+        /// EdDSA, ES256, RS256 or HS256, in any case.
+        #[arg(long, value_parser = |s: &str| s.parse::<KeyAlgorithm>())]
+        algorithm: KeyAlgorithm,
         #[arg(long)]
         out: PathBuf,
         /// Key id; default: the algorithm and a random suffix.
         #[arg(long)]
         kid: Option<String>,
+        /// The configuration file the key is for: the printed entry names
+        /// the key relative to it (as the file reads it); without it, the
+        /// path is absolute.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Print an access token signed with the configured signing key
     /// (for scripts, load tests and trying routes by hand).
@@ -140,27 +146,33 @@ enum AdminAction {
     Enable {
         sub: String,
     },
+    /// A user's sessions (devices).
+    Sessions {
+        sub: String,
+    },
+    /// End one session: its refresh token stops working and its access
+    /// tokens are revoked.
+    EndSession {
+        sid: String,
+    },
+    /// Trusted issuance: open a session for a user another service
+    /// authenticated, and print the token pair.
+    Issue {
+        sub: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// The device label shown in the session list.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Re-read the gateway's configuration file (as SIGHUP does).
+    Reload,
     /// Liveness and readiness of the gateway.
     Health,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Algorithm {
-    Eddsa,
-    Es256,
-    Rs256,
-    Hs256,
-}
-
-impl From<Algorithm> for KeyAlgorithm {
-    fn from(a: Algorithm) -> Self {
-        match a {
-            Algorithm::Eddsa => KeyAlgorithm::EdDSA,
-            Algorithm::Es256 => KeyAlgorithm::ES256,
-            Algorithm::Rs256 => KeyAlgorithm::RS256,
-            Algorithm::Hs256 => KeyAlgorithm::HS256,
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -183,10 +195,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             algorithm,
             out,
             kid,
+            config,
         } => {
-            let algorithm = KeyAlgorithm::from(algorithm);
             let kid = kid.unwrap_or_else(|| keygen::default_kid(algorithm));
-            let key = keygen::generate(algorithm, &out, &kid).context("keygen")?;
+            let config_dir = config.as_deref().map(|c| c.parent().unwrap_or(c));
+            let key = keygen::generate(algorithm, &out, &kid, config_dir).context("keygen")?;
             eprintln!("wrote {}", key.private_path.display());
             if let Some(public) = &key.public_path {
                 eprintln!("wrote {}", public.display());
@@ -231,6 +244,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(runtime) => runtime,
         Err(e) => return Ok(report(&e)),
     };
+    announce(&runtime, path);
     proxy::server::build(runtime, Some(path.to_owned()))?.run_until_signal();
     Ok(ExitCode::SUCCESS)
 }
@@ -319,6 +333,24 @@ fn admin(
         AdminAction::RevokeUser { sub } => client.post(&user_path(sub, "revoke"), None)?,
         AdminAction::Disable { sub } => client.post(&user_path(sub, "disable"), None)?,
         AdminAction::Enable { sub } => client.post(&user_path(sub, "enable"), None)?,
+        AdminAction::Sessions { sub } => client.get(&user_path(sub, "sessions"))?,
+        AdminAction::EndSession { sid } => client.delete(&session_path(sid))?,
+        AdminAction::Issue {
+            sub,
+            roles,
+            scope,
+            device,
+        } => {
+            let mut body = serde_json::json!({"sub": sub, "roles": roles});
+            if let Some(scope) = scope {
+                body["scope"] = scope.as_str().into();
+            }
+            if let Some(device) = device {
+                body["device"] = device.as_str().into();
+            }
+            client.post("/admin/sessions", Some(&body))?
+        }
+        AdminAction::Reload => client.post("/admin/reload", None)?,
         AdminAction::Health => client.get("/readyz")?,
     };
     if json {
@@ -333,8 +365,37 @@ fn admin(
     })
 }
 
+/// What an operator needs to see at startup: which build, where it
+/// listens, which store, how many routes, and what is switched off.
+fn announce(runtime: &config::Runtime, path: &std::path::Path) {
+    let server = &runtime.server;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        listen = %server.listen.join(","),
+        tls = server.tls.is_some(),
+        admin = %server.admin_listen,
+        store = %server.store.location,
+        routes = runtime.router.routes().count(),
+        "portcullis starting"
+    );
+    if server.admin_token.is_none() {
+        tracing::warn!(
+            admin = %server.admin_listen,
+            "the admin API is disabled: no admin token is configured (set the variable named by admin_token_env)"
+        );
+    }
+}
+
 /// One sentence for a person reading the terminal.
 fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> String {
+    if let (AdminAction::Reload, Some(errors)) = (action, body["errors"].as_array()) {
+        let lines: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
+        return format!(
+            "reload refused, the running configuration stays:\n{}",
+            lines.join("\n")
+        );
+    }
     if let Some(code) = body["error"].as_str() {
         return format!(
             "refused ({status} {code}): {}",
@@ -361,6 +422,20 @@ fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> Stri
         }
         AdminAction::Disable { sub } => format!("{sub} is disabled"),
         AdminAction::Enable { sub } => format!("{sub} is enabled"),
+        AdminAction::Sessions { sub } => describe_sessions(sub, body),
+        AdminAction::EndSession { sid } => {
+            format!(
+                "session {sid} of {} ended",
+                body["sub"].as_str().unwrap_or("?")
+            )
+        }
+        AdminAction::Issue { sub, .. } => format!(
+            "session {} opened for {sub}\naccess_token={}\nrefresh_token={}",
+            body["sid"].as_str().unwrap_or("?"),
+            body["access_token"].as_str().unwrap_or("?"),
+            body["refresh_token"].as_str().unwrap_or("?"),
+        ),
+        AdminAction::Reload => format!("configuration reloaded ({} routes)", body["routes"]),
         AdminAction::Health => format!(
             "{} (store {}, view {} ms old, bound {} ms, {} revoked tokens)",
             if body["ready"] == true {
@@ -374,6 +449,24 @@ fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> Stri
             body["revoked_tokens"],
         ),
     }
+}
+
+/// One line per session: id, device, and when it was last used.
+fn describe_sessions(sub: &str, body: &serde_json::Value) -> String {
+    let list = body["sessions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut out = format!("{sub} has {} session(s)", list.len());
+    for session in list {
+        out.push_str(&format!(
+            "\n  {}  {}  last used {}",
+            session["sid"].as_str().unwrap_or("?"),
+            session["device"].as_str().unwrap_or("-"),
+            session["last_used"],
+        ));
+    }
+    out
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -394,9 +487,19 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// `RUST_LOG` filters (default `info`); the access log is the
 /// `portcullis::access` target.
+///
+/// The engine's own lines are capped at `warn` whatever the level: its
+/// debug lines quote raw request bytes (paths, queries, header values,
+/// tokens). A `RUST_LOG` that names the engine (`pingora_core=debug`)
+/// opts in to them, for debugging the engine itself.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let requested = std::env::var("RUST_LOG").ok();
+    let mut filter = tracing_subscriber::EnvFilter::new(requested.as_deref().unwrap_or("info"));
+    if !requested.is_some_and(|r| r.contains("pingora")) {
+        if let Ok(cap) = "pingora=warn".parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

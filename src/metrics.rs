@@ -41,6 +41,7 @@ pub struct Metrics {
     pub change_log_lag: IntGauge,
     pub active_sessions: IntGauge,
     pub jwks_key_age: prometheus::GaugeVec,
+    pub build_info: prometheus::IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -99,12 +100,12 @@ impl Metrics {
             "Refresh-token grants by outcome",
             &["outcome"],
         );
-        Self {
+        let metrics = Self {
             requests: counter_vec(
                 r,
                 "portcullis_requests_total",
-                "Requests by route and status class",
-                &["route", "status_class"],
+                "Requests by route, status class and outcome (ok, or the contract code of the gateway's refusal)",
+                &["route", "status_class", "code"],
             ),
             request_duration: histogram_vec(
                 r,
@@ -121,8 +122,8 @@ impl Metrics {
             auth_decisions: counter_vec(
                 r,
                 "portcullis_auth_decisions_total",
-                "Authentication decisions by outcome (a contract code, or ok / anonymous)",
-                &["outcome"],
+                "Authentication decisions by route and outcome (a contract code, or ok / anonymous)",
+                &["route", "outcome"],
             ),
             verified_cache_hits: counter(
                 r,
@@ -213,12 +214,48 @@ impl Metrics {
                     .unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            build_info: {
+                let opts = Opts::new(
+                    "portcullis_build_info",
+                    "Always 1; the labels say which build is running",
+                );
+                let g = prometheus::IntGaugeVec::new(opts, &["version"])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                registry
+                    .register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                g
+            },
             registry,
+        };
+        metrics.initialise_series();
+        metrics
+    }
+
+    /// Creates at zero every labelled series that operators alert on, so
+    /// `rate()` and `increase()` see the first event instead of a series
+    /// that appears with it.
+    fn initialise_series(&self) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for outcome in ["ok", "error"] {
+            self.config_reloads.with_label_values(&[outcome]);
+            self.jwks_fetches.with_label_values(&[outcome]);
+        }
+        for operation in STORE_OPERATIONS {
+            self.store_errors.with_label_values(&[operation]);
+        }
+        for outcome in REFRESH_OUTCOMES {
+            self.refreshes.with_label_values(&[outcome]);
         }
     }
 
     /// The text exposition format.
     pub fn encode(&self) -> Vec<u8> {
+        // The gateway's own series exist from the first scrape, at zero.
+        LazyLock::force(&UNROUTED);
+        LazyLock::force(&ENDPOINTS);
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "encoding metrics failed");
@@ -227,10 +264,44 @@ impl Metrics {
     }
 }
 
-/// A route's pre-resolved request counters (by status class) and latency.
+/// The `operation` labels of `portcullis_store_errors_total`.
+pub const STORE_OPERATIONS: [&str; 5] = ["admin", "load_user", "follow", "refresh", "endpoint"];
+
+/// The `outcome` labels of `portcullis_refreshes_total`.
+pub const REFRESH_OUTCOMES: [&str; 5] = [
+    "ok",
+    "invalid_grant",
+    "rate_limited",
+    "unavailable",
+    "error",
+];
+
+/// The outcomes of an authentication decision: created at zero for every
+/// route so an alert on, say, `token_revoked` sees its first event.
+const DECISION_OUTCOMES: [&str; 10] = [
+    "ok",
+    "anonymous",
+    "token_missing",
+    "invalid_request",
+    "token_invalid",
+    "token_expired",
+    "token_revoked",
+    "account_disabled",
+    "insufficient_scope",
+    "auth_unavailable",
+];
+
+/// Status classes, indexed by `status / 100 - 1`.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A route's pre-resolved counters and latencies: the request path pays an
+/// atomic add for a success, and a label lookup only for a refusal.
 #[derive(Clone)]
 pub struct RouteMetrics {
-    by_class: [IntCounter; 5],
+    route: String,
+    /// Requests the gateway let through (`code="ok"`), by status class.
+    ok_by_class: [IntCounter; 5],
+    decisions: Vec<(&'static str, IntCounter)>,
     pub duration: Histogram,
     pub upstream: Histogram,
 }
@@ -238,67 +309,70 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     pub fn new(route: &str) -> Self {
         let m = &*METRICS;
-        let class = |c: &str| m.requests.with_label_values(&[route, c]);
+        let class = |c: &str| m.requests.with_label_values(&[route, c, "ok"]);
         Self {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            route: route.to_owned(),
+            ok_by_class: STATUS_CLASSES.map(class),
+            decisions: DECISION_OUTCOMES
+                .iter()
+                .map(|o| (*o, m.auth_decisions.with_label_values(&[route, o])))
+                .collect(),
             duration: m.request_duration.with_label_values(&[route]),
             upstream: m.upstream_duration.with_label_values(&[route]),
         }
     }
 
-    pub fn count(&self, status: u16) {
-        if let Some(counter) = (status / 100)
-            .checked_sub(1)
-            .and_then(|i| self.by_class.get(usize::from(i)))
-        {
-            counter.inc();
+    /// Counts a finished request: `code` is `ok` or the contract code the
+    /// gateway answered with.
+    pub fn count(&self, status: u16, code: &str) {
+        let Some(class) = (status / 100).checked_sub(1).map(usize::from) else {
+            return;
+        };
+        if code == "ok" {
+            if let Some(counter) = self.ok_by_class.get(class) {
+                counter.inc();
+            }
+        } else if let Some(class) = STATUS_CLASSES.get(class) {
+            METRICS
+                .requests
+                .with_label_values(&[self.route.as_str(), class, code])
+                .inc();
         }
     }
-}
 
-/// Outcome counters resolved once.
-pub struct Decisions {
-    codes: Vec<(&'static str, IntCounter)>,
-}
-
-impl Decisions {
-    pub fn count(&self, outcome: &'static str) {
-        match self.codes.iter().find(|(code, _)| *code == outcome) {
+    /// Counts an authentication decision on this route.
+    pub fn decide(&self, outcome: &'static str) {
+        match self.decisions.iter().find(|(code, _)| *code == outcome) {
             Some((_, counter)) => counter.inc(),
-            None => METRICS.auth_decisions.with_label_values(&[outcome]).inc(),
+            None => METRICS
+                .auth_decisions
+                .with_label_values(&[self.route.as_str(), outcome])
+                .inc(),
         }
     }
 }
 
-pub static DECISIONS: LazyLock<Decisions> = LazyLock::new(|| {
-    let codes = [
-        "ok",
-        "anonymous",
-        "token_missing",
-        "invalid_request",
-        "token_invalid",
-        "token_expired",
-        "token_revoked",
-        "account_disabled",
-        "insufficient_scope",
-        "auth_unavailable",
-    ];
-    Decisions {
-        codes: codes
-            .iter()
-            .map(|c| (*c, METRICS.auth_decisions.with_label_values(&[c])))
-            .collect(),
-    }
+/// Metrics for requests that matched no route.
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("_unrouted"));
+
+/// The gateway's own endpoints, each under its own route label.
+pub const ENDPOINT_ROUTES: [&str; 5] = [
+    "_auth_login",
+    "_auth_token",
+    "_auth_logout",
+    "_auth_sessions",
+    "_jwks",
+];
+
+static ENDPOINTS: LazyLock<Vec<RouteMetrics>> = LazyLock::new(|| {
+    ENDPOINT_ROUTES
+        .iter()
+        .map(|r| RouteMetrics::new(r))
+        .collect()
 });
 
-/// Metrics for requests that matched no route, and for the gateway's own
-/// endpoints.
-pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("_unrouted"));
-pub static GATEWAY_ENDPOINTS: LazyLock<RouteMetrics> =
-    LazyLock::new(|| RouteMetrics::new("_gateway"));
+/// The metrics of one of the gateway's endpoints, by its route label.
+pub fn endpoint(route: &str) -> &'static RouteMetrics {
+    let i = ENDPOINT_ROUTES.iter().position(|r| *r == route);
+    i.and_then(|i| ENDPOINTS.get(i)).unwrap_or(&UNROUTED)
+}

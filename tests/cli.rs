@@ -217,3 +217,242 @@ fn roles_on_an_optional_route_are_refused() {
     );
     assert!(stderr(&out).starts_with(&expected), "{}", stderr(&out));
 }
+
+#[test]
+fn algorithm_names_are_accepted_in_any_case_by_keygen_and_the_config() {
+    for (spelling, configured) in [("EdDSA", "eddsa"), ("ES256", "es256"), ("rs256", "RS256")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        let config_path = dir.path().join("portcullis.toml");
+        let out = portcullis(&[
+            "keygen",
+            "--algorithm",
+            spelling,
+            "--out",
+            keys.to_str().expect("utf-8"),
+            "--kid",
+            "k1",
+            "--config",
+            config_path.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{spelling}: {}", stderr(&out));
+        // The printed entry, with the algorithm spelled another way.
+        let snippet: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| match line.starts_with("algorithm = ") {
+                true => format!("algorithm = \"{configured}\"\n"),
+                false => format!("{line}\n"),
+            })
+            .collect();
+        let config = format!(
+            "[tokens]\nissuer = \"i\"\naudience = \"a\"\nsigning_key = \"k1\"\n\n{snippet}\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n"
+        );
+        std::fs::write(&config_path, config).expect("write");
+        let check = portcullis(&["check", "--config", config_path.to_str().expect("utf-8")]);
+        assert!(check.status.success(), "{configured}: {}", stderr(&check));
+    }
+    let unknown = portcullis(&["keygen", "--algorithm", "ed448", "--out", "/nonexistent"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("expected EdDSA, ES256, RS256 or HS256"));
+}
+
+/// The configuration reads key paths relative to its own folder, so keygen
+/// names the key relative to the config it is told about, and absolutely
+/// otherwise — never relative to the shell's current directory.
+#[test]
+fn keygen_names_the_key_as_the_config_will_read_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let keygen = |out: &str, config: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.current_dir(elsewhere.path()).args([
+            "keygen",
+            "--algorithm",
+            "eddsa",
+            "--out",
+            out,
+        ]);
+        if let Some(config) = config {
+            command.args(["--config", config.to_str().expect("utf-8")]);
+        }
+        let out = command.output().expect("keygen");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let config = dir.path().join("portcullis.toml");
+    let inside = keygen(
+        dir.path().join("keys").to_str().expect("utf-8"),
+        Some(&config),
+    );
+    assert!(inside.contains("private_key_file = \"keys/"), "{inside}");
+
+    let relative = keygen("local-keys", None);
+    let expected = format!(
+        "private_key_file = \"{}/local-keys/",
+        elsewhere.path().display()
+    );
+    assert!(relative.contains(&expected), "{relative}");
+}
+
+#[test]
+fn a_fixture_or_world_readable_signing_key_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = r#"[tokens]
+issuer = "i"
+audience = "a"
+signing_key = "k1"
+
+[[tokens.keys]]
+kid = "k1"
+algorithm = "EdDSA"
+private_key_file = "{fixtures}/test-eddsa.pem"
+
+[[upstreams]]
+name = "u"
+targets = ["127.0.0.1:1"]
+"#;
+    let path = write_config(dir.path(), fixture);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("check");
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("signing key is a public test fixture"),
+        "{}",
+        stderr(&out)
+    );
+
+    let keys = dir.path().join("keys");
+    let snippet = portcullis(&[
+        "keygen",
+        "--algorithm",
+        "eddsa",
+        "--out",
+        keys.to_str().expect("utf-8"),
+        "--kid",
+        "k1",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ]);
+    let own = format!(
+        "[tokens]\nissuer = \"i\"\naudience = \"a\"\nsigning_key = \"k1\"\n\n{}\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n",
+        String::from_utf8_lossy(&snippet.stdout)
+    );
+    std::fs::write(&path, own).expect("write");
+    let quiet = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("check");
+    assert!(
+        !stderr(&quiet).contains("signing key"),
+        "{}",
+        stderr(&quiet)
+    );
+
+    let key = keys.join("k1.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loud = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("check");
+    assert!(
+        stderr(&loud).contains("signing key is readable by other users"),
+        "{}",
+        stderr(&loud)
+    );
+}
+
+#[test]
+fn the_admin_command_line_says_what_is_wrong_and_covers_sessions_reload_and_issuance() {
+    use crate::support::gateway::ADMIN_TOKEN;
+    use crate::support::{standard_config, EchoUpstream, TestGateway};
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let url = format!("http://{}", gateway.admin);
+    let admin = |token: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["admin", "--url", &url])
+            .env_remove("PORTCULLIS_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn");
+        if let Some(token) = token {
+            command.env("PORTCULLIS_ADMIN_TOKEN", token);
+        }
+        command.args(args).output().expect("portcullis admin")
+    };
+
+    let missing = admin(None, &["revoke-user", "zoe"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing).trim(),
+        "portcullis: admin token missing: set PORTCULLIS_ADMIN_TOKEN (or pass --token)"
+    );
+    let nobody = crate::support::gateway::free_addr();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "admin",
+            "--url",
+            &format!("http://{nobody}"),
+            "--token",
+            ADMIN_TOKEN,
+            "reload",
+        ])
+        .output()
+        .expect("admin");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.starts_with(&format!("portcullis: no gateway at http://{nobody}: ")),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "said once: {text}");
+
+    let issued = admin(
+        Some(ADMIN_TOKEN),
+        &[
+            "--json",
+            "issue",
+            "zoe",
+            "--roles",
+            "admin,ops",
+            "--device",
+            "ci runner",
+        ],
+    );
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let pair: serde_json::Value = serde_json::from_slice(&issued.stdout).expect("json");
+    let sid = pair["sid"].as_str().expect("sid").to_owned();
+    assert!(pair["access_token"]
+        .as_str()
+        .is_some_and(|t| t.split('.').count() == 3));
+
+    let listed = admin(Some(ADMIN_TOKEN), &["sessions", "zoe"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(text.starts_with("zoe has 1 session(s)"), "{text}");
+    assert!(text.contains(&sid) && text.contains("ci runner"), "{text}");
+
+    let ended = admin(Some(ADMIN_TOKEN), &["end-session", &sid]);
+    assert!(ended.status.success(), "{}", stderr(&ended));
+    assert_eq!(
+        String::from_utf8_lossy(&ended.stdout).trim(),
+        format!("session {sid} of zoe ended")
+    );
+
+    let reloaded = admin(Some(ADMIN_TOKEN), &["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    assert!(String::from_utf8_lossy(&reloaded.stdout).starts_with("configuration reloaded ("));
+    std::fs::write(gateway.dir.path().join("portcullis.toml"), "[tokens\n").expect("break config");
+    let refused = admin(Some(ADMIN_TOKEN), &["reload"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(
+        text.starts_with("reload refused, the running configuration stays:\n"),
+        "{text}"
+    );
+    assert!(text.contains("portcullis.toml:1:"), "{text}");
+}

@@ -49,11 +49,18 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
         .is_some_and(|c| c.starts_with("text/plain")));
     let text = page.text();
     for exact in [
-        "portcullis_requests_total{route=\"metrics-api\",status_class=\"2xx\"} 2",
-        "portcullis_requests_total{route=\"metrics-api\",status_class=\"4xx\"} 2",
-        "portcullis_requests_total{route=\"metrics-public\",status_class=\"2xx\"} 1",
+        "portcullis_requests_total{code=\"ok\",route=\"metrics-api\",status_class=\"2xx\"} 2",
+        "portcullis_requests_total{code=\"token_missing\",route=\"metrics-api\",status_class=\"4xx\"} 1",
+        "portcullis_requests_total{code=\"token_expired\",route=\"metrics-api\",status_class=\"4xx\"} 1",
+        "portcullis_requests_total{code=\"ok\",route=\"metrics-public\",status_class=\"2xx\"} 1",
+        "portcullis_auth_decisions_total{outcome=\"ok\",route=\"metrics-api\"} 2",
+        "portcullis_auth_decisions_total{outcome=\"token_missing\",route=\"metrics-api\"} 1",
+        "portcullis_auth_decisions_total{outcome=\"token_expired\",route=\"metrics-api\"} 1",
+        // Created at zero, so `increase()` sees the first revocation.
+        "portcullis_auth_decisions_total{outcome=\"token_revoked\",route=\"metrics-api\"} 0",
         "portcullis_upstream_duration_seconds_count{route=\"metrics-api\"} 2",
         "portcullis_request_duration_seconds_count{route=\"metrics-api\"} 4",
+        concat!("portcullis_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
     ] {
         assert!(
             text.lines().any(|l| l == exact),
@@ -62,15 +69,15 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
     }
     // Shared with the other tests of this process: at least this test's own.
     for (series, at_least) in [
-        ("portcullis_auth_decisions_total{outcome=\"ok\"}", 2.0),
         (
-            "portcullis_auth_decisions_total{outcome=\"token_missing\"}",
+            "portcullis_requests_total{code=\"invalid_grant\",route=\"_auth_token\",status_class=\"4xx\"}",
             1.0,
         ),
-        (
-            "portcullis_auth_decisions_total{outcome=\"token_expired\"}",
-            1.0,
-        ),
+        // Alerted on: present from the start, even at zero.
+        ("portcullis_config_reloads_total{outcome=\"error\"}", 0.0),
+        ("portcullis_store_errors_total{operation=\"follow\"}", 0.0),
+        ("portcullis_store_errors_total{operation=\"load_user\"}", 0.0),
+        ("portcullis_requests_total{code=\"ok\",route=\"_jwks\",status_class=\"2xx\"}", 0.0),
         ("portcullis_verified_token_cache_hits_total", 1.0),
         ("portcullis_verified_token_cache_misses_total", 2.0),
         ("portcullis_refreshes_total{outcome=\"invalid_grant\"}", 1.0),
@@ -232,6 +239,17 @@ fn serve_process_with_grace(
     log: &str,
     grace: &str,
 ) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    serve_process_to(upstream.addr, extra_args, log, grace)
+}
+
+/// `portcullis serve` as its own process, with the standard routes to
+/// `upstream`, stderr captured.
+pub(crate) fn serve_process_to(
+    upstream: std::net::SocketAddr,
+    extra_args: &[&str],
+    log: &str,
+    grace: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, admin) = (
         crate::support::gateway::free_addr(),
@@ -240,7 +258,7 @@ fn serve_process_with_grace(
     let fixtures = crate::support::tokens::fixtures_dir();
     let text = format!(
         "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"{grace}\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
-        standard_config(upstream.addr).replace("{fixtures}", &fixtures.display().to_string())
+        standard_config(upstream).replace("{fixtures}", &fixtures.display().to_string())
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, &text).expect("write");

@@ -511,7 +511,10 @@ fn the_admin_command_line_drives_the_api() {
 
     let out = run(&["--token", "wrong", "disable", "quinn"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("refused (401 token_invalid)"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("portcullis: wrong admin token: the gateway at {url} refused it")
+    );
 
     let out = run(&["health"]);
     assert!(out.status.success());

@@ -7,6 +7,7 @@ mod contract;
 mod deployment;
 mod identity;
 mod issuers;
+mod logging;
 mod operations;
 mod paths;
 mod revocation;

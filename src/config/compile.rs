@@ -422,12 +422,14 @@ fn read_material(
         std::fs::read(&full).map_err(|e| (Some(path.span()), format!("{}: {e}", full.display())))
     };
     if let Some(path) = &key.private_key_file {
+        warn_if_exposed(key.kid.get_ref(), &base.join(path.get_ref()));
         return Ok((path.span(), read(path)?, Material::Private));
     }
     if let Some(path) = &key.public_key_file {
         return Ok((path.span(), read(path)?, Material::Public));
     }
     if let Some(path) = &key.secret_file {
+        warn_if_exposed(key.kid.get_ref(), &base.join(path.get_ref()));
         let mut bytes = read(path)?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
@@ -445,6 +447,23 @@ fn read_material(
         )
     })?;
     Ok((var.span(), value.into_encoded_bytes(), Material::Secret))
+}
+
+/// A signing key anyone could hold signs tokens anyone could forge: warn
+/// when it is one of the repository's test fixtures or readable by users
+/// other than the owner (`portcullis keygen` writes mode 0600).
+fn warn_if_exposed(kid: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let names: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
+    let fixture = names
+        .windows(2)
+        .any(|w| w[0] == "tests" && w[1] == "fixtures");
+    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+    if fixture {
+        tracing::warn!(kid, file = %path.display(), "signing key is a public test fixture: anyone can forge tokens with it; generate your own with `portcullis keygen`");
+    } else if mode & 0o077 != 0 {
+        tracing::warn!(kid, file = %path.display(), mode = format!("{:o}", mode & 0o777), "signing key is readable by other users: chmod 600 it");
+    }
 }
 
 const EXTERNAL_CLAIMS: [&str; 5] = ["sub", "exp", "iat", "jti", "nbf"];

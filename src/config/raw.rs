@@ -253,13 +253,48 @@ fn default_verified_cache_entries() -> u64 {
     100_000
 }
 
-/// The algorithms a key may be pinned to (RFC 7518 names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The algorithms a key may be pinned to (RFC 7518 names, accepted in any
+/// case: `EdDSA`, `eddsa` and `EDDSA` are one algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlgorithm {
     EdDSA,
     ES256,
     RS256,
     HS256,
+}
+
+impl KeyAlgorithm {
+    pub const ALL: [KeyAlgorithm; 4] = [Self::EdDSA, Self::ES256, Self::RS256, Self::HS256];
+
+    /// The RFC 7518 spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+            Self::HS256 => "HS256",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown algorithm `{s}`, expected EdDSA, ES256, RS256 or HS256 (any case)")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,7 +88,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("portcullis-demo-")
         .tempdir()?;
-    let key = keygen::generate(KeyAlgorithm::EdDSA, dir.path(), "demo-eddsa")?;
+    let key = keygen::generate(KeyAlgorithm::EdDSA, dir.path(), "demo-eddsa", None)?;
     let admin_token = format!("{:032x}", rand::random::<u128>());
     std::fs::write(dir.path().join("admin.token"), &admin_token)?;
     let config_path = dir.path().join("portcullis.toml");

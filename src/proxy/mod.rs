@@ -27,7 +27,7 @@ use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
 use crate::config::Runtime;
-use crate::metrics::{DECISIONS, GATEWAY_ENDPOINTS, UNROUTED};
+use crate::metrics::UNROUTED;
 use crate::state::AppState;
 use crate::store::RevocationView;
 use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
@@ -48,8 +48,11 @@ pub struct RequestContext {
     pub upstream_uri: Option<http::Uri>,
     /// The contract code of a refusal, or `ok`.
     pub outcome: &'static str,
-    /// The gateway answered one of its own endpoints.
-    pub endpoint: bool,
+    /// The gateway answered one of its own endpoints: its route label.
+    pub endpoint: Option<&'static str>,
+    /// A token whose signature and claims verified, kept even when a later
+    /// check refused it, so the log names whom a refusal concerned.
+    pub verified: Option<Arc<VerifiedToken>>,
     /// The authentication decision on a route that looks at tokens.
     pub decision: Option<&'static str>,
     /// When the upstream was chosen, for the upstream latency.
@@ -86,7 +89,8 @@ impl ProxyHttp for Gateway {
             identity: None,
             upstream_uri: None,
             outcome: "ok",
-            endpoint: false,
+            endpoint: None,
+            verified: None,
             decision: None,
             upstream_started: None,
             backend: None,
@@ -108,7 +112,7 @@ impl ProxyHttp for Gateway {
             Ok(target) => match endpoints::endpoint_for(&session.req_header().method, &target.path)
             {
                 Some(endpoint) => {
-                    ctx.endpoint = true;
+                    ctx.endpoint = Some(endpoint_route(&target.path));
                     let served = match endpoint {
                         Ok(endpoint) => {
                             endpoints::serve(
@@ -272,6 +276,25 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// What the engine's own log lines say about a request: never its path,
+    /// query or header values, which may carry secrets (a reset code in a
+    /// query string, a token in a header).
+    fn request_summary(&self, session: &Session, ctx: &RequestContext) -> String {
+        format!(
+            "method={} route={} request_id={}",
+            session.req_header().method,
+            route_label(ctx),
+            ctx.request_id
+        )
+    }
+
+    /// The engine's final "Fail to proxy" line is replaced by the access
+    /// log's own failure line (see `logging`), which knows the outcome and
+    /// puts a client that went away at debug, not ERROR.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestContext, _e: &Error) -> bool {
+        true
+    }
+
     async fn logging(
         &self,
         session: &mut Session,
@@ -281,26 +304,76 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         let metrics = match (&ctx.route, ctx.endpoint) {
-            (_, true) => &*GATEWAY_ENDPOINTS,
-            (Some(route), false) => &route.metrics,
-            (None, false) => &*UNROUTED,
+            (_, Some(endpoint)) => crate::metrics::endpoint(endpoint),
+            (Some(route), None) => &route.metrics,
+            (None, None) => &*UNROUTED,
         };
-        metrics.count(status);
+        metrics.count(status, ctx.outcome);
         metrics.duration.observe(elapsed.as_secs_f64());
         if let Some(decision) = ctx.decision {
-            DECISIONS.count(decision);
+            metrics.decide(decision);
         }
+        if let Some(error) = error {
+            log_failure(session, error, ctx);
+        }
+        let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
-            route = ctx.route.as_ref().map_or("-", |r| r.name.as_str()),
+            method = %session.req_header().method,
+            route = route_label(ctx),
             status,
             outcome = ctx.outcome,
-            subject = ctx.identity.as_ref().map_or("-", |i| i.claims.sub.as_str()),
+            subject = subject.map_or("-", |i| i.claims.sub.as_str()),
             upstream = ctx.route.as_ref().filter(|_| ctx.upstream_started.is_some()).map_or("-", |r| r.upstream.name.as_str()),
             latency_us = elapsed.as_micros() as u64,
             error = error.map(|e| e.etype().as_str()),
         );
+    }
+}
+
+/// The route a request is logged and counted under: the configured route,
+/// one of the gateway's endpoints, or `_unrouted`.
+fn route_label(ctx: &RequestContext) -> &str {
+    match (&ctx.route, ctx.endpoint) {
+        (_, Some(endpoint)) => endpoint,
+        (Some(route), None) => route.name.as_str(),
+        (None, None) => "_unrouted",
+    }
+}
+
+/// The route label of a gateway endpoint, by its normalised path.
+fn endpoint_route(path: &str) -> &'static str {
+    match path {
+        "/auth/login" => "_auth_login",
+        "/auth/token" => "_auth_token",
+        "/auth/logout" => "_auth_logout",
+        "/.well-known/jwks.json" => "_jwks",
+        _ => "_auth_sessions",
+    }
+}
+
+/// A failed request, in the engine's stead: the error's kind and side, the
+/// route and the request id, never the request's path or headers. A client
+/// that went away is routine (debug); an upstream that failed is an
+/// operator's concern (warn); anything else is the gateway's own (error).
+fn log_failure(session: &Session, error: &Error, ctx: &RequestContext) {
+    let kind = error.etype().as_str();
+    let method = &session.req_header().method;
+    let route = route_label(ctx);
+    let target = ctx.backend.as_ref().map(|b| b.addr.to_string());
+    let target = target.as_deref().unwrap_or("-");
+    let id = ctx.request_id.as_str();
+    match error.esource() {
+        ErrorSource::Downstream => {
+            tracing::debug!(request_id = id, %method, route, kind, "client connection failed")
+        }
+        ErrorSource::Upstream => {
+            tracing::warn!(request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
+        }
+        _ => {
+            tracing::error!(request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")
+        }
     }
 }
 
@@ -351,7 +424,7 @@ async fn admit(
     if route.auth == AuthMode::None {
         return Ok(());
     }
-    let decided = authenticate(runtime, view, route, request).await;
+    let decided = authenticate(runtime, view, route, request, &mut ctx.verified).await;
     ctx.decision = Some(match &decided {
         Ok(Some(_)) => "ok",
         Ok(None) => "anonymous",
@@ -370,6 +443,7 @@ async fn authenticate(
     view: &RevocationView,
     route: &Route,
     request: &RequestHeader,
+    verified_out: &mut Option<Arc<VerifiedToken>>,
 ) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
     let Some(token) = extract_bearer(&request.headers, runtime.max_token_bytes)? else {
         return match route.auth {
@@ -377,7 +451,7 @@ async fn authenticate(
             _ => Ok(None),
         };
     };
-    let verified = verify_and_check(runtime, view, token).await?;
+    let verified = verify_then_check(runtime, view, token, verified_out).await?;
     route.requirement.check(&verified.claims)?;
     Ok(Some(verified))
 }
@@ -390,7 +464,19 @@ pub(crate) async fn verify_and_check(
     view: &RevocationView,
     token: &str,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
+    verify_then_check(runtime, view, token, &mut None).await
+}
+
+/// `verify_and_check`, keeping the verified token in `seen` even when a
+/// later check refuses it.
+async fn verify_then_check(
+    runtime: &Runtime,
+    view: &RevocationView,
+    token: &str,
+    seen: &mut Option<Arc<VerifiedToken>>,
+) -> Result<Arc<VerifiedToken>, AuthError> {
     let verified = runtime.verifier.verify_fetching_keys(token).await?;
+    *seen = Some(Arc::clone(&verified));
     view.check(&verified.claims).await?;
     Ok(verified)
 }

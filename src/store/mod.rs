@@ -282,6 +282,19 @@ impl StoreLocation {
     }
 }
 
+/// The location for a log line: a Redis URL's credentials are replaced.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Redis(url) => match (url.split_once("://"), url.rfind('@')) {
+                (Some((scheme, _)), Some(at)) => write!(f, "{scheme}://…{}", &url[at..]),
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
 /// Opens the store a location names.
 pub async fn open(
     location: &StoreLocation,
@@ -295,4 +308,17 @@ pub async fn open(
             std::sync::Arc::new(redis::RedisStore::open(url, retention).await?)
         }
     })
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::StoreLocation;
+
+    #[test]
+    fn a_redis_password_never_reaches_a_log_line() {
+        let location = StoreLocation::Redis("redis://user:hunter2@10.0.0.5:6379/0".into());
+        assert_eq!(location.to_string(), "redis://…@10.0.0.5:6379/0");
+        let plain = StoreLocation::Redis("redis://127.0.0.1:6379/0".into());
+        assert_eq!(plain.to_string(), "redis://127.0.0.1:6379/0");
+    }
 }
