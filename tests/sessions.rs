@@ -710,3 +710,98 @@ fn cookie_mode_guards_login_and_keeps_the_cookie_from_upstreams() {
     assert_eq!(s.upstream.only().values("cookie"), ["theme=dark"]);
     assert!(login_request.values("cookie").is_empty());
 }
+
+/// The login call carries none of the gateway's own credentials: the
+/// browser sends the `/auth`-scoped refresh cookie with every re-login,
+/// and a bearer token is the gateway's, not the backend's. Headers the
+/// client nominates in `Connection` are hop-by-hop (RFC 9110 §7.6.1) and
+/// stop here; nominating `Host` or `X-Forwarded-*` is refused, as on routes.
+#[test]
+fn login_backend_never_sees_gateway_credentials_or_hop_by_hop_headers() {
+    let s = setup(
+        Store::Sqlite,
+        "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let token = sign("test-eddsa", &claims("alice"));
+    let authorization = bearer(&token);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let origin = "Origin: https://app.example.com";
+    let body = "username=alice&password=secret";
+    let response = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[
+            form,
+            origin,
+            "User-Agent: phone",
+            "Cookie: theme=dark; portcullis_refresh=prt_secret",
+            "Cookie: portcullis_refresh =prt_spaced; lang=en",
+            &authorization,
+            "Connection: keep-alive, X-Drop-Me, x-also-dropped",
+            "X-Drop-Me: 1",
+            "X-Also-Dropped: 1",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic cHJveHk6c2VjcmV0",
+            "X-Kept: yes",
+        ],
+        body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = s.login.only();
+    let mut names: Vec<String> = seen
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "content-length",
+            "content-type",
+            "cookie",
+            "host",
+            "origin",
+            "user-agent",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-kept",
+            "x-request-id",
+        ],
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.values("cookie"), ["theme=dark; lang=en"]);
+    assert_eq!(seen.body, body.as_bytes());
+
+    // Another scheme is the backend's own credential check: it passes.
+    s.login.clear();
+    let basic = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[form, origin, "Authorization: Basic YWxpY2U6c2VjcmV0"],
+        body,
+    );
+    assert_eq!(basic.status, 200, "{}", basic.text());
+    assert_eq!(
+        s.login.only().values("authorization"),
+        ["Basic YWxpY2U6c2VjcmV0"]
+    );
+
+    for nominated in [
+        "Connection: Host",
+        "Connection: keep-alive, X-Forwarded-For",
+        "Connection: x-forwarded-host",
+        "Connection: X-Forwarded-Proto",
+    ] {
+        s.login.clear();
+        let refused = post(
+            s.gateway.addr,
+            "/auth/login",
+            &[form, origin, nominated],
+            body,
+        );
+        assert_refused(&refused, 400, "invalid_request", &s.login);
+    }
+}
