@@ -19,17 +19,30 @@ use crate::support::*;
 
 const IDP: &str = "https://idp.test/";
 
-/// A JWKS endpoint whose answer the test changes; "down" answers 503.
+/// A JWKS endpoint whose answer the test changes; "down" answers 503, a
+/// redirect answers 302 to its location.
 struct JwksServer {
     addr: SocketAddr,
-    state: Arc<Mutex<(String, bool, usize)>>,
+    state: Arc<Mutex<JwksState>>,
+}
+
+struct JwksState {
+    body: String,
+    up: bool,
+    hits: usize,
+    redirect: Option<String>,
 }
 
 impl JwksServer {
     fn start(keys: &[(&str, &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new((jwks(keys), true, 0)));
+        let state = Arc::new(Mutex::new(JwksState {
+            body: jwks(keys),
+            up: true,
+            hits: 0,
+            redirect: None,
+        }));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -38,12 +51,14 @@ impl JwksServer {
                 while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
                     line.clear();
                 }
-                let (body, up) = {
+                let (body, up, redirect) = {
                     let mut s = shared.lock().expect("lock");
-                    s.2 += 1;
-                    (s.0.clone(), s.1)
+                    s.hits += 1;
+                    (s.body.clone(), s.up, s.redirect.clone())
                 };
-                let response = if up {
+                let response = if let Some(location) = redirect {
+                    format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                } else if up {
                     format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: max-age=3600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
                 } else {
                     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
@@ -55,15 +70,19 @@ impl JwksServer {
     }
 
     fn publish(&self, keys: &[(&str, &str)]) {
-        self.state.lock().expect("lock").0 = jwks(keys);
+        self.state.lock().expect("lock").body = jwks(keys);
     }
 
     fn set_up(&self, up: bool) {
-        self.state.lock().expect("lock").1 = up;
+        self.state.lock().expect("lock").up = up;
+    }
+
+    fn redirect_to(&self, location: Option<String>) {
+        self.state.lock().expect("lock").redirect = location;
     }
 
     fn hits(&self) -> usize {
-        self.state.lock().expect("lock").2
+        self.state.lock().expect("lock").hits
     }
 }
 
@@ -269,7 +288,7 @@ fn symmetric_keys_from_a_jwks_are_never_used() {
     let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
     let secret = b"0123456789abcdef0123456789abcdef";
     let oct = json!({"keys": [{"kty": "oct", "kid": "shared", "alg": "HS256", "k": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)}]});
-    jwks.state.lock().expect("lock").0 = oct.to_string();
+    jwks.state.lock().expect("lock").body = oct.to_string();
     let (upstream, gateway) = setup(&jwks);
     let token = idp_token_with(
         "shared",
@@ -306,4 +325,61 @@ fn foreign_ver_and_sid_are_not_the_gateways() {
         out.text()
     );
     assert_eq!(status(&gateway, &token).0, 200);
+}
+
+/// A JWKS fetch never follows a redirect: whoever can answer for the
+/// configured URL (or an http:// hop it points to) must not be able to
+/// swap the keys. A 3xx is a failed fetch and the last good keys stay.
+/// (RFC 8725 §3.10: fetch keys only from the configured location.)
+#[test]
+fn jwks_redirects_are_never_followed_and_the_last_good_keys_stay() {
+    let elsewhere = JwksServer::start(&[("idp-evil", "test-es256")]);
+    let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
+    let evil_location = format!("http://{}/jwks.json", elsewhere.addr);
+    jwks.redirect_to(Some(evil_location.clone()));
+    let (upstream, gateway) = setup(&jwks);
+    let evil = idp_token("idp-evil", "test-es256", "mallory");
+    assert_refused(
+        &get(gateway.addr, "/orders", &[&bearer(&evil)]),
+        503,
+        "auth_unavailable",
+        &upstream,
+    );
+
+    // The provider serves its own keys again; they are fetched.
+    jwks.redirect_to(None);
+    let good = idp_token("idp-1", "test-rs256", "erin");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&gateway, &good).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the good keys were never fetched"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // It redirects again: the unknown kid makes the gateway refetch (seen
+    // by the provider), the redirect fails that fetch, the good keys stay.
+    jwks.redirect_to(Some(evil_location));
+    upstream.clear();
+    let before = jwks.hits();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jwks.hits() == before {
+        assert!(Instant::now() < deadline, "no refetch for the unknown kid");
+        assert_refused(
+            &get(gateway.addr, "/orders", &[&bearer(&evil)]),
+            401,
+            "token_invalid",
+            &upstream,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_refused(
+        &get(gateway.addr, "/orders", &[&bearer(&evil)]),
+        401,
+        "token_invalid",
+        &upstream,
+    );
+    assert_eq!(status(&gateway, &good).0, 200, "last good keys");
+    assert_eq!(elsewhere.hits(), 0, "the redirect target was never asked");
 }

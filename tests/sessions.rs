@@ -710,3 +710,290 @@ fn cookie_mode_guards_login_and_keeps_the_cookie_from_upstreams() {
     assert_eq!(s.upstream.only().values("cookie"), ["theme=dark"]);
     assert!(login_request.values("cookie").is_empty());
 }
+
+/// The login call carries none of the gateway's own credentials: the
+/// browser sends the `/auth`-scoped refresh cookie with every re-login,
+/// and a bearer token is the gateway's, not the backend's. Headers the
+/// client nominates in `Connection` are hop-by-hop (RFC 9110 §7.6.1) and
+/// stop here; nominating `Host` or `X-Forwarded-*` is refused, as on routes.
+#[test]
+fn login_backend_never_sees_gateway_credentials_or_hop_by_hop_headers() {
+    let s = setup(
+        Store::Sqlite,
+        "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let token = sign("test-eddsa", &claims("alice"));
+    let authorization = bearer(&token);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let origin = "Origin: https://app.example.com";
+    let body = "username=alice&password=secret";
+    let response = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[
+            form,
+            origin,
+            "User-Agent: phone",
+            "Cookie: theme=dark; portcullis_refresh=prt_secret",
+            "Cookie: portcullis_refresh =prt_spaced; lang=en",
+            &authorization,
+            "Connection: keep-alive, X-Drop-Me, x-also-dropped",
+            "X-Drop-Me: 1",
+            "X-Also-Dropped: 1",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic cHJveHk6c2VjcmV0",
+            "X-Kept: yes",
+        ],
+        body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = s.login.only();
+    let mut names: Vec<String> = seen
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "content-length",
+            "content-type",
+            "cookie",
+            "host",
+            "origin",
+            "user-agent",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-kept",
+            "x-request-id",
+        ],
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.values("cookie"), ["theme=dark; lang=en"]);
+    assert_eq!(seen.body, body.as_bytes());
+
+    // Another scheme is the backend's own credential check: it passes.
+    s.login.clear();
+    let basic = post(
+        s.gateway.addr,
+        "/auth/login",
+        &[form, origin, "Authorization: Basic YWxpY2U6c2VjcmV0"],
+        body,
+    );
+    assert_eq!(basic.status, 200, "{}", basic.text());
+    assert_eq!(
+        s.login.only().values("authorization"),
+        ["Basic YWxpY2U6c2VjcmV0"]
+    );
+
+    for nominated in [
+        "Connection: Host",
+        "Connection: keep-alive, X-Forwarded-For",
+        "Connection: x-forwarded-host",
+        "Connection: X-Forwarded-Proto",
+    ] {
+        s.login.clear();
+        let refused = post(
+            s.gateway.addr,
+            "/auth/login",
+            &[form, origin, nominated],
+            body,
+        );
+        assert_refused(&refused, 400, "invalid_request", &s.login);
+    }
+}
+
+/// RFC 6749 §3.2: a parameter sent twice is `invalid_request`, never "the
+/// last one wins" (two parsers on the path must not disagree about the
+/// token presented); only a form or a JSON body is read.
+#[test]
+fn token_parameters_are_read_strictly() {
+    let s = setup(Store::Sqlite, "");
+    let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let refused = |headers: &[&str], body: &str| {
+        let response = post(s.gateway.addr, "/auth/token", headers, body);
+        assert_refused(&response, 400, "invalid_request", &s.upstream);
+    };
+    refused(
+        &[form],
+        &format!("grant_type=refresh_token&refresh_token={token}&refresh_token=prt_other"),
+    );
+    refused(
+        &[form],
+        &format!("grant_type=refresh_token&grant_type=password&refresh_token={token}"),
+    );
+    refused(
+        &["Content-Type: application/json"],
+        &format!(
+            r#"{{"grant_type":"refresh_token","refresh_token":"{token}","refresh_token":"prt_other"}}"#
+        ),
+    );
+    let grant = format!("grant_type=refresh_token&refresh_token={token}");
+    for content_type in [
+        "Content-Type: text/plain",
+        "Content-Type: multipart/form-data; boundary=x",
+        "Content-Type: application/json-patch+json",
+    ] {
+        refused(&[content_type], &grant);
+    }
+    refused(&[], &grant);
+    // None of these touched the token: it still refreshes, once.
+    let charset = "Content-Type: application/x-www-form-urlencoded; charset=UTF-8";
+    let ok = post(s.gateway.addr, "/auth/token", &[charset], &grant);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+/// `/auth/sessions/{sid}/` is the gateway's endpoint too: a backend that
+/// reads a trailing slash as the same path must never get the request.
+#[test]
+fn a_trailing_slash_does_not_take_session_endpoints_upstream() {
+    let s = setup(Store::Sqlite, "");
+    let (access, refresh_token) = pair(&login(&s, "alice", "secret", "phone"));
+    let sid = jsonwebtoken::dangerous::insecure_decode::<Value>(&access)
+        .expect("claims")
+        .claims["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let path = format!("/auth/sessions/{sid}/");
+    let request = |headers: &[&str]| {
+        send(
+            s.gateway.addr,
+            &crate::support::http::request("DELETE", &path, headers),
+        )
+    };
+    assert_refused(&request(&[]), 401, "token_missing", &s.upstream);
+    let ended = request(&[&bearer(&access)]);
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert_eq!(ended.json(), json!({"ended": sid}));
+    assert_eq!(s.upstream.count(), 0);
+    assert_invalid_grant(&refresh(&s, &refresh_token));
+    let listed = get(s.gateway.addr, "/auth/sessions/", &[&bearer(&access)]);
+    assert_refused(&listed, 401, "token_revoked", &s.upstream);
+}
+
+/// One client address sending garbage (a stale tab, an attacker, everyone
+/// behind one NAT) must not lock a valid refresh token out: failures count
+/// per presented token, and only a token that keeps failing is slowed.
+#[test]
+fn fifty_failed_refreshes_from_one_address_never_refuse_a_valid_token() {
+    let s = setup(Store::Sqlite, "");
+    let (_, token) = pair(&login(&s, "alice", "secret", "phone"));
+    for i in 0..25 {
+        assert_invalid_grant(&refresh(&s, &format!("prt_garbage-{i}")));
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let response = refresh(&s, "prt_one-dead-token");
+        statuses.push(response.status);
+        if response.status == 429 {
+            assert_refused(&response, 429, "too_many_requests", &s.upstream);
+            let wait: u64 = response
+                .header("retry-after")
+                .expect("Retry-After")
+                .parse()
+                .expect("seconds");
+            assert!((1..=60).contains(&wait), "{wait}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [[400; 10].as_slice(), [429; 15].as_slice()].concat(),
+        "the default limit: 10 failures of one token per minute"
+    );
+    let ok = refresh(&s, &token);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+/// Starts `portcullis serve` as a process (JSON logs on stderr), with a
+/// signing key and a refresh limit of 2 failures.
+fn serve_logging(
+    dir: &std::path::Path,
+    log: std::fs::File,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let upstream = EchoUpstream::start();
+    let (addr, admin) = (
+        crate::support::gateway::free_addr(),
+        crate::support::gateway::free_addr(),
+    );
+    let text = format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n[store]\nurl = \"sqlite://g.db\"\n\n[sessions]\nmax_failures = 2\n{}",
+        standard_config(upstream.addr).replace(
+            "{fixtures}",
+            &crate::support::tokens::fixtures_dir().display().to_string()
+        )
+    );
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, text).expect("write");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+/// A 429 is logged with its code, like every refusal.
+#[test]
+fn a_slowed_refresh_is_logged_as_too_many_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let (mut child, addr) = serve_logging(dir.path(), log_file);
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            post(
+                addr,
+                "/auth/token",
+                &form,
+                "grant_type=refresh_token&refresh_token=prt_dead",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [400, 400, 429]);
+    // The access line is written after the answer: wait for all three.
+    let access_lines = || -> Vec<(u64, String)> {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "portcullis::access")
+            .map(|v| {
+                (
+                    v["status"].as_u64().unwrap_or_default(),
+                    v["outcome"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while access_lines().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        access_lines(),
+        [
+            (400, "invalid_grant".to_owned()),
+            (400, "invalid_grant".to_owned()),
+            (429, "too_many_requests".to_owned()),
+        ],
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+}

@@ -4,7 +4,8 @@
 //! The JWKS is fetched in the background and cached for as long as its
 //! `Cache-Control: max-age` says (within bounds); one fetch runs at a time;
 //! a token with an unknown `kid` triggers at most one refetch per cooldown;
-//! when the provider is down the last good keys keep serving. Only
+//! when the provider is down the last good keys keep serving. Redirects
+//! are never followed. Only
 //! asymmetric keys are taken from a JWKS: a provider cannot publish a
 //! shared secret.
 
@@ -210,11 +211,19 @@ fn fetch(url: &str) -> Result<(JwkSet, Option<Duration>), JwksError> {
         url: url.to_owned(),
         reason,
     };
+    // No redirects: a 3xx is a failed fetch (the last good keys stay), so
+    // nobody who can answer for the configured URL can point the gateway
+    // at other keys, or from https down to plain http.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
+        .max_redirects(0)
+        .https_only(url.starts_with("https://"))
         .build()
         .into();
     let mut response = agent.get(url).call().map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("answered {}", response.status())));
+    }
     let max_age = response
         .headers()
         .get(http::header::CACHE_CONTROL)

@@ -160,7 +160,7 @@ pub struct RawSessions {
     pub refresh_ttl: HumanDuration,
     pub max_age: HumanDuration,
     pub reuse_grace: HumanDuration,
-    /// Refresh failures from one address per `failure_window` before 429.
+    /// Failures of one refresh token per `failure_window` before 429.
     pub max_failures: u32,
     pub failure_window: HumanDuration,
     /// Browser mode: the refresh token in an HttpOnly cookie, not the body.

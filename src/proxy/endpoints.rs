@@ -1,11 +1,10 @@
 //! The endpoints the gateway serves itself: refresh, logout, devices and
 //! the JWKS. Login lives in `login.rs`.
 //!
-//! Only the exact paths below are taken; any other `/auth/...` path goes
-//! through the route table like every request.
+//! Only the paths below are taken (each also with one trailing slash); any
+//! other `/auth/...` path goes through the route table like every request.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, COOKIE, ORIGIN, RETRY_AFTER, SET_COOKIE};
@@ -18,6 +17,8 @@ use super::respond::{send_json, Refusal};
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::Runtime;
 use crate::metrics::METRICS;
+use crate::session::grant;
+use crate::session::ratelimit::TokenKey;
 use crate::session::service::Issuer;
 use crate::session::{CookieSettings, RefreshError, TokenPair};
 use crate::state::AppState;
@@ -39,6 +40,15 @@ pub enum Endpoint {
 /// The endpoint a normalised path names, if any; a known path with the
 /// wrong method is refused with 405.
 pub fn endpoint_for(method: &Method, path: &str) -> Option<Result<Endpoint, Refusal>> {
+    // `/auth/sessions/{sid}/` is the same endpoint: many backends read a
+    // trailing slash as the same resource, so such a path must not slip
+    // past the gateway to an upstream (with the caller's credentials).
+    let path = match path.strip_suffix('/') {
+        Some(trimmed) if trimmed.starts_with("/auth/") || trimmed == "/.well-known/jwks.json" => {
+            trimmed
+        }
+        _ => path,
+    };
     let (expected, endpoint) = match path {
         "/auth/login" => (Method::POST, Endpoint::Login),
         "/auth/token" => (Method::POST, Endpoint::Token),
@@ -65,22 +75,25 @@ pub fn endpoint_for(method: &Method, path: &str) -> Option<Result<Endpoint, Refu
     )
 }
 
-/// Serves a gateway endpoint; the response is written when this returns `Ok`.
+/// Serves a gateway endpoint; the response is written when this returns
+/// `Ok`, with the outcome to log and count (`ok`, or the code of a refusal
+/// written with extra headers).
 pub async fn serve(
     endpoint: Endpoint,
     state: &AppState,
     runtime: &Arc<Runtime>,
     session: &mut Session,
     request_id: &str,
-) -> Result<(), Refusal> {
-    match endpoint {
+) -> Result<&'static str, Refusal> {
+    let served = match endpoint {
         Endpoint::Login => super::login::serve(state, runtime, session, request_id).await,
-        Endpoint::Token => token(state, runtime, session, request_id).await,
+        Endpoint::Token => return token(state, runtime, session, request_id).await,
         Endpoint::Logout => logout(state, runtime, session, request_id).await,
         Endpoint::ListSessions => list_sessions(state, runtime, session, request_id).await,
         Endpoint::EndSession(sid) => end_session(state, runtime, session, &sid, request_id).await,
         Endpoint::Jwks => jwks(runtime, session, request_id).await,
-    }
+    };
+    served.map(|()| "ok")
 }
 
 /// Writes a JSON answer; a failed write is the client's loss, not a refusal.
@@ -181,13 +194,6 @@ fn content_type(session: &Session) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
 /// The value of cookie `name` in the request's `Cookie` headers.
 fn cookie_value(session: &Session, name: &str) -> Option<String> {
     session
@@ -260,24 +266,12 @@ async fn token(
     runtime: &Arc<Runtime>,
     session: &mut Session,
     id: &str,
-) -> Result<(), Refusal> {
-    let ip = client_ip(session);
+) -> Result<&'static str, Refusal> {
     let outcome = |label: &str| METRICS.refreshes.with_label_values(&[label]).inc();
-    if let Some(wait) = ip.and_then(|ip| state.refresh_failures.blocked(ip)) {
-        outcome("rate_limited");
-        let refusal = Refusal::other(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many failed refreshes; retry later",
-        );
-        let _ = refusal
-            .send_with(session, id, &[(RETRY_AFTER, wait.to_string())])
-            .await;
-        return Ok(());
-    }
     let issuer = issuer(runtime)?;
     let body = read_body(session).await?;
-    let fields = body_fields(content_type(session).as_deref(), &body);
+    let fields = grant::parameters(content_type(session).as_deref(), &body)
+        .map_err(|e| oauth_error("invalid_request", e.description()))?;
     match fields.get("grant_type").map(String::as_str) {
         None => return Err(oauth_error("invalid_request", "grant_type is required")),
         Some("refresh_token") => {}
@@ -288,21 +282,25 @@ async fn token(
             ))
         }
     }
-    let presented = match (
-        fields.get("refresh_token"),
-        &runtime.sessions.settings.cookie,
-    ) {
-        (Some(token), _) => token.clone(),
-        (None, Some(cookie)) => {
-            let token = cookie_value(session, &cookie.name)
-                .ok_or_else(|| oauth_error("invalid_request", "refresh_token is required"))?;
-            if !same_site_call(session, cookie) {
-                return Err(cross_site());
-            }
-            token
+    let presented = presented_token(session, runtime, &fields)?;
+    // Only this token's own failures count: a valid token is never slowed
+    // down by what other clients (behind the same address) presented.
+    let key = TokenKey::of(&presented);
+    if let Some(wait) = state.refresh_failures.blocked(&key) {
+        outcome(TOO_MANY_REQUESTS);
+        let refusal = Refusal::other(
+            StatusCode::TOO_MANY_REQUESTS,
+            TOO_MANY_REQUESTS,
+            "this refresh token failed too often; retry later",
+        );
+        if let Err(e) = refusal
+            .send_with(session, id, &[(RETRY_AFTER, wait.to_string())])
+            .await
+        {
+            tracing::debug!(error = %e, "could not write the answer");
         }
-        (None, None) => return Err(oauth_error("invalid_request", "refresh_token is required")),
-    };
+        return Ok(TOO_MANY_REQUESTS);
+    }
     match runtime
         .sessions
         .refresh(&state.view, &issuer, &presented)
@@ -312,14 +310,12 @@ async fn token(
             outcome("ok");
             let (body, headers) = token_answer(runtime, &pair);
             answer(session, StatusCode::OK, &body, &headers, id).await;
-            Ok(())
+            Ok("ok")
         }
         Err(RefreshError::InvalidGrant(reason)) => {
             outcome("invalid_grant");
             tracing::info!(target: "portcullis::session", reason, "refresh refused");
-            if let Some(ip) = ip {
-                state.refresh_failures.record_failure(ip);
-            }
+            state.refresh_failures.record_failure(key);
             Err(oauth_error(
                 "invalid_grant",
                 "the refresh token is invalid, expired or revoked",
@@ -336,6 +332,32 @@ async fn token(
             tracing::error!(what, "refresh failed");
             Err(Refusal::internal())
         }
+    }
+}
+
+const TOO_MANY_REQUESTS: &str = "too_many_requests";
+
+/// The refresh token of the body, else (cookie mode) of the cookie, which
+/// only a same-site call may use.
+fn presented_token(
+    session: &Session,
+    runtime: &Runtime,
+    fields: &HashMap<String, String>,
+) -> Result<String, Refusal> {
+    match (
+        fields.get("refresh_token"),
+        &runtime.sessions.settings.cookie,
+    ) {
+        (Some(token), _) => Ok(token.clone()),
+        (None, Some(cookie)) => {
+            let token = cookie_value(session, &cookie.name)
+                .ok_or_else(|| oauth_error("invalid_request", "refresh_token is required"))?;
+            if !same_site_call(session, cookie) {
+                return Err(cross_site());
+            }
+            Ok(token)
+        }
+        (None, None) => Err(oauth_error("invalid_request", "refresh_token is required")),
     }
 }
 

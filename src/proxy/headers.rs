@@ -144,7 +144,10 @@ pub fn strip_gateway_credentials(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .map(str::trim)
-            .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(cookie.name.as_str()))
+            .filter(|pair| {
+                !pair.is_empty()
+                    && pair.split('=').next().map(str::trim) != Some(cookie.name.as_str())
+            })
             .map(str::to_owned)
             .collect();
         request.remove_header(&http::header::COOKIE);
@@ -164,6 +167,49 @@ pub fn strip_gateway_credentials(
     if bearer_too && bearer && !runtime.identity.forward_token {
         request.remove_header(&http::header::AUTHORIZATION);
     }
+}
+
+/// Headers that a client's `Connection` may not nominate (RFC 9110 §7.6.1
+/// lets a proxy refuse): the same rule the proxy engine applies on routes.
+const NOT_NOMINABLE: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+/// The engine's bound on nominations, so parsing stays cheap.
+const MAX_NOMINATIONS: usize = 10;
+
+/// The lower-case header names a request's `Connection` nominates as
+/// hop-by-hop, for a request the gateway builds itself (the login call).
+/// `None` when one may not be nominated, is not an HTTP token, or there
+/// are too many: refused with 400, as on routes.
+pub fn connection_nominations(headers: &HeaderMap) -> Option<Vec<String>> {
+    let tokens: Vec<&[u8]> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.len() >= MAX_NOMINATIONS {
+        return None;
+    }
+    tokens
+        .into_iter()
+        .map(|token| {
+            std::str::from_utf8(token)
+                .ok()
+                .filter(|t| t.bytes().all(is_tchar))
+                .map(str::to_ascii_lowercase)
+                .filter(|name| !NOT_NOMINABLE.contains(&name.as_str()))
+        })
+        .collect()
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A client's `X-Request-Id` is kept if it is short and plain.

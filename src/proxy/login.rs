@@ -1,7 +1,8 @@
 //! `POST /auth/login`, delegated to the backend's own credential check.
 //!
-//! The client's request goes to `[login]` as it came (identity and
-//! forwarding headers set by the gateway, as on every route). A 2xx answer
+//! The client's request goes to `[login]` as it came, less hop-by-hop
+//! headers and the gateway's own credentials (identity and forwarding
+//! headers set by the gateway, as on every route). A 2xx answer
 //! names the user in response headers; the gateway removes them, opens a
 //! session and answers with a token pair instead. Anything else goes back
 //! to the client unchanged, so the backend's own "wrong password" page
@@ -30,15 +31,19 @@ use crate::state::AppState;
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Longest device label kept.
 const MAX_DEVICE_CHARS: usize = 128;
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections.
-const HOP_BY_HOP: [&str; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
+/// the client's `Connection` may name more.
+const HOP_BY_HOP: [&str; 11] = [
     "connection",
     "keep-alive",
     "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "content-length",
 ];
 
@@ -134,8 +139,10 @@ fn device_label(session: &Session, body: &[u8]) -> String {
         .collect()
 }
 
-/// The client's request for the backend: its headers minus hop-by-hop and
-/// gateway-owned ones, plus this hop's forwarding headers.
+/// The client's request for the backend: its headers minus hop-by-hop
+/// ones (its `Connection` nominations included), gateway-owned ones and
+/// the gateway's own credentials (the refresh cookie; a bearer token
+/// unless `forward_token`), plus this hop's forwarding headers.
 fn upstream_request(
     runtime: &Runtime,
     login: &LoginSettings,
@@ -144,16 +151,21 @@ fn upstream_request(
     id: &str,
 ) -> Result<RequestHeader, Refusal> {
     let client = session.req_header();
+    let nominated =
+        super::headers::connection_nominations(&client.headers).ok_or_else(Refusal::bad_request)?;
     let mut request = RequestHeader::build("POST", login.path.as_bytes(), None)
         .map_err(|_| Refusal::internal())?;
     let build = |request: &mut RequestHeader| -> pingora_core::Result<()> {
         for (name, value) in client.headers.iter() {
-            if !HOP_BY_HOP.contains(&name.as_str())
-                && !runtime.header_rules.is_reserved(name.as_str())
+            let name_str = name.as_str();
+            if !HOP_BY_HOP.contains(&name_str)
+                && !nominated.iter().any(|n| n == name_str)
+                && !runtime.header_rules.is_reserved(name_str)
             {
                 request.append_header(name.clone(), value.clone())?;
             }
         }
+        super::headers::strip_gateway_credentials(request, runtime, true);
         // The same forwarding headers as any proxied request.
         super::set_forwarding(session, request, id)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;

@@ -126,7 +126,10 @@ impl ProxyHttp for Gateway {
                         }
                         Err(refusal) => Err(refusal),
                     };
-                    served.map(|()| true)
+                    served.map(|outcome| {
+                        ctx.outcome = outcome;
+                        true
+                    })
                 }
                 None => admit(
                     &runtime,

@@ -4,6 +4,7 @@
 //! Nothing here knows pingora: the proxy parses requests and writes
 //! responses, this module decides against the [`Store`](crate::store::Store).
 
+pub mod grant;
 pub mod ratelimit;
 pub mod secrets;
 pub mod service;
