@@ -271,7 +271,7 @@ pub const STORE_OPERATIONS: [&str; 5] = ["admin", "load_user", "follow", "refres
 pub const REFRESH_OUTCOMES: [&str; 5] = [
     "ok",
     "invalid_grant",
-    "rate_limited",
+    "too_many_requests",
     "unavailable",
     "error",
 ];

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use portcullis::auth::unix_now;
 use portcullis::store::{
-    self, Batch, Change, Cursor, Retention, SessionRecord, SessionStatus, Store, StoreLocation,
+    self, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, SessionStatus,
+    Store, StoreLocation,
 };
 
 use crate::support::redis::RedisServer;
@@ -62,6 +63,7 @@ contract!(
     a_waiting_reader_gets_a_change_written_meanwhile,
     reader_behind_a_trimmed_log_is_told_to_resync,
     active_sessions_are_counted,
+    a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace,
 );
 
 fn session(sid: &str, expires_at: u64) -> SessionRecord {
@@ -81,6 +83,47 @@ fn session(sid: &str, expires_at: u64) -> SessionRecord {
         grants: "{}".into(),
         sealed_pair: None,
     }
+}
+
+/// Two concurrent refreshes of one token: the loser read the clock before
+/// the winner rotated, so the rotation lies in its future. With no grace
+/// that is reuse (the family dies), never a replay of the winner's pair —
+/// RFC 9700 §4.14.2. A negative "time since rotation" once counted as
+/// inside a grace of zero on Redis.
+async fn a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace(
+    backend: Backend,
+) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    store
+        .create_session(&session("race", now + 3600))
+        .await
+        .expect("create");
+    let rotation = |new_hash: &str, now_ms: u64| Rotation {
+        sid: "race".into(),
+        presented_hash: "hash-race".into(),
+        new_hash: new_hash.into(),
+        now,
+        now_ms,
+        grace_ms: 0,
+        sealed_pair: b"sealed".to_vec(),
+        revoke_until: now + 300,
+    };
+    let winner_clock = now * 1000 + 500;
+    assert_eq!(
+        store
+            .rotate(&rotation("hash-winner", winner_clock))
+            .await
+            .expect("rotate"),
+        RotateOutcome::Rotated
+    );
+    assert_eq!(
+        store
+            .rotate(&rotation("hash-loser", winner_clock - 3))
+            .await
+            .expect("rotate"),
+        RotateOutcome::Reused
+    );
 }
 
 async fn active_sessions_are_counted(backend: Backend) {

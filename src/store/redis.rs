@@ -64,7 +64,10 @@ if ARGV[1] == s[2] then
   redis.call('SET', KEYS[2], ARGV[7], 'EXAT', s[5])
   return {'rotated'}
 end
-if s[3] and ARGV[1] == s[3] and tonumber(ARGV[4]) - tonumber(s[4]) < tonumber(ARGV[5]) and s[8] and s[8] ~= '' then
+-- A refresh that read the clock before a concurrent one rotated sees the
+-- rotation in its future: that counts as no time since, not as negative.
+local since = math.max(0, tonumber(ARGV[4]) - tonumber(s[4]))
+if s[3] and ARGV[1] == s[3] and since < tonumber(ARGV[5]) and s[8] and s[8] ~= '' then
   return {'replay', s[8]}
 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'sealed_pair', '')
