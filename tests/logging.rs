@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::operations::serve_process_to;
+use crate::operations::{serve_config_process, serve_process_to};
 use crate::support::http::Recorded;
-use crate::support::{bearer, claims, get, sign, EchoUpstream};
+use crate::support::{bearer, claims, get, post, sign, EchoUpstream};
 
 /// An upstream that reads each request and closes the connection without
 /// answering: the gateway answers 502 and the engine reports a failure.
@@ -181,4 +181,105 @@ fn startup_names_the_build_listeners_store_and_routes() {
                 .is_some_and(|m| m.starts_with("the admin API is disabled"))),
         "{log}"
     );
+}
+
+/// Starts `portcullis demo-backend` (a login form's credential check) on a
+/// free port; killed with the returned guard.
+struct DemoBackend(std::process::Child, SocketAddr);
+
+impl DemoBackend {
+    fn start() -> Self {
+        let addr = crate::support::gateway::free_addr();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["demo-backend", "--listen", &addr.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo-backend");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "demo-backend did not listen"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Self(child, addr)
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A wrong password is the backend's answer, passed through unchanged, and
+/// was once logged and counted as `ok`. Logins, logouts and sessions ended
+/// by their user each get a line naming whom they concerned, as admin
+/// actions do.
+#[test]
+fn logins_and_logouts_are_logged_with_their_real_outcome() {
+    let backend = DemoBackend::start();
+    let config = format!(
+        "{}\n[login]\nupstream = \"echo\"\npath = \"/login\"\n",
+        crate::support::standard_config(backend.1)
+    );
+    let (child, addr, _dir) =
+        serve_config_process(&config, &["--log-format", "json"], "info", "0s");
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let wrong = post(addr, "/auth/login", &form, "username=alice&password=guess");
+    assert_eq!(
+        wrong.status,
+        401,
+        "the backend's own refusal: {}",
+        wrong.text()
+    );
+    assert_eq!(
+        wrong.header("x-portcullis-error"),
+        None,
+        "passed through, not the gateway's"
+    );
+    let right = post(
+        addr,
+        "/auth/login",
+        &form,
+        "username=alice&password=wonderland&device_name=laptop",
+    );
+    assert_eq!(right.status, 200, "{}", right.text());
+    let access = right.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let out = post(addr, "/auth/logout", &[&bearer(&access)], "");
+    assert_eq!(out.status, 200, "{}", out.text());
+
+    let (log, lines) = stop_and_read_log(child);
+    let id = |r: &crate::support::Response| r.header("x-request-id").expect("id").to_owned();
+    let refused = access_line(&lines, &id(&wrong));
+    assert_eq!(refused["outcome"], "login_refused", "{log}");
+    assert_eq!(refused["route"], "_auth_login");
+    assert_eq!(access_line(&lines, &id(&right))["outcome"], "ok");
+    let session_line = |message: &str, request: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["target"] == "portcullis::session"
+                    && l["message"] == message
+                    && l["request_id"] == request
+            })
+            .unwrap_or_else(|| panic!("no {message:?} line for {request}:\n{log}"))
+            .clone()
+    };
+    assert_eq!(
+        session_line("login refused by the backend", &id(&wrong))["status"],
+        401
+    );
+    let login = session_line("login", &id(&right));
+    assert_eq!(login["sub"], "alice");
+    assert_eq!(login["device"], "laptop");
+    let logout = session_line("logout", &id(&out));
+    assert_eq!(logout["sub"], "alice");
+    assert_eq!(logout["sid"], login["sid"]);
 }

@@ -250,6 +250,17 @@ pub(crate) fn serve_process_to(
     log: &str,
     grace: &str,
 ) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    serve_config_process(&standard_config(upstream), extra_args, log, grace)
+}
+
+/// `portcullis serve` as its own process with `config` (everything but
+/// `[server]` and `[store]`), stderr captured.
+pub(crate) fn serve_config_process(
+    config: &str,
+    extra_args: &[&str],
+    log: &str,
+    grace: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, admin) = (
         crate::support::gateway::free_addr(),
@@ -258,7 +269,7 @@ pub(crate) fn serve_process_to(
     let fixtures = crate::support::tokens::fixtures_dir();
     let text = format!(
         "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"{grace}\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
-        standard_config(upstream).replace("{fixtures}", &fixtures.display().to_string())
+        config.replace("{fixtures}", &fixtures.display().to_string())
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, &text).expect("write");

@@ -86,7 +86,7 @@ pub async fn serve(
     request_id: &str,
 ) -> Result<&'static str, Refusal> {
     let served = match endpoint {
-        Endpoint::Login => super::login::serve(state, runtime, session, request_id).await,
+        Endpoint::Login => return super::login::serve(state, runtime, session, request_id).await,
         Endpoint::Token => return token(state, runtime, session, request_id).await,
         Endpoint::Logout => logout(state, runtime, session, request_id).await,
         Endpoint::ListSessions => list_sessions(state, runtime, session, request_id).await,
@@ -414,6 +414,7 @@ async fn logout(
             state.view.apply(&change).await;
         }
     }
+    tracing::info!(target: "portcullis::session", request_id = id, sub = %claims.sub, sid = claims.sid.as_deref().unwrap_or("-"), "logout");
     let clear = runtime
         .sessions
         .settings
@@ -512,6 +513,7 @@ async fn end_session(
         .end(&state.view, sid, runtime.access_ttl)
         .await
         .map_err(unavailable)?;
+    tracing::info!(target: "portcullis::session", request_id = id, sub = %caller.claims.sub, sid, "session ended by its user");
     answer(session, StatusCode::OK, &json!({"ended": sid}), &[], id).await;
     Ok(())
 }

@@ -63,7 +63,7 @@ pub async fn serve(
     runtime: &Runtime,
     session: &mut Session,
     id: &str,
-) -> Result<(), Refusal> {
+) -> Result<&'static str, Refusal> {
     let login = runtime.login.as_ref().ok_or(Refusal::other(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -88,11 +88,13 @@ pub async fn serve(
             Refusal::bad_gateway()
         })?;
     if !response.header.status.is_success() {
+        let status = response.header.status.as_u16();
+        tracing::info!(target: "portcullis::session", request_id = id, status, "login refused by the backend");
         pass_through(session, login, response, id).await;
-        return Ok(());
+        return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
-    let (pair, _) = runtime
+    let (pair, opened) = runtime
         .sessions
         .open(state.view.store().as_ref(), &issuer, new)
         .await
@@ -107,12 +109,17 @@ pub async fn serve(
                 Refusal::internal()
             }
         })?;
+    tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, device = %opened.device, "login");
     let (body, headers) = token_answer(runtime, &pair);
     if let Err(e) = send_json(session, StatusCode::OK, &body, &headers, id).await {
         tracing::debug!(error = %e, "could not write the login answer");
     }
-    Ok(())
+    Ok("ok")
 }
+
+/// The outcome logged and counted when the backend refused the
+/// credentials and its answer went back to the client unchanged.
+pub const LOGIN_REFUSED: &str = "login_refused";
 
 /// The device label: a `device_name` field, else `X-Device-Name`, else the
 /// User-Agent; printable characters only, bounded.
