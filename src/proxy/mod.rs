@@ -182,6 +182,24 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A failure after the connection was made is final, whatever the
+    /// method: the upstream may have read the request and acted on it, so
+    /// sending it again is the client's call (RFC 9110 §9.2.2). The
+    /// engine's default would resend on a fresh connection when a reused
+    /// one fails. Only `fail_to_connect` retries: nothing was sent.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestContext,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        e.set_retry(false);
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

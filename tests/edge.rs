@@ -1,0 +1,199 @@
+//! The network edge: what reaches the upstream when it misbehaves, who the
+//! client is behind load balancers, slow clients, and reloads that must not
+//! stall revocation.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use crate::support::gateway::{config_with_routes, free_addr};
+use crate::support::*;
+
+/// One request as a [`HangupUpstream`] read it.
+#[derive(Debug, Clone)]
+struct Arrival {
+    connection: usize,
+    method: String,
+    target: String,
+    request_id: String,
+}
+
+/// An upstream that answers `/warm` with a keep-alive 200 and, for any
+/// other target, reads the whole request and then closes the connection
+/// without a word: the request was delivered, the answer never comes.
+struct HangupUpstream {
+    addr: SocketAddr,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+impl HangupUpstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&arrivals);
+        thread::spawn(move || {
+            for (connection, stream) in listener.incoming().flatten().enumerate() {
+                let seen = Arc::clone(&seen);
+                thread::spawn(move || hang_up_after_reading(stream, connection, &seen));
+            }
+        });
+        Self { addr, arrivals }
+    }
+
+    fn arrivals(&self, target: &str) -> Vec<Arrival> {
+        let all = self.arrivals.lock().expect("lock");
+        all.iter().filter(|a| a.target == target).cloned().collect()
+    }
+}
+
+fn hang_up_after_reading(stream: TcpStream, connection: usize, seen: &Mutex<Vec<Arrival>>) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (mut length, mut request_id) = (0usize, String::new());
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "x-request-id" => request_id = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock().expect("lock").push(Arrival {
+            connection,
+            method: method.to_owned(),
+            target: target.to_owned(),
+            request_id,
+        });
+        if target != "/warm" {
+            return; // read completely, never answered: the connection closes
+        }
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+        if writer.write_all(ok.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A request the upstream has read may have been acted on, so it is never
+/// sent again, whatever its method (RFC 9110 §9.2.2: a retry of a request
+/// that may have been processed is the client's decision, not a proxy's).
+/// The upstream's keep-alive connection is warm, the case where the
+/// engine's default policy retries on a fresh connection.
+#[test]
+fn a_request_the_upstream_read_is_never_sent_twice() {
+    let upstream = HangupUpstream::start();
+    let gateway = TestGateway::start(&config_with_routes(
+        upstream.addr,
+        r#"
+[[routes]]
+path = "/public"
+upstream = "echo"
+auth = "none"
+
+[[routes]]
+path = "/warm"
+upstream = "echo"
+auth = "none"
+
+[[routes]]
+path = "/"
+upstream = "echo"
+auth = "required"
+"#,
+    ));
+    let token = sign("test-eddsa", &claims("alice"));
+    let auth = bearer(&token);
+    let cases: [(&str, &str, &[&str]); 2] = [
+        ("GET", "/public/report", &[]),
+        ("DELETE", "/orders/7", &[&auth]),
+    ];
+    for (method, target, headers) in cases {
+        let mut client = crate::support::http::connect(gateway.addr);
+        let mut reader = BufReader::new(client.try_clone().expect("clone"));
+        let warm = crate::support::http::request("GET", "/warm", headers);
+        client.write_all(warm.as_bytes()).expect("write");
+        let warmed = crate::support::http::read_response(&mut reader);
+        assert_eq!(warmed.status, 200, "{}", warmed.text());
+        let request = crate::support::http::request(method, target, headers);
+        client.write_all(request.as_bytes()).expect("write");
+        let response = crate::support::http::read_response(&mut reader);
+        assert_eq!(response.status, 502, "{method}: {}", response.text());
+        assert_eq!(response.header("x-portcullis-error"), Some("bad_gateway"));
+        assert_eq!(response.json()["error"], "bad_gateway");
+        let arrived = upstream.arrivals(target);
+        assert_eq!(
+            arrived.len(),
+            1,
+            "{method} {target} reached the upstream more than once: {arrived:#?}"
+        );
+        assert_eq!(arrived[0].method, method);
+        assert_eq!(
+            Some(arrived[0].request_id.as_str()),
+            response.header("x-request-id")
+        );
+        let warm_connection = upstream.arrivals("/warm").last().map(|a| a.connection);
+        assert_eq!(
+            warm_connection,
+            Some(arrived[0].connection),
+            "the request went on the warm connection"
+        );
+    }
+}
+
+/// A connection the target refused carried nothing, so the request goes to
+/// the next target, for every method, a POST with its body included.
+#[test]
+fn a_refused_connection_fails_over_for_every_method() {
+    let alive = EchoUpstream::start();
+    let dead = free_addr();
+    let gateway = TestGateway::start(&config_with_routes(
+        alive.addr,
+        &format!(
+            r#"
+[[upstreams]]
+name = "pool"
+targets = ["{dead}", "{}"]
+connect_timeout = "1s"
+
+[[routes]]
+path = "/"
+upstream = "pool"
+auth = "none"
+"#,
+            alive.addr
+        ),
+    ));
+    for i in 0..4 {
+        let body = format!("order={i}");
+        let response = post(gateway.addr, "/orders", &[], &body);
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let posts = alive.requests();
+    assert_eq!(posts.len(), 4, "each POST arrived exactly once: {posts:#?}");
+    for (i, post) in posts.iter().enumerate() {
+        assert_eq!(post.method, "POST");
+        assert_eq!(post.body, format!("order={i}").into_bytes());
+    }
+}
