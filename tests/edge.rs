@@ -197,3 +197,177 @@ auth = "none"
         assert_eq!(post.body, format!("order={i}").into_bytes());
     }
 }
+
+/// A `portcullis serve` process for `config` (the `[server]` table is
+/// added), killed on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    fn start(dir: &std::path::Path, config: &str) -> Self {
+        let (addr, admin) = (free_addr(), free_addr());
+        let text = format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n{}",
+            config.replace(
+                "{fixtures}",
+                &crate::support::tokens::fixtures_dir().display().to_string()
+            )
+        );
+        let path = dir.join("portcullis.toml");
+        std::fs::write(&path, text).expect("write config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config", path.to_str().expect("utf-8")])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "serve did not listen");
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens the FIFO for writing once a reader waits on it (`O_NONBLOCK`
+/// fails with ENXIO until then).
+fn writer_when_read(fifo: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(fifo);
+        if let Ok(file) = opened {
+            return file;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never opened the key file"
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A SIGHUP reload that hangs on a file (here a FIFO whose writer waits)
+/// must not hold up the change-log follower: requests keep being answered
+/// (not 503 for a view older than `max_staleness`), and a revocation made
+/// through another instance still arrives. The reload then completes.
+#[test]
+fn a_stalled_reload_does_not_stall_revocation() {
+    let upstream = EchoUpstream::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shared.db");
+    let store = format!(
+        "[store]\nurl = \"sqlite://{}\"\nmax_staleness = \"300ms\"\n",
+        db.display()
+    );
+    let config = format!("{store}\n{}", standard_config(upstream.addr));
+    let stalled = ServeProcess::start(dir.path(), &config);
+    let other = TestGateway::start(&config);
+
+    let doomed = sign("test-eddsa", &claims("alice"));
+    let fine = sign("test-eddsa", &claims("bob"));
+    assert_eq!(
+        get(stalled.addr, "/orders", &[&bearer(&doomed)]).status,
+        200
+    );
+
+    // The next configuration makes /public protected and reads a key from
+    // a FIFO: the reload blocks in that read until the test writes.
+    let fifo = dir.path().join("slow-key.pem");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let path = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text
+        .replace(
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"none\"",
+            "path = \"/public\"\nupstream = \"echo\"\nauth = \"required\"",
+        )
+        .replace(
+            "[identity]",
+            &format!(
+                "[[tokens.keys]]\nkid = \"slow\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"{}\"\n\n[identity]",
+                fifo.display()
+            ),
+        );
+    std::fs::write(&path, text).expect("rewrite");
+    stalled.signal("HUP");
+    let mut key_writer = writer_when_read(&fifo);
+
+    // The reload is stuck; the instance must stay fresh and answer.
+    for _ in 0..20 {
+        let response = get(stalled.addr, "/orders", &[&bearer(&fine)]);
+        assert_eq!(response.status, 200, "{}", response.text());
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        get(stalled.addr, "/public", &[]).status,
+        200,
+        "not reloaded yet"
+    );
+    let revoked = send(other.admin, &{
+        let body = serde_json::json!({ "token": doomed }).to_string();
+        format!(
+                "POST /admin/tokens/revoke HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                crate::support::gateway::ADMIN_TOKEN,
+                body.len()
+            )
+    });
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = get(stalled.addr, "/orders", &[&bearer(&doomed)]);
+        match response.status {
+            401 => {
+                assert_eq!(response.header("x-portcullis-error"), Some("token_revoked"));
+                break;
+            }
+            200 => assert!(
+                std::time::Instant::now() < deadline,
+                "the revocation never reached the instance whose reload is stuck"
+            ),
+            _ => panic!("{}: {}", response.status, response.text()),
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Let the reload finish: it applies.
+    let key = std::fs::read(crate::support::tokens::fixtures_dir().join("test-eddsa-2.pub.pem"))
+        .expect("key");
+    key_writer.write_all(&key).expect("write key");
+    drop(key_writer);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(stalled.addr, "/public", &[]).status != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload did not complete"
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -245,8 +245,10 @@ async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Futu
         tokio::select! {
             _ = &mut shutdown => return,
             Some(()) = hangups.recv() => {
-                // A failed reload is logged and counted inside.
-                let _ = state.reload();
+                // Off this runtime, whose worker the follower needs; a
+                // failed reload is logged and counted inside.
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { state.reload_detached().await });
             }
         }
     }
