@@ -162,6 +162,13 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
     {
         changed.push("store cache and log sizes");
     }
+    if a.trusted_proxies != b.trusted_proxies || a.proxy_protocol != b.proxy_protocol {
+        changed.push("server.trusted_proxies/proxy_protocol");
+    }
+    if a.header_read_timeout != b.header_read_timeout || a.keepalive_timeout != b.keepalive_timeout
+    {
+        changed.push("server.header_read_timeout/keepalive_timeout");
+    }
     if a.tls != b.tls {
         changed.push("server.tls (files are re-read; their paths are not)");
     }

@@ -371,3 +371,196 @@ fn a_stalled_reload_does_not_stall_revocation() {
         thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+fn public_routes(upstream: SocketAddr) -> String {
+    config_with_routes(
+        upstream,
+        r#"
+[[routes]]
+path = "/public"
+upstream = "echo"
+auth = "none"
+"#,
+    )
+}
+
+/// Behind trusted proxies the client is the rightmost address they did not
+/// add themselves; what the client wrote left of it is not believed
+/// (spoofing X-Forwarded-For, as NGINX `real_ip_recursive` and Envoy's
+/// `xff_num_trusted_hops` prevent).
+#[test]
+fn a_trusted_proxy_names_the_client_and_only_its_own_hops_are_believed() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(
+        &public_routes(upstream.addr),
+        "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+    );
+    let chain = "X-Forwarded-For: 6.6.6.6, 198.51.100.7, 10.1.1.1";
+    assert_eq!(get(gateway.addr, "/public/a", &[chain]).status, 200);
+    let seen = upstream.only();
+    assert_eq!(
+        seen.values("x-forwarded-for"),
+        ["198.51.100.7, 10.1.1.1, 127.0.0.1"]
+    );
+    upstream.clear();
+    let forwarded = "Forwarded: for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https";
+    assert_eq!(get(gateway.addr, "/public/b", &[forwarded]).status, 200);
+    let seen = upstream.only();
+    assert_eq!(seen.values("x-forwarded-for"), ["2001:db8::7, 127.0.0.1"]);
+    assert!(
+        seen.values("forwarded").is_empty(),
+        "Forwarded is not passed on"
+    );
+}
+
+#[test]
+fn an_untrusted_peer_forwarding_headers_are_ignored() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(
+        &public_routes(upstream.addr),
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    let spoofs = [
+        "X-Forwarded-For: 10.0.0.5",
+        "Forwarded: for=10.0.0.6",
+        "X-Real-IP: 10.0.0.7",
+    ];
+    assert_eq!(get(gateway.addr, "/public/a", &spoofs).status, 200);
+    let seen = upstream.only();
+    assert_eq!(seen.values("x-forwarded-for"), ["127.0.0.1"]);
+    assert!(seen.values("forwarded").is_empty());
+    assert!(seen.values("x-real-ip").is_empty());
+}
+
+/// Sends `bytes` then reads everything until the gateway closes.
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = crate::support::http::connect(addr);
+    stream.write_all(bytes).expect("write");
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => answer,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => answer,
+        Err(e) => panic!("the gateway neither answered nor closed: {e}"),
+    }
+}
+
+fn proxy_v2_ipv6(source: &str, port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    let ip: std::net::Ipv6Addr = source.parse().expect("ip");
+    header.extend_from_slice(&ip.octets());
+    header.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&80u16.to_be_bytes());
+    header
+}
+
+/// PROXY protocol v1 and v2 (HAProxy's spec) on a listener that asks for it:
+/// the header names the client; a connection without a valid one is
+/// dropped before any HTTP is read.
+#[test]
+fn proxy_protocol_headers_name_the_client_and_bad_ones_drop_the_connection() {
+    let upstream = EchoUpstream::start();
+    let gateway =
+        TestGateway::start_with_server(&public_routes(upstream.addr), "proxy_protocol = true");
+    let request = "GET /public/a HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n";
+
+    let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n{request}");
+    let answer = exchange(gateway.addr, v1.as_bytes());
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.only().values("x-forwarded-for"), ["203.0.113.7"]);
+    upstream.clear();
+
+    let mut v2 = proxy_v2_ipv6("2001:db8::7", 4711);
+    v2.extend_from_slice(request.as_bytes());
+    let answer = exchange(gateway.addr, &v2);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(upstream.only().values("x-forwarded-for"), ["2001:db8::7"]);
+    upstream.clear();
+
+    let bad: [Vec<u8>; 4] = [
+        request.as_bytes().to_vec(),
+        format!("PROXY TCP4 203.0.113.7 127.0.0.1 5555\r\n{request}").into_bytes(),
+        format!("PROXY TCP6 203.0.113.7 127.0.0.1 5555 80\r\n{request}").into_bytes(),
+        [
+            &b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x04\x01\x02\x03\x04"[..],
+            request.as_bytes(),
+        ]
+        .concat(),
+    ];
+    for bytes in bad {
+        let answer = exchange(gateway.addr, &bytes);
+        assert!(
+            answer.is_empty(),
+            "{:?} was answered: {}",
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "nothing without a valid header went upstream"
+    );
+}
+
+/// Slowloris: a client that sends its header one line at a time, never
+/// finishing, is cut off after `header_read_timeout` (the engine's own
+/// timeout restarts with each byte), while another client is served.
+#[test]
+fn a_client_dribbling_its_header_is_cut_off_while_others_are_served() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(
+        &public_routes(upstream.addr),
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"60s\"",
+    );
+    let mut slow = crate::support::http::connect(gateway.addr);
+    slow.write_all(b"GET /public/slow HTTP/1.1\r\nHost: gateway.test\r\n")
+        .expect("write");
+    let mut dripper = slow.try_clone().expect("clone");
+    let drip = thread::spawn(move || {
+        for _ in 0..100 {
+            thread::sleep(std::time::Duration::from_millis(100));
+            if dripper.write_all(b"X-Drip: 1\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(get(gateway.addr, "/public/fast", &[]).status, 200);
+    let mut answer = Vec::new();
+    match slow.read_to_end(&mut answer) {
+        Ok(_) => assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let _ = slow.shutdown(std::net::Shutdown::Both);
+    drip.join().expect("dripper");
+    let seen: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(seen, ["/public/fast"]);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+    let upstream = EchoUpstream::start();
+    let gateway =
+        TestGateway::start_with_server(&public_routes(upstream.addr), "keepalive_timeout = \"1s\"");
+    let mut client = crate::support::http::connect(gateway.addr);
+    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+    let request = crate::support::http::request("GET", "/public/a", &[]);
+    client.write_all(request.as_bytes()).expect("write");
+    let response = crate::support::http::read_response(&mut reader);
+    assert_eq!(response.status, 200);
+    assert_ne!(response.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty()),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}

@@ -181,11 +181,8 @@ fn content_type(session: &Session) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+fn client_ip(session: &Session, runtime: &Runtime) -> Option<IpAddr> {
+    super::client_addr::of_session(session, &runtime.server.trusted_proxies).map(|c| c.ip)
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -261,7 +258,7 @@ async fn token(
     session: &mut Session,
     id: &str,
 ) -> Result<(), Refusal> {
-    let ip = client_ip(session);
+    let ip = client_ip(session, runtime);
     let outcome = |label: &str| METRICS.refreshes.with_label_values(&[label]).inc();
     if let Some(wait) = ip.and_then(|ip| state.refresh_failures.blocked(ip)) {
         outcome("rate_limited");

@@ -155,7 +155,7 @@ fn upstream_request(
             }
         }
         // The same forwarding headers as any proxied request.
-        super::set_forwarding(session, request, id)?;
+        super::set_forwarding(session, request, id, &runtime.server.trusted_proxies)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(())
     };

@@ -4,13 +4,16 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod client_addr;
 pub mod endpoints;
 pub mod headers;
 pub mod login;
 pub mod path;
+pub mod proxy_protocol;
 pub mod respond;
 pub mod router;
 pub mod server;
+pub mod slow_clients;
 pub mod tls;
 
 use std::sync::Arc;
@@ -100,6 +103,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
+        slow_clients::header_read();
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
@@ -221,7 +225,8 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&AUTHORIZATION);
             }
         }
-        set_forwarding(session, upstream, &ctx.request_id)?;
+        let trusted = &runtime.server.trusted_proxies;
+        set_forwarding(session, upstream, &ctx.request_id, trusted)?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -308,9 +313,13 @@ impl ProxyHttp for Gateway {
         if let Some(decision) = ctx.decision {
             DECISIONS.count(decision);
         }
+        let client = ctx.runtime.as_ref().and_then(|r| {
+            client_addr::of_session(session, &r.server.trusted_proxies).map(|c| c.ip)
+        });
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
+            client = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             route = ctx.route.as_ref().map_or("-", |r| r.name.as_str()),
             status,
             outcome = ctx.outcome,
@@ -454,19 +463,17 @@ fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()>
     Ok(())
 }
 
-/// `X-Forwarded-*` describe this hop only: the gateway is the edge, so a
-/// client's own values are never trusted or appended to.
+/// `X-Forwarded-*` describe this hop only: a client's own values are never
+/// trusted or appended to. `X-Forwarded-For` is the client and the trusted
+/// proxies between it and the gateway (`[server] trusted_proxies`).
 pub(crate) fn set_forwarding(
     session: &Session,
     upstream: &mut RequestHeader,
     request_id: &str,
+    trusted: &client_addr::TrustedProxies,
 ) -> Result<()> {
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
-        upstream.insert_header("x-forwarded-for", ip.to_string())?;
+    if let Some(client) = client_addr::of_session(session, trusted) {
+        upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
