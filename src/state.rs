@@ -1,9 +1,14 @@
 //! What lives for the whole process: the current configuration (swapped
 //! whole on reload), the revocation view with its store, and the refresh
 //! failure counters.
+//!
+//! A reload reads files and resolves upstream names, which can take as
+//! long as a slow disk or resolver likes, so it runs on a thread of its own
+//! ([`AppState::reload_detached`]): never on the store's runtime, whose one
+//! worker keeps the revocation view fresh, nor on the admin API's.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -22,6 +27,8 @@ pub struct AppState {
     pub config_path: Option<PathBuf>,
     /// The listeners' certificate, read again on reload.
     pub certificate: Option<Arc<ReloadableCert>>,
+    /// One reload at a time, so the last one asked for is the one in force.
+    reloading: Mutex<()>,
 }
 
 /// What a successful reload changed, for the log and the admin answer.
@@ -47,13 +54,37 @@ impl AppState {
             refresh_failures,
             config_path,
             certificate,
+            reloading: Mutex::new(()),
         }
+    }
+
+    /// [`Self::reload`] on a thread of its own; the caller's runtime keeps
+    /// running while files are read and names resolved.
+    pub async fn reload_detached(self: &Arc<Self>) -> Result<Reloaded, ConfigError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let state = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("portcullis-reload".to_owned())
+            .spawn(move || {
+                let _ = done.send(state.reload());
+            });
+        let failed = |message: &str| ConfigError::Read {
+            path: self.config_path.clone().unwrap_or_default(),
+            source: std::io::Error::other(message.to_owned()),
+        };
+        if spawned.is_err() {
+            return Err(failed("cannot start the reload thread"));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(failed("the reload stopped before it finished")))
     }
 
     /// Reads the configuration file again, checks it as a whole, and swaps
     /// it in. Requests in flight finish on the configuration they started
     /// with; a bad file changes nothing.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = &self.config_path else {
             return Err(ConfigError::Read {
                 path: PathBuf::from("(none)"),
@@ -130,6 +161,13 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
         || a.store.change_log_entries != b.store.change_log_entries
     {
         changed.push("store cache and log sizes");
+    }
+    if a.trusted_proxies != b.trusted_proxies || a.proxy_protocol != b.proxy_protocol {
+        changed.push("server.trusted_proxies/proxy_protocol");
+    }
+    if a.header_read_timeout != b.header_read_timeout || a.keepalive_timeout != b.keepalive_timeout
+    {
+        changed.push("server.header_read_timeout/keepalive_timeout");
     }
     if a.tls != b.tls {
         changed.push("server.tls (files are re-read; their paths are not)");

@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod contract;
 mod deployment;
+mod edge;
 mod identity;
 mod issuers;
 mod logging;

@@ -96,7 +96,7 @@ impl AdminApi {
             (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
             (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
             (Method::POST, ["users", sub, action]) => self.user_action(sub, action).await,
-            (Method::POST, ["reload"]) => Ok(self.reload()),
+            (Method::POST, ["reload"]) => Ok(self.reload().await),
             (_, ["tokens", "revoke"] | ["sessions"] | ["sessions", _] | ["users", _, _]) => {
                 Err(method_not_allowed())
             }
@@ -193,8 +193,8 @@ impl AdminApi {
 
     /// Re-reads the configuration file; a bad file keeps the running
     /// configuration and the answer says why, with file:line:col.
-    fn reload(&self) -> Answer {
-        match self.state.reload() {
+    async fn reload(&self) -> Answer {
+        match self.state.reload_detached().await {
             Ok(done) => Answer::Json(
                 StatusCode::OK,
                 json!({"reloaded": true, "routes": done.routes, "needs_restart": done.needs_restart}),

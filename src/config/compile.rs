@@ -14,6 +14,7 @@ use pingora_core::upstreams::peer::PeerOptions;
 use pingora_load_balancing::LoadBalancer;
 use toml::Spanned;
 
+use super::duration::HumanDuration;
 use super::raw::{
     AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
     RawTokens, RawUpstream,
@@ -27,6 +28,7 @@ use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
+use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
@@ -195,7 +197,29 @@ fn server_settings(
         shutdown_timeout: raw.shutdown_timeout.0,
         upstream_keepalive_pool: raw.upstream_keepalive_pool,
         tls: raw.tls.as_ref().and_then(|tls| tls_files(tls, base, sink)),
+        trusted_proxies: trusted_proxies(raw, sink),
+        proxy_protocol: raw.proxy_protocol,
+        header_read_timeout: whole_seconds(&raw.header_read_timeout),
+        keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
     }
+}
+
+fn trusted_proxies(raw: &RawServer, sink: &mut Diagnostics) -> TrustedProxies {
+    let mut blocks = Vec::new();
+    for text in &raw.trusted_proxies {
+        match text.get_ref().parse() {
+            Ok(block) => blocks.push(block),
+            Err(message) => sink.at(text.span(), format!("server.trusted_proxies: {message}")),
+        }
+    }
+    TrustedProxies(blocks)
+}
+
+/// Client-side timeouts in whole seconds (the engine's keep-alive unit),
+/// rounded up, at least one.
+fn whole_seconds(value: &HumanDuration) -> Duration {
+    let d = value.0;
+    Duration::from_secs((d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
 }
 
 /// The certificate and key files, checked to be readable PEM now rather

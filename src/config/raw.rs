@@ -57,6 +57,14 @@ pub struct RawServer {
     pub upstream_keepalive_pool: usize,
     /// TLS on every `listen` address, with HTTP/2 offered by ALPN.
     pub tls: Option<RawTls>,
+    /// Peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` are believed.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Every `listen` address expects a PROXY protocol v1 or v2 header.
+    pub proxy_protocol: bool,
+    /// A request's header (and a PROXY header) must arrive within this.
+    pub header_read_timeout: HumanDuration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: HumanDuration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +90,10 @@ impl Default for RawServer {
             max_token_bytes: 8192,
             upstream_keepalive_pool: 128,
             tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            header_read_timeout: HumanDuration::from_secs(10),
+            keepalive_timeout: HumanDuration::from_secs(60),
         }
     }
 }

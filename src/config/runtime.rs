@@ -26,6 +26,14 @@ pub struct ServerSettings {
     pub upstream_keepalive_pool: usize,
     /// Certificate and key files: every listener speaks TLS (and HTTP/2).
     pub tls: Option<TlsFiles>,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: crate::proxy::client_addr::TrustedProxies,
+    /// Every listener expects a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// The whole request header must arrive within this.
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections close after this (whole seconds).
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

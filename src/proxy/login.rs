@@ -174,7 +174,7 @@ fn upstream_request(
         }
         super::headers::strip_gateway_credentials(request, runtime, true);
         // The same forwarding headers as any proxied request.
-        super::set_forwarding(session, request, id)?;
+        super::set_forwarding(session, request, id, &runtime.server.trusted_proxies)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(())
     };

@@ -4,13 +4,16 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod client_addr;
 pub mod endpoints;
 pub mod headers;
 pub mod login;
 pub mod path;
+pub mod proxy_protocol;
 pub mod respond;
 pub mod router;
 pub mod server;
+pub mod slow_clients;
 pub mod tls;
 
 use std::sync::Arc;
@@ -104,6 +107,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
+        slow_clients::header_read();
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
@@ -189,6 +193,24 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A failure after the connection was made is final, whatever the
+    /// method: the upstream may have read the request and acted on it, so
+    /// sending it again is the client's call (RFC 9110 §9.2.2). The
+    /// engine's default would resend on a fresh connection when a reused
+    /// one fails. Only `fail_to_connect` retries: nothing was sent.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestContext,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        e.set_retry(false);
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -210,7 +232,8 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&AUTHORIZATION);
             }
         }
-        set_forwarding(session, upstream, &ctx.request_id)?;
+        let trusted = &runtime.server.trusted_proxies;
+        set_forwarding(session, upstream, &ctx.request_id, trusted)?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -320,9 +343,13 @@ impl ProxyHttp for Gateway {
             log_failure(session, error, ctx);
         }
         let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
+        let client = ctx.runtime.as_ref().and_then(|r| {
+            client_addr::of_session(session, &r.server.trusted_proxies).map(|c| c.ip)
+        });
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
+            client = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             method = %session.req_header().method,
             route = route_label(ctx),
             status,
@@ -525,19 +552,17 @@ fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()>
     Ok(())
 }
 
-/// `X-Forwarded-*` describe this hop only: the gateway is the edge, so a
-/// client's own values are never trusted or appended to.
+/// `X-Forwarded-*` describe this hop only: a client's own values are never
+/// trusted or appended to. `X-Forwarded-For` is the client and the trusted
+/// proxies between it and the gateway (`[server] trusted_proxies`).
 pub(crate) fn set_forwarding(
     session: &Session,
     upstream: &mut RequestHeader,
     request_id: &str,
+    trusted: &client_addr::TrustedProxies,
 ) -> Result<()> {
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
-        upstream.insert_header("x-forwarded-for", ip.to_string())?;
+    if let Some(client) = client_addr::of_session(session, trusted) {
+        upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;

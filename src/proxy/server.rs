@@ -11,9 +11,12 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
+use super::proxy_protocol::{BeforeTls, PlainListeners};
+use super::slow_clients::SlowClients;
 use super::tls::ReloadableCert;
 use super::Gateway;
 use crate::admin::AdminApi;
+use crate::config::runtime::ServerSettings;
 use crate::config::Runtime;
 use crate::metrics::METRICS;
 use crate::state::AppState;
@@ -119,10 +122,9 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(Arc::clone(&state)),
-        "portcullis proxy",
+    let mut proxy = ListeningService::new(
+        "portcullis proxy".to_owned(),
+        edge_app(&server, &settings, Gateway::new(Arc::clone(&state))),
     );
     for addr in &settings.listen {
         match &settings.tls {
@@ -145,6 +147,12 @@ pub fn build(
             None => proxy.add_tcp(addr),
         }
     }
+    if settings.proxy_protocol && settings.tls.is_some() {
+        let before_tls = BeforeTls {
+            deadline: settings.header_read_timeout,
+        };
+        proxy.endpoints().set_pre_tls_callback(Arc::new(before_tls));
+    }
     server.add_service(proxy);
     let mut admin = ListeningService::new(
         "portcullis admin".to_owned(),
@@ -161,6 +169,24 @@ pub fn build(
             stop,
         },
     })
+}
+
+/// The proxy application with the edge's connection rules around it:
+/// slow-client deadlines, and the PROXY protocol on plain listeners.
+type EdgeApp = PlainListeners<SlowClients<pingora_proxy::HttpProxy<Gateway>>>;
+
+fn edge_app(server: &Server, settings: &ServerSettings, gateway: Gateway) -> EdgeApp {
+    let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
+    let guarded = SlowClients::new(
+        proxy,
+        settings.header_read_timeout,
+        settings.keepalive_timeout,
+    );
+    let plain_proxy_protocol = settings.proxy_protocol && settings.tls.is_none();
+    PlainListeners {
+        inner: Arc::new(guarded),
+        deadline: plain_proxy_protocol.then_some(settings.header_read_timeout),
+    }
 }
 
 impl Instance {
@@ -245,8 +271,10 @@ async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Futu
         tokio::select! {
             _ = &mut shutdown => return,
             Some(()) = hangups.recv() => {
-                // A failed reload is logged and counted inside.
-                let _ = state.reload();
+                // Off this runtime, whose worker the follower needs; a
+                // failed reload is logged and counted inside.
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { state.reload_detached().await });
             }
         }
     }

@@ -1,0 +1,249 @@
+//! Who the client is: the TCP peer (or the address a PROXY protocol header
+//! gave for it), unless that peer is a trusted proxy, in which case its
+//! `X-Forwarded-For` (or `Forwarded`, RFC 7239) is walked from the right
+//! through further trusted hops to the first address that is not trusted,
+//! the way NGINX's `real_ip_recursive` and Envoy's trusted hops work.
+//!
+//! Addresses left of that one were written by whoever the client is and
+//! are never believed. This module does not set headers; `set_forwarding`
+//! writes what it returns.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use http::HeaderMap;
+
+/// One CIDR block, such as `10.0.0.0/8`, `2001:db8::/32` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| {
+            format!("{text:?} is not an address or CIDR block such as \"10.0.0.0/8\"")
+        })?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {width}"))?,
+        };
+        let host_bits = u32::from(width - prefix);
+        let host_mask = 1u128.checked_shl(host_bits).map_or(u128::MAX, |b| b - 1);
+        if bits(network) & host_mask != 0 {
+            return Err(format!("{text:?} has bits set past its /{prefix} prefix"));
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4()
+            && mask(ip, self.prefix) == mask(self.network, self.prefix)
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> u128 {
+    let width: u32 = if ip.is_ipv4() { 32 } else { 128 };
+    let host_bits = width - u32::from(prefix);
+    bits(ip).checked_shr(host_bits).unwrap_or(0)
+}
+
+/// `[server] trusted_proxies`: peers whose forwarding headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<Cidr>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The client as far as the trusted chain vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    /// The client, then each trusted hop after it, the peer last: the
+    /// `X-Forwarded-For` the gateway sends upstream.
+    pub chain: Vec<IpAddr>,
+}
+
+impl ClientAddress {
+    /// `X-Forwarded-For` for the upstream.
+    pub fn forwarded_for(&self) -> String {
+        let hops: Vec<String> = self.chain.iter().map(IpAddr::to_string).collect();
+        hops.join(", ")
+    }
+}
+
+/// The client behind `peer`: forwarding headers are read only when `peer`
+/// is trusted, right to left, and only while each hop is trusted too.
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientAddress {
+    let mut chain = vec![peer.to_canonical()];
+    if trusted.contains(peer) {
+        for hop in listed_hops(headers).into_iter().rev() {
+            let Some(hop) = hop else { break };
+            chain.push(hop.to_canonical());
+            if !trusted.contains(hop) {
+                break;
+            }
+        }
+    }
+    chain.reverse();
+    ClientAddress {
+        ip: chain[0],
+        chain,
+    }
+}
+
+/// The client of a request the engine read; `None` on a socket without an
+/// IP peer (a Unix socket).
+pub fn of_session(
+    session: &pingora_proxy::Session,
+    trusted: &TrustedProxies,
+) -> Option<ClientAddress> {
+    let peer = session.client_addr()?.as_inet()?.ip();
+    Some(resolve(peer, &session.req_header().headers, trusted))
+}
+
+/// The hops a proxy listed, left to right (`None` for one that is not an
+/// address, such as `unknown` or an obfuscated `_id`): `X-Forwarded-For`
+/// when present, else `Forwarded`'s `for=`.
+fn listed_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{0}"))
+            .flat_map(|v| v.split(','))
+            .collect()
+    };
+    let xff = values("x-forwarded-for");
+    if !xff.is_empty() {
+        return xff.into_iter().map(node_address).collect();
+    }
+    values("forwarded")
+        .into_iter()
+        .map(|element| {
+            element
+                .split(';')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+                .and_then(|(_, value)| node_address(value.trim().trim_matches('"')))
+        })
+        .collect()
+}
+
+/// `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1`, `[2001:db8::1]:443`.
+fn node_address(node: &str) -> Option<IpAddr> {
+    let node = node.trim();
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    node.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn trusted(list: &[&str]) -> TrustedProxies {
+        TrustedProxies(list.iter().map(|c| c.parse().expect("cidr")).collect())
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn cidrs_parse_strictly() {
+        assert!("10.0.0.0/8".parse::<Cidr>().is_ok());
+        assert!("::1".parse::<Cidr>().is_ok());
+        assert!("2001:db8::/32".parse::<Cidr>().is_ok());
+        assert!("0.0.0.0/0".parse::<Cidr>().is_ok());
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "x",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let block: Cidr = "10.0.0.0/8".parse().expect("cidr");
+        assert!(block.contains(ip("10.200.1.2")));
+        assert!(block.contains(ip("::ffff:10.1.1.1")));
+        assert!(!block.contains(ip("11.0.0.1")));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        let client = resolve(ip("203.0.113.9"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.ip, ip("203.0.113.9"));
+        assert_eq!(client.forwarded_for(), "203.0.113.9");
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        let client = resolve(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.ip, ip("198.51.100.7"));
+        assert_eq!(client.forwarded_for(), "198.51.100.7, 10.0.0.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn a_malformed_hop_stops_the_walk() {
+        let h = headers(&[("x-forwarded-for", "198.51.100.7, garbage, 10.0.0.2")]);
+        let client = resolve(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.ip, ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn forwarded_is_read_when_there_is_no_x_forwarded_for() {
+        let h = headers(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https",
+        )]);
+        let client = resolve(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.ip, ip("2001:db8::7"));
+        assert_eq!(client.chain, vec![ip("2001:db8::7"), ip("10.0.0.1")]);
+    }
+}
