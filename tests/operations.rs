@@ -42,12 +42,24 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
     );
     assert_eq!(refresh.status, 400);
 
-    let page = get(gateway.admin, "/metrics", &[]);
-    assert_eq!(page.status, 200);
-    assert!(page
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("text/plain")));
-    let text = page.text();
+    // A request is counted when its access line is written, just after
+    // its answer: scrape until the last one is in (or a deadline passes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let page = get(gateway.admin, "/metrics", &[]);
+        assert_eq!(page.status, 200);
+        assert!(page
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")));
+        let text = page.text();
+        let counted = text.lines().any(|l| {
+            l.starts_with("portcullis_requests_total{code=\"invalid_grant\",route=\"_auth_token\"")
+        });
+        if counted || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     for exact in [
         "portcullis_requests_total{code=\"ok\",route=\"metrics-api\",status_class=\"2xx\"} 2",
         "portcullis_requests_total{code=\"token_missing\",route=\"metrics-api\",status_class=\"4xx\"} 1",
