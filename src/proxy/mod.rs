@@ -4,7 +4,9 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod edge;
 pub mod endpoints;
+pub mod head;
 pub mod headers;
 pub mod login;
 pub mod path;

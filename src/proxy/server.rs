@@ -11,6 +11,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
+use super::edge::EdgeApp;
 use super::tls::ReloadableCert;
 use super::Gateway;
 use crate::admin::AdminApi;
@@ -119,10 +120,13 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(Arc::clone(&state)),
-        "portcullis proxy",
+    // The head check in front of pingora's proxy (see `edge`).
+    let mut proxy = ListeningService::new(
+        "portcullis proxy".to_owned(),
+        EdgeApp::new(pingora_proxy::http_proxy(
+            &server.configuration,
+            Gateway::new(Arc::clone(&state)),
+        )),
     );
     for addr in &settings.listen {
         match &settings.tls {
