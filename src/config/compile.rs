@@ -775,6 +775,7 @@ fn routes(
                 all_scopes: route.scopes.clone(),
             },
             upstream: Arc::clone(upstream),
+            paths: route.paths,
         });
     }
     routes
