@@ -143,7 +143,12 @@ async fn read_head(
     carried: &Carried,
     shutdown: &ShutdownWatch,
 ) -> HeadRead {
-    let idle = Duration::from_secs(carried.keepalive.unwrap_or(KEEPALIVE));
+    // pingora's encoding: `Some(0)` waits forever, `None` is keep-alive off.
+    let idle = match carried.keepalive {
+        Some(0) => Duration::MAX,
+        Some(secs) => Duration::from_secs(secs),
+        None => Duration::from_secs(KEEPALIVE),
+    };
     loop {
         if !conn.pending.is_empty() {
             match head::scan(&conn.pending, limits) {

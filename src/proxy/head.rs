@@ -128,7 +128,8 @@ fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Fr
     // Origin-form only (and `OPTIONS *`): the gateway is no forward proxy,
     // and an absolute-form target would name a second authority.
     let asterisk = path == "*" && request.method == Some("OPTIONS");
-    if !path.starts_with('/') && !asterisk {
+    // A fragment is never part of a request target (RFC 9112 §3.2).
+    if (!path.starts_with('/') && !asterisk) || path.contains('#') {
         return Err(malformed());
     }
     let version = request.version.unwrap_or(0);

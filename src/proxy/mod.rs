@@ -265,6 +265,9 @@ impl ProxyHttp for Gateway {
             };
         };
         ctx.outcome = refusal.code;
+        // The connection is not reused after a failed proxy attempt, so the
+        // answer says so rather than promising keep-alive.
+        session.set_keepalive(None);
         if let Err(write_error) = refusal.send(session, &ctx.request_id).await {
             tracing::debug!(error = %write_error, "could not write the error response");
         }
@@ -348,6 +351,9 @@ async fn admit(
         .router
         .find(host_of(request), &path::without_parameters(&target.path))
         .ok_or(Refusal::no_route())?;
+    if route.is_ambiguous(&target.path) {
+        return Err(Refusal::bad_path());
+    }
     ctx.route = Some(Arc::clone(route));
     ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
     if route.auth == AuthMode::None {
@@ -454,7 +460,14 @@ pub(crate) fn set_forwarding(
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    if let Some(host) = session.req_header().headers.get(HOST).cloned() {
+    // HTTP/2 carries the host in the `:authority` pseudo-header, which
+    // pingora puts in the URI rather than in `Host`.
+    let request = session.req_header();
+    let host = request.headers.get(HOST).cloned().or_else(|| {
+        let authority = request.uri.authority()?;
+        http::HeaderValue::from_str(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
         upstream.insert_header("x-forwarded-host", host)?;
     }
     upstream.insert_header(REQUEST_ID_HEADER, request_id)?;
