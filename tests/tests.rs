@@ -2,6 +2,7 @@
 
 mod support;
 
+mod adversarial;
 mod cli;
 mod contract;
 mod deployment;

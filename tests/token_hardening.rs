@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::gateway::ADMIN_TOKEN;
 use crate::support::http::Response;
-use crate::support::tokens::{encoding_key, now};
+use crate::support::tokens::now;
 use crate::support::*;
 
 fn setup() -> (EchoUpstream, TestGateway) {
@@ -38,16 +38,6 @@ fn payload(token: &str) -> Value {
         .decode(part)
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("json")
-}
-
-/// Signs `claims` under a header given as raw JSON, so the header can hold
-/// what `jsonwebtoken::Header` cannot express (`"crit": null`).
-fn sign_raw_header(kid: &str, header: &Value, claims: &Value) -> String {
-    let (alg, key) = encoding_key(kid);
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let message = format!("{}.{}", b64(header), b64(claims));
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).expect("sign");
-    format!("{message}.{signature}")
 }
 
 // ---- item: "log out everywhere" within the cut-off's second ----
@@ -283,7 +273,7 @@ fn crit_in_any_form_and_non_string_kid_or_typ_are_refused() {
         }
         h
     };
-    let fine = sign_raw_header("test-eddsa", &header(json!({})), &claims);
+    let fine = crate::support::tokens::sign_raw_header("test-eddsa", &header(json!({})), &claims);
     assert_eq!(call(&gateway, &fine).status, 200, "the raw signer works");
     upstream.clear();
     for extra in [
@@ -295,7 +285,8 @@ fn crit_in_any_form_and_non_string_kid_or_typ_are_refused() {
         json!({"typ": null}),
         json!({"kid": 1}),
     ] {
-        let token = sign_raw_header("test-eddsa", &header(extra.clone()), &claims);
+        let token =
+            crate::support::tokens::sign_raw_header("test-eddsa", &header(extra.clone()), &claims);
         assert_refused(&call(&gateway, &token), 401, "token_invalid", &upstream);
     }
 }

@@ -849,6 +849,7 @@ fn routes(
                 all_scopes: route.scopes.clone(),
             },
             upstream: Arc::clone(upstream),
+            paths: route.paths,
         });
     }
     routes

@@ -443,6 +443,23 @@ pub struct RawRoute {
     pub roles: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `match = "legacy"` for backends that read paths loosely.
+    #[serde(default, rename = "match")]
+    pub paths: PathMatch,
+}
+
+/// How a route's prefix is compared with the request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    /// Byte for byte, as RFC 3986 says paths compare.
+    #[default]
+    Standard,
+    /// For backends (IIS and other Windows-era servers) that match paths
+    /// case-insensitively and ignore trailing dots and spaces: the prefix
+    /// matches in any case, and a segment ending in `.` or a space is
+    /// refused, so `/ADMIN` or `/admin.` cannot slip past `/admin`.
+    Legacy,
 }
 
 fn default_auth() -> AuthMode {

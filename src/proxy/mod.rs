@@ -5,7 +5,9 @@
 //! pure helpers of this module's children.
 
 pub mod client_addr;
+pub mod edge;
 pub mod endpoints;
+pub mod head;
 pub mod headers;
 pub mod login;
 pub mod path;
@@ -13,7 +15,6 @@ pub mod proxy_protocol;
 pub mod respond;
 pub mod router;
 pub mod server;
-pub mod slow_clients;
 pub mod tls;
 
 use std::sync::Arc;
@@ -107,7 +108,6 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        slow_clients::header_read();
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
@@ -293,6 +293,9 @@ impl ProxyHttp for Gateway {
             };
         };
         ctx.outcome = refusal.code;
+        // The connection is not reused after a failed proxy attempt, so the
+        // answer says so rather than promising keep-alive.
+        session.set_keepalive(None);
         if let Err(write_error) = refusal.send(session, &ctx.request_id).await {
             tracing::debug!(error = %write_error, "could not write the error response");
         }
@@ -449,6 +452,9 @@ async fn admit(
         .router
         .find(host_of(request), &path::without_parameters(&target.path))
         .ok_or(Refusal::no_route())?;
+    if route.is_ambiguous(&target.path) {
+        return Err(Refusal::bad_path());
+    }
     ctx.route = Some(Arc::clone(route));
     ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
     if route.auth == AuthMode::None {
@@ -566,7 +572,14 @@ pub(crate) fn set_forwarding(
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    if let Some(host) = session.req_header().headers.get(HOST).cloned() {
+    // HTTP/2 carries the host in the `:authority` pseudo-header, which
+    // pingora puts in the URI rather than in `Host`.
+    let request = session.req_header();
+    let host = request.headers.get(HOST).cloned().or_else(|| {
+        let authority = request.uri.authority()?;
+        http::HeaderValue::from_str(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
         upstream.insert_header("x-forwarded-host", host)?;
     }
     upstream.insert_header(REQUEST_ID_HEADER, request_id)?;

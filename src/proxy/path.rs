@@ -13,10 +13,16 @@ pub enum PathError {
     EncodedSeparator,
     /// A `%` not followed by two hex digits.
     BadEscape,
-    /// A raw backslash, control byte or non-ASCII byte.
+    /// A raw backslash, `#`, control byte, space or non-ASCII byte.
     ForbiddenByte,
+    /// An encoded control character (`%01`–`%1F`, `%7F`): backends cut,
+    /// log or split on them (CRLF injection, `%09` as a separator).
+    ControlCharacter,
     /// `..;x` or `.;x`: servlet containers treat these as dot segments.
     DotSegmentParameter,
+    /// `%C0`, `%C1` or `%F5`–`%FF`: bytes no UTF-8 text holds, used for
+    /// overlong encodings (`%C0%AF` read as `/` by lax decoders).
+    InvalidUtf8,
 }
 
 /// Decodes percent-escapes of unreserved characters, upper-cases the rest,
@@ -81,6 +87,8 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
             let value = hi << 4 | lo;
             match value {
                 b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                v if v < 0x20 || v == 0x7F => return Err(PathError::ControlCharacter),
+                0xC0 | 0xC1 | 0xF5..=0xFF => return Err(PathError::InvalidUtf8),
                 v if is_unreserved(v) => out.push(v as char),
                 v => {
                     out.push('%');
@@ -91,7 +99,9 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
             i += 3;
             continue;
         }
-        if byte == b'\\' || byte <= 0x20 || byte >= 0x7F {
+        // `#` starts a fragment, which a request target never has (RFC 9112
+        // §3.2); a backend that cuts it would see a shorter path.
+        if byte == b'\\' || byte == b'#' || byte <= 0x20 || byte >= 0x7F {
             return Err(PathError::ForbiddenByte);
         }
         out.push(byte as char);
@@ -144,6 +154,13 @@ mod tests {
             ("/admin\\x", PathError::ForbiddenByte),
             ("*", PathError::NotOriginForm),
             ("/public/..;/admin", PathError::DotSegmentParameter),
+            ("/admin%09", PathError::ControlCharacter),
+            ("/admin%0a/x", PathError::ControlCharacter),
+            ("/admin%0D%0AX-Injected:%201", PathError::ControlCharacter),
+            ("/admin%7f", PathError::ControlCharacter),
+            ("/x%c0%afadmin", PathError::InvalidUtf8),
+            ("/admin#x", PathError::ForbiddenByte),
+            ("/admin\t", PathError::ForbiddenByte),
         ];
         for (raw, want) in cases {
             assert_eq!(normalize_path(raw.as_bytes()), Err(want), "{raw}");

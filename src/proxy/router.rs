@@ -14,7 +14,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::auth::Requirement;
-use crate::config::raw::AuthMode;
+use crate::config::raw::{AuthMode, PathMatch};
 
 /// A pool of upstream targets with round-robin selection, active health
 /// checks (when configured) and passive ejection of targets that refuse
@@ -131,6 +131,26 @@ pub struct Route {
     pub requirement: Requirement,
     pub upstream: Arc<UpstreamPool>,
     pub metrics: crate::metrics::RouteMetrics,
+    pub paths: PathMatch,
+}
+
+impl Route {
+    /// Whether this route serves `path` (normalised, parameters cut).
+    pub fn matches(&self, path: &str) -> bool {
+        match self.paths {
+            PathMatch::Standard => prefix_matches(&self.prefix, path),
+            PathMatch::Legacy => legacy_prefix_matches(&self.prefix, path),
+        }
+    }
+
+    /// Whether the backend could read `path` as another one: on a legacy
+    /// route, a segment (or `;` piece) ending in `.` or a space.
+    pub fn is_ambiguous(&self, path: &str) -> bool {
+        self.paths == PathMatch::Legacy
+            && path
+                .split(['/', ';'])
+                .any(|piece| piece.ends_with('.') || piece.ends_with("%20"))
+    }
 }
 
 #[derive(Default)]
@@ -161,9 +181,7 @@ impl Router {
             .map(strip_port)
             .and_then(|h| self.by_host.get(h.to_ascii_lowercase().as_str()))
             .unwrap_or(&self.any_host);
-        candidates
-            .iter()
-            .find(|route| prefix_matches(&route.prefix, path))
+        candidates.iter().find(|route| route.matches(path))
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
@@ -175,6 +193,15 @@ impl Router {
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || (path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// `prefix_matches` in any ASCII case.
+pub fn legacy_prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || (path
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
@@ -209,6 +236,10 @@ mod tests {
         assert!(prefix_matches("/admin", "/admin/users"));
         assert!(!prefix_matches("/admin", "/administrator"));
         assert!(prefix_matches("/", "/anything"));
+        assert!(!prefix_matches("/admin", "/ADMIN"));
+        assert!(legacy_prefix_matches("/admin", "/ADMIN/x"));
+        assert!(legacy_prefix_matches("/admin", "/aDmIn"));
+        assert!(!legacy_prefix_matches("/admin", "/ADMINISTRATOR"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
+use super::edge::EdgeApp;
 use super::proxy_protocol::{BeforeTls, PlainListeners};
-use super::slow_clients::SlowClients;
 use super::tls::ReloadableCert;
 use super::Gateway;
 use crate::admin::AdminApi;
@@ -122,6 +122,8 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
+    // PROXY protocol (plain listeners), then the head check in front of
+    // pingora's proxy (see `edge`).
     let mut proxy = ListeningService::new(
         "portcullis proxy".to_owned(),
         edge_app(&server, &settings, Gateway::new(Arc::clone(&state))),
@@ -173,18 +175,23 @@ pub fn build(
 
 /// The proxy application with the edge's connection rules around it:
 /// slow-client deadlines, and the PROXY protocol on plain listeners.
-type EdgeApp = PlainListeners<SlowClients<pingora_proxy::HttpProxy<Gateway>>>;
-
-fn edge_app(server: &Server, settings: &ServerSettings, gateway: Gateway) -> EdgeApp {
+/// The proxy listener's application: the PROXY protocol header (on plain
+/// listeners that ask for it), then each request head read and judged
+/// with its deadlines, then pingora's proxy.
+fn edge_app(
+    server: &Server,
+    settings: &ServerSettings,
+    gateway: Gateway,
+) -> PlainListeners<EdgeApp> {
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
-    let guarded = SlowClients::new(
+    let edge = EdgeApp::new(
         proxy,
         settings.header_read_timeout,
         settings.keepalive_timeout,
     );
     let plain_proxy_protocol = settings.proxy_protocol && settings.tls.is_none();
     PlainListeners {
-        inner: Arc::new(guarded),
+        inner: Arc::new(edge),
         deadline: plain_proxy_protocol.then_some(settings.header_read_timeout),
     }
 }

@@ -106,3 +106,13 @@ pub fn bearer(token: &str) -> String {
 pub fn rsa_public_pem() -> Vec<u8> {
     fixture("test-rs256.pub.pem")
 }
+
+/// Signs `claims` under a header given as raw JSON, so the header can hold
+/// what `jsonwebtoken::Header` cannot express (`"crit": null`).
+pub fn sign_raw_header(kid: &str, header: &Value, claims: &Value) -> String {
+    let (alg, key) = encoding_key(kid);
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).expect("sign");
+    format!("{message}.{signature}")
+}

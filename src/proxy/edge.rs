@@ -1,0 +1,488 @@
+//! The listener's connection loop: each HTTP/1.x request head is read and
+//! judged here (see `head`) before pingora's proxy parses it, so every
+//! answer to a malformed request follows the contract, and pingora never
+//! reads past the end of the request it was handed.
+//!
+//! HTTP/2 connections (ALPN `h2`) go to pingora unchanged: the `h2` crate
+//! frames those requests, and its refusals are stream resets, not responses.
+
+use std::any::Any;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::head::{self, Framing, Limits, Scan};
+use super::respond::Refusal;
+use super::Gateway;
+use crate::metrics::UNROUTED;
+
+/// How much of a refused request is read and dropped before closing, so
+/// the refusal is not lost to a TCP reset (nginx's lingering close).
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+/// Bytes of a pipelined next request held while the current one is served.
+const HOLD_BYTES: usize = 64 * 1024;
+
+/// The proxy listener's application: the head check in front of pingora.
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<Gateway>>,
+    limits: Limits,
+    /// A request head must be complete this long after its first byte:
+    /// the engine's read timeout restarts with every byte, so a client
+    /// sending one byte every few seconds (slowloris) would otherwise hold
+    /// the connection forever.
+    head_deadline: Duration,
+    /// How long an idle keep-alive connection (HTTP/1.1 or HTTP/2) waits
+    /// for its next request.
+    keepalive: Duration,
+}
+
+impl EdgeApp {
+    pub fn new(
+        mut proxy: HttpProxy<Gateway>,
+        head_deadline: Duration,
+        keepalive: Duration,
+    ) -> Self {
+        let mut options = proxy.server_options.take().unwrap_or_default();
+        options.h2_idle_timeout = Some(keepalive);
+        proxy.server_options = Some(options);
+        Self {
+            proxy: Arc::new(proxy),
+            limits: Limits::default(),
+            head_deadline,
+            keepalive,
+        }
+    }
+
+    /// Keep-alive in pingora's whole seconds, at least one.
+    fn keepalive_secs(&self) -> u64 {
+        self.keepalive.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let mut conn = EdgeStream::new(stream);
+        let mut carried = Carried::first(*shutdown.borrow(), self.keepalive_secs());
+        loop {
+            let framing = match read_head(&mut conn, self, shutdown).await {
+                HeadRead::Closed => return None,
+                HeadRead::Refused(refusal) => {
+                    refuse(conn, &refusal).await;
+                    return None;
+                }
+                HeadRead::Admitted(len, framing) => (len, framing),
+            };
+            conn.admit(framing.0, framing.1);
+            let mut session = ServerSession::new_http1(Box::new(conn));
+            carried.apply(&mut session, *shutdown.borrow());
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (stream, settings) = reused.consume();
+            conn = *stream.into_any().downcast::<EdgeStream>().ok()?;
+            carried = Carried::from(settings, self.keepalive_secs());
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// What one request's session hands to the next on the same connection.
+struct Carried {
+    keepalive: Option<u64>,
+    reuses: Option<u32>,
+    context: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Carried {
+    fn first(shutting_down: bool, keepalive: u64) -> Self {
+        Self {
+            keepalive: (!shutting_down).then_some(keepalive),
+            reuses: None,
+            context: None,
+        }
+    }
+
+    /// pingora keeps these private; a throwaway session reads them out.
+    fn from(settings: Option<pingora_core::apps::HttpPersistentSettings>, keepalive: u64) -> Self {
+        let Some(settings) = settings else {
+            return Self::first(false, keepalive);
+        };
+        let mut probe = ServerSession::new_http1(Box::new(EdgeStream::detached()));
+        settings.apply_to_session(&mut probe);
+        Self {
+            keepalive: probe.get_keepalive(),
+            reuses: probe.get_keepalive_reuses_remaining(),
+            context: probe.take_connection_user_context(),
+        }
+    }
+
+    fn apply(&mut self, session: &mut ServerSession, shutting_down: bool) {
+        session.set_keepalive(if shutting_down { None } else { self.keepalive });
+        session.set_keepalive_reuses_remaining(self.reuses);
+        session.set_connection_user_context(self.context.take());
+    }
+}
+
+enum HeadRead {
+    Closed,
+    Refused(Refusal),
+    Admitted(usize, Framing),
+}
+
+/// Reads until the head is complete, refused, or the client goes away.
+/// An idle connection waits `keepalive` for a request to begin; a begun
+/// head must be complete within `head_deadline` of its first byte, however
+/// the bytes trickle in.
+async fn read_head(conn: &mut EdgeStream, app: &EdgeApp, shutdown: &ShutdownWatch) -> HeadRead {
+    // pingora marks every HTTP/1.1 request keep-alive "forever" (its
+    // `respect_keepalive`), so the wait between requests is ours alone; a
+    // connection pingora would not keep never comes back here.
+    let idle = app.keepalive;
+    let mut head_started: Option<tokio::time::Instant> = None;
+    loop {
+        if !conn.pending.is_empty() {
+            match head::scan(&conn.pending, &app.limits) {
+                Scan::Partial => {}
+                Scan::Admit { len, framing } => return HeadRead::Admitted(len, framing),
+                Scan::Refuse(refusal) => return HeadRead::Refused(refusal),
+            }
+            head_started.get_or_insert_with(tokio::time::Instant::now);
+        }
+        let started = head_started.is_some();
+        let wait = match head_started {
+            Some(at) => app.head_deadline.saturating_sub(at.elapsed()),
+            None => idle,
+        };
+        let mut watch = shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            read = tokio::time::timeout(wait, conn.fill()) => read,
+            _ = watch.wait_for(|down| *down), if !started => return HeadRead::Closed,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Err(_) if started => return HeadRead::Refused(timeout()),
+            _ => return HeadRead::Closed,
+        }
+    }
+}
+
+const fn timeout() -> Refusal {
+    Refusal::other(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request was not received in time",
+    )
+}
+
+/// Writes the refusal, closes our side, and drops what the client still
+/// sends for a moment so the answer is not lost to a reset.
+async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
+    let request_id = super::headers::new_request_id();
+    let body = refusal.body(&request_id);
+    let reason = refusal.status.canonical_reason().unwrap_or("Error");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", refusal.status.as_u16());
+    for (name, value) in refusal.headers(&request_id) {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    UNROUTED.count(refusal.status.as_u16(), refusal.code);
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = %request_id,
+        method = "-",
+        route = "_unrouted",
+        status = refusal.status.as_u16(),
+        outcome = refusal.code,
+        "request head refused"
+    );
+    if conn.inner.write_all(&bytes).await.is_err() || conn.inner.flush().await.is_err() {
+        return;
+    }
+    let _ = conn.inner.shutdown().await;
+    let mut sink = vec![0; 8192];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout(LINGER, conn.inner.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
+}
+
+/// The client connection as pingora sees it: first the bytes the gateway
+/// already read, then the socket, but never past the end of the request
+/// that was admitted. Bytes beyond it (a pipelined request) stay here
+/// until the next head check.
+#[derive(Debug)]
+pub struct EdgeStream {
+    inner: Stream,
+    pending: BytesMut,
+    /// Bytes pingora may still read; `None` when the end is unknown.
+    allowance: Option<u64>,
+    eof: bool,
+}
+
+impl EdgeStream {
+    fn new(inner: Stream) -> Self {
+        Self {
+            inner,
+            pending: BytesMut::new(),
+            allowance: Some(0),
+            eof: false,
+        }
+    }
+
+    /// A stream with nothing behind it, for reading session settings.
+    fn detached() -> Self {
+        Self::new(Box::new(Detached))
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        self.inner.read_buf(&mut self.pending).await
+    }
+
+    /// Lets pingora read the head of `len` bytes and the body it announced.
+    fn admit(&mut self, len: usize, framing: Framing) {
+        let head = len as u64;
+        self.allowance = match framing {
+            Framing::Length(body) => Some(head.saturating_add(body)),
+            Framing::Open => None,
+        };
+    }
+
+    /// With the request fully handed over: learn of a close, and hold (a
+    /// bounded amount of) what follows without giving it to pingora.
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.eof && self.pending.len() < HOLD_BYTES {
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => self.eof = true,
+                Poll::Ready(Ok(())) => self.pending.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.eof && self.pending.is_empty() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl AsyncRead for EdgeStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let room = match this.allowance {
+            Some(0) => return this.poll_held(cx),
+            Some(left) => usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(buf.remaining()),
+            None => buf.remaining(),
+        };
+        let before = buf.filled().len();
+        if !this.pending.is_empty() {
+            let n = room.min(this.pending.len());
+            buf.put_slice(&this.pending[..n]);
+            this.pending.advance(n);
+        } else {
+            let mut chunk = [0u8; 8192];
+            let mut limited = ReadBuf::new(&mut chunk[..room.min(8192)]);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
+                Poll::Ready(Ok(())) => buf.put_slice(limited.filled()),
+                other => return other,
+            }
+        }
+        let served = (buf.filled().len() - before) as u64;
+        if let Some(left) = this.allowance.as_mut() {
+            *left = left.saturating_sub(served);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for EdgeStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for EdgeStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for EdgeStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for EdgeStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for EdgeStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for EdgeStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for EdgeStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+/// Peeking would see past the admitted request; pingora does not need it.
+impl Peek for EdgeStream {}
+
+/// An always-closed stream.
+#[derive(Debug)]
+struct Detached;
+
+impl AsyncRead for Detached {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Detached {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(0))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl Shutdown for Detached {
+    async fn shutdown(&mut self) {}
+}
+
+impl UniqueID for Detached {
+    fn id(&self) -> UniqueIDType {
+        -1
+    }
+}
+
+impl Ssl for Detached {}
+impl Peek for Detached {}
+
+impl GetTimingDigest for Detached {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl GetProxyDigest for Detached {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for Detached {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        None
+    }
+}

@@ -1,0 +1,288 @@
+//! The HTTP/1.x request head, read and judged before pingora sees it.
+//!
+//! pingora answers what it cannot parse with bare `400`/`405` bodies of its
+//! own; the gateway reads the head first, refuses every ambiguous framing
+//! (RFC 9112 §6, the request-smuggling class) in the contract's shape, and
+//! hands pingora only heads it parses the same way. This module judges the
+//! bytes; `edge` does the reading and writing.
+
+use http::StatusCode;
+
+use super::respond::Refusal;
+
+/// Bounds on a request head (Envoy's defaults: 60 KiB, 100 headers).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The whole head: request line and header fields.
+    pub head_bytes: usize,
+    /// The request line alone.
+    pub line_bytes: usize,
+    pub headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            head_bytes: 64 * 1024,
+            line_bytes: 16 * 1024,
+            headers: 100,
+        }
+    }
+}
+
+/// How the body of an admitted request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A known number of body bytes (0 without `Content-Length`).
+    Length(u64),
+    /// Chunked, or a protocol upgrade: the end is not known from the head.
+    Open,
+}
+
+/// The verdict on the bytes read so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The head is not complete yet and within bounds.
+    Partial,
+    /// A head of `len` bytes that pingora may parse.
+    Admit {
+        len: usize,
+        framing: Framing,
+    },
+    Refuse(Refusal),
+}
+
+pub const fn malformed() -> Refusal {
+    Refusal::bad_request()
+}
+
+pub const fn uri_too_long() -> Refusal {
+    Refusal::other(
+        StatusCode::URI_TOO_LONG,
+        "uri_too_long",
+        "the request target is too long",
+    )
+}
+
+pub const fn headers_too_large() -> Refusal {
+    Refusal::other(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        "the request header is too large",
+    )
+}
+
+pub const fn method_not_allowed() -> Refusal {
+    Refusal::other(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "the method is not allowed",
+    )
+}
+
+/// Judges `buf`, the bytes of a connection from the start of a request.
+pub fn scan(buf: &[u8], limits: &Limits) -> Scan {
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.headers];
+    let mut request = httparse::Request::new(&mut fields);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => match judge(&request, &buf[..len], limits) {
+            Ok(framing) => Scan::Admit { len, framing },
+            Err(refusal) => Scan::Refuse(refusal),
+        },
+        Ok(httparse::Status::Partial) => partial(buf, limits),
+        Err(httparse::Error::TooManyHeaders) => Scan::Refuse(headers_too_large()),
+        Err(_) => Scan::Refuse(malformed()),
+    }
+}
+
+fn partial(buf: &[u8], limits: &Limits) -> Scan {
+    let line_end = buf.iter().position(|b| *b == b'\n');
+    if line_end.unwrap_or(buf.len()) > limits.line_bytes {
+        Scan::Refuse(uri_too_long())
+    } else if buf.len() > limits.head_bytes {
+        Scan::Refuse(headers_too_large())
+    } else {
+        Scan::Partial
+    }
+}
+
+fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Framing, Refusal> {
+    if head.len() > limits.head_bytes {
+        return Err(headers_too_large());
+    }
+    // RFC 9112 §2.2: a bare LF is a line end to some parsers only.
+    let bare_lf = head
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    if bare_lf {
+        return Err(malformed());
+    }
+    let path = request.path.unwrap_or("");
+    if path.len() > limits.line_bytes {
+        return Err(uri_too_long());
+    }
+    if request.method == Some("CONNECT") {
+        return Err(method_not_allowed());
+    }
+    // Origin-form only (and `OPTIONS *`): the gateway is no forward proxy,
+    // and an absolute-form target would name a second authority.
+    let asterisk = path == "*" && request.method == Some("OPTIONS");
+    // A fragment is never part of a request target (RFC 9112 §3.2).
+    if (!path.starts_with('/') && !asterisk) || path.contains('#') {
+        return Err(malformed());
+    }
+    let version = request.version.unwrap_or(0);
+    check_host(request.headers, version)?;
+    framing(request.headers, version)
+}
+
+fn values<'h>(headers: &'h [httparse::Header<'h>], name: &str) -> Vec<&'h [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+        .collect()
+}
+
+/// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, and a valid one.
+fn check_host(headers: &[httparse::Header], version: u8) -> Result<(), Refusal> {
+    match values(headers, "host").as_slice() {
+        [] if version == 0 => Ok(()),
+        [host] if valid_host(host) => Ok(()),
+        _ => Err(malformed()),
+    }
+}
+
+/// RFC 9112 §6.1–6.3: one `Content-Length` of plain digits, or a single
+/// `Transfer-Encoding: chunked` on HTTP/1.1, never both.
+fn framing(headers: &[httparse::Header], version: u8) -> Result<Framing, Refusal> {
+    let lengths = values(headers, "content-length");
+    let codings = values(headers, "transfer-encoding");
+    let upgrade = !values(headers, "upgrade").is_empty();
+    match (lengths.as_slice(), codings.as_slice()) {
+        ([], []) if upgrade => Ok(Framing::Open),
+        ([], []) => Ok(Framing::Length(0)),
+        ([length], []) => content_length(length).map(Framing::Length),
+        ([], [coding]) if version == 1 && trimmed(coding).eq_ignore_ascii_case(b"chunked") => {
+            Ok(Framing::Open)
+        }
+        _ => Err(malformed()),
+    }
+}
+
+fn trimmed(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+/// `1*DIGIT`, without a sign, list or leading zero, that fits in a u64.
+fn content_length(value: &[u8]) -> Result<u64, Refusal> {
+    let digits = trimmed(value);
+    let plain = !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1);
+    if !plain {
+        return Err(malformed());
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(malformed)
+}
+
+/// `host [":" port]` with a DNS name (one trailing dot allowed), an IPv4
+/// address or a bracketed IPv6 literal; no `%`, `/`, `@` or empty label.
+pub fn valid_host(value: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(trimmed(value)) else {
+        return false;
+    };
+    if value.is_empty() || value.len() > 255 {
+        return false;
+    }
+    let (name, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, port)) => {
+                let ok = literal.parse::<std::net::Ipv6Addr>().is_ok();
+                return ok && (port.is_empty() || valid_port(port.strip_prefix(':')));
+            }
+            None => return false,
+        },
+        None => match value.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        },
+    };
+    if port.is_some() && !valid_port(port) {
+        return false;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn valid_port(port: Option<&str>) -> bool {
+    port.is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(raw: &str) -> Scan {
+        scan(raw.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "a",
+            "api.example.com",
+            "api.example.com.",
+            "a:8080",
+            "[::1]:80",
+            "10.0.0.1",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", "a/x", "a..", "%2e", "a@b", "é.com", "a:", "a:x", "[::1", ".", "a b",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn framing_is_single_and_plain() {
+        let head = |extra: &str| format!("POST / HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+        let admitted = |extra: &str| matches!(verdict(&head(extra)), Scan::Admit { .. });
+        assert!(admitted("Content-Length: 5\r\n"));
+        assert!(admitted("Content-Length: 0\r\n"));
+        assert!(admitted("Transfer-Encoding: chunked\r\n"));
+        for bad in [
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 05\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ] {
+            assert_eq!(verdict(&head(bad)), Scan::Refuse(malformed()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn partial_heads_are_bounded() {
+        assert_eq!(verdict("GET / HTTP/1.1\r\nHost: a\r\n"), Scan::Partial);
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(20_000));
+        assert_eq!(verdict(&long[..18_000]), Scan::Refuse(uri_too_long()));
+    }
+}
