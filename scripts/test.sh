@@ -17,6 +17,8 @@ command -v docker-compose >/dev/null || needed+=(docker-compose)
 # scripts/topology.sh.
 command -v curl >/dev/null || needed+=(curl)
 command -v python3 >/dev/null || needed+=(python3)
+# The shellcheck package lints scripts/demo.sh and this script.
+command -v shellcheck >/dev/null || needed+=(shellcheck)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -114,5 +114,47 @@ fn a_revocation_through_one_replica_is_honoured_by_the_other() {
             "replica 2 still admits the token after the 1 s bound"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs a checker; a missing one fails with where it comes from.
+fn run(command: &mut Command) -> Output {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
+}
+
+#[track_caller]
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+// --- Scripts
+
+#[test]
+fn the_readmes_two_commands_pass_shellcheck() {
+    let out = run(Command::new("shellcheck").current_dir(repo()).args([
+        "scripts/demo.sh",
+        "scripts/test.sh",
+        ".ci/run",
+    ]));
+    assert_success(&out, "shellcheck");
+    let readme = read("README.md");
+    for command in [
+        "scripts/demo.sh",
+        "scripts/test.sh",
+        "cargo install --locked --path .",
+    ] {
+        assert!(readme.contains(command), "the README shows {command}");
     }
 }
