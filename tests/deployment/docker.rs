@@ -45,6 +45,15 @@ fn dockerfile_stubs_every_target_cargo_toml_declares() {
 }
 
 #[test]
+fn dockerfile_passes_hadolint() {
+    // Its exceptions are comments in the Dockerfile, each with its reason.
+    let out = run(Command::new(tool("hadolint"))
+        .args(["--no-color", "--failure-threshold", "info"])
+        .arg(repo().join("Dockerfile")));
+    assert_success(&out, "hadolint Dockerfile");
+}
+
+#[test]
 fn release_profile_strips_debug_info_and_release_debug_keeps_line_tables() {
     let manifest: toml::Table = read("Cargo.toml").parse().expect("Cargo.toml");
     let profiles = &manifest["profile"];
