@@ -355,13 +355,15 @@ impl RouteMetrics {
 /// Metrics for requests that matched no route.
 pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("_unrouted"));
 
-/// The gateway's own endpoints, each under its own route label.
-pub const ENDPOINT_ROUTES: [&str; 5] = [
+/// The gateway's own endpoints, each under its own route label, and the
+/// admin API's refusals.
+pub const ENDPOINT_ROUTES: [&str; 6] = [
     "_auth_login",
     "_auth_token",
     "_auth_logout",
     "_auth_sessions",
     "_jwks",
+    "_admin",
 ];
 
 static ENDPOINTS: LazyLock<Vec<RouteMetrics>> = LazyLock::new(|| {

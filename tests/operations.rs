@@ -41,6 +41,12 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
         "grant_type=refresh_token&refresh_token=prt_x",
     );
     assert_eq!(refresh.status, 400);
+    let wrong_admin = get(
+        gateway.admin,
+        "/admin/users/alice/sessions",
+        &[&bearer("not-the-admin-token")],
+    );
+    assert_eq!(wrong_admin.status, 401);
 
     // A request is counted when its access line is written, just after
     // its answer: scrape until the last one is in (or a deadline passes).
@@ -83,6 +89,10 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
     for (series, at_least) in [
         (
             "portcullis_requests_total{code=\"invalid_grant\",route=\"_auth_token\",status_class=\"4xx\"}",
+            1.0,
+        ),
+        (
+            "portcullis_requests_total{code=\"token_invalid\",route=\"_admin\",status_class=\"4xx\"}",
             1.0,
         ),
         // Alerted on: present from the start, even at zero.

@@ -40,6 +40,9 @@ impl AdminApi {
     }
 }
 
+/// The route label of the admin API's requests in metrics and logs.
+const ADMIN_ROUTE: &str = "_admin";
+
 /// A finished admin answer: status and JSON, a metrics page, or a
 /// contract refusal.
 enum Answer {
@@ -59,6 +62,21 @@ impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request_id = new_request_id();
         let answer = self.dispatch(session).await.unwrap_or_else(Answer::from);
+        if let Answer::Refused(refusal) = &answer {
+            // Refusals are logged and counted like the proxy's: a wrong admin
+            // token is what an operator alerts on.
+            let status = refusal.status.as_u16();
+            crate::metrics::endpoint(ADMIN_ROUTE).count(status, refusal.code);
+            tracing::info!(
+                target: "portcullis::admin",
+                request_id = %request_id,
+                method = %session.req_header().method,
+                route = ADMIN_ROUTE,
+                status,
+                outcome = refusal.code,
+                "admin request refused"
+            );
+        }
         render(answer, &request_id)
     }
 }
