@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod contract;
+mod cors;
 mod deployment;
 mod identity;
 mod issuers;

@@ -66,8 +66,17 @@ pub async fn serve(
     ))?;
     let issuer = issuer(runtime)?;
     // In cookie mode a cross-site form could log the victim's browser into
-    // the attacker's account (login CSRF): same rule as for refresh.
-    if let Some(cookie) = &runtime.sessions.settings.cookie {
+    // the attacker's account (login CSRF): same rule as for refresh. A
+    // browser is answered in the cookie; another client (no `Origin`, no
+    // `Sec-Fetch-Site`) gets its refresh token in the body.
+    let cookie_mode = super::endpoints::browser_request(&session.req_header().headers);
+    if let Some(cookie) = runtime
+        .sessions
+        .settings
+        .cookie
+        .as_ref()
+        .filter(|_| cookie_mode)
+    {
         if !super::endpoints::same_site_call(session, cookie) {
             return Err(super::endpoints::cross_site());
         }
@@ -83,7 +92,7 @@ pub async fn serve(
             Refusal::bad_gateway()
         })?;
     if !response.header.status.is_success() {
-        pass_through(session, login, response, id).await;
+        pass_through(session, runtime, login, response, id).await;
         return Ok(());
     }
     let new = identity(login, &response.header, device)?;
@@ -102,7 +111,7 @@ pub async fn serve(
                 Refusal::internal()
             }
         })?;
-    let (body, headers) = token_answer(runtime, &pair);
+    let (body, headers) = token_answer(runtime, &pair, cookie_mode);
     if let Err(e) = send_json(session, StatusCode::OK, &body, &headers, id).await {
         tracing::debug!(error = %e, "could not write the login answer");
     }
@@ -262,6 +271,7 @@ fn identity(
 /// identity headers (which only mean something on success).
 async fn pass_through(
     session: &mut Session,
+    runtime: &Runtime,
     login: &LoginSettings,
     response: LoginResponse,
     id: &str,
@@ -278,6 +288,7 @@ async fn pass_through(
         header.remove_header(name);
     }
     header.remove_header(&TRANSFER_ENCODING);
+    super::cors::strip_upstream(&mut header, &runtime.cors.global);
     let written = async {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         header.insert_header(REQUEST_ID_HEADER, id)?;
