@@ -17,6 +17,11 @@ command -v docker-compose >/dev/null || needed+=(docker-compose)
 # scripts/topology.sh.
 command -v curl >/dev/null || needed+=(curl)
 command -v python3 >/dev/null || needed+=(python3)
+# node and npm run the browser client's tests; chromium is the browser the
+# end-to-end tests drive (playwright-core uses it, never downloads one).
+command -v node >/dev/null || needed+=(nodejs)
+command -v npm >/dev/null || needed+=(npm)
+[ -x /usr/bin/chromium ] || needed+=(chromium)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""
@@ -28,3 +33,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+
+# The browser client: unit tests against a fake fetch, then end to end in
+# headless Chromium against the binary `cargo test` just built.
+(cd clients/js && node --test test/)
+(cd clients/js/e2e && npm ci --no-audit --no-fund --loglevel=error &&
+  PORTCULLIS_BIN="$PWD/../../../target/debug/portcullis" timeout 300 node --test --test-concurrency=1 .)
