@@ -5,6 +5,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The demo page serves the browser client from clients/js/index.js.
+COPY clients/js/index.js ./clients/js/index.js
 COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --bin portcullis
