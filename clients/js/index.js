@@ -12,6 +12,8 @@
 const ERROR_HEADER = 'X-Portcullis-Error';
 const EXPIRES_IN_HEADER = 'X-Token-Expires-In';
 const LOCK_NAME = 'portcullis-refresh';
+/** How long a tab keeps the lock after a refresh (ms). */
+const HOLD_MS = 300;
 
 /** Codes after which the session is over: back to the login screen. */
 const SESSION_OVER = new Set(['account_disabled', 'invalid_grant', 'token_invalid']);
@@ -69,6 +71,8 @@ export class PortcullisClient {
   #session;
   #refreshing = null;
   #aheadTimer = null;
+  /** Refreshes waiting for another tab's answer. */
+  #waiters = [];
 
   constructor(options) {
     this.#base = (options.baseUrl ?? '').replace(/\/+$/, '');
@@ -210,8 +214,10 @@ export class PortcullisClient {
 
   #quietRefresh(stale = this.#access) {
     // A request sent with an older token whose refusal arrives after the
-    // refresh: the new token is already here.
+    // refresh: the new token is already here. Or the session ended
+    // meanwhile: nothing to refresh, and no second onLogout.
     if (this.#access !== null && this.#access !== stale) return Promise.resolve(true);
+    if (this.#session === 'out') return Promise.resolve(false);
     if (!this.#refreshing) {
       this.#refreshing = this.#refreshAcrossTabs(stale)
         .catch(() => this.#access !== null && this.#access !== stale)
@@ -222,12 +228,38 @@ export class PortcullisClient {
 
   async #refreshAcrossTabs(stale) {
     if (!this.#locks) return this.#rotate();
+    const waited = Symbol('waited');
+    const mine = await new Promise((resolve, reject) => {
+      this.#locks.request(LOCK_NAME, { ifAvailable: true }, async (lock) => {
+        if (!lock) return resolve(waited);
+        try {
+          resolve(await this.#rotate());
+        } catch (e) {
+          return reject(e);
+        }
+        // Keep the lock a moment after posting the token: a tab whose
+        // refusal arrives late finds it taken and waits for the message
+        // instead of rotating a second time.
+        await this.#sleep(HOLD_MS);
+      }).catch(reject);
+    });
+    if (mine !== waited) return mine;
+    // Another tab holds the lock: it posts its token before letting go,
+    // so wait for that message (bounded) rather than rotate again.
     return this.#locks.request(LOCK_NAME, async () => {
-      // Another tab may have refreshed while this one waited for the lock;
-      // its token arrives on the channel, so let pending messages in first.
-      await new Promise((resolve) => this.#setTimeout(resolve, 0));
+      await this.#tokenFromTab(stale, 1000);
+      if (this.#session === 'out') return false;
       if (this.#access !== null && this.#access !== stale) return true;
       return this.#rotate();
+    });
+  }
+
+  /** Resolves when another tab's token or logout arrives, or after `ms`. */
+  #tokenFromTab(stale, ms) {
+    if (this.#session === 'out' || (this.#access !== null && this.#access !== stale)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = this.#setTimeout(resolve, ms);
+      this.#waiters.push(() => { this.#clearTimeout(timer); resolve(); });
     });
   }
 
@@ -317,6 +349,7 @@ export class PortcullisClient {
     } else if (message?.type === 'logout' && this.#session !== 'out') {
       this.#logout(message.reason, false);
     }
+    for (const waiter of this.#waiters.splice(0)) waiter();
   }
 
   // ---- requests --------------------------------------------------------

@@ -164,6 +164,24 @@ test('token_revoked: one refresh; when it fails with invalid_grant, onLogout onc
   assert.equal(c.loggedIn, false);
 });
 
+test('a revoked refusal arriving after the session ended: no second refresh, no second onLogout', async () => {
+  let release;
+  const slow = new Promise((r) => { release = r; });
+  const gw = fakeGateway({
+    api: async (call) => { if (call.url.endsWith('/slow')) await slow; return refusal(401, 'token_revoked'); },
+    token: () => refusal(400, 'invalid_grant'),
+  });
+  const { c, logouts } = client(gw);
+  await c.login({ username: 'alice', password: 'secret' });
+  const late = c.fetch('/orders/slow');
+  const first = await c.fetch('/orders');
+  assert.equal(first.status, 401);
+  release();
+  assert.equal((await late).status, 401);
+  assert.equal(gw.state.refreshes, 1);
+  assert.deepEqual(logouts, ['invalid_grant']);
+});
+
 test('account_disabled goes straight back to login without a refresh', async () => {
   const gw = fakeGateway({ api: () => refusal(403, 'account_disabled') });
   const { c, logouts } = client(gw);
@@ -243,9 +261,15 @@ test('sessions() lists devices and revokeSession(sid) ends one; the current one 
 /** Web Locks and BroadcastChannel fakes shared by two "tabs". */
 function fakeTabs() {
   let held = Promise.resolve();
+  let busy = false;
   const locks = {
-    request: (_name, fn) => {
-      const run = held.then(() => fn());
+    request: (_name, options, fn) => {
+      if (typeof options === 'function') fn = options;
+      else if (options.ifAvailable && busy) return Promise.resolve().then(() => fn(null));
+      const run = held.then(async () => {
+        busy = true;
+        try { return await fn({ name: _name }); } finally { busy = false; }
+      });
       held = run.catch(() => {});
       return run;
     },
