@@ -441,3 +441,22 @@ fn cookie_mode_serves_browsers_by_cookie_and_other_clients_by_body() {
     assert!(same_origin.header("set-cookie").is_some());
     assert!(same_origin.json().get("refresh_token").is_none());
 }
+
+/// A 429 must be readable cross-origin, `Retry-After` included, or a
+/// browser client cannot back off as told.
+#[test]
+fn a_rate_limited_refresh_is_readable_from_an_allowed_origin() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&cors_config(
+        upstream.addr,
+        "[sessions]\nmax_failures = 1\nfailure_window = \"1m\"\n",
+    ));
+    let origin = format!("Origin: {APP}");
+    let grant = "grant_type=refresh_token&refresh_token=prt_unknown";
+    let refresh = || post(gateway.addr, "/auth/token", &[&origin, FORM], grant);
+    assert_refused(&refresh(), 400, "invalid_grant", &upstream);
+    let limited = refresh();
+    assert_refused(&limited, 429, "too_many_requests", &upstream);
+    assert_cors_for(&limited, APP);
+    assert!(limited.header("retry-after").is_some());
+}
