@@ -85,7 +85,7 @@ cookie = ${cookie}
 
 [cors]
 allowed_origins = ["${app}"]
-allow_credentials = true
+allow_credentials = ${cookie}
 
 [[routes]]
 path = "/"
