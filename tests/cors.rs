@@ -156,8 +156,10 @@ fn preflight_from_a_disallowed_origin_is_granted_nothing() {
     }
     let method = preflight(APP, "TRACE", "authorization");
     assert_refused(&method, 403, "cors_rejected", &upstream);
+    assert!(cors_headers(&method).is_empty(), "{:?}", method.headers);
     let header = preflight(APP, "GET", "x-user-id");
     assert_refused(&header, 403, "cors_rejected", &upstream);
+    assert!(cors_headers(&header).is_empty(), "{:?}", header.headers);
 }
 
 /// A browser hides a response without CORS headers from the app: every

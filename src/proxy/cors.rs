@@ -228,15 +228,23 @@ pub fn attach(session: &mut Session, policy: &Arc<CorsPolicy>) {
     }
 }
 
+/// No CORS header on this request's responses (a refused preflight).
+pub fn detach(session: &mut Session) {
+    if let Some(module) = session.downstream_modules_ctx.get_mut::<CorsModule>() {
+        module.policy = None;
+    }
+}
+
 /// Answers a preflight itself, before any authentication (a browser sends
-/// no credentials on one): 204 with the grant, or a 403 refusal that
-/// grants nothing, so the browser never sends the actual request.
+/// no credentials on one): 204 with the grant, or a 403 refusal without any
+/// CORS header, so the browser never sends the actual request.
 pub async fn answer_preflight(
     session: &mut Session,
     policy: &CorsPolicy,
     request_id: &str,
 ) -> Result<(), Refusal> {
     let Some(granted) = policy.grant(&session.req_header().headers) else {
+        detach(session);
         return Err(Refusal::other(
             StatusCode::FORBIDDEN,
             "cors_rejected",
