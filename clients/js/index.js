@@ -57,6 +57,8 @@ export class UnavailableError extends Error {
   }
 }
 
+const isRequest = (input) => typeof Request !== 'undefined' && input instanceof Request;
+
 export function createClient(options = {}) {
   return new PortcullisClient(options);
 }
@@ -113,7 +115,7 @@ export class PortcullisClient {
         await this.#quietRefresh();
       }
       const sent = this.#access;
-      const response = await this.#fetch(this.#url(input), this.#withToken(init, sent));
+      const response = await this.#fetch(this.#target(input), this.#withToken(input, init, sent));
       const code = response.headers.get(ERROR_HEADER);
       if (!code) {
         this.#scheduleAhead(response, sent);
@@ -354,13 +356,15 @@ export class PortcullisClient {
 
   // ---- requests --------------------------------------------------------
 
-  #url(input) {
+  /** The URL, or a fresh copy of a `Request` (its body is read once per attempt). */
+  #target(input) {
+    if (isRequest(input)) return input.clone();
     if (typeof input === 'string' && input.startsWith('/') && this.#base) return this.#base + input;
     return input;
   }
 
-  #withToken(init, token) {
-    const headers = new Headers(init.headers);
+  #withToken(input, init, token) {
+    const headers = new Headers(init.headers ?? (isRequest(input) ? input.headers : undefined));
     if (token) headers.set('Authorization', `Bearer ${token}`);
     return { ...init, headers };
   }

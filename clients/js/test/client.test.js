@@ -99,6 +99,27 @@ test('any number of concurrent token_expired refusals cause exactly one refresh,
   }
 });
 
+test('a Request object keeps its headers and body on the retry', async () => {
+  const gw = fakeGateway({
+    api: (call, state) => (state.refreshes > 0 ? json({ ok: true }) : refusal(401, 'token_expired')),
+  });
+  const seen = [];
+  const recording = {
+    fetch: async (input, init) => {
+      if (input instanceof Request) seen.push({ body: await input.text(), trace: init.headers.get('X-Trace'), auth: init.headers.get('Authorization') });
+      return gw.fetch(input instanceof Request ? input.url : input, init);
+    },
+  };
+  const { c } = client(recording);
+  await c.login({ username: 'alice', password: 'secret' });
+  const request = new Request('https://gw.test/orders', { method: 'POST', body: 'item=1', headers: { 'X-Trace': 't' } });
+  assert.equal((await c.fetch(request)).status, 200);
+  assert.deepEqual(seen, [
+    { body: 'item=1', trace: 't', auth: 'Bearer at-1' },
+    { body: 'item=1', trace: 't', auth: 'Bearer at-2' },
+  ]);
+});
+
 test('bearer mode keeps the refresh token where the app says and rotates it', async () => {
   const gw = fakeGateway();
   const store = memoryStore();
