@@ -23,6 +23,8 @@ RUN mkdir -p src benches tests \
 # Then the crate itself; benches and tests stay stubs, the binary needs
 # neither.
 COPY src ./src
+# The demo page serves the browser client from clients/js/index.js.
+COPY clients/js/index.js ./clients/js/index.js
 RUN cargo build --release --locked --bin portcullis
 
 FROM debian:bookworm-slim

@@ -23,6 +23,11 @@ command -v python3 >/dev/null || needed+=(python3)
 command -v systemd-analyze >/dev/null || needed+=(systemd)
 command -v shellcheck >/dev/null || needed+=(shellcheck)
 python3 -c 'import ensurepip' 2>/dev/null || needed+=(python3-venv)
+# node and npm run the browser client's tests; chromium is the browser the
+# end-to-end tests drive (playwright-core uses it, never downloads one).
+command -v node >/dev/null || needed+=(nodejs)
+command -v npm >/dev/null || needed+=(npm)
+[ -x /usr/bin/chromium ] || needed+=(chromium)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing: ${needed[*]}"
   SUDO=""
@@ -48,3 +53,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+
+# The browser client: unit tests against a fake fetch, then end to end in
+# headless Chromium against the binary `cargo test` just built.
+(cd clients/js && node --test test/client.test.js)
+(cd clients/js/e2e && npm ci --no-audit --no-fund --loglevel=error &&
+  PORTCULLIS_BIN="$PWD/../../../target/debug/portcullis" timeout 300 node --test browser.test.js demo.test.js)

@@ -357,13 +357,14 @@ pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new
 
 /// The gateway's own endpoints, each under its own route label, and the
 /// admin API's refusals.
-pub const ENDPOINT_ROUTES: [&str; 6] = [
+pub const ENDPOINT_ROUTES: [&str; 7] = [
     "_auth_login",
     "_auth_token",
     "_auth_logout",
     "_auth_sessions",
     "_jwks",
     "_admin",
+    "_cors_preflight",
 ];
 
 static ENDPOINTS: LazyLock<Vec<RouteMetrics>> = LazyLock::new(|| {

@@ -5,6 +5,7 @@ mod support;
 mod adversarial;
 mod cli;
 mod contract;
+mod cors;
 mod deployment;
 mod edge;
 mod identity;

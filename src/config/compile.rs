@@ -65,7 +65,20 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys(&tokens, base, sink);
     let upstreams = upstream_pools(&raw.upstreams, base, sink);
     let router = Router::new(routes(&raw.routes, &upstreams, sink));
-    let sessions = Sessions::new(session_settings(&raw.sessions, sink));
+    let cors = super::cors::cors_table(
+        &raw.cors,
+        &raw.routes,
+        raw.sessions.csrf_header.get_ref(),
+        sink,
+    );
+    let mut session_settings = session_settings(&raw.sessions, sink);
+    if let Some(cookie) = &mut session_settings.cookie {
+        // One list: the origins of `[cors]` may make cookie-authenticated calls.
+        cookie
+            .allowed_origins
+            .extend(cors.global.origins.iter().cloned());
+    }
+    let sessions = Sessions::new(session_settings);
     let login = raw
         .login
         .as_ref()
@@ -99,6 +112,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         router,
         sessions,
         login,
+        cors,
     })
 }
 

@@ -33,6 +33,23 @@ pub struct RawConfig {
     pub upstreams: Vec<RawUpstream>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Cross-origin browser access to every route and to `/auth/*`.
+    #[serde(default)]
+    pub cors: RawCors,
+}
+
+/// `[cors]`, and a route's `cors` table: each key a route sets overrides
+/// the global one. Defaults are applied in `compile`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Exact origins (`https://app.example.com`), or `"*"` without credentials.
+    pub allowed_origins: Option<Vec<Spanned<String>>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub allowed_methods: Option<Vec<Spanned<String>>>,
+    pub allowed_headers: Option<Vec<Spanned<String>>>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +463,8 @@ pub struct RawRoute {
     /// `match = "legacy"` for backends that read paths loosely.
     #[serde(default, rename = "match")]
     pub paths: PathMatch,
+    /// Overrides `[cors]` keys for this route.
+    pub cors: Option<Spanned<RawCors>>,
 }
 
 /// How a route's prefix is compared with the request path.

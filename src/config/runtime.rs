@@ -94,6 +94,8 @@ pub struct Runtime {
     pub sessions: Sessions,
     /// `[login]`: where `POST /auth/login` is delegated.
     pub login: Option<LoginSettings>,
+    /// `[cors]` and each route's `cors`.
+    pub cors: crate::proxy::cors::CorsTable,
 }
 
 /// `[login]`, compiled.

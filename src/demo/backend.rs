@@ -15,6 +15,8 @@ pub const DEMO_USERS: [(&str, &str, &str); 2] = [
 ];
 
 const LOGIN_PAGE: &str = include_str!("login.html");
+/// The browser client the page is built on, served from this repository's copy.
+const CLIENT_LIBRARY: &str = include_str!("../../clients/js/index.js");
 
 pub struct DemoBackend;
 
@@ -30,6 +32,14 @@ impl ServeHttp for DemoBackend {
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 LOGIN_PAGE.as_bytes().to_vec(),
+                &[],
+            );
+        }
+        if path == "/public/portcullis-client.js" {
+            return respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                CLIENT_LIBRARY.as_bytes().to_vec(),
                 &[],
             );
         }

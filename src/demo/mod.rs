@@ -39,8 +39,8 @@ url = "sqlite://portcullis.db"
 [tokens]
 issuer = "https://portcullis.demo"
 audience = "demo-backend"
-access_ttl = "2m"
-refresh_hint = "90s"
+access_ttl = "60s"
+refresh_hint = "45s"
 signing_key = "{kid}"
 
 [[tokens.keys]]
@@ -59,6 +59,9 @@ path = "/login"
 [sessions]
 refresh_ttl = "7d"
 max_age = "72h"
+# Browsers get the refresh token in an HttpOnly cookie; curl (no Origin,
+# no Sec-Fetch-Site) gets it in the JSON body.
+cookie = true
 
 [[routes]]
 path = "/public"
@@ -172,9 +175,15 @@ fn print_instructions(
     println!("  # a tampered token: 401 token_invalid");
     println!("  curl -i -H 'Authorization: Bearer {user_token}x' {base}/echo\n");
     println!("  # log in through the backend's own check (alice/wonderland or root/changeme):");
-    println!("  # the page at {base}/public/ does the whole flow in a browser");
+    println!(
+        "  # the page at {base}/public/ does the whole flow in a browser with portcullis-client"
+    );
+    println!(
+        "  # (cookie mode): watch the token's remaining life, the refresh ahead, and the page"
+    );
+    println!("  # dropping to its login form when you run the revoke-user command below");
     println!("  curl -s -X POST -d 'username=alice&password=wonderland&device_name=terminal' {base}/auth/login");
-    println!("  # with the access_token from that answer: call, and watch for X-Token-Expires-In after 30 s");
+    println!("  # with the access_token from that answer: call, and watch for X-Token-Expires-In after 15 s");
     println!("  curl -i -H 'Authorization: Bearer ACCESS_TOKEN' {base}/echo");
     println!("  # refresh (rotates the refresh token), list devices, log out");
     println!("  curl -s -X POST -d 'grant_type=refresh_token&refresh_token=REFRESH_TOKEN' {base}/auth/token");

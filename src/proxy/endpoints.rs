@@ -209,17 +209,36 @@ fn cookie_value(session: &Session, name: &str) -> Option<String> {
 }
 
 /// Cross-site protection for cookie-authenticated calls: an allowed
-/// `Origin`, or, without `Origin`, the custom header.
+/// `Origin` (the `[cors]` origins and `sessions.allowed_origins`, one list
+/// compiled into the cookie settings), or the browser's own word that the
+/// page is on the gateway's origin (`Sec-Fetch-Site: same-origin`, which no
+/// script can set), or, from a client that is no browser (neither header),
+/// the custom header.
 pub fn same_site_call(session: &Session, cookie: &CookieSettings) -> bool {
     let headers = &session.req_header().headers;
+    let same_origin = headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
     match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) => cookie
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == origin),
-        None => headers.contains_key(&cookie.csrf_header),
+        Some(origin) => {
+            same_origin
+                || cookie
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed == origin)
+        }
+        None => same_origin || headers.contains_key(&cookie.csrf_header),
     }
 }
+
+/// A request made by a browser: it carries `Origin` or `Sec-Fetch-Site`,
+/// which browsers set on every cross-origin and every `POST` request and
+/// which a page's script can neither set nor remove.
+pub fn browser_request(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(ORIGIN) || headers.contains_key(SEC_FETCH_SITE)
+}
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 pub fn cross_site() -> Refusal {
     Refusal::other(
@@ -240,11 +259,15 @@ pub fn refresh_cookie(cookie: &CookieSettings, token: &str, max_age: u64) -> (He
     )
 }
 
-/// The token response: in cookie mode the refresh token goes to the cookie
-/// only, never to script-readable JSON.
-pub fn token_answer(runtime: &Runtime, pair: &TokenPair) -> (Value, Vec<(HeaderName, String)>) {
+/// The token response: in cookie mode (`cookie_mode`, chosen per request)
+/// the refresh token goes to the cookie only, never to script-readable JSON.
+pub fn token_answer(
+    runtime: &Runtime,
+    pair: &TokenPair,
+    cookie_mode: bool,
+) -> (Value, Vec<(HeaderName, String)>) {
     let settings = &runtime.sessions.settings;
-    match &settings.cookie {
+    match settings.cookie.as_ref().filter(|_| cookie_mode) {
         Some(cookie) => (
             json!({"access_token": pair.access_token, "token_type": pair.token_type, "expires_in": pair.expires_in}),
             vec![refresh_cookie(
@@ -282,7 +305,7 @@ async fn token(
             ))
         }
     }
-    let presented = presented_token(session, runtime, &fields)?;
+    let (presented, cookie_mode) = presented_token(session, runtime, &fields)?;
     // Only this token's own failures count: a valid token is never slowed
     // down by what other clients (behind the same address) presented.
     let key = TokenKey::of(&presented);
@@ -308,7 +331,7 @@ async fn token(
     {
         Ok(pair) => {
             outcome("ok");
-            let (body, headers) = token_answer(runtime, &pair);
+            let (body, headers) = token_answer(runtime, &pair, cookie_mode);
             answer(session, StatusCode::OK, &body, &headers, id).await;
             Ok("ok")
         }
@@ -337,28 +360,38 @@ async fn token(
 
 const TOO_MANY_REQUESTS: &str = "too_many_requests";
 
-/// The refresh token of the body, else (cookie mode) of the cookie, which
-/// only a same-site call may use.
+/// The presented refresh token, and whether the answer goes in the cookie.
+/// Per request: a browser's refresh (one that sends `Origin` or
+/// `Sec-Fetch-Site`) is always checked for its origin and answered in the
+/// cookie; another client's token travels in the body both ways, unless it
+/// presents the cookie (then the same-site check applies).
 fn presented_token(
     session: &Session,
     runtime: &Runtime,
     fields: &HashMap<String, String>,
-) -> Result<String, Refusal> {
-    match (
-        fields.get("refresh_token"),
-        &runtime.sessions.settings.cookie,
-    ) {
-        (Some(token), _) => Ok(token.clone()),
+) -> Result<(String, bool), Refusal> {
+    let cookie = runtime.sessions.settings.cookie.as_ref();
+    let browser = browser_request(&session.req_header().headers);
+    let in_body = fields.get("refresh_token");
+    let presented = match (in_body, cookie) {
+        (Some(token), Some(cookie)) if browser => {
+            if !same_site_call(session, cookie) {
+                return Err(cross_site());
+            }
+            token.clone()
+        }
+        (Some(token), _) => token.clone(),
         (None, Some(cookie)) => {
             let token = cookie_value(session, &cookie.name)
                 .ok_or_else(|| oauth_error("invalid_request", "refresh_token is required"))?;
             if !same_site_call(session, cookie) {
                 return Err(cross_site());
             }
-            Ok(token)
+            token
         }
-        (None, None) => Err(oauth_error("invalid_request", "refresh_token is required")),
-    }
+        (None, None) => return Err(oauth_error("invalid_request", "refresh_token is required")),
+    };
+    Ok((presented, browser || in_body.is_none()))
 }
 
 /// A store failure: logged with what failed, answered 503 `auth_unavailable`.

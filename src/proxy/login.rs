@@ -71,8 +71,17 @@ pub async fn serve(
     ))?;
     let issuer = issuer(runtime)?;
     // In cookie mode a cross-site form could log the victim's browser into
-    // the attacker's account (login CSRF): same rule as for refresh.
-    if let Some(cookie) = &runtime.sessions.settings.cookie {
+    // the attacker's account (login CSRF): same rule as for refresh. A
+    // browser is answered in the cookie; another client (no `Origin`, no
+    // `Sec-Fetch-Site`) gets its refresh token in the body.
+    let cookie_mode = super::endpoints::browser_request(&session.req_header().headers);
+    if let Some(cookie) = runtime
+        .sessions
+        .settings
+        .cookie
+        .as_ref()
+        .filter(|_| cookie_mode)
+    {
         if !super::endpoints::same_site_call(session, cookie) {
             return Err(super::endpoints::cross_site());
         }
@@ -90,7 +99,7 @@ pub async fn serve(
     if !response.header.status.is_success() {
         let status = response.header.status.as_u16();
         tracing::info!(target: "portcullis::session", request_id = id, status, "login refused by the backend");
-        pass_through(session, login, response, id).await;
+        pass_through(session, runtime, login, response, id).await;
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
@@ -110,7 +119,7 @@ pub async fn serve(
             }
         })?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, device = %opened.device, "login");
-    let (body, headers) = token_answer(runtime, &pair);
+    let (body, headers) = token_answer(runtime, &pair, cookie_mode);
     if let Err(e) = send_json(session, StatusCode::OK, &body, &headers, id).await {
         tracing::debug!(error = %e, "could not write the login answer");
     }
@@ -281,6 +290,7 @@ fn identity(
 /// identity headers (which only mean something on success).
 async fn pass_through(
     session: &mut Session,
+    runtime: &Runtime,
     login: &LoginSettings,
     response: LoginResponse,
     id: &str,
@@ -297,6 +307,7 @@ async fn pass_through(
         header.remove_header(name);
     }
     header.remove_header(&TRANSFER_ENCODING);
+    super::cors::strip_upstream(&mut header, &runtime.cors.global);
     let written = async {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         header.insert_header(REQUEST_ID_HEADER, id)?;

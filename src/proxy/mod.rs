@@ -5,6 +5,7 @@
 //! pure helpers of this module's children.
 
 pub mod client_addr;
+pub mod cors;
 pub mod edge;
 pub mod endpoints;
 pub mod head;
@@ -22,6 +23,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use http::header::{AUTHORIZATION, CONNECTION, HOST};
+use http::Method;
+use pingora_core::modules::http::compression::ResponseCompressionBuilder;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -111,6 +115,15 @@ impl ProxyHttp for Gateway {
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
+        cors::attach(session, &runtime.cors.global);
+        if let Some(policy) = preflight_policy(&runtime, session.req_header()) {
+            ctx.endpoint = Some("_cors_preflight");
+            if let Err(refusal) = cors::answer_preflight(session, &policy, &ctx.request_id).await {
+                ctx.outcome = refusal.code;
+                refusal.send(session, &ctx.request_id).await?;
+            }
+            return Ok(true);
+        }
         let decision = match target_of(&runtime, session.req_header()) {
             Err(refusal) => Err(refusal),
             Ok(target) => match endpoints::endpoint_for(&session.req_header().method, &target.path)
@@ -146,6 +159,9 @@ impl ProxyHttp for Gateway {
                 .map(|()| false),
             },
         };
+        if let Some(route) = &ctx.route {
+            cors::attach(session, runtime.cors.for_route(route));
+        }
         match decision {
             Ok(responded) => Ok(responded),
             Err(refusal) => {
@@ -154,6 +170,12 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // pingora's default: compression, added but off.
+        modules.add_module(ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(cors::CorsModuleBuilder));
     }
 
     async fn upstream_peer(
@@ -265,6 +287,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // Only the gateway speaks with this header, so clients can trust it.
         response.remove_header(ERROR_HEADER);
+        if let (Some(route), Some(runtime)) = (&ctx.route, &ctx.runtime) {
+            cors::strip_upstream(response, runtime.cors.for_route(route));
+        }
         response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {
             let left = identity.claims.exp.saturating_sub(unix_now());
@@ -438,6 +463,29 @@ fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refus
         ));
     }
     Ok(Target { path, query })
+}
+
+/// The CORS policy that answers this request as a preflight: the route's,
+/// or `[cors]` for the gateway's own endpoints and unrouted paths; `None`
+/// when it is no preflight or no policy is on (the request goes on as usual).
+fn preflight_policy(runtime: &Runtime, request: &RequestHeader) -> Option<Arc<cors::CorsPolicy>> {
+    if !cors::is_preflight(&request.method, &request.headers) {
+        return None;
+    }
+    let target = target_of(runtime, request).ok()?;
+    let routed = endpoints::endpoint_for(&Method::GET, &target.path)
+        .is_none()
+        .then(|| {
+            runtime
+                .router
+                .find(host_of(request), &path::without_parameters(&target.path))
+        })
+        .flatten();
+    let policy = match routed {
+        Some(route) => runtime.cors.for_route(route),
+        None => &runtime.cors.global,
+    };
+    policy.enabled().then(|| Arc::clone(policy))
 }
 
 /// Route and token checks: `Ok` lets the request through to the upstream.

@@ -34,11 +34,12 @@ pub struct SessionSettings {
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
     pub name: String,
-    /// Origins whose cookie-authenticated calls are accepted.
+    /// Origins whose cookie-authenticated calls are accepted:
+    /// `sessions.allowed_origins` and the `[cors]` origins, one list.
     pub allowed_origins: Vec<String>,
-    /// A header that a call without an allowed `Origin` must carry;
-    /// browsers only send custom headers cross-site after a CORS
-    /// preflight, which the gateway never grants.
+    /// A header that a call without `Origin` must carry; a browser sends
+    /// `Origin` on every cross-origin call, so this only admits clients
+    /// that are no browser.
     pub csrf_header: http::HeaderName,
 }
 

@@ -1,0 +1,148 @@
+//! `[cors]` and each route's `cors` → [`CorsTable`]: defaults, the
+//! route-over-global merge, and the checks (`*` never with credentials,
+//! origins in the exact form browsers send).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+use toml::Spanned;
+
+use super::raw::{RawCors, RawRoute};
+use super::Diagnostics;
+use crate::proxy::cors::{CorsPolicy, CorsTable};
+use crate::proxy::router::normalize_prefix;
+
+const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", "x-request-id"];
+const DEFAULT_MAX_AGE_SECS: u64 = 600;
+
+/// The compiled policies; `csrf_header` is allowed by default, since the
+/// client library sends it on cookie-mode calls.
+pub(super) fn cors_table(
+    raw: &RawCors,
+    raw_routes: &[RawRoute],
+    csrf_header: &str,
+    sink: &mut Diagnostics,
+) -> CorsTable {
+    let empty = RawCors::default();
+    let global = policy(raw, &empty, csrf_header, sink);
+    let mut routes = HashMap::new();
+    for route in raw_routes {
+        let Some(own) = &route.cors else { continue };
+        let policy = policy(own.get_ref(), raw, csrf_header, sink);
+        let host = route
+            .host
+            .as_ref()
+            .map(|h| h.get_ref().to_ascii_lowercase());
+        let path = route.path.get_ref();
+        if let Ok(normal) = crate::proxy::path::normalize_path(path.as_bytes()) {
+            routes.insert((host, normalize_prefix(&normal)), Arc::new(policy));
+        }
+    }
+    CorsTable::new(global, routes)
+}
+
+/// `own`'s keys, else `fallback`'s, else the defaults.
+fn policy(own: &RawCors, fallback: &RawCors, csrf: &str, sink: &mut Diagnostics) -> CorsPolicy {
+    let origins = own
+        .allowed_origins
+        .as_ref()
+        .or(fallback.allowed_origins.as_ref());
+    let credentials = own
+        .allow_credentials
+        .as_ref()
+        .or(fallback.allow_credentials.as_ref())
+        .is_some_and(|c| *c.get_ref());
+    let mut policy = CorsPolicy {
+        credentials,
+        methods: methods(
+            own.allowed_methods
+                .as_ref()
+                .or(fallback.allowed_methods.as_ref()),
+            sink,
+        ),
+        headers: headers(
+            own.allowed_headers
+                .as_ref()
+                .or(fallback.allowed_headers.as_ref()),
+            csrf,
+            sink,
+        ),
+        max_age_secs: own
+            .max_age
+            .as_ref()
+            .or(fallback.max_age.as_ref())
+            .map_or(DEFAULT_MAX_AGE_SECS, |d| d.0.as_secs()),
+        ..CorsPolicy::default()
+    };
+    for origin in origins.into_iter().flatten() {
+        let value = origin.get_ref();
+        if value == "*" {
+            if credentials {
+                sink.at(
+                    origin.span(),
+                    "allowed_origins = \"*\" cannot be combined with allow_credentials = true: list the origins",
+                );
+            }
+            policy.any_origin = true;
+        } else if exact_origin(value) {
+            policy.origins.push(value.clone());
+        } else {
+            sink.at(
+                origin.span(),
+                format!("{value:?} is not an origin such as \"https://app.example.com\" (scheme, host, optional port; no path)"),
+            );
+        }
+    }
+    policy
+}
+
+fn methods(raw: Option<&Vec<Spanned<String>>>, sink: &mut Diagnostics) -> Vec<String> {
+    let Some(raw) = raw else {
+        return DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect();
+    };
+    raw.iter()
+        .filter_map(|m| {
+            let upper = m.get_ref().to_ascii_uppercase();
+            if upper == "*" || Method::from_bytes(upper.as_bytes()).is_ok() {
+                Some(upper)
+            } else {
+                sink.at(m.span(), format!("{:?} is not an HTTP method", m.get_ref()));
+                None
+            }
+        })
+        .collect()
+}
+
+fn headers(raw: Option<&Vec<Spanned<String>>>, csrf: &str, sink: &mut Diagnostics) -> Vec<String> {
+    let Some(raw) = raw else {
+        let mut list: Vec<String> = DEFAULT_HEADERS.iter().map(|h| (*h).to_owned()).collect();
+        list.push(csrf.to_ascii_lowercase());
+        return list;
+    };
+    raw.iter()
+        .filter_map(|h| {
+            let lower = h.get_ref().to_ascii_lowercase();
+            if lower == "*" || HeaderName::from_bytes(lower.as_bytes()).is_ok() {
+                Some(lower)
+            } else {
+                sink.at(h.span(), format!("{:?} is not a header name", h.get_ref()));
+                None
+            }
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]` exactly as a browser serialises an `Origin`.
+fn exact_origin(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest == rest.to_ascii_lowercase()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
