@@ -6,6 +6,7 @@ mod adversarial;
 mod cli;
 mod contract;
 mod deployment;
+mod discovery;
 mod edge;
 mod identity;
 mod issuers;

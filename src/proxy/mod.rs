@@ -5,6 +5,7 @@
 //! pure helpers of this module's children.
 
 pub mod client_addr;
+pub mod discovery;
 pub mod edge;
 pub mod endpoints;
 pub mod head;

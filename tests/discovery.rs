@@ -1,0 +1,287 @@
+//! Upstream targets that follow DNS: names resolved again while the
+//! gateway runs, without a reload.
+//!
+//! A name cannot be made to resolve differently over time on a test
+//! machine without owning its DNS, so the moving-backend tests give the
+//! gateway a resolver whose table they change; everything else (discovery,
+//! pools, health, the proxy) is the code `serve` runs with the system
+//! resolver, which the last tests use with real names.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use portcullis::proxy::discovery::Resolve;
+
+use crate::support::gateway::config_with_routes;
+use crate::support::http::{echo_ok, Recorded};
+use crate::support::{assert_refused, get, EchoUpstream, TestGateway};
+
+/// A resolver whose answers the test changes; unknown names fail as
+/// NXDOMAIN would.
+#[derive(Default)]
+struct Names {
+    table: Mutex<HashMap<String, Vec<IpAddr>>>,
+    lookups: AtomicUsize,
+}
+
+impl Names {
+    fn set(&self, name: &str, ips: &[&str]) {
+        let ips = ips.iter().map(|ip| ip.parse().expect("ip")).collect();
+        self.table
+            .lock()
+            .expect("lock")
+            .insert(name.to_owned(), ips);
+    }
+
+    fn forget(&self, name: &str) {
+        self.table.lock().expect("lock").remove(name);
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Resolve for Names {
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let table = self.table.lock().expect("lock");
+        match table.get(host) {
+            Some(ips) => Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such name")),
+        }
+    }
+}
+
+/// Waits (bounded, so a broken gateway fails instead of hanging) until
+/// `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One upstream `echo` whose only target is `target`, re-resolved every
+/// second, and a public route to it.
+fn config_for(target: &str, upstream_extra: &str) -> String {
+    format!(
+        r#"
+[tokens]
+issuer = "https://issuer.test"
+audience = "api.test"
+signing_key = "test-eddsa"
+
+[[tokens.keys]]
+kid = "test-eddsa"
+algorithm = "EdDSA"
+private_key_file = "{{fixtures}}/test-eddsa.pem"
+
+[[upstreams]]
+name = "echo"
+targets = ["{target}"]
+resolve_interval = "1s"
+{upstream_extra}
+
+[[routes]]
+path = "/"
+upstream = "echo"
+auth = "none"
+"#
+    )
+}
+
+/// The old address holds `/slow` until the test lets it go.
+static SLOW_ARRIVED: AtomicBool = AtomicBool::new(false);
+static SLOW_RELEASED: AtomicBool = AtomicBool::new(false);
+
+fn holds_slow(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    if request.target == "/slow" {
+        SLOW_ARRIVED.store(true, Ordering::SeqCst);
+        while !SLOW_RELEASED.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        return (200, vec![], b"old finished".to_vec());
+    }
+    echo_ok(request)
+}
+
+#[test]
+fn a_backend_that_moves_gets_traffic_at_its_new_address_without_a_reload_and_the_old_one_drains() {
+    let old = EchoUpstream::start_with(holds_slow);
+    // The same port on another loopback address: the name's new address.
+    let moved = SocketAddr::new("127.0.0.2".parse().expect("ip"), old.addr.port());
+    let new = EchoUpstream::start_at(moved, echo_ok);
+    let names = Arc::new(Names::default());
+    names.set("backend.test", &["127.0.0.1"]);
+    let port = old.addr.port();
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("backend.test:{port}"), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    assert_eq!(get(gateway.addr, "/before", &[]).status, 200);
+    assert_eq!(old.count(), 1, "served at the first address");
+
+    // A request in flight at the old address when the name moves.
+    let addr = gateway.addr;
+    let in_flight = thread::spawn(move || get(addr, "/slow", &[]));
+    eventually("/slow reached the old address", || {
+        SLOW_ARRIVED.load(Ordering::SeqCst)
+    });
+
+    names.set("backend.test", &["127.0.0.2"]);
+    eventually("a request reached the new address", || {
+        get(gateway.addr, "/probe", &[]).status == 200 && new.count() > 0
+    });
+    // From now on every request goes to the new address; the old one gets
+    // no new request (its count only grows when /slow finishes).
+    let old_before = old.count();
+    for i in 0..6 {
+        let response = get(gateway.addr, &format!("/after/{i}"), &[]);
+        assert_eq!(response.status, 200);
+    }
+    assert_eq!(old.count(), old_before, "no new request at the old address");
+    let after: Vec<String> = new
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t.starts_with("/after/"))
+        .collect();
+    assert_eq!(after.len(), 6, "{after:?}");
+
+    // The request already sent to the old address finishes there.
+    SLOW_RELEASED.store(true, Ordering::SeqCst);
+    let slow = in_flight.join().expect("in-flight request");
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.text(), "old finished");
+    assert!(old.requests().iter().any(|r| r.target == "/slow"));
+}
+
+#[test]
+fn a_name_that_does_not_resolve_yet_is_refused_503_until_it_does() {
+    let upstream = EchoUpstream::start();
+    let names = Arc::new(Names::default());
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("later.test:{}", upstream.addr.port()), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    // The gateway started; the upstream is unhealthy meanwhile.
+    let refused = get(gateway.addr, "/x", &[]);
+    assert_refused(&refused, 503, "no_healthy_upstream", &upstream);
+    let ready = get(gateway.admin, "/readyz", &[]);
+    assert_eq!(ready.status, 200, "the gateway itself is ready");
+
+    names.set("later.test", &["127.0.0.1"]);
+    eventually("the name is used once it resolves", || {
+        get(gateway.addr, "/x", &[]).status == 200
+    });
+    assert!(upstream.count() > 0);
+}
+
+#[test]
+fn a_name_that_stops_resolving_keeps_its_last_addresses() {
+    let upstream = EchoUpstream::start();
+    let names = Arc::new(Names::default());
+    names.set("flaky.test", &["127.0.0.1"]);
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("flaky.test:{}", upstream.addr.port()), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+    names.forget("flaky.test");
+    // Two failed lookups later, the pool still has the address.
+    let failed_from = names.lookups();
+    eventually("the gateway looked the name up again twice", || {
+        names.lookups() >= failed_from + 2
+    });
+    assert_eq!(get(gateway.addr, "/y", &[]).status, 200);
+    assert_eq!(upstream.count(), 2);
+}
+
+fn health_503(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    match request.target.as_str() {
+        "/health" => (503, vec![], Vec::new()),
+        _ => echo_ok(request),
+    }
+}
+
+#[test]
+fn health_checks_follow_the_resolved_targets() {
+    let healthy = EchoUpstream::start();
+    let moved = SocketAddr::new("127.0.0.2".parse().expect("ip"), healthy.addr.port());
+    let failing = EchoUpstream::start_at(moved, health_503);
+    let names = Arc::new(Names::default());
+    names.set("checked.test", &["127.0.0.1"]);
+    let check = r#"health_check = { path = "/health", interval = "200ms", healthy_threshold = 1, unhealthy_threshold = 1 }"#;
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("checked.test:{}", healthy.addr.port()), check),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+
+    // The name moves to a target whose check fails: the check runs on the
+    // new target and leaves it out.
+    names.set("checked.test", &["127.0.0.2"]);
+    eventually("the new target is checked and left out", || {
+        let response = get(gateway.addr, "/y", &[]);
+        response.status == 503
+            && response.header("x-portcullis-error") == Some("no_healthy_upstream")
+    });
+    assert!(failing.requests().iter().any(|r| r.target == "/health"));
+    assert!(
+        failing
+            .requests()
+            .iter()
+            .all(|r| r.target == "/health" || r.target == "/y"),
+        "only checks and requests sent before the check failed"
+    );
+}
+
+#[test]
+fn names_resolve_through_the_system_resolver() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&config_for(
+        &format!("localhost:{}", upstream.addr.port()),
+        "",
+    ));
+    let response = get(gateway.addr, "/through/localhost", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.only().target, "/through/localhost");
+}
+
+#[test]
+fn serve_starts_with_a_name_that_does_not_resolve_and_the_other_upstreams_work() {
+    let upstream = EchoUpstream::start();
+    // RFC 6761 §6.4: names under .invalid never resolve.
+    let config = config_with_routes(
+        upstream.addr,
+        r#"
+[[upstreams]]
+name = "later"
+targets = ["backend.invalid:8081"]
+
+[[routes]]
+path = "/later"
+upstream = "later"
+auth = "none"
+
+[[routes]]
+path = "/now"
+upstream = "echo"
+auth = "none"
+"#,
+    );
+    let gateway = TestGateway::start(&config);
+    assert_eq!(get(gateway.addr, "/now", &[]).status, 200);
+    upstream.clear();
+    let refused = get(gateway.addr, "/later", &[]);
+    assert_refused(&refused, 503, "no_healthy_upstream", &upstream);
+}
