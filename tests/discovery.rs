@@ -103,6 +103,16 @@ auth = "none"
 static SLOW_ARRIVED: AtomicBool = AtomicBool::new(false);
 static SLOW_RELEASED: AtomicBool = AtomicBool::new(false);
 
+/// Lets a held `/slow` go however the test ends, so no thread is left
+/// waiting on a failed test.
+struct ReleaseSlow;
+
+impl Drop for ReleaseSlow {
+    fn drop(&mut self) {
+        SLOW_RELEASED.store(true, Ordering::SeqCst);
+    }
+}
+
 fn holds_slow(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
     if request.target == "/slow" {
         SLOW_ARRIVED.store(true, Ordering::SeqCst);
@@ -116,6 +126,7 @@ fn holds_slow(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
 
 #[test]
 fn a_backend_that_moves_gets_traffic_at_its_new_address_without_a_reload_and_the_old_one_drains() {
+    let _release = ReleaseSlow;
     let old = EchoUpstream::start_with(holds_slow);
     // The same port on another loopback address: the name's new address.
     let moved = SocketAddr::new("127.0.0.2".parse().expect("ip"), old.addr.port());
@@ -123,12 +134,18 @@ fn a_backend_that_moves_gets_traffic_at_its_new_address_without_a_reload_and_the
     let names = Arc::new(Names::default());
     names.set("backend.test", &["127.0.0.1"]);
     let port = old.addr.port();
-    let gateway = TestGateway::start_resolving(
-        &config_for(&format!("backend.test:{port}"), ""),
-        Arc::clone(&names) as Arc<dyn Resolve>,
-    );
+    // An upstream name of its own: the metrics registry is the process's.
+    let config = config_for(&format!("backend.test:{port}"), "").replace("\"echo\"", "\"moving\"");
+    let gateway = TestGateway::start_resolving(&config, Arc::clone(&names) as Arc<dyn Resolve>);
     assert_eq!(get(gateway.addr, "/before", &[]).status, 200);
     assert_eq!(old.count(), 1, "served at the first address");
+    let series = |ip: &str| {
+        format!(
+            "portcullis_upstream_target_healthy{{target=\"{ip}:{port}\",upstream=\"moving\"}} 1"
+        )
+    };
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    assert!(metrics.contains(&series("127.0.0.1")), "{metrics}");
 
     // A request in flight at the old address when the name moves.
     let addr = gateway.addr;
@@ -156,6 +173,12 @@ fn a_backend_that_moves_gets_traffic_at_its_new_address_without_a_reload_and_the
         .filter(|t| t.starts_with("/after/"))
         .collect();
     assert_eq!(after.len(), 6, "{after:?}");
+
+    // The gone address is no longer a target in the metrics either (an
+    // alert on unhealthy targets would otherwise watch it forever).
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    assert!(metrics.contains(&series("127.0.0.2")), "{metrics}");
+    assert!(!metrics.contains(&format!("127.0.0.1:{port}")), "{metrics}");
 
     // The request already sent to the old address finishes there.
     SLOW_RELEASED.store(true, Ordering::SeqCst);
@@ -284,4 +307,40 @@ auth = "none"
     upstream.clear();
     let refused = get(gateway.addr, "/later", &[]);
     assert_refused(&refused, 503, "no_healthy_upstream", &upstream);
+}
+
+#[test]
+fn a_reload_resolves_new_names_before_it_swaps() {
+    let upstream = EchoUpstream::start();
+    let names = Arc::new(Names::default());
+    names.set("first.test", &["127.0.0.1"]);
+    names.set("second.test", &["127.0.0.1"]);
+    let port = upstream.addr.port();
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("first.test:{port}"), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+
+    // The new pool's name is only ever resolved by the reload itself
+    // (the background would wait an hour): the first request after it
+    // must find the pool filled.
+    let path = gateway.dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text
+        .replace("first.test", "second.test")
+        .replace("resolve_interval = \"1s\"", "resolve_interval = \"1h\"");
+    std::fs::write(&path, text).expect("write config");
+    let reload = format!(
+        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        crate::support::gateway::ADMIN_TOKEN
+    );
+    let done = crate::support::send(gateway.admin, &reload);
+    assert_eq!(done.status, 200, "{}", done.text());
+    let response = get(gateway.addr, "/after-reload", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        upstream.requests().last().map(|r| r.target.clone()),
+        Some("/after-reload".to_owned())
+    );
 }

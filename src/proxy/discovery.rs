@@ -20,6 +20,8 @@ use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::{Backend, Extensions};
 
+use super::router::UpstreamPool;
+use crate::metrics::METRICS;
 use crate::state::AppState;
 
 /// Longest wait for one name; a resolver that hangs must not hold up the
@@ -137,7 +139,7 @@ impl DnsDiscovery {
         }
     }
 
-    fn resolver(&self) -> Arc<dyn Resolve> {
+    pub fn resolver(&self) -> Arc<dyn Resolve> {
         match self.0.resolver.read() {
             Ok(resolver) => Arc::clone(&resolver),
             Err(_) => Arc::new(SystemResolver),
@@ -214,18 +216,63 @@ pub async fn resolve_all(runtime: &crate::config::Runtime) {
     }
 }
 
-/// [`resolve_all`] from a thread outside any async runtime (the reload's).
-pub fn resolve_all_blocking(runtime: &crate::config::Runtime) {
-    if !runtime.pools().iter().any(|pool| pool.follows_dns()) {
+/// On reload, from the reload's own thread (outside any async runtime):
+/// `fresh` takes the resolver `current` uses, then [`resolve_all`].
+pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Runtime) {
+    let pools = fresh.pools();
+    if !pools.iter().any(|pool| pool.follows_dns()) {
         return;
+    }
+    if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
+        for pool in &pools {
+            pool.set_resolver(Arc::clone(&resolver));
+        }
     }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(resolving) => resolving.block_on(resolve_all(runtime)),
+        Ok(resolving) => resolving.block_on(resolve_all(fresh)),
         Err(e) => {
             tracing::warn!("cannot resolve upstream names now ({e}); retrying in the background")
+        }
+    }
+}
+
+/// Sets `portcullis_upstream_target_healthy` for every target of `pools`
+/// and drops the series of addresses a pool no longer has (a name that
+/// moved): an alert on an unhealthy target must not fire forever for an
+/// address that is gone.
+pub fn export_target_health(pools: &[Arc<UpstreamPool>]) {
+    use prometheus::core::Collector;
+    let gauge = &METRICS.upstream_target_healthy;
+    for pool in pools {
+        let current = pool.health();
+        for (target, healthy) in &current {
+            gauge
+                .with_label_values(&[pool.name.as_str(), target.as_str()])
+                .set(i64::from(*healthy));
+        }
+        let exported: Vec<String> = gauge
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|metric| {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                (label("upstream")? == pool.name).then(|| label("target"))?
+            })
+            .collect();
+        for gone in exported
+            .iter()
+            .filter(|t| !current.iter().any(|(c, _)| c == *t))
+        {
+            let _ = gauge.remove_label_values(&[pool.name.as_str(), gone.as_str()]);
         }
     }
 }

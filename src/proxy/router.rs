@@ -85,6 +85,11 @@ impl UpstreamPool {
         self.discovery.set_resolver(resolver);
     }
 
+    /// The resolver the pool's names go through.
+    pub fn resolver(&self) -> Arc<dyn Resolve> {
+        self.discovery.resolver()
+    }
+
     /// Resolves the targets now and swaps in the new set: new addresses get
     /// requests from the next selection on; addresses that are gone get no
     /// new ones, and requests already sent to them finish.
