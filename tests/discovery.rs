@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -342,5 +343,84 @@ fn a_reload_resolves_new_names_before_it_swaps() {
     assert_eq!(
         upstream.requests().last().map(|r| r.target.clone()),
         Some("/after-reload".to_owned())
+    );
+}
+
+/// Stops the gateway process however the test ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The production path end to end, with a name that really moves:
+/// `portcullis serve` runs in a mount namespace of its own where
+/// `/etc/hosts` is a file the test rewrites (the machine's is untouched),
+/// and the system resolver (`getaddrinfo`) reads it on every lookup.
+#[test]
+fn with_the_system_resolver_a_name_that_moves_is_followed_without_a_reload() {
+    use crate::support::gateway::free_addr;
+    use crate::support::tokens::fixtures_dir;
+    let old = EchoUpstream::start();
+    let port = old.addr.port();
+    let new = EchoUpstream::start_at(
+        SocketAddr::new("127.0.0.2".parse().expect("ip"), port),
+        echo_ok,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 backend.test\n").expect("hosts");
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = format!(
+        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\n\
+         admin_token_env = \"PORTCULLIS_TEST_UNSET_VARIABLE\"\nthreads = 1\n\n\
+         [store]\nurl = \"sqlite://gateway.db\"\n{}",
+        config_for(&format!("backend.test:{port}"), "")
+            .replace("{fixtures}", &fixtures_dir().display().to_string())
+    );
+    let config_path = dir.path().join("portcullis.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc/hosts && exec \"$2\" serve --config \"$3\"")
+        .arg("sh")
+        .args([
+            &hosts,
+            Path::new(env!("CARGO_BIN_EXE_portcullis")),
+            &config_path,
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("unshare (util-linux) runs the gateway in a mount namespace of its own");
+    let mut serving = Serving(child);
+    eventually("the gateway listens", || {
+        assert!(
+            serving.0.try_wait().expect("wait").is_none(),
+            "the gateway exited: a private mount namespace needs root or user namespaces"
+        );
+        std::net::TcpStream::connect(listen).is_ok()
+    });
+    assert_eq!(get(listen, "/first", &[]).status, 200);
+    assert_eq!(old.only().target, "/first");
+
+    // Rewritten in place: the bind mount follows the file, not its name.
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.2 backend.test\n").expect("hosts");
+    eventually("a request reached the new address", || {
+        get(listen, "/probe", &[]).status == 200 && new.count() > 0
+    });
+    let old_before = old.count();
+    for _ in 0..4 {
+        assert_eq!(get(listen, "/after", &[]).status, 200);
+    }
+    assert_eq!(old.count(), old_before, "no new request at the old address");
+    assert_eq!(
+        new.requests()
+            .iter()
+            .filter(|r| r.target == "/after")
+            .count(),
+        4
     );
 }
