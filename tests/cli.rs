@@ -533,3 +533,48 @@ fn a_malformed_target_is_one_error_without_follow_on_unknown_upstream_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn the_compose_configuration_checks_with_its_service_names_as_shipped() {
+    // Only the key comes from the machine (compose mounts it at /keys);
+    // `backend:8081` and `redis:6379` stay the compose services' names.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let made = portcullis(&[
+        "keygen",
+        "--algorithm",
+        "eddsa",
+        "--kid",
+        "compose-eddsa",
+        "--out",
+        keys.to_str().expect("utf-8"),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/portcullis.toml");
+    let text = std::fs::read_to_string(shipped).expect("compose configuration");
+    assert!(text.contains("targets = [\"backend:8081\"]"));
+    let path = dir.path().join("portcullis.toml");
+    let keys_dir = format!("{}/", keys.display());
+    std::fs::write(&path, text.replace("/keys/", &keys_dir)).expect("write");
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_zero_resolve_interval_is_refused_at_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = UNRESOLVED_NAMES.replace(
+        "targets = [\"backend.invalid:8081\", \"localhost:8081\"]",
+        "targets = [\"backend.invalid:8081\"]\nresolve_interval = \"0s\"",
+    );
+    let path = write_config(dir.path(), &text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "{}:13:20: resolve_interval must be positive",
+            path.display()
+        )
+    );
+}
