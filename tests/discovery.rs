@@ -193,21 +193,36 @@ fn a_backend_that_moves_gets_traffic_at_its_new_address_without_a_reload_and_the
 fn a_name_that_does_not_resolve_yet_is_refused_503_until_it_does() {
     let upstream = EchoUpstream::start();
     let names = Arc::new(Names::default());
-    let gateway = TestGateway::start_resolving(
-        &config_for(&format!("later.test:{}", upstream.addr.port()), ""),
-        Arc::clone(&names) as Arc<dyn Resolve>,
-    );
-    // The gateway started; the upstream is unhealthy meanwhile.
+    let port = upstream.addr.port();
+    // An upstream name of its own: the metrics registry is the process's.
+    let config = config_for(&format!("later.test:{port}"), "").replace("\"echo\"", "\"later\"");
+    let gateway = TestGateway::start_resolving(&config, Arc::clone(&names) as Arc<dyn Resolve>);
+    // The gateway started; the upstream is unhealthy meanwhile, and the
+    // metrics say so (an alert on unhealthy targets fires).
     let refused = get(gateway.addr, "/x", &[]);
     assert_refused(&refused, 503, "no_healthy_upstream", &upstream);
     let ready = get(gateway.admin, "/readyz", &[]);
     assert_eq!(ready.status, 200, "the gateway itself is ready");
+    let series = |target: &str, value: u8| {
+        format!(
+            "portcullis_upstream_target_healthy{{target=\"{target}\",upstream=\"later\"}} {value}"
+        )
+    };
+    let unresolved = series(&format!("later.test:{port}"), 0);
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    assert!(metrics.contains(&unresolved), "{metrics}");
 
     names.set("later.test", &["127.0.0.1"]);
     eventually("the name is used once it resolves", || {
         get(gateway.addr, "/x", &[]).status == 200
     });
     assert!(upstream.count() > 0);
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    assert!(
+        metrics.contains(&series(&format!("127.0.0.1:{port}"), 1)),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("later.test"), "{metrics}");
 }
 
 #[test]
@@ -392,7 +407,7 @@ fn with_the_system_resolver_a_name_that_moves_is_followed_without_a_reload() {
             Path::new(env!("CARGO_BIN_EXE_portcullis")),
             &config_path,
         ])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .spawn()
         .expect("unshare (util-linux) runs the gateway in a mount namespace of its own");
     let mut serving = Serving(child);

@@ -132,6 +132,24 @@ impl DnsDiscovery {
             .any(|t| matches!(t, Target::Name { .. }))
     }
 
+    /// The name targets (`host:port`) that have no address: never
+    /// resolved, or not yet tried.
+    pub fn unresolved(&self) -> Vec<String> {
+        let Ok(last) = self.0.last.lock() else {
+            return Vec::new();
+        };
+        let empty = |index: &usize| last.get(index).is_none_or(|(addrs, _)| addrs.is_empty());
+        self.0
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, target)| match target {
+                Target::Name { host, port } if empty(&index) => Some(format!("{host}:{port}")),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Resolves with `resolver` from now on.
     pub fn set_resolver(&self, resolver: Arc<dyn Resolve>) {
         if let Ok(mut current) = self.0.resolver.write() {
@@ -240,14 +258,16 @@ pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Ru
 }
 
 /// Sets `portcullis_upstream_target_healthy` for every target of `pools`
-/// and drops the series of addresses a pool no longer has (a name that
-/// moved): an alert on an unhealthy target must not fire forever for an
-/// address that is gone.
+/// (a name without an address yet is a target at 0, as `host:port`) and
+/// drops the series of addresses a pool no longer has (a name that moved):
+/// an alert on an unhealthy target must not fire forever for an address
+/// that is gone.
 pub fn export_target_health(pools: &[Arc<UpstreamPool>]) {
     use prometheus::core::Collector;
     let gauge = &METRICS.upstream_target_healthy;
     for pool in pools {
-        let current = pool.health();
+        let mut current = pool.health();
+        current.extend(pool.unresolved().into_iter().map(|name| (name, false)));
         for (target, healthy) in &current {
             gauge
                 .with_label_values(&[pool.name.as_str(), target.as_str()])

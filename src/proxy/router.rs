@@ -175,6 +175,11 @@ impl UpstreamPool {
         }
     }
 
+    /// Target names that have no address yet.
+    pub fn unresolved(&self) -> Vec<String> {
+        self.discovery.unresolved()
+    }
+
     /// The targets, each with whether it may receive traffic now.
     pub fn health(&self) -> Vec<(String, bool)> {
         let backends = self.balancer.backends();
