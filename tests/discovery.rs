@@ -439,3 +439,20 @@ fn with_the_system_resolver_a_name_that_moves_is_followed_without_a_reload() {
         4
     );
 }
+
+#[test]
+fn a_resolved_address_that_refuses_connections_is_ejected_and_the_request_retried() {
+    let upstream = EchoUpstream::start();
+    let names = Arc::new(Names::default());
+    // Two addresses; nothing listens on the second.
+    names.set("two.test", &["127.0.0.1", "127.0.0.2"]);
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("two.test:{}", upstream.addr.port()), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    for i in 0..4 {
+        let response = get(gateway.addr, &format!("/r/{i}"), &[]);
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(upstream.count(), 4);
+}
