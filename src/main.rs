@@ -49,10 +49,16 @@ enum Command {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a configuration file and print its route table.
+    /// Validate a configuration file and print its route table. Upstream
+    /// names are checked for their form, not resolved (a compose or
+    /// Kubernetes name checks in CI).
     Check {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+        /// Also resolve every upstream target name here, and report each
+        /// one that does not resolve.
+        #[arg(long)]
+        resolve: bool,
     },
     /// Write a new signing key (or HS256 secret) and print its config entry.
     Keygen {
@@ -190,7 +196,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(&config),
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config, resolve } => Ok(check(&config, resolve)),
         Command::Keygen {
             algorithm,
             out,
@@ -469,8 +475,12 @@ fn describe_sessions(sub: &str, body: &serde_json::Value) -> String {
     out
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+fn check(path: &std::path::Path, resolve: bool) -> ExitCode {
+    let loaded = match resolve {
+        true => config::load_resolving(path),
+        false => config::load(path),
+    };
+    match loaded {
         Ok(runtime) => {
             println!("{}: ok", path.display());
             print!("{}", runtime.route_table());

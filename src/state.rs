@@ -95,6 +95,9 @@ impl AppState {
             .and_then(|fresh| self.reload_certificate().map(|()| fresh))
             .map(|mut fresh| {
                 let current = self.runtime.load();
+                // Names resolved (by the resolver in use) before the swap,
+                // so no request meets an empty pool.
+                crate::proxy::discovery::resolve_fresh(&current, &fresh);
                 let needs_restart = restart_only_changes(&current, &fresh);
                 // Listeners and the store stay as they are until a restart.
                 fresh.server = current.server.clone();

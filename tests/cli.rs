@@ -456,3 +456,125 @@ fn the_admin_command_line_says_what_is_wrong_and_covers_sessions_reload_and_issu
     );
     assert!(text.contains("portcullis.toml:1:"), "{text}");
 }
+
+/// The upstream names of a compose or Kubernetes configuration mean
+/// nothing where CI runs `check`: they are checked for their form only.
+const UNRESOLVED_NAMES: &str = r#"[tokens]
+issuer = "i"
+audience = "a"
+
+[[tokens.keys]]
+kid = "k"
+algorithm = "EdDSA"
+public_key_file = "{fixtures}/test-eddsa.pub.pem"
+
+[[upstreams]]
+name = "legacy"
+targets = ["backend.invalid:8081", "localhost:8081"]
+
+[login]
+upstream = "legacy"
+path = "/login"
+
+[[routes]]
+path = "/a"
+upstream = "legacy"
+
+[[routes]]
+path = "/b"
+upstream = "legacy"
+"#;
+
+#[test]
+fn check_passes_on_upstream_names_that_do_not_resolve_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), UNRESOLVED_NAMES);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("legacy"));
+}
+
+#[test]
+fn check_resolve_reports_each_name_that_does_not_resolve_at_its_position_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), UNRESOLVED_NAMES);
+    let out = portcullis(&[
+        "check",
+        "--resolve",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let expected = format!(
+        "{}:12:12: \"backend.invalid:8081\" does not resolve: ",
+        path.display()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one error, no follow-on ones: {err}");
+    assert!(lines[0].starts_with(&expected), "{err}");
+}
+
+#[test]
+fn a_malformed_target_is_one_error_without_follow_on_unknown_upstream_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = UNRESOLVED_NAMES.replace("\"backend.invalid:8081\"", "\"backend\"");
+    let path = write_config(dir.path(), &text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "{}:12:12: \"backend\" is not host:port",
+            path.display()
+        )],
+        "{err}"
+    );
+}
+
+#[test]
+fn the_compose_configuration_checks_with_its_service_names_as_shipped() {
+    // Only the key comes from the machine (compose mounts it at /keys);
+    // `backend:8081` and `redis:6379` stay the compose services' names.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let made = portcullis(&[
+        "keygen",
+        "--algorithm",
+        "eddsa",
+        "--kid",
+        "compose-eddsa",
+        "--out",
+        keys.to_str().expect("utf-8"),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/portcullis.toml");
+    let text = std::fs::read_to_string(shipped).expect("compose configuration");
+    assert!(text.contains("targets = [\"backend:8081\"]"));
+    let path = dir.path().join("portcullis.toml");
+    let keys_dir = format!("{}/", keys.display());
+    std::fs::write(&path, text.replace("/keys/", &keys_dir)).expect("write");
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_zero_resolve_interval_is_refused_at_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = UNRESOLVED_NAMES.replace(
+        "targets = [\"backend.invalid:8081\", \"localhost:8081\"]",
+        "targets = [\"backend.invalid:8081\"]\nresolve_interval = \"0s\"",
+    );
+    let path = write_config(dir.path(), &text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "{}:13:20: resolve_interval must be positive",
+            path.display()
+        )
+    );
+}

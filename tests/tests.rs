@@ -7,6 +7,7 @@ mod cli;
 mod contract;
 mod cors;
 mod deployment;
+mod discovery;
 mod edge;
 mod identity;
 mod issuers;

@@ -245,14 +245,7 @@ impl AdminApi {
                     .set(age.as_secs_f64());
             }
         }
-        for pool in self.state.runtime.load().pools() {
-            for (target, healthy) in pool.health() {
-                METRICS
-                    .upstream_target_healthy
-                    .with_label_values(&[pool.name.as_str(), target.as_str()])
-                    .set(i64::from(healthy));
-            }
-        }
+        crate::proxy::discovery::export_target_health(&self.state.runtime.load().pools());
         Answer::Metrics(METRICS.encode())
     }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use pingora_core::upstreams::peer::PeerOptions;
-use pingora_load_balancing::LoadBalancer;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
@@ -29,6 +28,7 @@ use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
 use crate::proxy::client_addr::TrustedProxies;
+use crate::proxy::discovery::{DnsDiscovery, Target};
 use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
@@ -628,6 +628,10 @@ fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<Identit
     })
 }
 
+/// Every upstream with a unique name becomes a pool, even one with errors
+/// (the load fails on those anyway), so its routes never get follow-on
+/// "unknown upstream" errors. Targets are parsed, not resolved: names are
+/// resolved when the gateway starts, and by `check --resolve`.
 fn upstream_pools(
     raw: &[RawUpstream],
     base: &Path,
@@ -648,46 +652,63 @@ fn upstream_pools(
                 upstream.name.span(),
                 format!("upstream {name:?} has no targets"),
             );
-            continue;
         }
-        let mut ok = true;
-        for target in &upstream.targets {
-            if std::net::ToSocketAddrs::to_socket_addrs(target.get_ref().as_str()).is_err() {
-                sink.at(
-                    target.span(),
-                    format!("{:?} is not a reachable host:port", target.get_ref()),
-                );
-                ok = false;
-            }
+        let interval = upstream.resolve_interval.get_ref().0;
+        if interval.is_zero() {
+            sink.at(
+                upstream.resolve_interval.span(),
+                "resolve_interval must be positive",
+            );
         }
-        if !ok {
-            continue;
-        }
-        let targets = upstream.targets.iter().map(|t| t.get_ref().as_str());
-        match LoadBalancer::try_from_iter(targets) {
-            Ok(mut balancer) => {
-                let mut options = peer_options(upstream);
-                let tls_sni = upstream_tls(upstream, &mut options, base, sink);
-                // Checks speak to the targets as requests do: TLS, SNI, CAs.
-                let interval = upstream.health_check.as_ref().and_then(|check| {
-                    let hc = health_check(check, tls_sni.as_deref(), &options, sink)?;
-                    balancer.set_health_check(Box::new(hc));
-                    Some(check.interval.0)
-                });
-                let mut pool = UpstreamPool::new(
-                    name.clone(),
-                    balancer,
-                    options,
-                    interval,
-                    upstream.ejection.0,
-                );
-                pool.tls_sni = tls_sni;
-                pools.insert(name.clone(), Arc::new(pool));
-            }
-            Err(e) => sink.at(upstream.name.span(), format!("upstream {name:?}: {e}")),
-        }
+        let targets = upstream
+            .targets
+            .iter()
+            .filter_map(|target| parsed_target(target, sink))
+            .collect();
+        let mut options = peer_options(upstream);
+        let tls_sni = upstream_tls(upstream, &mut options, base, sink);
+        let discovery = DnsDiscovery::new(name, targets);
+        let mut pool = UpstreamPool::new(
+            name.clone(),
+            discovery,
+            options.clone(),
+            upstream.ejection.0,
+            interval,
+        );
+        // Checks speak to the targets as requests do: TLS, SNI, CAs.
+        pool.check_interval = upstream.health_check.as_ref().and_then(|check| {
+            let hc = health_check(check, tls_sni.as_deref(), &options, sink)?;
+            pool.balancer.set_health_check(Box::new(hc));
+            Some(check.interval.0)
+        });
+        pool.tls_sni = tls_sni;
+        pools.insert(name.clone(), Arc::new(pool));
     }
     pools
+}
+
+/// One `host:port` target, checked for its form; with `check --resolve`
+/// also resolved, and reported when it does not.
+fn parsed_target(target: &Spanned<String>, sink: &mut Diagnostics) -> Option<Target> {
+    let parsed = Target::parse(target.get_ref())
+        .map_err(|message| sink.at(target.span(), message))
+        .ok()?;
+    if let (Target::Name { host, port }, true) = (&parsed, sink.resolve) {
+        let found = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
+            .map(|mut addrs| addrs.next().is_some());
+        let reason = match found {
+            Ok(true) => None,
+            Ok(false) => Some("no addresses".to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = reason {
+            sink.at(
+                target.span(),
+                format!("{:?} does not resolve: {reason}", target.get_ref()),
+            );
+        }
+    }
+    Some(parsed)
 }
 
 /// An HTTP check: `GET path` on each target, healthy on any 2xx.

@@ -76,12 +76,27 @@ pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
     load_str(&text, path)
 }
 
+/// [`load`], and every target name resolved: one that does not is an
+/// error at its position (`portcullis check --resolve`).
+pub fn load_resolving(path: &Path) -> Result<Runtime, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    compile_text(&text, path, true)
+}
+
 /// Compiles configuration text as if it had been read from `path`.
 pub fn load_str(text: &str, path: &Path) -> Result<Runtime, ConfigError> {
+    compile_text(text, path, false)
+}
+
+fn compile_text(text: &str, path: &Path, resolve: bool) -> Result<Runtime, ConfigError> {
     let mut sink = Diagnostics {
         file: path,
         text,
         list: Vec::new(),
+        resolve,
     };
     let raw: raw::RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -118,6 +133,9 @@ pub(crate) struct Diagnostics<'a> {
     file: &'a Path,
     text: &'a str,
     list: Vec<Diagnostic>,
+    /// Resolve upstream target names too (`check --resolve`); loading
+    /// otherwise never touches DNS.
+    pub(crate) resolve: bool,
 }
 
 impl Diagnostics<'_> {

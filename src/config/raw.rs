@@ -392,6 +392,13 @@ pub struct RawUpstream {
     pub sni: Option<String>,
     /// PEM file of the CA certificates to trust instead of the system's.
     pub ca_file: Option<Spanned<PathBuf>>,
+    /// How often target names are resolved again (addresses never are).
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Spanned<HumanDuration>,
+}
+
+fn default_resolve_interval() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(5))
 }
 
 fn default_ejection() -> HumanDuration {

@@ -6,6 +6,7 @@
 
 pub mod client_addr;
 pub mod cors;
+pub mod discovery;
 pub mod edge;
 pub mod endpoints;
 pub mod head;

@@ -6,12 +6,15 @@
 //! lengths: a host's own rules are never overridden by a generic one.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pingora_core::upstreams::peer::PeerOptions;
 use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+
+use super::discovery::{DnsDiscovery, Resolve};
 
 use crate::auth::Requirement;
 use crate::config::raw::{AuthMode, PathMatch};
@@ -31,25 +34,86 @@ pub struct UpstreamPool {
     /// Targets left out after a failed connection, and since when.
     ejected: Mutex<Vec<(Backend, Instant)>>,
     last_check: Mutex<Option<Instant>>,
+    /// Where the targets come from; names are resolved again every
+    /// `resolve_interval` (see `discovery`).
+    discovery: DnsDiscovery,
+    resolve_interval: Duration,
+    last_resolve: Mutex<Option<Instant>>,
 }
 
 impl UpstreamPool {
+    /// A pool over `discovery`'s targets. Addresses are known at once;
+    /// names stay unresolved until [`Self::resolve`] (loading a
+    /// configuration never touches DNS).
     pub fn new(
         name: String,
-        balancer: LoadBalancer<RoundRobin>,
+        discovery: DnsDiscovery,
         options: PeerOptions,
-        check_interval: Option<Duration>,
         ejection: Duration,
+        resolve_interval: Duration,
     ) -> Self {
+        let balancer = LoadBalancer::from_backends(Backends::new(Box::new(discovery.clone())));
+        if !discovery.has_names() {
+            // Addresses only: discovery is ready on the first poll.
+            let mut update = std::pin::pin!(balancer.update());
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = update.as_mut().poll(&mut context);
+        }
         Self {
             name,
             balancer,
             options,
-            check_interval,
+            check_interval: None,
             ejection,
             tls_sni: None,
             ejected: Mutex::default(),
             last_check: Mutex::default(),
+            discovery,
+            resolve_interval,
+            last_resolve: Mutex::default(),
+        }
+    }
+
+    /// Whether some targets are names that the pool re-resolves.
+    pub fn follows_dns(&self) -> bool {
+        self.discovery.has_names()
+    }
+
+    /// Resolves the pool's names with `resolver` from now on (an embedder's
+    /// own resolver, or a test's).
+    pub fn set_resolver(&self, resolver: Arc<dyn Resolve>) {
+        self.discovery.set_resolver(resolver);
+    }
+
+    /// The resolver the pool's names go through.
+    pub fn resolver(&self) -> Arc<dyn Resolve> {
+        self.discovery.resolver()
+    }
+
+    /// Resolves the targets now and swaps in the new set: new addresses get
+    /// requests from the next selection on; addresses that are gone get no
+    /// new ones, and requests already sent to them finish.
+    pub async fn resolve(&self) {
+        if !self.follows_dns() {
+            return;
+        }
+        if let Ok(mut last) = self.last_resolve.lock() {
+            *last = Some(Instant::now());
+        }
+        // The discovery never fails: a name that does not resolve keeps
+        // its last addresses (see `discovery`).
+        let _ = self.balancer.update().await;
+    }
+
+    /// [`Self::resolve`] when `resolve_interval` has passed since the last.
+    pub async fn follow_dns(&self) {
+        let due = self.follows_dns()
+            && self
+                .last_resolve
+                .lock()
+                .is_ok_and(|last| last.is_none_or(|t| t.elapsed() >= self.resolve_interval));
+        if due {
+            self.resolve().await;
         }
     }
 
@@ -109,6 +173,11 @@ impl UpstreamPool {
         if due {
             self.balancer.backends().run_health_check(true).await;
         }
+    }
+
+    /// Target names that have no address yet.
+    pub fn unresolved(&self) -> Vec<String> {
+        self.discovery.unresolved()
     }
 
     /// The targets, each with whether it may receive traffic now.

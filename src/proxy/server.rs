@@ -93,6 +93,10 @@ pub fn build(
         .await;
     });
 
+    // Upstream names, resolved before the first request; one that does
+    // not resolve yet is retried by `discovery::follow`.
+    background.block_on(super::discovery::resolve_all(&runtime));
+
     let certificate = match &settings.tls {
         Some(files) => Some(Arc::new(
             ReloadableCert::load(files).map_err(StartError::Tls)?,
@@ -108,6 +112,10 @@ pub fn build(
     let (pool_state, pool_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {
         maintain_upstreams(pool_state, async move { pool_stop.notified().await }).await
+    });
+    let (dns_state, dns_stop) = (Arc::clone(&state), Arc::clone(&stop));
+    background.spawn(async move {
+        super::discovery::follow(dns_state, async move { dns_stop.notified().await }).await
     });
     let (hup_state, hup_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {

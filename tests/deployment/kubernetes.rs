@@ -83,12 +83,8 @@ fn manifests_match_the_kubernetes_schemas() {
 fn config_map_checks_once_the_secret_is_filled_in() {
     let dir = secrets();
     let mount = dir.path().to_str().expect("utf-8");
-    // `check` resolves upstream names, and the cluster's are not
-    // resolvable here; everything else is checked as shipped.
-    let text = replaced(
-        &config_map_toml(),
-        &[(SECRET_MOUNT, mount), ("legacy:8081", "127.0.0.1:8081")],
-    );
+    // Checked as shipped: `check` does not resolve the cluster's names.
+    let text = replaced(&config_map_toml(), &[(SECRET_MOUNT, mount)]);
     let out = check(&text);
     assert_success(&out, "portcullis check on the ConfigMap's configuration");
     // Every file the configuration reads is a key of the shipped Secret.
@@ -110,10 +106,7 @@ fn secret_placeholders_refuse_to_start() {
         std::fs::write(dir.path().join(name), value.as_str().expect("a string")).expect("write");
     }
     let mount = dir.path().to_str().expect("utf-8");
-    let text = replaced(
-        &config_map_toml(),
-        &[(SECRET_MOUNT, mount), ("legacy:8081", "127.0.0.1:8081")],
-    );
+    let text = replaced(&config_map_toml(), &[(SECRET_MOUNT, mount)]);
     let out = check(&text);
     assert_eq!(out.status.code(), Some(2), "check refuses the placeholders");
     // One error on each line that names a placeholder file.

@@ -1,9 +1,11 @@
 //! Starts a real gateway in-process on a free loopback port.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use portcullis::proxy::discovery::Resolve;
 use portcullis::proxy::server::{self, ShutdownTrigger};
 
 use super::tokens::fixtures_dir;
@@ -40,7 +42,23 @@ impl TestGateway {
         Self::start_full(config, server_lines, tempfile::tempdir().expect("tempdir"))
     }
 
+    /// Starts with upstream names resolved by `resolver` instead of the
+    /// system's (the gateway's code is otherwise the same).
+    pub fn start_resolving(config: &str, resolver: Arc<dyn Resolve>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_inner(config, "", dir, Some(resolver))
+    }
+
     fn start_full(config: &str, server_lines: &str, dir: tempfile::TempDir) -> Self {
+        Self::start_inner(config, server_lines, dir, None)
+    }
+
+    fn start_inner(
+        config: &str,
+        server_lines: &str,
+        dir: tempfile::TempDir,
+        resolver: Option<Arc<dyn Resolve>>,
+    ) -> Self {
         let (addr, admin) = (free_addr(), free_addr());
         std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).expect("admin token");
         let mut text = format!(
@@ -64,6 +82,11 @@ shutdown_timeout = "1s"
         std::fs::write(&path, &text).expect("write config");
         let runtime = portcullis::config::load(&path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+        if let Some(resolver) = &resolver {
+            for pool in runtime.pools() {
+                pool.set_resolver(Arc::clone(resolver));
+            }
+        }
         let instance = server::build(runtime, Some(path)).expect("gateway starts");
         let trigger = ShutdownTrigger::default();
         let stop = trigger.clone();
