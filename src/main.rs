@@ -12,7 +12,7 @@ use portcullis::config::{self, ConfigError};
 use portcullis::{demo, keygen, proxy};
 
 /// glibc malloc was ~10% of the proxy's CPU in a profile of the pass-through
-/// path; mimalloc's thread-local free lists cut that (README, Benchmarks).
+/// path; mimalloc's thread-local free lists cut that (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

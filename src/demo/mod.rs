@@ -196,10 +196,24 @@ fn print_instructions(
     println!(
         "  curl -i -X POST -H 'Authorization: Bearer {api_token}' {admin}/admin/users/alice/revoke"
     );
+    let cli = command_name();
     println!("  # or with the command line:");
-    println!("  portcullis admin --url {admin} --token {api_token} revoke-user alice\n");
+    println!("  {cli} admin --url {admin} --token {api_token} revoke-user alice\n");
     println!("  # disable the admin account: 403 account_disabled");
-    println!("  portcullis admin --url {admin} --token {api_token} disable root\n");
+    println!("  {cli} admin --url {admin} --token {api_token} disable root\n");
     println!("Press Ctrl-C to stop.");
     Ok(())
+}
+
+/// How a shell reaches this binary: `portcullis` once it is on the `PATH`
+/// (`cargo install`), otherwise the running executable's own path, so the
+/// printed commands work straight after `scripts/demo.sh`.
+fn command_name() -> String {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("portcullis").is_file())
+    });
+    match std::env::current_exe() {
+        Ok(exe) if !on_path => exe.display().to_string(),
+        _ => "portcullis".to_owned(),
+    }
 }
