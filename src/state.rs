@@ -21,7 +21,7 @@ use crate::store::RevocationView;
 pub struct AppState {
     pub runtime: ArcSwap<Runtime>,
     pub view: Arc<RevocationView>,
-    /// Refresh failures per client address; outlives reloads.
+    /// Refresh failures per presented token; outlives reloads.
     pub refresh_failures: Arc<FailureLimiter>,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,

@@ -461,8 +461,10 @@ fn proxy_v2_ipv6(source: &str, port: u16) -> Vec<u8> {
 #[test]
 fn proxy_protocol_headers_name_the_client_and_bad_ones_drop_the_connection() {
     let upstream = EchoUpstream::start();
-    let gateway =
-        TestGateway::start_with_server(&public_routes(upstream.addr), "proxy_protocol = true");
+    let gateway = TestGateway::start_with_server(
+        &public_routes(upstream.addr),
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
     let request = "GET /public/a HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n";
 
     let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n{request}");
@@ -509,6 +511,39 @@ fn proxy_protocol_headers_name_the_client_and_bad_ones_drop_the_connection() {
         upstream.count(),
         0,
         "nothing without a valid header went upstream"
+    );
+}
+
+/// A PROXY header names any address its sender likes: from a peer that is
+/// not a listed balancer it is refused (the connection dropped), and a
+/// listener that asks for it without any trusted balancer does not load.
+#[test]
+fn proxy_protocol_is_believed_only_from_trusted_proxies() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(
+        &public_routes(upstream.addr),
+        "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    let request = "GET /public/a HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n";
+    let spoofed = format!("PROXY TCP4 10.0.0.5 127.0.0.1 5555 80\r\n{request}");
+    let answer = exchange(gateway.addr, spoofed.as_bytes());
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(upstream.count(), 0);
+
+    let config = crate::support::gateway::config_with_routes(
+        upstream.addr,
+        "[server]\nproxy_protocol = true\n\n[[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n",
+    );
+    let error = match portcullis::config::load_str(
+        &config.replace("{fixtures}", "/nonexistent"),
+        std::path::Path::new("p.toml"),
+    ) {
+        Ok(_) => panic!("proxy_protocol without trusted_proxies must not load"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("server.proxy_protocol needs server.trusted_proxies"),
+        "{error}"
     );
 }
 
@@ -574,7 +609,7 @@ fn proxy_protocol_on_a_tls_listener_comes_before_the_handshake() {
     let gateway = TestGateway::start_with_server(
         &public_routes(upstream.addr),
         &format!(
-            "proxy_protocol = true\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}",
             tls.join("test-cert.pem").display(),
             tls.join("test-key.pem").display()
         ),

@@ -212,10 +212,23 @@ fn server_settings(
         upstream_keepalive_pool: raw.upstream_keepalive_pool,
         tls: raw.tls.as_ref().and_then(|tls| tls_files(tls, base, sink)),
         trusted_proxies: trusted_proxies(raw, sink),
-        proxy_protocol: raw.proxy_protocol,
+        proxy_protocol: proxy_protocol(raw, sink),
         header_read_timeout: whole_seconds(&raw.header_read_timeout),
         keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
     }
+}
+
+/// The PROXY header names any address its sender likes, so only the
+/// balancers listed in `trusted_proxies` may send it.
+fn proxy_protocol(raw: &RawServer, sink: &mut Diagnostics) -> bool {
+    let on = *raw.proxy_protocol.get_ref();
+    if on && raw.trusted_proxies.is_empty() {
+        sink.at(
+            raw.proxy_protocol.span(),
+            "server.proxy_protocol needs server.trusted_proxies: only the balancers listed there may send the header",
+        );
+    }
+    on
 }
 
 fn trusted_proxies(raw: &RawServer, sink: &mut Diagnostics) -> TrustedProxies {

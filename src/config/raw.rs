@@ -77,7 +77,7 @@ pub struct RawServer {
     /// Peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` are believed.
     pub trusted_proxies: Vec<Spanned<String>>,
     /// Every `listen` address expects a PROXY protocol v1 or v2 header.
-    pub proxy_protocol: bool,
+    pub proxy_protocol: Spanned<bool>,
     /// A request's header (and a PROXY header) must arrive within this.
     pub header_read_timeout: HumanDuration,
     /// An idle keep-alive connection is closed after this.
@@ -108,7 +108,7 @@ impl Default for RawServer {
             upstream_keepalive_pool: 128,
             tls: None,
             trusted_proxies: Vec::new(),
-            proxy_protocol: false,
+            proxy_protocol: Spanned::new(0..0, false),
             header_read_timeout: HumanDuration::from_secs(10),
             keepalive_timeout: HumanDuration::from_secs(60),
         }

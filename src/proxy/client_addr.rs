@@ -129,8 +129,13 @@ pub fn of_session(
 
 /// The hops a proxy listed, left to right (`None` for one that is not an
 /// address, such as `unknown` or an obfuscated `_id`): `X-Forwarded-For`
-/// when present, else `Forwarded`'s `for=`.
+/// or `Forwarded`'s `for=`. A request with both names no hop: a trusted
+/// proxy writes one of them, and the other then came from the client, who
+/// could otherwise pick the one it wrote.
 fn listed_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    if headers.contains_key("x-forwarded-for") && headers.contains_key("forwarded") {
+        return Vec::new();
+    }
     let values = |name: &str| -> Vec<&str> {
         headers
             .get_all(name)
@@ -216,6 +221,19 @@ mod tests {
         let client = resolve(ip("203.0.113.9"), &h, &trusted(&["10.0.0.0/8"]));
         assert_eq!(client.ip, ip("203.0.113.9"));
         assert_eq!(client.forwarded_for(), "203.0.113.9");
+    }
+
+    /// A trusted proxy that writes `Forwarded` passes the client's own
+    /// `X-Forwarded-For` through: with both present, neither is believed.
+    #[test]
+    fn both_forwarding_headers_name_no_client_but_the_peer() {
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.66"),
+            ("forwarded", "for=203.0.113.5"),
+        ]);
+        let client = resolve(ip("10.0.0.5"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.ip, ip("10.0.0.5"));
+        assert_eq!(client.forwarded_for(), "10.0.0.5");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use super::client_addr::TrustedProxies;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -150,10 +152,23 @@ fn digest_for(fd: i32, old: Option<Arc<SocketDigest>>, client: SocketAddr) -> So
 }
 
 /// Reads the header within `deadline` and records the client on `stream`.
-async fn accept<S>(stream: &mut S, fd: i32, deadline: Duration) -> Result<()>
+/// Only a peer in `trusted_proxies` may send one: from anyone else it would
+/// let a client name any address, a trusted proxy's included.
+async fn accept<S>(
+    stream: &mut S,
+    fd: i32,
+    deadline: Duration,
+    trusted: &TrustedProxies,
+) -> Result<()>
 where
     S: AsyncRead + GetSocketDigest + Unpin + ?Sized,
 {
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    if !peer.is_some_and(|ip| trusted.contains(ip)) {
+        return malformed("a PROXY header from a peer not in trusted_proxies");
+    }
     let header = tokio::time::timeout(deadline, read_header(stream))
         .await
         .or_else(|_| malformed("not sent in time"))??;
@@ -167,6 +182,7 @@ where
 /// On TLS listeners: the header comes before the handshake.
 pub struct BeforeTls {
     pub deadline: Duration,
+    pub trusted: TrustedProxies,
 }
 
 #[async_trait]
@@ -174,9 +190,11 @@ impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         use std::os::unix::io::AsRawFd;
         let fd = stream.as_raw_fd();
-        accept(stream, fd, self.deadline).await.inspect_err(|e| {
-            tracing::debug!(error = %e, "connection dropped: bad PROXY header");
-        })
+        accept(stream, fd, self.deadline, &self.trusted)
+            .await
+            .inspect_err(|e| {
+                tracing::debug!(error = %e, "connection dropped: bad PROXY header");
+            })
     }
 }
 
@@ -186,6 +204,7 @@ impl PreTlsProcess for BeforeTls {
 pub struct PlainListeners<A> {
     pub inner: Arc<A>,
     pub deadline: Option<Duration>,
+    pub trusted: TrustedProxies,
 }
 
 #[async_trait]
@@ -197,7 +216,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PlainListeners<A> {
     ) -> Option<Stream> {
         if let Some(deadline) = self.deadline {
             let fd = stream.id();
-            if let Err(e) = accept(&mut *stream, fd, deadline).await {
+            if let Err(e) = accept(&mut *stream, fd, deadline, &self.trusted).await {
                 tracing::debug!(error = %e, "connection dropped: bad PROXY header");
                 return None;
             }

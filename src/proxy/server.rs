@@ -160,6 +160,7 @@ pub fn build(
     if settings.proxy_protocol && settings.tls.is_some() {
         let before_tls = BeforeTls {
             deadline: settings.header_read_timeout,
+            trusted: settings.trusted_proxies.clone(),
         };
         proxy.endpoints().set_pre_tls_callback(Arc::new(before_tls));
     }
@@ -201,6 +202,7 @@ fn edge_app(
     PlainListeners {
         inner: Arc::new(edge),
         deadline: plain_proxy_protocol.then_some(settings.header_read_timeout),
+        trusted: settings.trusted_proxies.clone(),
     }
 }
 
