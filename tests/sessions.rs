@@ -997,3 +997,63 @@ fn a_slowed_refresh_is_logged_as_too_many_requests() {
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
 }
+
+/// A login backend that answers `103 Early Hints` (or `100 Continue`)
+/// before its real answer: the gateway skips the informational answers
+/// instead of failing on them, and never forwards the client's `Expect`.
+#[test]
+fn informational_answers_from_the_login_backend_are_skipped() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = Vec::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push(line.trim_end().to_owned());
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            record.lock().expect("lock").extend(head);
+            let mut out = stream;
+            let _ = out.write_all(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nX-Auth-Subject: alice\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    let upstream = EchoUpstream::start();
+    let config = format!(
+        "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{backend}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n",
+        standard_config(upstream.addr)
+    );
+    let gateway = TestGateway::start(&config);
+    let answer = post(
+        gateway.addr,
+        "/auth/login",
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            "Expect: 100-continue",
+        ],
+        "username=alice&password=wonderland",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.json()["access_token"].is_string());
+    let head = seen.lock().expect("lock").clone();
+    assert!(
+        !head
+            .iter()
+            .any(|l| l.to_ascii_lowercase().starts_with("expect:")),
+        "{head:?}"
+    );
+}

@@ -33,7 +33,10 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const MAX_DEVICE_CHARS: usize = 128;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
 /// the client's `Connection` may name more.
-const HOP_BY_HOP: [&str; 11] = [
+/// `Expect` is dropped too: the gateway has read the whole body already,
+/// and a backend's `100 Continue` would only be one more answer to skip.
+const HOP_BY_HOP: [&str; 12] = [
+    "expect",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -118,7 +121,7 @@ pub async fn serve(
                 Refusal::internal()
             }
         })?;
-    tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, device = %opened.device, "login");
+    tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
     let (body, headers) = token_answer(runtime, &pair, cookie_mode);
     if let Err(e) = send_json(session, StatusCode::OK, &body, &headers, id).await {
         tracing::debug!(error = %e, "could not write the login answer");
@@ -204,7 +207,17 @@ async fn call(
     http.write_request_header(Box::new(request)).await?;
     http.write_request_body(Bytes::from(body), true).await?;
     http.finish_request_body().await?;
-    http.read_response_header().await?;
+    // Informational answers (100 Continue, 103 Early Hints) come before the
+    // real one and carry no body: skip them (RFC 9110 §15.2).
+    loop {
+        http.read_response_header().await?;
+        if !http
+            .response_header()
+            .is_some_and(|h| h.status.is_informational())
+        {
+            break;
+        }
+    }
     let header = http.response_header().cloned().ok_or_else(|| {
         pingora_core::Error::explain(
             pingora_core::ErrorType::InvalidHTTPHeader,
