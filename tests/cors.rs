@@ -462,3 +462,25 @@ fn a_rate_limited_refresh_is_readable_from_an_allowed_origin() {
     assert_cors_for(&limited, APP);
     assert!(limited.header("retry-after").is_some());
 }
+
+/// An origin `[cors]` lets read responses but not send credentials must
+/// not log a browser in or rotate its cookie (login CSRF from a
+/// same-site page the operator only allowed to read).
+#[test]
+fn an_origin_allowed_without_credentials_cannot_use_the_cookie() {
+    let (upstream, login) = (
+        EchoUpstream::start(),
+        EchoUpstream::start_with(login_backend),
+    );
+    let rest = format!(
+        "[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\ncookie = true\n",
+        login.addr
+    );
+    let config = cors_config(upstream.addr, &rest)
+        .replace("allow_credentials = true", "allow_credentials = false");
+    let gateway = TestGateway::start(&config);
+    let origin = format!("Origin: {APP}");
+    let refused = post(gateway.addr, "/auth/login", &[FORM, &origin], CREDENTIALS);
+    assert_refused(&refused, 403, "cross_site_request", &upstream);
+    assert_eq!(login.count(), 0, "the login backend was never asked");
+}

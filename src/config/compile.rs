@@ -73,10 +73,14 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     );
     let mut session_settings = session_settings(&raw.sessions, sink);
     if let Some(cookie) = &mut session_settings.cookie {
-        // One list: the origins of `[cors]` may make cookie-authenticated calls.
-        cookie
-            .allowed_origins
-            .extend(cors.global.origins.iter().cloned());
+        // One list: the origins `[cors]` lets send credentials may make
+        // cookie-authenticated calls; origins allowed only to read (no
+        // `allow_credentials`) may not log a browser in or rotate its token.
+        if cors.global.credentials {
+            cookie
+                .allowed_origins
+                .extend(cors.global.origins.iter().cloned());
+        }
     }
     let sessions = Sessions::new(session_settings);
     let login = raw
