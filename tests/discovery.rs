@@ -361,6 +361,30 @@ fn a_reload_resolves_new_names_before_it_swaps() {
     );
 }
 
+/// A reload while a name fails to resolve keeps the addresses the running
+/// pool knew for it: the swap never empties a pool.
+#[test]
+fn a_reload_during_a_resolver_failure_keeps_the_last_addresses() {
+    let upstream = EchoUpstream::start();
+    let names = Arc::new(Names::default());
+    names.set("steady.test", &["127.0.0.1"]);
+    let gateway = TestGateway::start_resolving(
+        &config_for(&format!("steady.test:{}", upstream.addr.port()), ""),
+        Arc::clone(&names) as Arc<dyn Resolve>,
+    );
+    assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+    names.forget("steady.test");
+    let reload = format!(
+        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        crate::support::gateway::ADMIN_TOKEN
+    );
+    let done = crate::support::send(gateway.admin, &reload);
+    assert_eq!(done.status, 200, "{}", done.text());
+    let response = get(gateway.addr, "/after-reload", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.count(), 2);
+}
+
 /// Stops the gateway process however the test ends.
 struct Serving(std::process::Child);
 

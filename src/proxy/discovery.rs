@@ -124,6 +124,25 @@ impl DnsDiscovery {
         }))
     }
 
+    /// Starts from the addresses `previous` last knew for the same names
+    /// (on reload), so a name that fails to resolve at the swap keeps them.
+    pub fn inherit(&self, previous: &DnsDiscovery) {
+        let (Ok(theirs), Ok(mut ours)) = (previous.0.last.lock(), self.0.last.lock()) else {
+            return;
+        };
+        for (index, target) in self.0.targets.iter().enumerate() {
+            let known = previous
+                .0
+                .targets
+                .iter()
+                .position(|t| t == target)
+                .and_then(|i| theirs.get(&i));
+            if let (Target::Name { .. }, Some((addresses, _))) = (target, known) {
+                ours.insert(index, (addresses.clone(), false));
+            }
+        }
+    }
+
     /// Whether any target is a name (otherwise there is nothing to follow).
     pub fn has_names(&self) -> bool {
         self.0
@@ -244,6 +263,12 @@ pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Ru
     if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
         for pool in &pools {
             pool.set_resolver(Arc::clone(&resolver));
+        }
+    }
+    let before = current.pools();
+    for pool in &pools {
+        if let Some(previous) = before.iter().find(|p| p.name == pool.name) {
+            pool.inherit_addresses(previous);
         }
     }
     match tokio::runtime::Builder::new_current_thread()

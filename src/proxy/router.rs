@@ -85,6 +85,12 @@ impl UpstreamPool {
         self.discovery.set_resolver(resolver);
     }
 
+    /// On reload: the addresses `previous` (the same upstream in the
+    /// running configuration) last resolved its names to.
+    pub fn inherit_addresses(&self, previous: &UpstreamPool) {
+        self.discovery.inherit(&previous.discovery);
+    }
+
     /// The resolver the pool's names go through.
     pub fn resolver(&self) -> Arc<dyn Resolve> {
         self.discovery.resolver()
