@@ -913,7 +913,8 @@ fn range_and_crit_cases() -> Vec<(&'static str, String, u16, &'static str)> {
 }
 
 /// Query-token spellings a backend might read as `access_token`.
-const QUERY_TOKEN_SPELLINGS: [&str; 4] = [
+const QUERY_TOKEN_SPELLINGS: [&str; 5] = [
+    "/public?x=%26access_token%3Dabc",
     "/public?x=1;access_token=abc",
     "/public?access_token[]=abc",
     "/public?access_token%00=abc",

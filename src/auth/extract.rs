@@ -63,10 +63,30 @@ fn is_b64token(token: &str) -> bool {
 /// it. So every parameter name is percent-decoded until it stops changing,
 /// cut at its first `[`, stripped of everything but letters and digits and
 /// compared case-insensitively with `accesstoken`.
+///
+/// A proxy that decodes once turns `x=%26access_token%3Dt` into
+/// `x=&access_token=t`, so the query is also read after decoding it whole.
 pub fn query_has_access_token(query: &str) -> bool {
-    query
-        .split(['&', ';'])
-        .any(|pair| reads_as_access_token(pair.split('=').next().unwrap_or(pair)))
+    let names_one = |q: &str| {
+        q.split(['&', ';'])
+            .any(|pair| reads_as_access_token(pair.split('=').next().unwrap_or(pair)))
+    };
+    names_one(query) || names_one(&decoded_whole(query))
+}
+
+/// The query percent-decoded until it stops changing (bounded passes).
+fn decoded_whole(query: &str) -> String {
+    let mut text = query.to_owned();
+    for _ in 0..MAX_DECODE_PASSES {
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    text
 }
 
 /// Enough decoding passes for any stacking of proxies; each pass that
@@ -187,6 +207,8 @@ mod tests {
             "%2561ccess_token=t",
             "%252561ccess_token=t",
             "access_token",
+            "x=%26access_token%3Dt",
+            "x=%253Baccess_token%253Dt",
         ] {
             assert!(query_has_access_token(query), "{query}");
         }
