@@ -4,6 +4,7 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod chunked;
 pub mod client_addr;
 pub mod cors;
 pub mod discovery;
