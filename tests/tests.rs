@@ -7,6 +7,7 @@ mod cli;
 mod contract;
 mod deployment;
 mod edge;
+mod failover;
 mod identity;
 mod issuers;
 mod logging;
