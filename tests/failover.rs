@@ -290,3 +290,45 @@ async fn a_follower_resyncs_when_a_promoted_replica_lacks_entries_it_read() {
         );
     }
 }
+
+/// Options that cannot take effect are refused at load rather than
+/// silently ignored: a SQLite store has no replicas to wait for and no
+/// key names, and a prefix with a brace would break the hash tag that
+/// keeps every key in one Cluster slot.
+#[test]
+fn store_options_that_cannot_take_effect_are_config_errors() {
+    let upstream: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let load = |store: &str| {
+        let text = format!("{}\n[store]\n{store}\n", standard_config(upstream)).replace(
+            "{fixtures}",
+            &crate::support::tokens::fixtures_dir().display().to_string(),
+        );
+        portcullis::config::load_str(&text, std::path::Path::new("store.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let sqlite = load("url = \"sqlite://x.db\"\nmin_replicas = 1\nkey_prefix = \"app\"");
+    assert!(
+        sqlite.contains("store.min_replicas needs a Redis store"),
+        "{sqlite}"
+    );
+    assert!(
+        sqlite.contains("store.key_prefix needs a Redis store"),
+        "{sqlite}"
+    );
+    let brace = load("url = \"redis+cluster://127.0.0.1:7000\"\nkey_prefix = \"a}b\"");
+    assert!(
+        brace.contains("store.key_prefix must be printable"),
+        "{brace}"
+    );
+    let no_master = load("url = \"redis+sentinel://127.0.0.1:26379\"");
+    assert!(
+        no_master.contains("master's name is missing"),
+        "{no_master}"
+    );
+    let fine = load(
+        "url = \"redis+sentinel://127.0.0.1:26379/main\"\nmin_replicas = 1\nkey_prefix = \"app\"",
+    );
+    assert_eq!(fine, "", "a valid Sentinel store table loads");
+}
