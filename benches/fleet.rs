@@ -4,8 +4,8 @@
 //! writer revoking R tokens per second. Reports, per (N, R), how long a
 //! revocation took to reach the followers (from the start of the write to
 //! the follower's read returning it; p50/p99/max over every follower and
-//! revocation) and the Redis CPU it took (from `INFO cpu`), in all and per
-//! follower.
+//! revocation), the Redis CPU it took (from `INFO cpu`), in all and per
+//! follower, and the memory each revocation added (`INFO memory`).
 //!
 //! Run: `cargo bench --bench fleet` (N = 10, 100, 300; R = 10, 100, 1000;
 //! 3 s of writes each). `FLEET_N="10 50"`, `FLEET_R="100"` and
@@ -55,8 +55,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("| followers N | revocations/s R | p50 ms | p99 ms | max ms | Redis CPU % | Redis CPU % per follower | reads/s per follower |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| followers N | revocations/s R (done) | p50 ms | p99 ms | max ms | Redis CPU % | Redis CPU % per follower | reads/s per follower | Redis bytes per revocation |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &fleets {
         for &r in &rates {
             let row = io.block_on(run(&redis, n, r, Duration::from_secs(seconds)));
@@ -112,6 +112,7 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
 
     let writer = store::open(&location, RETENTION).await.expect("writer");
     let cpu_before = redis_cpu(redis);
+    let memory_before = redis_info(redis, "memory", &["used_memory"]);
     let started = Instant::now();
     let exp = support::tokens::now() + 600;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
@@ -131,6 +132,7 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
     }
     let wall = started.elapsed();
     let cpu = redis_cpu(redis) - cpu_before;
+    let memory = redis_info(redis, "memory", &["used_memory"]) - memory_before;
     stop.notify_waiters();
     for task in tasks {
         let _ = task.await;
@@ -153,25 +155,33 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
         String::new()
     };
     format!(
-        "| {n} | {rate} | {:.2} | {:.2} | {:.2}{missing} | {cpu_percent:.1} | {:.3} | {:.0} |",
+        "| {n} | {rate} ({:.0}) | {:.2} | {:.2} | {:.2}{missing} | {cpu_percent:.1} | {:.3} | {:.0} | {:.0} |",
+        written as f64 / writing.as_secs_f64(),
         pct(0.50),
         pct(0.99),
         pct(1.0),
         cpu_percent / n as f64,
         reads as f64 / wall.as_secs_f64() / n as f64,
+        memory / written as f64,
     )
 }
 
 /// Redis's own CPU seconds (user + system) so far.
 fn redis_cpu(redis: &RedisServer) -> f64 {
+    redis_info(redis, "cpu", &["used_cpu_sys", "used_cpu_user"])
+}
+
+/// The sum of some numeric fields of an `INFO` section.
+fn redis_info(redis: &RedisServer, section: &str, fields: &[&str]) -> f64 {
     let info: String = ::redis::cmd("INFO")
-        .arg("cpu")
+        .arg(section)
         .query(&mut redis.connection())
-        .expect("INFO cpu");
+        .expect("INFO");
     info.lines()
         .filter_map(|line| {
             let (name, value) = line.trim().split_once(':')?;
-            matches!(name, "used_cpu_sys" | "used_cpu_user")
+            fields
+                .contains(&name)
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
