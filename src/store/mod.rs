@@ -85,6 +85,9 @@ pub enum StoreError {
     /// lose it. Retrying is safe (the durable writes are idempotent).
     #[error("the write reached {acked} of {wanted} replicas in time")]
     NotReplicated { acked: u64, wanted: u32 },
+    /// The node Sentinel named as primary answers as a replica now.
+    #[error("the primary was demoted; asking the sentinels again")]
+    Demoted,
 }
 
 /// How long entries outlive what they describe, and how long the log is.

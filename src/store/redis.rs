@@ -154,39 +154,21 @@ impl RedisStore {
 
     /// The change log's counters and the primary's replication id, read
     /// together from the node that holds the log.
-    async fn log_state(&self, conn: &mut Link) -> Result<(LogInfo, String), StoreError> {
-        let replies: Vec<Value> = redis::pipe()
-            .ignore_errors()
+    async fn log_state(&self, conn: &mut Link) -> Result<(LogInfo, Replication), StoreError> {
+        let mut pipe = redis::pipe();
+        self.log_state_commands(&mut pipe);
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
+        parse_log_state(replies.into_iter())
+    }
+
+    /// `XINFO STREAM` and `INFO replication`, answered by [`parse_log_state`].
+    fn log_state_commands(&self, pipe: &mut redis::Pipeline) {
+        pipe.ignore_errors()
             .cmd("XINFO")
             .arg("STREAM")
             .arg(self.keys.changes())
             .cmd("INFO")
-            .arg("replication")
-            .query_async(conn)
-            .await?;
-        let mut replies = replies.into_iter();
-        let info = match replies.next() {
-            Some(Value::ServerError(e))
-                if e.details().is_some_and(|d| d.contains("no such key")) =>
-            {
-                // No stream yet: nothing was ever added.
-                LogInfo::default()
-            }
-            Some(value) => LogInfo::parse(value)?,
-            None => return Err(StoreError::Corrupt("XINFO gave no answer".into())),
-        };
-        let replication: String = replies
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("INFO replication: {e}")))?
-            .unwrap_or_default();
-        let id = replication
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("master_replid:"))
-            .unwrap_or_default()
-            .to_owned();
-        Ok((info, id))
+            .arg("replication");
     }
 
     /// Records the replication id the log was read under; true when it
@@ -199,6 +181,48 @@ impl RedisStore {
         *known = Some(id);
         changed
     }
+}
+
+/// The answers to [`RedisStore::log_state_commands`].
+fn parse_log_state(
+    mut replies: impl Iterator<Item = Value>,
+) -> Result<(LogInfo, Replication), StoreError> {
+    let info = match replies.next() {
+        Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("no such key")) => {
+            // No stream yet: nothing was ever added.
+            LogInfo::default()
+        }
+        Some(value) => LogInfo::parse(value)?,
+        None => return Err(StoreError::Corrupt("XINFO gave no answer".into())),
+    };
+    let replication: String = match replies.next() {
+        Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+        Some(value) => redis::from_redis_value(value)
+            .map_err(|e| StoreError::Corrupt(format!("INFO replication: {e}")))?,
+        None => return Err(StoreError::Corrupt("INFO gave no answer".into())),
+    };
+    let field = |name: &str| {
+        replication
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok((
+        info,
+        Replication {
+            id: field("master_replid:"),
+            replica: field("role:") == "slave",
+        },
+    ))
+}
+
+/// What `INFO replication` says about the node that answered.
+struct Replication {
+    /// `master_replid`: a new one means another history.
+    id: String,
+    /// The node is a replica (a demoted primary).
+    replica: bool,
 }
 
 #[derive(Debug, Default)]
@@ -348,7 +372,7 @@ impl Store for RedisStore {
     async fn head(&self) -> Result<Cursor, StoreError> {
         let mut conn = self.commands.clone();
         let (info, replication) = self.log_state(&mut conn).await?;
-        self.replication_changed(replication);
+        self.replication_changed(replication.id);
         Ok(Cursor(info.last.0, info.last.1, info.added))
     }
 
@@ -367,15 +391,31 @@ impl Store for RedisStore {
         read.arg("STREAMS")
             .arg(self.keys.changes())
             .arg(format!("{}-{}", cursor.0, cursor.1));
-        let reply: Option<StreamReadReply> = read.query_async(&mut conn).await?;
-        // Checked after the read: had the next entry been trimmed before
-        // the read, it is still gone now. (A trim between the two only
-        // costs a needless resync.) After a failover the new primary's log
-        // may lack entries read here, or hold others under the same ids:
-        // a new replication id, ids going backwards or fewer entries ever
-        // added all mean the position no longer holds.
-        let (info, replication) = self.log_state(&mut conn).await?;
-        let moved = self.replication_changed(replication);
+        // One round trip: Redis answers the log's state once the read
+        // returns, so it is checked after the read: had the next entry
+        // been trimmed before the read, it is still gone now. (A trim
+        // between the two only costs a needless resync.) After a failover
+        // the new primary's log may lack entries read here, or hold others
+        // under the same ids: a new replication id, ids going backwards or
+        // fewer entries ever added all mean the position no longer holds.
+        let mut pipe = redis::pipe();
+        pipe.add_command(read);
+        self.log_state_commands(&mut pipe);
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let reply: Option<StreamReadReply> = match replies.next() {
+            Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+            Some(value) => redis::from_redis_value(value)
+                .map_err(|e| StoreError::Corrupt(format!("XREAD: {e}")))?,
+            None => return Err(StoreError::Corrupt("XREAD gave no answer".into())),
+        };
+        let (info, replication) = parse_log_state(replies)?;
+        if replication.replica && conn.forget() {
+            // A demoted primary still answers reads: ask the sentinels
+            // for the new one rather than follow a replica.
+            return Err(StoreError::Demoted);
+        }
+        let moved = self.replication_changed(replication.id);
         if moved || info.trimmed_past(cursor) || info.ends_before(cursor) {
             return Ok(Batch::Behind);
         }

@@ -278,6 +278,21 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Drops a Sentinel link's connection, so the next command asks the
+    /// sentinels for the primary again; true if there was one to drop.
+    pub fn forget(&self) -> bool {
+        match self {
+            Self::Sentinel(link) => link
+                .current
+                .lock()
+                .map(|mut current| current.take().is_some())
+                .unwrap_or(false),
+            Self::Single(_) | Self::Cluster(_) => false,
+        }
+    }
+}
+
 /// The current primary, asked of the sentinels at start and again after
 /// any connection failure or a `READONLY` answer (the primary was demoted).
 pub struct SentinelLink {
