@@ -300,8 +300,8 @@ impl StoreLocation {
             return Ok(Self::Cluster(url.to_owned()));
         }
         Err(StoreUrlError(format!(
-            "{url:?}: expected sqlite://PATH, redis://HOST:PORT/DB, \
-             redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER or redis+cluster://HOST:PORT[,HOST:PORT]"
+            "{url:?}: expected sqlite://PATH or redis://HOST:PORT/DB (or \
+             redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER, redis+cluster://HOST:PORT[,HOST:PORT])"
         )))
     }
 }
