@@ -360,3 +360,43 @@ impl RedisCluster {
             .expect("cluster connection")
     }
 }
+
+/// A primary, a replica and three sentinels started once per test run and
+/// shared (each test its own `key_prefix`); a watchdog kills them when the
+/// test binary's end closes its stdin.
+pub struct SharedSentinel {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Sentinels,
+    _reaper: std::sync::Mutex<Child>,
+}
+
+impl SharedSentinel {
+    pub fn get() -> &'static SharedSentinel {
+        static SHARED: std::sync::OnceLock<SharedSentinel> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let primary = RedisServer::start();
+            let replica = RedisServer::replica_of(&primary);
+            let sentinels = Sentinels::watch(&primary);
+            let mut pids: Vec<String> = sentinels
+                .children
+                .iter()
+                .map(|c| c.id().to_string())
+                .collect();
+            for server in [&primary, &replica] {
+                pids.extend(server.child.as_ref().map(|c| c.id().to_string()));
+            }
+            let reaper = Command::new("sh")
+                .args(["-c", &format!("read _; kill -9 {}", pids.join(" "))])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("sh");
+            SharedSentinel {
+                primary,
+                replica,
+                sentinels,
+                _reaper: std::sync::Mutex::new(reaper),
+            }
+        })
+    }
+}
