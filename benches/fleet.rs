@@ -7,8 +7,8 @@
 //! revocation), the Redis CPU it took (from `INFO cpu`), in all and per
 //! follower, and the memory each revocation added (`INFO memory`).
 //!
-//! Run: `cargo bench --bench fleet` (N = 10, 100, 300; R = 10, 100, 1000;
-//! 3 s of writes each). `FLEET_N="10 50"`, `FLEET_R="100"` and
+//! Run: `cargo bench --bench fleet` (N = 10, 100, 300; R = 0 (idle), 10,
+//! 100, 1000; 3 s of writes each). `FLEET_N="10 50"`, `FLEET_R="100"` and
 //! `FLEET_SECONDS=5` change them.
 
 #[path = "../tests/support/mod.rs"]
@@ -46,7 +46,7 @@ fn main() {
             .unwrap_or_else(|| default.to_vec())
     };
     let fleets = list("FLEET_N", &[10, 100, 300]);
-    let rates = list("FLEET_R", &[10, 100, 1000]);
+    let rates = list("FLEET_R", &[0, 10, 100, 1000]);
     let seconds = list("FLEET_SECONDS", &[3])[0] as u64;
     // Production-like durability: the AOF fsynced once a second.
     let redis = RedisServer::start_with(&["--appendfsync", "everysec"]);
@@ -62,8 +62,8 @@ fn main() {
     write_at(&url, 1_000_000, Duration::ZERO, start, revocations);
     let bytes = (redis_info(&redis, "memory", &["used_memory"]) - before) / revocations as f64;
     println!("Redis memory per revocation (key with TTL, sorted-set and stream entries): {bytes:.0} bytes\n");
-    println!("| followers N | revocations/s R (done) | p50 ms | p99 ms | max ms | Redis CPU % | Redis CPU % per follower | reads/s per follower |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| followers N | revocations/s R (done) | p50 ms | p99 ms | max ms | Redis CPU % | Redis CPU % per follower | reads/s per follower | followers' process CPU % |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &fleets {
         for &r in &rates {
             let row = io.block_on(run(&redis, n, r, Duration::from_secs(seconds)));
@@ -118,6 +118,7 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
     }
 
     let cpu_before = redis_cpu(redis);
+    let own_before = own_cpu();
     let started = Instant::now();
     // The writer has a thread and runtime of its own, so the followers'
     // work does not slow its pace.
@@ -133,6 +134,7 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
     }
     let wall = started.elapsed();
     let cpu = redis_cpu(redis) - cpu_before;
+    let own = own_cpu() - own_before;
     stop.notify_waiters();
     for task in tasks {
         let _ = task.await;
@@ -155,13 +157,14 @@ async fn run(redis: &RedisServer, n: usize, rate: usize, writing: Duration) -> S
         String::new()
     };
     format!(
-        "| {n} | {rate} ({:.0}) | {:.2} | {:.2} | {:.2}{missing} | {cpu_percent:.1} | {:.3} | {:.0} |",
+        "| {n} | {rate} ({:.0}) | {:.2} | {:.2} | {:.2}{missing} | {cpu_percent:.1} | {:.3} | {:.0} | {:.0} |",
         written as f64 / writing.as_secs_f64(),
         pct(0.50),
         pct(0.99),
         pct(1.0),
         cpu_percent / n as f64,
         reads as f64 / wall.as_secs_f64() / n as f64,
+        own / wall.as_secs_f64() * 100.0,
     )
 }
 
@@ -177,6 +180,11 @@ fn write_at(url: &str, rate: usize, writing: Duration, base: Instant, count: u64
         let location = StoreLocation::Redis(url.to_owned());
         let writer = store::open(&location, RETENTION).await.expect("writer");
         let exp = support::tokens::now() + 600;
+        if rate == 0 {
+            // The idle fleet: followers waiting on an empty log.
+            tokio::time::sleep(writing).await;
+            return 0;
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let started = Instant::now();
@@ -191,6 +199,20 @@ fn write_at(url: &str, rate: usize, writing: Duration, base: Instant, count: u64
         }
         written
     })
+}
+
+/// This process's CPU seconds (user + system) so far, from /proc.
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields 14 and 15 (utime, stime), counted after the command's ")".
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
 
 /// Redis's own CPU seconds (user + system) so far.
