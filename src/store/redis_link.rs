@@ -386,3 +386,37 @@ impl ConnectionLike for Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{cluster_nodes, key_base, SentinelSpec};
+
+    #[test]
+    fn a_sentinel_url_names_sentinels_master_database_and_credentials() {
+        let spec =
+            SentinelSpec::parse("redis+sentinel://app:p%40ss@s1:26380,s2/main/2").expect("parses");
+        assert_eq!(spec.sentinels, [("s1".into(), 26380), ("s2".into(), 26379)]);
+        assert_eq!(spec.master, "main");
+        assert_eq!(spec.db, 2);
+        assert_eq!(spec.username.as_deref(), Some("app"));
+        assert_eq!(spec.password.as_deref(), Some("p@ss"));
+        assert!(SentinelSpec::parse("redis+sentinel://s1:x/main").is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_carry_the_credentials() {
+        let nodes = cluster_nodes("redis+cluster://:p%40ss@n1:7000,n2").expect("parses");
+        assert_eq!(
+            nodes,
+            ["redis://:p%40ss@n1:7000", "redis://:p%40ss@n2:6379"]
+        );
+    }
+
+    #[test]
+    fn every_key_of_a_prefixed_or_clustered_deployment_shares_one_hash_tag() {
+        assert_eq!(key_base(Some("shop"), false), "{shop}");
+        assert_eq!(key_base(None, true), "{portcullis}");
+        // Earlier versions' names, kept for an upgrade in place.
+        assert_eq!(key_base(None, false), "portcullis");
+    }
+}
