@@ -13,7 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches tests \
     && touch src/lib.rs \
-    && for stub in src/main.rs benches/verify.rs benches/propagation.rs tests/tests.rs; do \
+    && for stub in src/main.rs benches/verify.rs benches/propagation.rs benches/fleet.rs tests/tests.rs; do \
          echo 'fn main() {}' > "$stub"; \
        done \
     && cargo build --release --locked --bin portcullis \

@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 needed=()
 command -v cmake >/dev/null || needed+=(cmake)
 command -v redis-server >/dev/null || needed+=(redis-server)
+# redis-sentinel watches the primary and promotes a replica in the
+# failover tests.
+command -v redis-sentinel >/dev/null || needed+=(redis-sentinel)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v docker-compose >/dev/null || needed+=(docker-compose)
 # curl is the HTTP/2 client of the TLS test; python3 finds free ports in

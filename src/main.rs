@@ -310,7 +310,8 @@ fn current_user(
         .enable_all()
         .build()?;
     io.block_on(async {
-        let store = portcullis::store::open(location, retention).await?;
+        let options = runtime.server.store.redis.clone();
+        let store = portcullis::store::open_with(location, retention, options).await?;
         store.user(sub).await
     })
     .with_context(|| format!("reading {sub}'s token version from the store"))

@@ -156,6 +156,9 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
     if a.store.location != b.store.location {
         changed.push("store.url");
     }
+    if a.store.redis != b.store.redis {
+        changed.push("store.key_prefix/min_replicas/replica_timeout");
+    }
     let (va, vb) = (&a.store.view, &b.store.view);
     if va.max_staleness != vb.max_staleness || va.on_unavailable != vb.on_unavailable {
         changed.push("store.max_staleness/on_unavailable");

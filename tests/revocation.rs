@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::support::gateway::ADMIN_TOKEN;
 use crate::support::http::{request, Response};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{key, RedisServer};
 use crate::support::tokens::now;
 use crate::support::*;
 
@@ -428,18 +428,18 @@ fn follower_resyncs_after_the_log_was_trimmed_past_its_position() {
     let _: () = ::redis::pipe()
         .atomic()
         .cmd("SET")
-        .arg(format!("portcullis:revoked:{jti}"))
+        .arg(key(&format!("revoked:{jti}")))
         .arg(exp)
         .arg("EXAT")
         .arg(exp + 30)
         .ignore()
         .cmd("ZADD")
-        .arg("portcullis:revoked")
+        .arg(key("revoked"))
         .arg(exp)
         .arg(&jti)
         .ignore()
         .cmd("XADD")
-        .arg("portcullis:changes")
+        .arg(key("changes"))
         .arg("*")
         .arg("kind")
         .arg("token")
@@ -449,7 +449,7 @@ fn follower_resyncs_after_the_log_was_trimmed_past_its_position() {
         .arg(exp)
         .ignore()
         .cmd("XTRIM")
-        .arg("portcullis:changes")
+        .arg(key("changes"))
         .arg("MAXLEN")
         .arg(0)
         .ignore()

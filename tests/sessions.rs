@@ -1,4 +1,4 @@
-//! Sessions served by the gateway, on both stores: login through the
+//! Sessions served by the gateway, on SQLite, Redis and a Redis Cluster: login through the
 //! backend, refresh with rotation and reuse detection, logout, devices,
 //! browsers, trusted issuance and the JWKS.
 
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::support::gateway::{standard_config, ADMIN_TOKEN};
 use crate::support::http::Recorded;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::*;
 
 /// The legacy backend's own credential check: alice/secret and root/toor.
@@ -47,16 +47,23 @@ struct Setup {
     login: EchoUpstream,
     gateway: TestGateway,
     _redis: Option<RedisServer>,
+    /// On the shared cluster: this test's key prefix.
+    cluster_prefix: Option<String>,
 }
 
 fn setup(store: Store, sessions: &str) -> Setup {
     let upstream = EchoUpstream::start();
     let login = EchoUpstream::start_with(login_backend);
     let redis = (store == Store::Redis).then(RedisServer::start);
-    let store_table = redis
-        .as_ref()
-        .map(|r| format!("[store]\nurl = \"{}\"\n", r.url()))
-        .unwrap_or_default();
+    let cluster_prefix = (store == Store::Cluster).then(RedisCluster::fresh_prefix);
+    let store_table = match (&redis, &cluster_prefix) {
+        (Some(r), _) => format!("[store]\nurl = \"{}\"\n", r.url()),
+        (None, Some(prefix)) => format!(
+            "[store]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n",
+            RedisCluster::shared().url()
+        ),
+        (None, None) => String::new(),
+    };
     let config = format!(
         "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\n{sessions}\n\n{store_table}",
         standard_config(upstream.addr),
@@ -68,6 +75,7 @@ fn setup(store: Store, sessions: &str) -> Setup {
         login,
         gateway,
         _redis: redis,
+        cluster_prefix,
     }
 }
 
@@ -75,6 +83,7 @@ fn setup(store: Store, sessions: &str) -> Setup {
 enum Store {
     Sqlite,
     Redis,
+    Cluster,
 }
 
 /// Runs each flow on both stores as separate tests.
@@ -82,6 +91,7 @@ macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[test] fn $name() { super::$name(super::Store::Sqlite) } )* }
         mod on_redis { $( #[test] fn $name() { super::$name(super::Store::Redis) } )* }
+        mod on_cluster { $( #[test] fn $name() { super::$name(super::Store::Cluster) } )* }
     };
 }
 
@@ -362,9 +372,13 @@ fn no_refresh_token_is_stored_in_clear(store: Store) {
         let (_, token) = pair(&login(&s, "alice", "secret", &format!("device {i}")));
         secrets.push(token["prt_".len()..].to_owned());
     }
-    let stored: Vec<u8> = match &s._redis {
-        Some(redis) => redis_dump(redis),
-        None => ["gateway.db", "gateway.db-wal"]
+    let stored: Vec<u8> = match (&s._redis, &s.cluster_prefix) {
+        (Some(redis), _) => redis_dump(&mut redis.connection(), "*"),
+        (None, Some(prefix)) => redis_dump(
+            &mut RedisCluster::shared().connection(),
+            &format!("{{{prefix}}}:*"),
+        ),
+        (None, None) => ["gateway.db", "gateway.db-wal"]
             .iter()
             .filter_map(|f| std::fs::read(s.gateway.dir.path().join(f)).ok())
             .flatten()
@@ -380,28 +394,21 @@ fn no_refresh_token_is_stored_in_clear(store: Store) {
     }
 }
 
-/// Every key and value in the Redis database, as bytes.
-fn redis_dump(redis: &RedisServer) -> Vec<u8> {
-    let mut conn = redis.connection();
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*")
-        .query(&mut conn)
-        .expect("keys");
+/// Every key matching `pattern` and its value, as bytes.
+fn redis_dump(conn: &mut impl ::redis::ConnectionLike, pattern: &str) -> Vec<u8> {
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg(pattern).query(conn).expect("keys");
     let mut out = Vec::new();
     for key in keys {
         out.extend_from_slice(key.as_bytes());
-        let dumped: Vec<u8> = ::redis::cmd("DUMP")
-            .arg(&key)
-            .query(&mut conn)
-            .expect("dump");
+        let dumped: Vec<u8> = ::redis::cmd("DUMP").arg(&key).query(conn).expect("dump");
         out.extend_from_slice(&dumped);
         if let Ok(fields) = ::redis::cmd("HGETALL")
             .arg(&key)
-            .query::<Vec<Vec<u8>>>(&mut conn)
+            .query::<Vec<Vec<u8>>>(conn)
         {
             out.extend(fields.into_iter().flatten());
         }
-        if let Ok(value) = ::redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut conn) {
+        if let Ok(value) = ::redis::cmd("GET").arg(&key).query::<Vec<u8>>(conn) {
             out.extend_from_slice(&value);
         }
     }

@@ -1,5 +1,6 @@
-//! One contract, every backend: the same assertions against a SQLite file
-//! and a real redis-server.
+//! One contract, every backend: the same assertions against a SQLite file,
+//! a real redis-server, a Sentinel-managed primary with a replica (every
+//! durable write confirmed by it) and a three-primary Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use portcullis::store::{
     Store, StoreLocation,
 };
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer, SharedSentinel};
 
 const RETENTION: Retention = Retention {
     after_expiry: Duration::from_secs(30),
@@ -20,6 +21,10 @@ const RETENTION: Retention = Retention {
 struct Backend {
     store: Arc<dyn Store>,
     redis: Option<RedisServer>,
+    /// On the shared cluster: this test's key prefix.
+    cluster_prefix: Option<String>,
+    /// On the shared Sentinel deployment: this test's key prefix.
+    sentinel_prefix: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,6 +36,8 @@ async fn sqlite() -> Backend {
             .await
             .expect("open sqlite"),
         redis: None,
+        cluster_prefix: None,
+        sentinel_prefix: None,
         _dir: dir,
     }
 }
@@ -42,6 +49,55 @@ async fn redis() -> Backend {
     Backend {
         store,
         redis: Some(server),
+        cluster_prefix: None,
+        sentinel_prefix: None,
+        _dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// The shared Sentinel deployment, under a key prefix of this test's own.
+async fn sentinel() -> Backend {
+    let shared = tokio::task::spawn_blocking(SharedSentinel::get)
+        .await
+        .expect("sentinel");
+    let prefix = RedisCluster::fresh_prefix();
+    let location = StoreLocation::Sentinel(shared.sentinels.url());
+    let options = store::RedisOptions {
+        key_prefix: Some(prefix.clone()),
+        min_replicas: 1,
+        replica_timeout: Duration::from_secs(5),
+    };
+    let store = store::open_with(&location, RETENTION, options)
+        .await
+        .expect("open sentinel");
+    Backend {
+        store,
+        redis: None,
+        cluster_prefix: None,
+        sentinel_prefix: Some(prefix),
+        _dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// The shared cluster, under a key prefix of this test's own.
+async fn cluster() -> Backend {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .expect("cluster");
+    let prefix = RedisCluster::fresh_prefix();
+    let location = StoreLocation::Cluster(cluster.url());
+    let options = store::RedisOptions {
+        key_prefix: Some(prefix.clone()),
+        ..Default::default()
+    };
+    let store = store::open_with(&location, RETENTION, options)
+        .await
+        .expect("open cluster");
+    Backend {
+        store,
+        redis: None,
+        cluster_prefix: Some(prefix),
+        sentinel_prefix: None,
         _dir: tempfile::tempdir().expect("tempdir"),
     }
 }
@@ -51,6 +107,8 @@ macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
         mod on_redis { $( #[tokio::test] async fn $name() { super::$name(super::redis().await).await } )* }
+        mod on_cluster { $( #[tokio::test] async fn $name() { super::$name(super::cluster().await).await } )* }
+        mod on_sentinel { $( #[tokio::test] async fn $name() { super::$name(super::sentinel().await).await } )* }
     };
 }
 
@@ -342,13 +400,30 @@ async fn trim(backend: &Backend) {
         .purge_expired(unix_now())
         .await
         .expect("purge");
+    let mut xtrim = ::redis::cmd("XTRIM");
     if let Some(redis) = &backend.redis {
-        let mut conn = redis.connection();
-        let _: i64 = ::redis::cmd("XTRIM")
-            .arg("portcullis:changes")
+        xtrim.arg(crate::support::redis::key("changes"));
+        let _: i64 = xtrim
             .arg("MAXLEN")
             .arg(0)
-            .query(&mut conn)
+            .query(&mut redis.connection())
             .expect("xtrim");
+    }
+    if let Some(prefix) = &backend.sentinel_prefix {
+        let mut xtrim = ::redis::cmd("XTRIM");
+        xtrim.arg(format!(
+            "{}:changes",
+            store::redis_link::key_base(Some(prefix), false)
+        ));
+        let mut conn = SharedSentinel::get().primary.connection();
+        let _: i64 = xtrim.arg("MAXLEN").arg(0).query(&mut conn).expect("xtrim");
+    }
+    if let Some(prefix) = &backend.cluster_prefix {
+        xtrim.arg(format!(
+            "{}:changes",
+            store::redis_link::key_base(Some(prefix), true)
+        ));
+        let mut conn = RedisCluster::shared().connection();
+        let _: i64 = xtrim.arg("MAXLEN").arg(0).query(&mut conn).expect("xtrim");
     }
 }

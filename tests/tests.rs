@@ -9,6 +9,7 @@ mod cors;
 mod deployment;
 mod discovery;
 mod edge;
+mod failover;
 mod identity;
 mod issuers;
 mod logging;

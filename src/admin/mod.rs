@@ -437,6 +437,17 @@ fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
 
 fn store_down(error: StoreError) -> Refusal {
     METRICS.store_errors.with_label_values(&["admin"]).inc();
+    if let StoreError::NotReplicated { .. } = error {
+        // Applied on the primary, but a failover now could lose it: the
+        // caller must not take it as done. Every admin write is idempotent,
+        // so repeating it is the answer.
+        tracing::warn!(error = %error, "admin write not confirmed by enough replicas");
+        return Refusal::other(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_replicated",
+            "the change was not confirmed by enough replicas in time; repeat the request",
+        );
+    }
     tracing::warn!(error = %error, "admin write failed: store unavailable");
     Refusal::auth(&AuthError::Unavailable, REALM)
 }

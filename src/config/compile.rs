@@ -32,7 +32,7 @@ use crate::proxy::discovery::{DnsDiscovery, Target};
 use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
-use crate::store::{StoreLocation, ViewSettings};
+use crate::store::{RedisOptions, StoreLocation, ViewSettings};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use std::time::Duration;
@@ -288,6 +288,7 @@ fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreS
     if raw.max_staleness.0 < Duration::from_millis(40) {
         sink.at(raw.url.span(), "store.max_staleness must be at least 40ms");
     }
+    let redis = redis_options(raw, &location, sink);
     StoreSettings {
         location,
         view: ViewSettings {
@@ -296,6 +297,42 @@ fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreS
             user_cache_entries: raw.user_cache_entries.max(1),
         },
         change_log_entries: raw.change_log_entries.max(100),
+        redis,
+    }
+}
+
+/// `key_prefix`, `min_replicas` and `replica_timeout`: Redis only.
+fn redis_options(raw: &RawStore, location: &StoreLocation, sink: &mut Diagnostics) -> RedisOptions {
+    let sqlite = matches!(location, StoreLocation::Sqlite(_));
+    if let Some(prefix) = &raw.key_prefix {
+        let ok = !prefix.get_ref().is_empty()
+            && prefix
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+        if !ok {
+            sink.at(
+                prefix.span(),
+                "store.key_prefix must be printable ASCII without spaces or braces",
+            );
+        }
+        if sqlite {
+            sink.at(prefix.span(), "store.key_prefix needs a Redis store");
+        }
+    }
+    if raw.min_replicas > 0 && sqlite {
+        sink.at(raw.url.span(), "store.min_replicas needs a Redis store");
+    }
+    if raw.min_replicas > 0 && raw.replica_timeout.0.is_zero() {
+        sink.at(
+            raw.url.span(),
+            "store.replica_timeout must be more than 0 (0 waits forever)",
+        );
+    }
+    RedisOptions {
+        key_prefix: raw.key_prefix.as_ref().map(|p| p.get_ref().clone()),
+        min_replicas: raw.min_replicas,
+        replica_timeout: raw.replica_timeout.0,
     }
 }
 

@@ -128,6 +128,13 @@ pub struct RawStore {
     pub user_cache_entries: u64,
     /// Entries the change log keeps; an instance further behind resyncs.
     pub change_log_entries: u64,
+    /// Redis: keys are named `{key_prefix}:…` (one Cluster hash slot);
+    /// unset keeps `portcullis:…` on one server or Sentinel.
+    pub key_prefix: Option<Spanned<String>>,
+    /// Redis: replicas that must confirm a durable write (`WAIT`).
+    pub min_replicas: u32,
+    /// Redis: how long a durable write waits for them.
+    pub replica_timeout: HumanDuration,
 }
 
 impl Default for RawStore {
@@ -138,6 +145,9 @@ impl Default for RawStore {
             on_unavailable: OnUnavailable::Deny,
             user_cache_entries: 1_000_000,
             change_log_entries: 100_000,
+            key_prefix: None,
+            min_replicas: 0,
+            replica_timeout: HumanDuration::from_secs(1),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::config::raw::AuthMode;
 use crate::proxy::headers::HeaderRules;
 use crate::proxy::router::{Router, UpstreamPool};
 use crate::session::Sessions;
-use crate::store::{StoreLocation, ViewSettings};
+use crate::store::{RedisOptions, StoreLocation, ViewSettings};
 use http::HeaderName;
 
 /// Listener, process and store settings; changing them needs a restart.
@@ -47,6 +47,8 @@ pub struct StoreSettings {
     pub location: StoreLocation,
     pub view: ViewSettings,
     pub change_log_entries: u64,
+    /// Key names and durable-write confirmation on Redis.
+    pub redis: RedisOptions,
 }
 
 /// The bearer token of the admin API. Not `Debug`-printable by accident.

@@ -73,7 +73,11 @@ pub fn build(
         after_expiry: runtime.leeway,
         log_entries: settings.store.change_log_entries,
     };
-    let store = background.block_on(store::open(&settings.store.location, retention))?;
+    let store = background.block_on(store::open_with(
+        &settings.store.location,
+        retention,
+        settings.store.redis.clone(),
+    ))?;
     let view = Arc::new(RevocationView::new(store, settings.store.view.clone()));
     let initial = background.block_on(follower::resync(&view))?;
     let stop = Arc::new(Notify::new());

@@ -2,7 +2,8 @@
 //!
 //! Each poll waits up to a quarter of `max_staleness` for new entries; a
 //! poll that returns confirms the view as fresh as of the moment it began.
-//! When the log was trimmed past our position, or at start, the view is
+//! When the log was trimmed past our position, when a failover put a
+//! primary with another history in place, or at start, the view is
 //! rebuilt from a snapshot. While the store is unreachable the view ages,
 //! and requests are answered per `on_unavailable` once it is too old.
 
@@ -105,7 +106,10 @@ async fn follow(
         }
         Batch::Behind => {
             METRICS.change_log_behind.inc();
-            tracing::warn!("the change log was trimmed past this instance's position; resyncing");
+            tracing::warn!(
+                "the change log no longer continues from this instance's position \
+                 (trimmed past it, or a failover); resyncing"
+            );
             Ok(None)
         }
     }

@@ -7,6 +7,8 @@
 
 pub mod follower;
 pub mod redis;
+pub mod redis_link;
+mod redis_records;
 pub mod sqlite;
 pub mod view;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use redis_link::RedisOptions;
 pub use view::{RevocationView, ViewSettings};
 
 /// What the gateway knows about a user. A user with no record has
@@ -77,6 +80,14 @@ pub enum StoreError {
     Task(String),
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),
+    /// A durable write reached the primary but fewer than `min_replicas`
+    /// replicas confirmed it within `replica_timeout`: a failover now could
+    /// lose it. Retrying is safe (the durable writes are idempotent).
+    #[error("the write reached {acked} of {wanted} replicas in time")]
+    NotReplicated { acked: u64, wanted: u32 },
+    /// The node Sentinel named as primary answers as a replica now.
+    #[error("the primary was demoted; asking the sentinels again")]
+    Demoted,
 }
 
 /// How long entries outlive what they describe, and how long the log is.
@@ -260,6 +271,10 @@ pub struct StoreUrlError(pub String);
 pub enum StoreLocation {
     Sqlite(std::path::PathBuf),
     Redis(String),
+    /// `redis+sentinel://[user:password@]H:P[,H:P…]/MASTER[/DB]`
+    Sentinel(String),
+    /// `redis+cluster://[user:password@]H:P[,H:P…]`
+    Cluster(String),
 }
 
 impl StoreLocation {
@@ -276,8 +291,17 @@ impl StoreLocation {
             ::redis::Client::open(url).map_err(|e| StoreUrlError(format!("bad redis url: {e}")))?;
             return Ok(Self::Redis(url.to_owned()));
         }
+        if url.starts_with("redis+sentinel://") {
+            redis_link::SentinelSpec::parse(url)?;
+            return Ok(Self::Sentinel(url.to_owned()));
+        }
+        if url.starts_with("redis+cluster://") {
+            redis_link::cluster_nodes(url)?;
+            return Ok(Self::Cluster(url.to_owned()));
+        }
         Err(StoreUrlError(format!(
-            "{url:?}: expected sqlite://PATH or redis://HOST:PORT/DB"
+            "{url:?}: expected sqlite://PATH or redis://HOST:PORT/DB (or \
+             redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER, redis+cluster://HOST:PORT[,HOST:PORT])"
         )))
     }
 }
@@ -287,26 +311,35 @@ impl std::fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Redis(url) => match (url.split_once("://"), url.rfind('@')) {
-                (Some((scheme, _)), Some(at)) => write!(f, "{scheme}://…{}", &url[at..]),
-                _ => f.write_str(url),
-            },
+            Self::Redis(url) | Self::Sentinel(url) | Self::Cluster(url) => {
+                match (url.split_once("://"), url.rfind('@')) {
+                    (Some((scheme, _)), Some(at)) => write!(f, "{scheme}://…{}", &url[at..]),
+                    _ => f.write_str(url),
+                }
+            }
         }
     }
 }
 
-/// Opens the store a location names.
+/// Opens the store a location names, with the default Redis options.
 pub async fn open(
     location: &StoreLocation,
     retention: Retention,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(location, retention, RedisOptions::default()).await
+}
+
+/// Opens the store a location names; `options` apply to Redis only.
+pub async fn open_with(
+    location: &StoreLocation,
+    retention: Retention,
+    options: RedisOptions,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     Ok(match location {
         StoreLocation::Sqlite(path) => {
             std::sync::Arc::new(sqlite::SqliteStore::open(path, retention).await?)
         }
-        StoreLocation::Redis(url) => {
-            std::sync::Arc::new(redis::RedisStore::open(url, retention).await?)
-        }
+        redis => std::sync::Arc::new(redis::RedisStore::open(redis, retention, options).await?),
     })
 }
 
@@ -320,5 +353,30 @@ mod location_tests {
         assert_eq!(location.to_string(), "redis://…@10.0.0.5:6379/0");
         let plain = StoreLocation::Redis("redis://127.0.0.1:6379/0".into());
         assert_eq!(plain.to_string(), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn sentinel_and_cluster_passwords_never_reach_a_log_line() {
+        let base = std::path::Path::new("/");
+        let sentinel = StoreLocation::parse(
+            "redis+sentinel://:hunter2@10.0.0.5:26379,10.0.0.6/main",
+            base,
+        )
+        .expect("sentinel url");
+        assert_eq!(
+            sentinel.to_string(),
+            "redis+sentinel://…@10.0.0.5:26379,10.0.0.6/main"
+        );
+        let cluster = StoreLocation::parse("redis+cluster://app:hunter2@10.0.0.5:7000", base)
+            .expect("cluster url");
+        assert_eq!(cluster.to_string(), "redis+cluster://…@10.0.0.5:7000");
+    }
+
+    #[test]
+    fn a_sentinel_url_without_a_master_name_is_refused() {
+        let base = std::path::Path::new("/");
+        assert!(StoreLocation::parse("redis+sentinel://10.0.0.5:26379", base).is_err());
+        assert!(StoreLocation::parse("redis+cluster://10.0.0.5:7000/0", base).is_err());
+        assert!(StoreLocation::parse("redis+cluster://:x", base).is_err());
     }
 }

@@ -5,182 +5,39 @@
 //! `log_entries` from the front; a reader knows how many entries the stream
 //! had taken in up to its position, and `XINFO STREAM` (`entries-added`,
 //! `length`, Redis 7) tells whether the next entry it needs is still
-//! there, else it is told to resync. Connections reconnect with exponential
-//! backoff; the follower has its own connection because a blocking `XREAD`
-//! would hold up every command queued behind it.
+//! there, else it is told to resync; so is a reader after a failover (a new
+//! replication id). Durable writes wait for `min_replicas` replicas.
+//! Connections (one server, Sentinel or Cluster: `redis_link`) reconnect
+//! by themselves; the follower has its own connection because a blocking
+//! `XREAD` would hold up every command queued behind it.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::StreamReadReply;
-use redis::{AsyncCommands, Script, Value};
 
+use redis::streams::StreamReadReply;
+use redis::{AsyncCommands, Script, ScriptInvocation, Value};
+
+use super::redis_link::{cluster_nodes, key_base, Keys, Link, RedisOptions, SentinelSpec, Target};
+use super::redis_records::{
+    parse_session, session_fields, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
+};
 use super::{
     session_marker, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
-    SessionStatus, Store, StoreError, UserRecord,
+    Store, StoreError, StoreLocation, UserRecord,
 };
 
-const CHANGES: &str = "portcullis:changes";
-const REVOKED_INDEX: &str = "portcullis:revoked";
-
-fn user_key(sub: &str) -> String {
-    format!("portcullis:user:{sub}")
-}
-
-fn revoked_key(jti: &str) -> String {
-    format!("portcullis:revoked:{jti}")
-}
-
-fn session_key(sid: &str) -> String {
-    format!("portcullis:session:{sid}")
-}
-
-fn refresh_key(hash: &str) -> String {
-    format!("portcullis:refresh:{hash}")
-}
-
-/// Active sessions by absolute expiry, for counting them.
-const ACTIVE_SESSIONS: &str = "portcullis:active-sessions";
-
-fn user_sessions_key(sub: &str) -> String {
-    format!("portcullis:user-sessions:{sub}")
-}
-
-/// KEYS: session, new refresh index key, marker key, revoked index, stream,
-/// active sessions.
-/// ARGV: presented, new_hash, now, now_ms, grace_ms, sealed, sid, marker,
-/// revoke_until, revoke_expire_at, maxlen.
-const ROTATE: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'status', 'current_hash', 'previous_hash', 'rotated_at_ms',
-  'expires_at', 'last_refresh', 'idle_ttl', 'sealed_pair')
-if not s[1] or s[1] ~= 'active' then return {'inactive'} end
-local now = tonumber(ARGV[3])
-if now >= tonumber(s[5]) or now >= tonumber(s[6]) + tonumber(s[7]) then return {'inactive'} end
-if ARGV[1] == s[2] then
-  redis.call('HSET', KEYS[1], 'current_hash', ARGV[2], 'previous_hash', ARGV[1], 'rotated_at_ms', ARGV[4],
-    'last_refresh', ARGV[3], 'sealed_pair', ARGV[6])
-  redis.call('SET', KEYS[2], ARGV[7], 'EXAT', s[5])
-  return {'rotated'}
-end
--- A refresh that read the clock before a concurrent one rotated sees the
--- rotation in its future: that counts as no time since, not as negative.
-local since = math.max(0, tonumber(ARGV[4]) - tonumber(s[4]))
-if s[3] and ARGV[1] == s[3] and since < tonumber(ARGV[5]) and s[8] and s[8] ~= '' then
-  return {'replay', s[8]}
-end
-redis.call('HSET', KEYS[1], 'status', 'revoked', 'sealed_pair', '')
-redis.call('ZREM', KEYS[6], ARGV[7])
-redis.call('SET', KEYS[3], ARGV[9], 'EXAT', ARGV[10])
-redis.call('ZADD', KEYS[4], 'GT', ARGV[9], ARGV[8])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'kind', 'token', 'key', ARGV[8], 'exp', ARGV[9])
-return {'reused'}
-"#;
-
-/// KEYS: session, marker key, revoked index, stream, active sessions.
-/// ARGV: marker, revoke_until, revoke_expire_at, maxlen, sid.
-const END_SESSION: &str = r#"
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'active' then
-  redis.call('HSET', KEYS[1], 'status', 'ended', 'sealed_pair', '')
-  redis.call('ZREM', KEYS[5], ARGV[5])
-  redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[3])
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
-end
-return status
-"#;
-
-fn session_fields(session: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
-    let text = |v: &str| v.as_bytes().to_vec();
-    let number = |v: u64| v.to_string().into_bytes();
-    vec![
-        ("sid", text(&session.sid)),
-        ("sub", text(&session.sub)),
-        ("device", text(&session.device)),
-        ("created", number(session.created)),
-        ("last_refresh", number(session.last_refresh)),
-        ("expires_at", number(session.expires_at)),
-        ("idle_ttl", number(session.idle_ttl)),
-        ("current_hash", text(&session.current_hash)),
-        (
-            "previous_hash",
-            text(session.previous_hash.as_deref().unwrap_or("")),
-        ),
-        ("rotated_at_ms", number(session.rotated_at_ms)),
-        ("version", number(session.version)),
-        ("status", text(session.status.as_str())),
-        ("grants", text(&session.grants)),
-        (
-            "sealed_pair",
-            session.sealed_pair.clone().unwrap_or_default(),
-        ),
-    ]
-}
-
-fn parse_session(fields: &HashMap<String, Vec<u8>>) -> Result<Option<SessionRecord>, StoreError> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let text = |name: &str| -> Result<String, StoreError> {
-        let bytes = fields
-            .get(name)
-            .ok_or_else(|| StoreError::Corrupt(format!("session without {name}")))?;
-        String::from_utf8(bytes.clone())
-            .map_err(|_| StoreError::Corrupt(format!("session {name} is not UTF-8")))
-    };
-    let number = |name: &str| -> Result<u64, StoreError> {
-        text(name)?
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("session {name} is not a number")))
-    };
-    let previous = text("previous_hash")?;
-    let sealed = fields.get("sealed_pair").filter(|b| !b.is_empty()).cloned();
-    Ok(Some(SessionRecord {
-        sid: text("sid")?,
-        sub: text("sub")?,
-        device: text("device")?,
-        created: number("created")?,
-        last_refresh: number("last_refresh")?,
-        expires_at: number("expires_at")?,
-        idle_ttl: number("idle_ttl")?,
-        current_hash: text("current_hash")?,
-        previous_hash: (!previous.is_empty()).then_some(previous),
-        rotated_at_ms: number("rotated_at_ms")?,
-        version: number("version")?,
-        status: SessionStatus::parse(&text("status")?)?,
-        grants: text("grants")?,
-        sealed_pair: sealed,
-    }))
-}
-
-/// KEYS: user hash, stream. ARGV: op, now, sub, maxlen.
-const UPDATE_USER: &str = r#"
-local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-local d = tonumber(redis.call('HGET', KEYS[1], 'disabled') or '0')
-local nb = tonumber(redis.call('HGET', KEYS[1], 'not_before') or '0')
-local rev = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') + 1
-if ARGV[1] == 'bump' then v = v + 1; nb = tonumber(ARGV[2])
-elseif ARGV[1] == 'disable' then d = 1
-else d = 0 end
-redis.call('HSET', KEYS[1], 'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'user', 'key', ARGV[3],
-  'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
-return {v, d, nb, rev}
-"#;
-
-/// KEYS: revoked key, revoked index, stream. ARGV: jti, exp, expire_at, maxlen.
-const REVOKE_TOKEN: &str = r#"
-redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
-return 1
-"#;
-
 pub struct RedisStore {
-    commands: ConnectionManager,
-    follower: ConnectionManager,
+    commands: Link,
+    follower: Link,
+    keys: Keys,
+    options: RedisOptions,
+    /// The replication id of the primary the follower last read from: a
+    /// new one means a failover or a restart, after which the log may not
+    /// continue from a position read before.
+    replication_id: Mutex<Option<String>>,
     update_user: Script,
     revoke_token: Script,
     rotate: Script,
@@ -189,29 +46,37 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub async fn open(url: &str, retention: Retention) -> Result<Self, StoreError> {
-        // Commands are small writes: never let one wait for a delayed ACK.
-        let info = redis::IntoConnectionInfo::into_connection_info(url)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
-        let config = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(3)
-                .set_max_delay(Duration::from_secs(2))
+    pub async fn open(
+        location: &StoreLocation,
+        retention: Retention,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let sentinel;
+        let nodes;
+        let (target, cluster) = match location {
+            StoreLocation::Sentinel(url) => {
+                sentinel = SentinelSpec::parse(url).map_err(|e| StoreError::Task(e.0))?;
+                (Target::Sentinel(&sentinel), false)
+            }
+            StoreLocation::Cluster(url) => {
+                nodes = cluster_nodes(url).map_err(|e| StoreError::Task(e.0))?;
+                (Target::Cluster(&nodes), true)
+            }
+            StoreLocation::Redis(url) => (Target::Single(url), false),
+            StoreLocation::Sqlite(_) => {
+                return Err(StoreError::Task("not a Redis location".into()))
+            }
         };
-        let commands = client.get_connection_manager_with_config(config()).await?;
+        let commands = Link::open(target, Duration::from_secs(5)).await?;
         // The follower's reads block for up to 5 s (a quarter of
         // max_staleness, capped): its timeout must outlast them.
-        let follower = client
-            .get_connection_manager_with_config(
-                config().set_response_timeout(Some(Duration::from_secs(15))),
-            )
-            .await?;
+        let follower = Link::open(target, Duration::from_secs(15)).await?;
         Ok(Self {
             commands,
             follower,
+            keys: Keys::new(key_base(options.key_prefix.as_deref(), cluster)),
+            options,
+            replication_id: Mutex::new(None),
             update_user: Script::new(UPDATE_USER),
             revoke_token: Script::new(REVOKE_TOKEN),
             rotate: Script::new(ROTATE),
@@ -221,16 +86,16 @@ impl RedisStore {
     }
 
     async fn update_user(&self, sub: &str, op: &str, now: u64) -> Result<UserRecord, StoreError> {
-        let mut conn = self.commands.clone();
-        let (version, disabled, not_before, revision): (u64, u64, u64, u64) = self
-            .update_user
-            .key(user_key(sub))
-            .key(CHANGES)
+        let mut invocation = self.update_user.prepare_invoke();
+        invocation
+            .key(self.keys.user(sub))
+            .key(self.keys.changes())
             .arg(op)
             .arg(now)
             .arg(sub)
-            .arg(self.retention.log_entries)
-            .invoke_async(&mut conn)
+            .arg(self.retention.log_entries);
+        let (version, disabled, not_before, revision): (u64, u64, u64, u64) = self
+            .durable(&self.update_user, &invocation, |_| true)
             .await?;
         Ok(UserRecord {
             version,
@@ -240,35 +105,124 @@ impl RedisStore {
         })
     }
 
-    /// `(last-generated-id, entries-added, length)` of the change log.
-    async fn log_info(conn: &mut ConnectionManager) -> Result<LogInfo, StoreError> {
-        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(CHANGES)
-            .query_async(conn)
-            .await;
-        let info = match info {
-            Ok(info) => info,
-            // No stream yet: nothing was ever added.
-            Err(e) if e.to_string().contains("no such key") => return Ok(LogInfo::default()),
-            Err(e) => return Err(e.into()),
+    /// Runs a write script and, when `min_replicas` is set, `WAIT` in the
+    /// same pipeline (so on the same connection, which is what `WAIT`
+    /// counts from). `wrote` says whether the answer changed anything;
+    /// only then must the replicas confirm it.
+    async fn durable<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        invocation: &ScriptInvocation<'_>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.commands.clone();
+        let pipeline = |load: bool| {
+            let mut pipe = redis::pipe();
+            if load {
+                pipe.load_script(script).ignore();
+            }
+            pipe.invoke_script(invocation);
+            if self.options.min_replicas > 0 {
+                pipe.cmd("WAIT")
+                    .arg(self.options.min_replicas)
+                    .arg(self.options.replica_timeout.as_millis().max(1) as u64);
+            }
+            pipe
         };
-        let number = |name: &str| -> Result<u64, StoreError> {
-            let value = info
-                .get(name)
-                .ok_or_else(|| StoreError::Corrupt(format!("XINFO without {name}")))?;
-            redis::from_redis_value_ref(value)
-                .map_err(|e| StoreError::Corrupt(format!("XINFO {name}: {e}")))
+        let values: Vec<Value> = match pipeline(false).query_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => pipeline(true).query_async(&mut conn).await?,
+            other => other?,
         };
-        Ok(LogInfo {
-            last: info
-                .get("last-generated-id")
-                .and_then(parse_id_value)
-                .unwrap_or_default(),
-            added: number("entries-added")?,
-            length: number("length")?,
-        })
+        let mut values = values.into_iter();
+        let answer = values
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a write script gave no answer".into()))?;
+        let answer: T = redis::from_redis_value(answer)
+            .map_err(|e| StoreError::Corrupt(format!("write script answer: {e}")))?;
+        if let Some(acked) = values.next() {
+            let acked: u64 = redis::from_redis_value(acked)
+                .map_err(|e| StoreError::Corrupt(format!("WAIT answer: {e}")))?;
+            if acked < u64::from(self.options.min_replicas) && wrote(&answer) {
+                return Err(StoreError::NotReplicated {
+                    acked,
+                    wanted: self.options.min_replicas,
+                });
+            }
+        }
+        Ok(answer)
     }
+
+    /// The change log's counters and the primary's replication id, read
+    /// together from the node that holds the log.
+    async fn log_state(&self, conn: &mut Link) -> Result<(LogInfo, Replication), StoreError> {
+        let mut pipe = redis::pipe();
+        self.log_state_commands(&mut pipe);
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
+        parse_log_state(replies.into_iter())
+    }
+
+    /// `XINFO STREAM` and `INFO replication`, answered by [`parse_log_state`].
+    fn log_state_commands(&self, pipe: &mut redis::Pipeline) {
+        pipe.ignore_errors()
+            .cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.keys.changes())
+            .cmd("INFO")
+            .arg("replication");
+    }
+
+    /// Records the replication id the log was read under; true when it
+    /// differs from the one before.
+    fn replication_changed(&self, id: String) -> bool {
+        let Ok(mut known) = self.replication_id.lock() else {
+            return true;
+        };
+        let changed = known.as_ref().is_some_and(|k| *k != id);
+        *known = Some(id);
+        changed
+    }
+}
+
+/// The answers to [`RedisStore::log_state_commands`].
+fn parse_log_state(
+    mut replies: impl Iterator<Item = Value>,
+) -> Result<(LogInfo, Replication), StoreError> {
+    let info = match replies.next() {
+        Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("no such key")) => {
+            // No stream yet: nothing was ever added.
+            LogInfo::default()
+        }
+        Some(value) => LogInfo::parse(value)?,
+        None => return Err(StoreError::Corrupt("XINFO gave no answer".into())),
+    };
+    let replication: String = match replies.next() {
+        Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+        Some(value) => redis::from_redis_value(value)
+            .map_err(|e| StoreError::Corrupt(format!("INFO replication: {e}")))?,
+        None => return Err(StoreError::Corrupt("INFO gave no answer".into())),
+    };
+    let field = |name: &str| {
+        replication
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok((
+        info,
+        Replication {
+            id: field("master_replid:"),
+            replica: field("role:") == "slave",
+        },
+    ))
+}
+
+/// What `INFO replication` says about the node that answered.
+struct Replication {
+    /// `master_replid`: a new one means another history.
+    id: String,
+    /// The node is a replica (a demoted primary).
+    replica: bool,
 }
 
 #[derive(Debug, Default)]
@@ -279,6 +233,27 @@ struct LogInfo {
 }
 
 impl LogInfo {
+    /// `(last-generated-id, entries-added, length)` of an `XINFO STREAM` answer.
+    fn parse(value: Value) -> Result<Self, StoreError> {
+        let info: HashMap<String, Value> = redis::from_redis_value(value)
+            .map_err(|e| StoreError::Corrupt(format!("XINFO: {e}")))?;
+        let number = |name: &str| -> Result<u64, StoreError> {
+            let value = info
+                .get(name)
+                .ok_or_else(|| StoreError::Corrupt(format!("XINFO without {name}")))?;
+            redis::from_redis_value_ref(value)
+                .map_err(|e| StoreError::Corrupt(format!("XINFO {name}: {e}")))
+        };
+        Ok(Self {
+            last: info
+                .get("last-generated-id")
+                .and_then(parse_id_value)
+                .unwrap_or_default(),
+            added: number("entries-added")?,
+            length: number("length")?,
+        })
+    }
+
     /// Whether the entry after `cursor` may be gone. Trimming removes
     /// entries from the front only, so the entries present are the last
     /// `length` of the `added`; fewer than the cursor's count means the
@@ -286,6 +261,12 @@ impl LogInfo {
     fn trimmed_past(&self, cursor: Cursor) -> bool {
         let first_present = self.added.saturating_sub(self.length) + 1;
         first_present > cursor.2 + 1 || self.added < cursor.2
+    }
+
+    /// Whether the log ends before `cursor`: its ids went backwards, as on
+    /// a promoted replica that never received the last entries.
+    fn ends_before(&self, cursor: Cursor) -> bool {
+        (self.last.0, self.last.1) < (cursor.0, cursor.1)
     }
 }
 
@@ -343,7 +324,7 @@ impl Store for RedisStore {
 
     async fn user(&self, sub: &str) -> Result<UserRecord, StoreError> {
         let mut conn = self.commands.clone();
-        let fields: HashMap<String, u64> = conn.hgetall(user_key(sub)).await?;
+        let fields: HashMap<String, u64> = conn.hgetall(self.keys.user(sub)).await?;
         let get = |name: &str| fields.get(name).copied().unwrap_or(0);
         Ok(UserRecord {
             version: get("version"),
@@ -363,18 +344,18 @@ impl Store for RedisStore {
     }
 
     async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
-        let mut conn = self.commands.clone();
         let expire_at = exp + self.retention.after_expiry.as_secs();
-        let _: i64 = self
-            .revoke_token
-            .key(revoked_key(jti))
-            .key(REVOKED_INDEX)
-            .key(CHANGES)
+        let mut invocation = self.revoke_token.prepare_invoke();
+        invocation
+            .key(self.keys.revoked(jti))
+            .key(self.keys.revoked_index())
+            .key(self.keys.changes())
             .arg(jti)
             .arg(exp)
             .arg(expire_at.max(1))
-            .arg(self.retention.log_entries)
-            .invoke_async(&mut conn)
+            .arg(self.retention.log_entries);
+        let _: i64 = self
+            .durable(&self.revoke_token, &invocation, |_| true)
             .await?;
         Ok(())
     }
@@ -383,14 +364,15 @@ impl Store for RedisStore {
         let mut conn = self.commands.clone();
         let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
         let entries: Vec<(String, u64)> = conn
-            .zrangebyscore_withscores(REVOKED_INDEX, keep_after, "+inf")
+            .zrangebyscore_withscores(self.keys.revoked_index(), keep_after, "+inf")
             .await?;
         Ok(entries)
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
         let mut conn = self.commands.clone();
-        let info = Self::log_info(&mut conn).await?;
+        let (info, replication) = self.log_state(&mut conn).await?;
+        self.replication_changed(replication.id);
         Ok(Cursor(info.last.0, info.last.1, info.added))
     }
 
@@ -407,13 +389,34 @@ impl Store for RedisStore {
             read.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
         }
         read.arg("STREAMS")
-            .arg(CHANGES)
+            .arg(self.keys.changes())
             .arg(format!("{}-{}", cursor.0, cursor.1));
-        let reply: Option<StreamReadReply> = read.query_async(&mut conn).await?;
-        // Checked after the read: had the next entry been trimmed before
-        // the read, it is still gone now. (A trim between the two only
-        // costs a needless resync.)
-        if Self::log_info(&mut conn).await?.trimmed_past(cursor) {
+        // One round trip: Redis answers the log's state once the read
+        // returns, so it is checked after the read: had the next entry
+        // been trimmed before the read, it is still gone now. (A trim
+        // between the two only costs a needless resync.) After a failover
+        // the new primary's log may lack entries read here, or hold others
+        // under the same ids: a new replication id, ids going backwards or
+        // fewer entries ever added all mean the position no longer holds.
+        let mut pipe = redis::pipe();
+        pipe.add_command(read);
+        self.log_state_commands(&mut pipe);
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let reply: Option<StreamReadReply> = match replies.next() {
+            Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+            Some(value) => redis::from_redis_value(value)
+                .map_err(|e| StoreError::Corrupt(format!("XREAD: {e}")))?,
+            None => return Err(StoreError::Corrupt("XREAD gave no answer".into())),
+        };
+        let (info, replication) = parse_log_state(replies)?;
+        if replication.replica && conn.forget() {
+            // A demoted primary still answers reads: ask the sentinels
+            // for the new one rather than follow a replica.
+            return Err(StoreError::Demoted);
+        }
+        let moved = self.replication_changed(replication.id);
+        if moved || info.trimmed_past(cursor) || info.ends_before(cursor) {
             return Ok(Batch::Behind);
         }
         let mut changes = Vec::new();
@@ -434,9 +437,11 @@ impl Store for RedisStore {
         let mut conn = self.commands.clone();
         let keep_after = now.saturating_sub(self.retention.after_expiry.as_secs());
         let removed: u64 = conn
-            .zrembyscore(REVOKED_INDEX, "-inf", format!("({keep_after}"))
+            .zrembyscore(self.keys.revoked_index(), "-inf", format!("({keep_after}"))
             .await?;
-        let sessions: u64 = conn.zrembyscore(ACTIVE_SESSIONS, "-inf", now).await?;
+        let sessions: u64 = conn
+            .zrembyscore(self.keys.active_sessions(), "-inf", now)
+            .await?;
         Ok(removed + sessions)
     }
 
@@ -448,8 +453,8 @@ impl Store for RedisStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let mut conn = self.commands.clone();
-        let key = session_key(&session.sid);
-        let user_sessions = user_sessions_key(&session.sub);
+        let key = self.keys.session(&session.sid);
+        let user_sessions = self.keys.user_sessions(&session.sub);
         let _: () = redis::pipe()
             .atomic()
             .hset_multiple(&key, &session_fields(session))
@@ -457,7 +462,7 @@ impl Store for RedisStore {
             .expire_at(&key, session.expires_at as i64)
             .ignore()
             .cmd("SET")
-            .arg(refresh_key(&session.current_hash))
+            .arg(self.keys.refresh(&session.current_hash))
             .arg(&session.sid)
             .arg("EXAT")
             .arg(session.expires_at)
@@ -476,7 +481,11 @@ impl Store for RedisStore {
             .arg(session.expires_at)
             .arg("GT")
             .ignore()
-            .zadd(ACTIVE_SESSIONS, &session.sid, session.expires_at)
+            .zadd(
+                self.keys.active_sessions(),
+                &session.sid,
+                session.expires_at,
+            )
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -485,7 +494,7 @@ impl Store for RedisStore {
 
     async fn session_by_refresh(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut conn = self.commands.clone();
-        let sid: Option<String> = conn.get(refresh_key(hash)).await?;
+        let sid: Option<String> = conn.get(self.keys.refresh(hash)).await?;
         match sid {
             Some(sid) => self.session(&sid).await,
             None => Ok(None),
@@ -494,16 +503,20 @@ impl Store for RedisStore {
 
     async fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut conn = self.commands.clone();
-        let fields: HashMap<String, Vec<u8>> = conn.hgetall(session_key(sid)).await?;
+        let fields: HashMap<String, Vec<u8>> = conn.hgetall(self.keys.session(sid)).await?;
         parse_session(&fields)
     }
 
     async fn sessions_of(&self, sub: &str, now: u64) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conn = self.commands.clone();
-        let sids: Vec<String> = conn.smembers(user_sessions_key(sub)).await?;
+        let sids: Vec<String> = conn.smembers(self.keys.user_sessions(sub)).await?;
+        if sids.is_empty() {
+            // An empty pipeline has no key, so no node on a Cluster.
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for sid in &sids {
-            pipe.hgetall(session_key(sid));
+            pipe.hgetall(self.keys.session(sid));
         }
         let all: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut conn).await?;
         let mut sessions = Vec::new();
@@ -512,7 +525,7 @@ impl Store for RedisStore {
                 Some(session) if session.expires_at > now => sessions.push(session),
                 // Expired (the hash is gone with its TTL): forget it.
                 _ => {
-                    let _: i64 = conn.srem(user_sessions_key(sub), sid).await?;
+                    let _: i64 = conn.srem(self.keys.user_sessions(sub), sid).await?;
                 }
             }
         }
@@ -521,16 +534,15 @@ impl Store for RedisStore {
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
-        let mut conn = self.commands.clone();
         let marker = session_marker(&r.sid);
-        let reply: Vec<Vec<u8>> = self
-            .rotate
-            .key(session_key(&r.sid))
-            .key(refresh_key(&r.new_hash))
-            .key(revoked_key(&marker))
-            .key(REVOKED_INDEX)
-            .key(CHANGES)
-            .key(ACTIVE_SESSIONS)
+        let mut invocation = self.rotate.prepare_invoke();
+        invocation
+            .key(self.keys.session(&r.sid))
+            .key(self.keys.refresh(&r.new_hash))
+            .key(self.keys.revoked(&marker))
+            .key(self.keys.revoked_index())
+            .key(self.keys.changes())
+            .key(self.keys.active_sessions())
             .arg(&r.presented_hash)
             .arg(&r.new_hash)
             .arg(r.now)
@@ -541,8 +553,13 @@ impl Store for RedisStore {
             .arg(&marker)
             .arg(r.revoke_until)
             .arg(r.revoke_until + self.retention.after_expiry.as_secs())
-            .arg(self.retention.log_entries)
-            .invoke_async(&mut conn)
+            .arg(self.retention.log_entries);
+        // A replay hands out the pair of a rotation that may itself still
+        // be unconfirmed (a retry after a failed wait): it waits too.
+        let reply: Vec<Vec<u8>> = self
+            .durable(&self.rotate, &invocation, |reply: &Vec<Vec<u8>>| {
+                reply.first().map(Vec::as_slice) != Some(b"inactive")
+            })
             .await?;
         match reply.first().map(Vec::as_slice) {
             Some(b"rotated") => Ok(RotateOutcome::Rotated),
@@ -564,21 +581,23 @@ impl Store for RedisStore {
         if before.is_none() {
             return Ok(None);
         }
-        let mut conn = self.commands.clone();
         let marker = session_marker(sid);
-        let _: Option<String> = self
-            .end_session
-            .key(session_key(sid))
-            .key(revoked_key(&marker))
-            .key(REVOKED_INDEX)
-            .key(CHANGES)
-            .key(ACTIVE_SESSIONS)
+        let mut invocation = self.end_session.prepare_invoke();
+        invocation
+            .key(self.keys.session(sid))
+            .key(self.keys.revoked(&marker))
+            .key(self.keys.revoked_index())
+            .key(self.keys.changes())
+            .key(self.keys.active_sessions())
             .arg(&marker)
             .arg(revoke_until)
             .arg(revoke_until + self.retention.after_expiry.as_secs())
             .arg(self.retention.log_entries)
-            .arg(sid)
-            .invoke_async(&mut conn)
+            .arg(sid);
+        // Waited for even when the session had already ended: a retry
+        // after an unconfirmed end must learn whether it is durable now.
+        let _: Option<String> = self
+            .durable(&self.end_session, &invocation, |_| true)
             .await?;
         Ok(before)
     }
@@ -586,7 +605,7 @@ impl Store for RedisStore {
     async fn active_sessions(&self, now: u64) -> Result<u64, StoreError> {
         let mut conn = self.commands.clone();
         let count: u64 = conn
-            .zcount(ACTIVE_SESSIONS, format!("({now}"), "+inf")
+            .zcount(self.keys.active_sessions(), format!("({now}"), "+inf")
             .await?;
         Ok(count)
     }
