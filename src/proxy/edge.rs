@@ -277,7 +277,7 @@ impl EdgeStream {
         let head = len as u64;
         self.allowance = match framing {
             Framing::Length(body) => Some(head.saturating_add(body)),
-            Framing::Open => None,
+            Framing::Chunked | Framing::Open => None,
         };
     }
 

@@ -35,7 +35,11 @@ impl Default for Limits {
 pub enum Framing {
     /// A known number of body bytes (0 without `Content-Length`).
     Length(u64),
-    /// Chunked, or a protocol upgrade: the end is not known from the head.
+    /// `Transfer-Encoding: chunked`: the end is found by scanning the body
+    /// as it passes (see `chunked`).
+    Chunked,
+    /// A protocol upgrade: after a 101 the connection belongs to the new
+    /// protocol, whose end is not the gateway's to know.
     Open,
 }
 
@@ -160,15 +164,16 @@ fn framing(headers: &[httparse::Header], version: u8) -> Result<Framing, Refusal
     let lengths = values(headers, "content-length");
     let codings = values(headers, "transfer-encoding");
     let upgrade = !values(headers, "upgrade").is_empty();
-    match (lengths.as_slice(), codings.as_slice()) {
-        ([], []) if upgrade => Ok(Framing::Open),
-        ([], []) => Ok(Framing::Length(0)),
-        ([length], []) => content_length(length).map(Framing::Length),
+    let framing = match (lengths.as_slice(), codings.as_slice()) {
+        ([], []) => Framing::Length(0),
+        ([length], []) => Framing::Length(content_length(length)?),
         ([], [coding]) if version == 1 && trimmed(coding).eq_ignore_ascii_case(b"chunked") => {
-            Ok(Framing::Open)
+            Framing::Chunked
         }
-        _ => Err(malformed()),
-    }
+        _ => return Err(malformed()),
+    };
+    // An upgrade's tunnel follows its body, whatever framed that.
+    Ok(if upgrade { Framing::Open } else { framing })
 }
 
 fn trimmed(value: &[u8]) -> &[u8] {
