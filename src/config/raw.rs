@@ -65,6 +65,9 @@ pub struct RawServer {
     pub header_read_timeout: HumanDuration,
     /// An idle keep-alive connection is closed after this.
     pub keepalive_timeout: HumanDuration,
+    /// The share (0.0 to 1.0) of successful requests given an access log
+    /// line; refusals and failures are always logged.
+    pub access_log_sample: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +97,7 @@ impl Default for RawServer {
             proxy_protocol: false,
             header_read_timeout: HumanDuration::from_secs(10),
             keepalive_timeout: HumanDuration::from_secs(60),
+            access_log_sample: Spanned::new(0..0, 1.0),
         }
     }
 }

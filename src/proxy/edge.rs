@@ -35,6 +35,8 @@ use crate::metrics::UNROUTED;
 /// the refusal is not lost to a TCP reset (nginx's lingering close).
 const LINGER_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
+/// Room made for each read of a request head.
+const READ_ROOM: usize = 4096;
 /// Bytes of a pipelined next request held while the current one is served.
 const HOLD_BYTES: usize = 64 * 1024;
 
@@ -269,6 +271,9 @@ impl EdgeStream {
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
+        // Room for a whole usual head in one read call: with no spare room
+        // a `BytesMut` offers 64 bytes at a time, one read call for each.
+        self.pending.reserve(READ_ROOM);
         self.inner.read_buf(&mut self.pending).await
     }
 
