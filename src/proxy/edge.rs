@@ -326,6 +326,13 @@ impl AsyncRead for EdgeStream {
             let n = room.min(this.pending.len());
             buf.put_slice(&this.pending[..n]);
             this.pending.advance(n);
+        } else if room >= buf.remaining() {
+            // Nothing held and no end to respect within this read: straight
+            // into the caller's buffer.
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
         } else {
             let mut chunk = [0u8; 8192];
             let mut limited = ReadBuf::new(&mut chunk[..room.min(8192)]);
