@@ -6,7 +6,6 @@
 //! HTTP/2 connections (ALPN `h2`) go to pingora unchanged: the `h2` crate
 //! frames those requests, and its refusals are stream resets, not responses.
 
-use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -88,7 +87,7 @@ impl ServerApp for EdgeApp {
             return self.proxy.process_new(stream, shutdown).await;
         }
         let mut conn = EdgeStream::new(stream);
-        let mut carried = Carried::first(*shutdown.borrow(), self.keepalive_secs());
+        let mut carried = Carried::first(self.keepalive_secs());
         loop {
             let framing = match read_head(&mut conn, self, shutdown).await {
                 HeadRead::Closed => return None,
@@ -113,40 +112,39 @@ impl ServerApp for EdgeApp {
     }
 }
 
-/// What one request's session hands to the next on the same connection.
+/// What one request's session hands to the next on the same connection:
+/// the engine's own settings (keep-alive, reuses left, the connection's
+/// user context), applied to the next session as they are. The proxy never
+/// enables HTTP/1.1 pipelining, so they never carry bytes past the request
+/// (a pipelined request waits in `EdgeStream` for its own head check).
 struct Carried {
-    keepalive: Option<u64>,
-    reuses: Option<u32>,
-    context: Option<Box<dyn Any + Send + Sync>>,
+    settings: Option<pingora_core::apps::HttpPersistentSettings>,
+    keepalive: u64,
 }
 
 impl Carried {
-    fn first(shutting_down: bool, keepalive: u64) -> Self {
+    fn first(keepalive: u64) -> Self {
         Self {
-            keepalive: (!shutting_down).then_some(keepalive),
-            reuses: None,
-            context: None,
+            settings: None,
+            keepalive,
         }
     }
 
-    /// pingora keeps these private; a throwaway session reads them out.
     fn from(settings: Option<pingora_core::apps::HttpPersistentSettings>, keepalive: u64) -> Self {
-        let Some(settings) = settings else {
-            return Self::first(false, keepalive);
-        };
-        let mut probe = ServerSession::new_http1(Box::new(EdgeStream::detached()));
-        settings.apply_to_session(&mut probe);
         Self {
-            keepalive: probe.get_keepalive(),
-            reuses: probe.get_keepalive_reuses_remaining(),
-            context: probe.take_connection_user_context(),
+            settings,
+            keepalive,
         }
     }
 
     fn apply(&mut self, session: &mut ServerSession, shutting_down: bool) {
-        session.set_keepalive(if shutting_down { None } else { self.keepalive });
-        session.set_keepalive_reuses_remaining(self.reuses);
-        session.set_connection_user_context(self.context.take());
+        match self.settings.take() {
+            Some(settings) => settings.apply_to_session(session),
+            None => session.set_keepalive(Some(self.keepalive)),
+        }
+        if shutting_down {
+            session.set_keepalive(None);
+        }
     }
 }
 
@@ -263,11 +261,6 @@ impl EdgeStream {
             allowance: Some(0),
             eof: false,
         }
-    }
-
-    /// A stream with nothing behind it, for reading session settings.
-    fn detached() -> Self {
-        Self::new(Box::new(Detached))
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
@@ -436,65 +429,3 @@ impl GetSocketDigest for EdgeStream {
 
 /// Peeking would see past the admitted request; pingora does not need it.
 impl Peek for EdgeStream {}
-
-/// An always-closed stream.
-#[derive(Debug)]
-struct Detached;
-
-impl AsyncRead for Detached {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Detached {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(0))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait]
-impl Shutdown for Detached {
-    async fn shutdown(&mut self) {}
-}
-
-impl UniqueID for Detached {
-    fn id(&self) -> UniqueIDType {
-        -1
-    }
-}
-
-impl Ssl for Detached {}
-impl Peek for Detached {}
-
-impl GetTimingDigest for Detached {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for Detached {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for Detached {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        None
-    }
-}
