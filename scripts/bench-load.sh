@@ -7,6 +7,8 @@
 #   direct              wrk → nginx, no proxy
 #   bare                a bare pingora proxy (examples/bare_proxy.rs): the floor
 #   none                portcullis, auth = "none", RUST_LOG=warn (no access log)
+#   bare-nosteal        both with `work_stealing = false` (pingora's runtime
+#   none-nosteal        per thread instead of the work-stealing one)
 #   none-log            a second portcullis with the default log level (info:
 #                       an access line per request, text, stderr to a file)
 #   hs256 eddsa         auth = "required", full checks (verified-token cache,
@@ -171,12 +173,15 @@ start_gateway() {
 start_bare() { # NAME [CERT KEY]
   local name=$1; shift
   PORT[$name]=$(free_port)
-  taskset -c 0 "$BARE_BIN" "127.0.0.1:${PORT[$name]}" "127.0.0.1:$UP_PORT" "$@" 2>"$WORK/$name.log" &
+  BARE_WORK_STEALING=${STEAL:-1} taskset -c 0 "$BARE_BIN" "127.0.0.1:${PORT[$name]}" "127.0.0.1:$UP_PORT" "$@" 2>"$WORK/$name.log" &
   PID[$name]=$!; PIDS+=($!)
 }
 start_gateway gw warn
 start_gateway gwlog "${LOG_LEVEL:-info}"
 start_bare bare
+# The engine's runtime without work stealing (one runtime per thread).
+start_gateway gwns warn "work_stealing = false"
+STEAL=0 start_bare barens
 if [ -n "${BASELINE_BIN:-}" ]; then
   PORT[baseline]=$(free_port)
   write_config bench-hs256 "${PORT[baseline]}" "$(free_port)" "" > "$WORK/baseline.toml"
@@ -305,6 +310,8 @@ for round in $(seq "$ROUNDS"); do
   run bare bare "$(url bare /none)"
   run none gw "$(url gw /none)"
   run none-log gwlog "$(url gwlog /none)"
+  run bare-nosteal barens "$(url barens /none)"
+  run none-nosteal gwns "$(url gwns /none)"
   run hs256 gw "$(url gw /auth)" -H "$(bearer hs256)"
   run hs256-log gwlog "$(url gwlog /auth)" -H "$(bearer hs256)"
   run eddsa gw "$(url gw /auth)" -H "$(bearer eddsa)"
@@ -362,9 +369,9 @@ for name, r in rows.items():
     p50 = med(ms(x[1]) for x in r if x[1] != "-")
     p99 = med(ms(x[2]) for x in r if x[2] != "-")
     tls = name.startswith("tls-")
-    floor = ("tls-bare-" + name.split("-")[-1]) if tls else "bare"
+    floor = ("tls-bare-" + name.split("-")[-1]) if tls else {"none-nosteal": "bare-nosteal"}.get(name, "bare")
     vs_bare = ratio(c, cpu(floor)) if not name.startswith(("haproxy", "tls-haproxy")) and name not in ("bare", floor) else "-"
-    vs_none = ratio(c, cpu("none")) if not tls and not name.startswith("haproxy") and name not in ("bare",) else "-"
+    vs_none = ratio(c, cpu("none")) if not tls and not name.startswith(("haproxy", "bare")) else "-"
     missed = "/".join(x[4] for x in r) if r[0][4] != "-" else "-"
     fmt = lambda v: f"{v:.2f}" if v is not None else "-"
     print(f"| {name} | {med(x[0] for x in r):.0f} | {fmt(p50)} | {fmt(p99)} | {c if c is not None else '-'} | "

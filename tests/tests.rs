@@ -8,6 +8,7 @@ mod cli;
 mod contract;
 mod deployment;
 mod edge;
+mod engine;
 mod identity;
 mod issuers;
 mod logging;

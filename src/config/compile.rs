@@ -202,6 +202,7 @@ fn server_settings(
         header_read_timeout: whole_seconds(&raw.header_read_timeout),
         keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
         access_log_sample: access_log_sample(raw, sink),
+        work_stealing: raw.work_stealing,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct RawServer {
     /// The share (0.0 to 1.0) of successful requests given an access log
     /// line; refusals and failures are always logged.
     pub access_log_sample: Spanned<f64>,
+    /// The engine's work-stealing runtime (one shared queue for all
+    /// worker threads) rather than one runtime per thread.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +101,7 @@ impl Default for RawServer {
             header_read_timeout: HumanDuration::from_secs(10),
             keepalive_timeout: HumanDuration::from_secs(60),
             access_log_sample: Spanned::new(0..0, 1.0),
+            work_stealing: true,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// The share of successful requests that get an access log line.
     pub access_log_sample: f64,
+    /// The engine's work-stealing runtime for the proxy.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -120,6 +120,7 @@ pub fn build(
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool,
+        work_stealing: settings.work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
