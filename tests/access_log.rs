@@ -19,7 +19,7 @@ use crate::support::{assert_refused, get, EchoUpstream};
 
 /// `portcullis serve` as its own process with extra `[server]` lines, the
 /// standard routes to `upstream`, and stderr captured.
-fn serve(
+pub(crate) fn serve(
     upstream: &EchoUpstream,
     server_lines: &str,
     args: &[&str],
