@@ -86,23 +86,24 @@ impl ServerApp for EdgeApp {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
-        let mut conn = EdgeStream::new(stream);
+        // Boxed once per connection: each request's session takes the same box.
+        let mut conn = Box::new(EdgeStream::new(stream));
         let mut carried = Carried::first(self.keepalive_secs());
         loop {
             let framing = match read_head(&mut conn, self, shutdown).await {
                 HeadRead::Closed => return None,
                 HeadRead::Refused(refusal) => {
-                    refuse(conn, &refusal).await;
+                    refuse(*conn, &refusal).await;
                     return None;
                 }
                 HeadRead::Admitted(len, framing) => (len, framing),
             };
             conn.admit(framing.0, framing.1);
-            let mut session = ServerSession::new_http1(Box::new(conn));
+            let mut session = ServerSession::new_http1(conn);
             carried.apply(&mut session, *shutdown.borrow());
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let (stream, settings) = reused.consume();
-            conn = *stream.into_any().downcast::<EdgeStream>().ok()?;
+            conn = stream.into_any().downcast::<EdgeStream>().ok()?;
             carried = Carried::from(settings, self.keepalive_secs());
         }
     }
