@@ -1,50 +1,78 @@
 #!/usr/bin/env bash
-# Load benchmark: wrk against a loopback nginx upstream, measured in one run
-# and interleaved so that machine noise hits every scenario alike.
+# Load benchmark: every proxy on core 0 (one worker thread), wrk / h2load and
+# a loopback nginx upstream on core 1, all scenarios interleaved round by
+# round in one run, so that machine noise hits every scenario alike.
 #
-# Scenarios (each: wrk → proxy → nginx, or wrk → nginx):
-#   direct              no proxy
-#   none                portcullis, auth = "none"
-#   hs256 eddsa         portcullis, auth = "required", full checks (verified-
-#                       token cache, revoked-jti set, user record)
-#   es256 rs256         the same with ES256 / RS256 tokens        (COMPARE=1)
-#   haproxy-none        HAProxy as a plain proxy                  (COMPARE=1)
-#   haproxy-hs256 …     HAProxy jwt_verify of the same HS256 / ES256 / RS256
-#                       tokens: alg pinned, signature, exp, identity header
-#                       set from sub, spoofed copies removed       (COMPARE=1)
+# Scenarios (plain HTTP/1.1, keep-alive):
+#   direct              wrk → nginx, no proxy
+#   bare                a bare pingora proxy (examples/bare_proxy.rs): the floor
+#   none                portcullis, auth = "none", RUST_LOG=warn (no access log)
+#   bare-nosteal        both with `work_stealing = false` (pingora's runtime
+#   none-nosteal        per thread instead of the work-stealing one)
+#   none-log            a second portcullis with the default log level (info:
+#                       an access line per request, text, stderr to a file)
+#   hs256 eddsa         auth = "required", full checks (verified-token cache,
+#   es256 rs256         revoked-jti set, user record), log off; hs256-log
+#   hs256-log           with the access log on
+#   haproxy-*           HAProxy plain, and jwt_verify of the same tokens
+#                       (COMPARE=1, default on)
 #   baseline            BASELINE_BIN (another portcullis build), HS256
-# Prints req/s, p50/p99 latency and each proxy's CPU time per request
-# (utime+stime of its process over the run ÷ requests), the stable figure,
-# plus ratios to `none` and, with COMPARE=1, to HAProxy on the same algorithm.
+# TLS=1 (default on): TLS 1.3, one ECDSA P-256 certificate for every proxy:
+#   tls-*-keepalive     wrk over keep-alive connections
+#   tls-*-handshake     wrk with `Connection: close`: one full handshake per
+#                       request (CPU per request = CPU per handshake)
+#   tls-*-h2            h2load, HTTP/2, 4 connections × 16 streams
+# MEMORY=1 (default on): RSS at rest, per idle keep-alive connection
+# (IDLE connections, default 10000) and per verified-token cache entry.
 #
-# Usage: [COMPARE=1] [BASELINE_BIN=path] scripts/bench-load.sh [ROUNDS] [SECONDS] [CONNECTIONS]
-# Everything listens on 127.0.0.1 and stops by itself.
+# Prints, per scenario, medians of req/s, p50/p99 latency and the proxy's
+# CPU time per request (utime+stime of its whole process over the run ÷
+# requests), ratios to `bare`, to `none` and to HAProxy on the same check,
+# and the verified-token cache misses of each authenticated scenario.
+#
+# Usage: [COMPARE=0] [TLS=0] [MEMORY=0] [IDLE=10000] [BASELINE_BIN=path]
+#        scripts/bench-load.sh [ROUNDS=5] [SECONDS=4] [CONNECTIONS=32]
+# Everything listens on 127.0.0.1, every client run is bounded in time, and
+# every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-3}
-SECONDS_PER_RUN=${2:-5}
+ROUNDS=${1:-5}
+SECONDS_PER_RUN=${2:-4}
 CONNECTIONS=${3:-32}
-COMPARE=${COMPARE:-0}
+COMPARE=${COMPARE:-1}
+TLS=${TLS:-1}
+MEMORY=${MEMORY:-1}
+IDLE=${IDLE:-10000}
 
 needed=()
 command -v wrk >/dev/null || needed+=(wrk)
 command -v nginx >/dev/null || needed+=(nginx)
 command -v cmake >/dev/null || needed+=(cmake)
-[ "$COMPARE" = 1 ] && ! command -v haproxy >/dev/null && needed+=(haproxy)
+command -v haproxy >/dev/null || needed+=(haproxy)
+command -v h2load >/dev/null || needed+=(nghttp2-client)
+command -v openssl >/dev/null || needed+=(openssl)
 if [ ${#needed[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
 fi
-cargo build --release --locked -q
-BIN=target/release/portcullis
+cargo build --release --locked -q --bin portcullis --example bare_proxy
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/portcullis
+BARE_BIN=$TARGET/release/examples/bare_proxy
+# 10,000 idle connections need that many descriptors in the proxy and the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; }
-UP_PORT=$(free_port); GW_PORT=$(free_port); ADMIN_PORT=$(free_port); BASE_PORT=$(free_port)
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+UP_PORT=$(free_port)
 
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx/nginx.conf" <<NGINX
@@ -52,7 +80,7 @@ worker_processes 1;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log crit;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -65,15 +93,23 @@ NGINX
 taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
+# One ECDSA P-256 certificate for every TLS listener.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+openssl pkcs8 -topk8 -nocrypt -in "$WORK/tls.key" -out "$WORK/tls.pk8"
+cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+
 KEYS="$PWD/tests/fixtures/keys"
-write_config() { # $1 = signing key, $2 = port
+write_config() { # $1 = signing key, $2 = port, $3 = admin port, $4 = extra [server] lines
   cat <<TOML
 [server]
 listen = ["127.0.0.1:$2"]
-admin_listen = "127.0.0.1:$ADMIN_PORT"
+admin_listen = "127.0.0.1:$3"
 threads = 1
 shutdown_grace = "0s"
 shutdown_timeout = "1s"
+$4
 
 [tokens]
 issuer = "https://issuer.bench"
@@ -113,34 +149,52 @@ auth = "none"
 path = "/auth"
 upstream = "nginx"
 auth = "required"
+
+[store]
+url = "sqlite://$WORK/bench-$2.db"
 TOML
 }
 declare -A TOKEN
 for alg in hs256 eddsa es256 rs256; do
-  write_config "bench-$alg" "$GW_PORT" > "$WORK/$alg.toml"
-  TOKEN[$alg]=$($BIN token --config "$WORK/$alg.toml" --sub bench-user --roles user --ttl 1h)
+  write_config "bench-$alg" 1 1 "" > "$WORK/$alg.toml"
+  TOKEN[$alg]=$($BIN token --config "$WORK/$alg.toml" --sub bench-user --roles user --ttl 1h 2>/dev/null)
 done
-cp "$WORK/hs256.toml" "$WORK/serve.toml"
-printf '\n[store]\nurl = "sqlite://%s/bench.db"\n' "$WORK" >> "$WORK/serve.toml"
 
-RUST_LOG=warn taskset -c 0 $BIN serve --config "$WORK/serve.toml" 2>"$WORK/gateway.log" &
-GW_PID=$!
-PIDS+=($GW_PID)
-wait_http "$GW_PORT"; wait_http "$UP_PORT"
-
-BASE_PID=""
+declare -A PORT PID REST_KB HAP_PORT
+# start_gateway NAME LOG_LEVEL [extra server lines]: one portcullis process.
+start_gateway() {
+  local name=$1 level=$2 extra=${3:-} admin
+  PORT[$name]=$(free_port); admin=$(free_port)
+  write_config bench-hs256 "${PORT[$name]}" "$admin" "$extra" > "$WORK/$name.toml"
+  RUST_LOG=$level taskset -c 0 "$BIN" serve --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
+  PID[$name]=$!; PIDS+=($!)
+  echo "$admin" > "$WORK/$name.admin"
+}
+start_bare() { # NAME [CERT KEY]
+  local name=$1; shift
+  PORT[$name]=$(free_port)
+  BARE_WORK_STEALING=${STEAL:-1} taskset -c 0 "$BARE_BIN" "127.0.0.1:${PORT[$name]}" "127.0.0.1:$UP_PORT" "$@" 2>"$WORK/$name.log" &
+  PID[$name]=$!; PIDS+=($!)
+}
+start_gateway gw warn
+start_gateway gwlog "${LOG_LEVEL:-info}"
+start_bare bare
+# The engine's runtime without work stealing (one runtime per thread).
+start_gateway gwns warn "work_stealing = false"
+STEAL=0 start_bare barens
 if [ -n "${BASELINE_BIN:-}" ]; then
-  write_config bench-hs256 "$BASE_PORT" | grep -v '^admin_listen' > "$WORK/baseline.toml"
+  PORT[baseline]=$(free_port)
+  write_config bench-hs256 "${PORT[baseline]}" "$(free_port)" "" > "$WORK/baseline.toml"
   RUST_LOG=warn taskset -c 0 "$BASELINE_BIN" serve --config "$WORK/baseline.toml" 2>"$WORK/baseline.log" &
-  BASE_PID=$!
-  PIDS+=($BASE_PID)
-  wait_http "$BASE_PORT"
+  PID[baseline]=$!; PIDS+=($!)
+fi
+if [ "$TLS" = 1 ]; then
+  start_gateway gwtls warn "tls = { cert = \"$WORK/tls.crt\", key = \"$WORK/tls.pk8\" }"
+  start_bare baretls "$WORK/tls.crt" "$WORK/tls.pk8"
 fi
 
-HAP_PID=""
-declare -A HAP_PORT
-if [ "$COMPARE" = 1 ]; then
-  for name in none hs256 es256 rs256; do HAP_PORT[$name]=$(free_port); done
+if [ "$COMPARE" = 1 ] || [ "$TLS" = 1 ]; then
+  for name in none hs256 es256 rs256 tls; do HAP_PORT[$name]=$(free_port); done
   SECRET=$(cat "$KEYS/test-hs256.secret")
   # One frontend per algorithm: the alg is pinned like a portcullis key.
   jwt_frontend() { # $1 = name, $2 = alg, $3 = key (secret or public key file)
@@ -163,7 +217,9 @@ HAP
     cat <<HAP
 global
   nbthread 1
+  maxconn 9900
   log stderr format raw local0 emerg
+  ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
   mode http
   timeout connect 2s
@@ -176,6 +232,9 @@ backend nginx
 frontend none
   bind 127.0.0.1:${HAP_PORT[none]}
   default_backend nginx
+frontend tls
+  bind 127.0.0.1:${HAP_PORT[tls]} ssl crt $WORK/tls.pem alpn h2,http/1.1
+  default_backend nginx
 HAP
     jwt_frontend hs256 HS256 "$SECRET"
     jwt_frontend es256 ES256 "$KEYS/test-es256.pub.pem"
@@ -183,83 +242,215 @@ HAP
   } > "$WORK/haproxy.cfg"
   haproxy -c -q -f "$WORK/haproxy.cfg"
   taskset -c 0 haproxy -db -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.log" &
-  HAP_PID=$!
-  PIDS+=($HAP_PID)
-  wait_http "${HAP_PORT[none]}"
+  PID[haproxy]=$!; PIDS+=($!)
+  PORT[haproxy]=${HAP_PORT[none]}
 fi
+
+wait_port "$UP_PORT"
+for name in "${!PORT[@]}"; do wait_port "${PORT[$name]}"; done
+[ -n "${HAP_PORT[tls]:-}" ] && wait_port "${HAP_PORT[tls]}"
+sleep 1
+# RSS at rest: started, listening, no request served yet.
+for name in "${!PID[@]}"; do REST_KB[$name]=$(rss_kb "${PID[$name]}"); done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
+misses() { # verified-token cache misses of a gateway so far
+  curl -s "http://127.0.0.1:$(cat "$WORK/$1.admin")/metrics" |
+    awk '/^portcullis_verified_token_cache_misses_total/ {print $2}'
+}
 
-# run NAME PID URL [HEADER]: one wrk run; appends "name rps p50 p99 cpu_us_per_req".
+# record NAME PROC REQUESTS RPS P50 P99 TICKS [MISSES]
+record() {
+  local cpu
+  cpu=$(awk -v t="$7" -v hz="$TICK" -v n="$3" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  echo "$1 $4 $5 $6 $cpu ${8:--}" >> "$WORK/results"
+}
+
+# run NAME PROC URL [wrk args…]: one bounded wrk run against process PROC.
 run() {
-  local name=$1 pid=$2 url=$3 header=${4:-}
-  local before=0 after=0 out
+  local name=$1 proc=$2 url=$3; shift 3
+  local pid="" before=0 after=0 out m0="" m1=""
+  [ -n "$proc" ] && pid=${PID[$proc]}
+  [[ $proc == gw* ]] && m0=$(misses "$proc")
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-  if [ -n "$header" ]; then
-    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$header" "$url")
-  else
-    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$url")
-  fi
+  out=$(timeout $((SECONDS_PER_RUN + 20)) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" "$url")
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  [[ $proc == gw* ]] && m1=$(misses "$proc")
   if echo "$out" | grep -q "Non-2xx"; then echo "$name: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
-  local requests rps p50 p99 cpu="-"
+  local requests rps p50 p99
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  if [ -n "$pid" ]; then
-    cpu=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  local missed="-"
+  [ -n "$m0" ] && [[ $url == */auth ]] && missed=$(awk -v a="$m0" -v b="$m1" 'BEGIN {print b - a}')
+  record "$name" "$proc" "$requests" "$rps" "$p50" "$p99" $((after - before)) "$missed"
+}
+
+# run_h2 NAME PROC URL: one bounded h2load run (HTTP/2 over TLS).
+run_h2() {
+  local name=$1 proc=$2 url=$3 before after out requests rps
+  before=$(cpu_ticks "${PID[$proc]}")
+  out=$(timeout $((SECONDS_PER_RUN + 20)) taskset -c 1 h2load -c4 -m16 -D "$SECONDS_PER_RUN" "$url")
+  after=$(cpu_ticks "${PID[$proc]}")
+  requests=$(echo "$out" | awk '/^requests:/ {print $8}')
+  rps=$(echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}')
+  if [ "$(echo "$out" | awk '/^status codes:/ {gsub(",", "", $3); print $3}')" != "$requests" ]; then
+    echo "$name: non-2xx or failed requests" >&2; echo "$out" >&2; exit 1
   fi
-  echo "$name $rps $p50 $p99 $cpu" >> "$WORK/results"
+  record "$name" "$proc" "$requests" "$rps" - - $((after - before))
 }
 
 bearer() { echo "Authorization: Bearer ${TOKEN[$1]}"; }
+url() { echo "http://127.0.0.1:${PORT[$1]}$2"; }
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   run direct "" "http://127.0.0.1:$UP_PORT/none"
-  run none "$GW_PID" "http://127.0.0.1:$GW_PORT/none"
-  run hs256 "$GW_PID" "http://127.0.0.1:$GW_PORT/auth" "$(bearer hs256)"
-  run eddsa "$GW_PID" "http://127.0.0.1:$GW_PORT/auth" "$(bearer eddsa)"
+  run bare bare "$(url bare /none)"
+  run none gw "$(url gw /none)"
+  run none-log gwlog "$(url gwlog /none)"
+  run bare-nosteal barens "$(url barens /none)"
+  run none-nosteal gwns "$(url gwns /none)"
+  run hs256 gw "$(url gw /auth)" -H "$(bearer hs256)"
+  run hs256-log gwlog "$(url gwlog /auth)" -H "$(bearer hs256)"
+  run eddsa gw "$(url gw /auth)" -H "$(bearer eddsa)"
+  run es256 gw "$(url gw /auth)" -H "$(bearer es256)"
+  run rs256 gw "$(url gw /auth)" -H "$(bearer rs256)"
   if [ "$COMPARE" = 1 ]; then
-    run es256 "$GW_PID" "http://127.0.0.1:$GW_PORT/auth" "$(bearer es256)"
-    run rs256 "$GW_PID" "http://127.0.0.1:$GW_PORT/auth" "$(bearer rs256)"
-    run haproxy-none "$HAP_PID" "http://127.0.0.1:${HAP_PORT[none]}/none"
+    run haproxy-none haproxy "http://127.0.0.1:${HAP_PORT[none]}/none"
     for alg in hs256 es256 rs256; do
-      run "haproxy-$alg" "$HAP_PID" "http://127.0.0.1:${HAP_PORT[$alg]}/auth" "$(bearer "$alg")"
+      run "haproxy-$alg" haproxy "http://127.0.0.1:${HAP_PORT[$alg]}/auth" -H "$(bearer "$alg")"
     done
   fi
-  if [ -n "$BASE_PID" ]; then run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/auth" "$(bearer hs256)"; fi
+  if [ -n "${BASELINE_BIN:-}" ]; then run baseline baseline "$(url baseline /auth)" -H "$(bearer hs256)"; fi
+  if [ "$TLS" = 1 ]; then
+    for proxy in gwtls baretls haproxy; do
+      port=${PORT[$proxy]}; [ "$proxy" = haproxy ] && port=${HAP_PORT[tls]}
+      label=${proxy/gwtls/portcullis}; label=${label/baretls/bare}
+      run "tls-$label-keepalive" "$proxy" "https://127.0.0.1:$port/none"
+      run "tls-$label-handshake" "$proxy" "https://127.0.0.1:$port/none" -H "Connection: close"
+      run_h2 "tls-$label-h2" "$proxy" "https://127.0.0.1:$port/none"
+    done
+  fi
 done
 
-# Medians per scenario; CPU per request relative to `none` and to HAProxy.
+# Medians per scenario; CPU per request relative to bare pingora, to
+# `none` and to HAProxy on the same check.
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, rps, p50, p99, cpu = line.split()
-    rows.setdefault(name, []).append((float(rps), p50, p99, cpu))
+    name, rps, p50, p99, cpu, missed = line.split()
+    rows.setdefault(name, []).append((float(rps), p50, p99, float(cpu), missed))
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
             return float(v[: -len(unit)]) * f
     return float(v)
+def med(values):
+    values = list(values)
+    return statistics.median(values) if values else None
 def cpu(name):
-    return statistics.median(float(x[3]) for x in rows[name]) if name in rows and rows[name][0][3] != "-" else None
-order = ["direct", "none", "hs256", "eddsa", "es256", "rs256", "baseline",
-         "haproxy-none", "haproxy-hs256", "haproxy-es256", "haproxy-rs256"]
-print("| scenario | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs none | CPU vs HAProxy, same check |")
-print("|---|---|---|---|---|---|---|")
-for name in order:
-    if name not in rows:
-        continue
-    r = rows[name]
-    rps = statistics.median(x[0] for x in r)
-    p50 = statistics.median(ms(x[1]) for x in r)
-    p99 = statistics.median(ms(x[2]) for x in r)
+    return med(x[3] for x in rows[name]) if name in rows and name != "direct" else None
+def ratio(a, b):
+    return f"{a / b:.3f}" if a and b else "-"
+peers = {"none": "haproxy-none", "none-log": "haproxy-none", "hs256": "haproxy-hs256",
+         "hs256-log": "haproxy-hs256", "es256": "haproxy-es256", "rs256": "haproxy-rs256",
+         "bare": "haproxy-none"}
+for mode in ("keepalive", "handshake", "h2"):
+    peers[f"tls-portcullis-{mode}"] = f"tls-haproxy-{mode}"
+    peers[f"tls-bare-{mode}"] = f"tls-haproxy-{mode}"
+print(f"{len(next(iter(rows.values())))} interleaved rounds, medians\n")
+print("| scenario | req/s | p50 ms | p99 ms | CPU µs/req | vs bare pingora | vs `none` | vs HAProxy, same check | cache misses |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, r in rows.items():
     c = cpu(name)
-    vs_none = f"{c / cpu('none'):.3f}" if c and not name.startswith("haproxy") else "-"
-    peer = {"none": "haproxy-none", "hs256": "haproxy-hs256", "es256": "haproxy-es256", "rs256": "haproxy-rs256"}.get(name)
-    vs_hap = f"{c / cpu(peer):.3f}" if c and peer and cpu(peer) else "-"
-    print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {c if c is not None else '-'} | {vs_none} | {vs_hap} |")
+    p50 = med(ms(x[1]) for x in r if x[1] != "-")
+    p99 = med(ms(x[2]) for x in r if x[2] != "-")
+    tls = name.startswith("tls-")
+    floor = ("tls-bare-" + name.split("-")[-1]) if tls else {"none-nosteal": "bare-nosteal"}.get(name, "bare")
+    vs_bare = ratio(c, cpu(floor)) if not name.startswith(("haproxy", "tls-haproxy")) and name not in ("bare", floor) else "-"
+    vs_none = ratio(c, cpu("none")) if not tls and not name.startswith(("haproxy", "bare")) else "-"
+    missed = "/".join(x[4] for x in r) if r[0][4] != "-" else "-"
+    fmt = lambda v: f"{v:.2f}" if v is not None else "-"
+    print(f"| {name} | {med(x[0] for x in r):.0f} | {fmt(p50)} | {fmt(p99)} | {c if c is not None else '-'} | "
+          f"{vs_bare} | {vs_none} | {ratio(c, cpu(peers.get(name, '')))} | {missed} |")
+print()
+print(f"access log on / off, same run: none {ratio(cpu('none-log'), cpu('none'))}, hs256 {ratio(cpu('hs256-log'), cpu('hs256'))}")
 PY
+
+[ "$MEMORY" = 1 ] || exit 0
+
+# Memory: RSS at rest; per idle keep-alive connection (each connection has
+# served one request and is left open); per verified-token cache entry.
+echo
+echo "| process | RSS at rest MiB | idle keep-alive connections held | RSS per idle connection |"
+echo "|---|---|---|---|"
+# Opens COUNT keep-alive connections from SOURCE_IP, one request each, says
+# "held", and holds them until its stdin closes.
+cat > "$WORK/idle.py" <<'PY'
+import socket, sys
+port, source, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+held = []
+for i in range(count):
+    s = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+    s.sendall(b"GET /none HTTP/1.1\r\nHost: bench\r\n\r\n")
+    data = b""
+    while not data.endswith(b"ok\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit(f"connection {i} closed")
+        data += chunk
+    held.append(s)
+print("held", flush=True)
+sys.stdin.read()
+PY
+source_ip=2
+for name in gw bare haproxy; do
+  [ -n "${PID[$name]:-}" ] || continue
+  # HAProxy's maxconn is bound by the descriptor limit (two per connection).
+  held=$IDLE; [ "$name" = haproxy ] && [ "$held" -gt 9000 ] && held=9000
+  before=$(rss_kb "${PID[$name]}")
+  coproc HOLD { timeout 300 python3 "$WORK/idle.py" "${PORT[$name]}" "127.0.0.$source_ip" "$held"; }
+  source_ip=$((source_ip + 1))
+  read -r -t 120 _ <&"${HOLD[0]}" || { echo "$name: could not hold $held connections" >&2; exit 1; }
+  sleep 1
+  after=$(rss_kb "${PID[$name]}")
+  eval "exec ${HOLD[1]}>&-"
+  wait "$HOLD_PID" 2>/dev/null || true
+  label=${name/gw/portcullis}; label=${label/bare/bare pingora}
+  awk -v n="$label" -v r="${REST_KB[$name]}" -v a="$after" -v b="$before" -v c="$held" \
+    'BEGIN {printf "| %s | %.1f | %d | %.1f KiB |\n", n, r / 1024, c, (a - b) / c}'
+done
+
+# Per verified-token cache entry: ENTRIES distinct HS256 tokens (same user,
+# claims as `portcullis token` writes them, each with its own jti), each
+# sent once on one keep-alive connection to a fresh gateway.
+ENTRIES=${ENTRIES:-20000}
+start_gateway gwcache warn
+wait_port "${PORT[gwcache]}"
+sleep 1
+before=$(rss_kb "${PID[gwcache]}")
+python3 - "${PORT[gwcache]}" "${TOKEN[hs256]}" "$KEYS/test-hs256.secret" "$ENTRIES" <<'PY'
+import base64, hashlib, hmac, http.client, json, sys
+port, token, secret_file, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+secret = open(secret_file, "rb").read().rstrip(b"\r\n")
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+head, body, _ = token.split(".")
+claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+conn = http.client.HTTPConnection("127.0.0.1", port)
+for i in range(count):
+    claims["jti"] = f"bench-entry-{i:08d}"
+    signing = head.encode() + b"." + b64(json.dumps(claims, separators=(",", ":")).encode())
+    signed = signing + b"." + b64(hmac.new(secret, signing, hashlib.sha256).digest())
+    conn.request("GET", "/auth", headers={"Authorization": "Bearer " + signed.decode()})
+    response = conn.getresponse()
+    response.read()
+    if response.status != 200:
+        sys.exit(f"token {i}: status {response.status}")
+PY
+after=$(rss_kb "${PID[gwcache]}")
+cached=$(misses gwcache)
+awk -v a="$after" -v b="$before" -v n="$cached" \
+  'BEGIN {printf "\nverified-token cache: %d entries, %.0f bytes per entry (RSS growth / entries)\n", n, (a - b) * 1024 / n}'

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod keygen;
+pub mod log_queue;
 pub mod metrics;
 pub mod proxy;
 pub mod session;

@@ -1,5 +1,6 @@
 //! The `portcullis` command line: parse arguments, load configuration, run.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use portcullis::admin::client::{session_path, user_path, AdminClient};
 use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
+use portcullis::log_queue::{self, LogWriterGuard};
 use portcullis::{demo, keygen, proxy};
 
 /// glibc malloc was ~10% of the proxy's CPU in a profile of the pass-through
@@ -183,7 +185,9 @@ enum AdminAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Demo { .. });
+    // Dropped when `main` returns: what is still queued is written first.
+    let _log = init_logging(cli.log_format, serving);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -503,7 +507,7 @@ fn report(error: &ConfigError) -> ExitCode {
 /// debug lines quote raw request bytes (paths, queries, header values,
 /// tokens). A `RUST_LOG` that names the engine (`pingora_core=debug`)
 /// opts in to them, for debugging the engine itself.
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, queued: bool) -> Option<LogWriterGuard> {
     let requested = std::env::var("RUST_LOG").ok();
     let mut filter = tracing_subscriber::EnvFilter::new(requested.as_deref().unwrap_or("info"));
     if !requested.is_some_and(|r| r.contains("pingora")) {
@@ -511,9 +515,37 @@ fn init_logging(format: LogFormat) {
             filter = filter.add_directive(cap);
         }
     }
+    // Colours only for a person at a terminal, never into a file or a pipe.
+    let ansi = std::io::stderr().is_terminal();
+    // A long-running gateway writes through the queue (off the request
+    // thread); one-shot commands write directly, in order with their output.
+    let queue = queued
+        .then(|| log_queue::start(std::io::stderr(), log_queue::DEFAULT_CAPACITY).ok())
+        .flatten();
+    match queue {
+        Some((queue, guard)) => {
+            install_logging(format, filter, ansi, queue);
+            Some(guard)
+        }
+        None => {
+            install_logging(format, filter, ansi, std::io::stderr);
+            None
+        }
+    }
+}
+
+fn install_logging<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    ansi: bool,
+    writer: W,
+) where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

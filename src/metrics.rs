@@ -42,6 +42,7 @@ pub struct Metrics {
     pub active_sessions: IntGauge,
     pub jwks_key_age: prometheus::GaugeVec,
     pub build_info: prometheus::IntGaugeVec,
+    pub log_lines_dropped: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -226,6 +227,11 @@ impl Metrics {
                     .unwrap_or_else(|e| panic!("{e}"));
                 g
             },
+            log_lines_dropped: counter(
+                r,
+                "portcullis_log_lines_dropped_total",
+                "Log lines dropped because the log writer's queue was full",
+            ),
             registry,
         };
         metrics.initialise_series();

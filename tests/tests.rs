@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_log;
 mod adversarial;
 mod cli;
 mod contract;
@@ -9,6 +10,7 @@ mod cors;
 mod deployment;
 mod discovery;
 mod edge;
+mod engine;
 mod failover;
 mod identity;
 mod issuers;

@@ -219,6 +219,8 @@ fn server_settings(
         proxy_protocol: proxy_protocol(raw, sink),
         header_read_timeout: whole_seconds(&raw.header_read_timeout),
         keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
+        access_log_sample: access_log_sample(raw, sink),
+        work_stealing: raw.work_stealing,
     }
 }
 
@@ -233,6 +235,17 @@ fn proxy_protocol(raw: &RawServer, sink: &mut Diagnostics) -> bool {
         );
     }
     on
+}
+
+fn access_log_sample(raw: &RawServer, sink: &mut Diagnostics) -> f64 {
+    let share = *raw.access_log_sample.get_ref();
+    if !(0.0..=1.0).contains(&share) {
+        sink.at(
+            raw.access_log_sample.span(),
+            "server.access_log_sample: a share from 0.0 (no successful request logged) to 1.0 (all)",
+        );
+    }
+    share.clamp(0.0, 1.0)
 }
 
 fn trusted_proxies(raw: &RawServer, sink: &mut Diagnostics) -> TrustedProxies {

@@ -82,6 +82,12 @@ pub struct RawServer {
     pub header_read_timeout: HumanDuration,
     /// An idle keep-alive connection is closed after this.
     pub keepalive_timeout: HumanDuration,
+    /// The share (0.0 to 1.0) of successful requests given an access log
+    /// line; refusals and failures are always logged.
+    pub access_log_sample: Spanned<f64>,
+    /// The engine's work-stealing runtime (one shared queue for all
+    /// worker threads) rather than one runtime per thread.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +117,8 @@ impl Default for RawServer {
             proxy_protocol: Spanned::new(0..0, false),
             header_read_timeout: HumanDuration::from_secs(10),
             keepalive_timeout: HumanDuration::from_secs(60),
+            access_log_sample: Spanned::new(0..0, 1.0),
+            work_stealing: true,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Idle keep-alive connections close after this (whole seconds).
     pub keepalive_timeout: Duration,
+    /// The share of successful requests that get an access log line.
+    pub access_log_sample: f64,
+    /// The engine's work-stealing runtime for the proxy.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,8 +92,14 @@ pub struct ClientAddress {
 impl ClientAddress {
     /// `X-Forwarded-For` for the upstream.
     pub fn forwarded_for(&self) -> String {
-        let hops: Vec<String> = self.chain.iter().map(IpAddr::to_string).collect();
-        hops.join(", ")
+        use std::fmt::Write;
+        // One string, written in place: this runs on every proxied request.
+        let mut out = String::with_capacity(self.chain.len() * 17);
+        for (i, hop) in self.chain.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let _ = write!(out, "{separator}{hop}");
+        }
+        out
     }
 }
 

@@ -6,7 +6,6 @@
 //! HTTP/2 connections (ALPN `h2`) go to pingora unchanged: the `h2` crate
 //! frames those requests, and its refusals are stream resets, not responses.
 
-use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -35,6 +34,8 @@ use crate::metrics::UNROUTED;
 /// the refusal is not lost to a TCP reset (nginx's lingering close).
 const LINGER_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
+/// Room made for each read of a request head.
+const READ_ROOM: usize = 4096;
 /// Bytes of a pipelined next request held while the current one is served.
 const HOLD_BYTES: usize = 64 * 1024;
 
@@ -85,23 +86,24 @@ impl ServerApp for EdgeApp {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
-        let mut conn = EdgeStream::new(stream);
-        let mut carried = Carried::first(*shutdown.borrow(), self.keepalive_secs());
+        // Boxed once per connection: each request's session takes the same box.
+        let mut conn = Box::new(EdgeStream::new(stream));
+        let mut carried = Carried::first(self.keepalive_secs());
         loop {
             let framing = match read_head(&mut conn, self, shutdown).await {
                 HeadRead::Closed => return None,
                 HeadRead::Refused(refusal) => {
-                    refuse(conn, &refusal).await;
+                    refuse(*conn, &refusal).await;
                     return None;
                 }
                 HeadRead::Admitted(len, framing) => (len, framing),
             };
             conn.admit(framing.0, framing.1);
-            let mut session = ServerSession::new_http1(Box::new(conn));
+            let mut session = ServerSession::new_http1(conn);
             carried.apply(&mut session, *shutdown.borrow());
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let (stream, settings) = reused.consume();
-            conn = *stream.into_any().downcast::<EdgeStream>().ok()?;
+            conn = stream.into_any().downcast::<EdgeStream>().ok()?;
             carried = Carried::from(settings, self.keepalive_secs());
         }
     }
@@ -111,40 +113,39 @@ impl ServerApp for EdgeApp {
     }
 }
 
-/// What one request's session hands to the next on the same connection.
+/// What one request's session hands to the next on the same connection:
+/// the engine's own settings (keep-alive, reuses left, the connection's
+/// user context), applied to the next session as they are. The proxy never
+/// enables HTTP/1.1 pipelining, so they never carry bytes past the request
+/// (a pipelined request waits in `EdgeStream` for its own head check).
 struct Carried {
-    keepalive: Option<u64>,
-    reuses: Option<u32>,
-    context: Option<Box<dyn Any + Send + Sync>>,
+    settings: Option<pingora_core::apps::HttpPersistentSettings>,
+    keepalive: u64,
 }
 
 impl Carried {
-    fn first(shutting_down: bool, keepalive: u64) -> Self {
+    fn first(keepalive: u64) -> Self {
         Self {
-            keepalive: (!shutting_down).then_some(keepalive),
-            reuses: None,
-            context: None,
+            settings: None,
+            keepalive,
         }
     }
 
-    /// pingora keeps these private; a throwaway session reads them out.
     fn from(settings: Option<pingora_core::apps::HttpPersistentSettings>, keepalive: u64) -> Self {
-        let Some(settings) = settings else {
-            return Self::first(false, keepalive);
-        };
-        let mut probe = ServerSession::new_http1(Box::new(EdgeStream::detached()));
-        settings.apply_to_session(&mut probe);
         Self {
-            keepalive: probe.get_keepalive(),
-            reuses: probe.get_keepalive_reuses_remaining(),
-            context: probe.take_connection_user_context(),
+            settings,
+            keepalive,
         }
     }
 
     fn apply(&mut self, session: &mut ServerSession, shutting_down: bool) {
-        session.set_keepalive(if shutting_down { None } else { self.keepalive });
-        session.set_keepalive_reuses_remaining(self.reuses);
-        session.set_connection_user_context(self.context.take());
+        match self.settings.take() {
+            Some(settings) => settings.apply_to_session(session),
+            None => session.set_keepalive(Some(self.keepalive)),
+        }
+        if shutting_down {
+            session.set_keepalive(None);
+        }
     }
 }
 
@@ -263,12 +264,10 @@ impl EdgeStream {
         }
     }
 
-    /// A stream with nothing behind it, for reading session settings.
-    fn detached() -> Self {
-        Self::new(Box::new(Detached))
-    }
-
     async fn fill(&mut self) -> std::io::Result<usize> {
+        // Room for a whole usual head in one read call: with no spare room
+        // a `BytesMut` offers 64 bytes at a time, one read call for each.
+        self.pending.reserve(READ_ROOM);
         self.inner.read_buf(&mut self.pending).await
     }
 
@@ -321,6 +320,13 @@ impl AsyncRead for EdgeStream {
             let n = room.min(this.pending.len());
             buf.put_slice(&this.pending[..n]);
             this.pending.advance(n);
+        } else if room >= buf.remaining() {
+            // Nothing held and no end to respect within this read: straight
+            // into the caller's buffer.
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
         } else {
             let mut chunk = [0u8; 8192];
             let mut limited = ReadBuf::new(&mut chunk[..room.min(8192)]);
@@ -424,65 +430,3 @@ impl GetSocketDigest for EdgeStream {
 
 /// Peeking would see past the admitted request; pingora does not need it.
 impl Peek for EdgeStream {}
-
-/// An always-closed stream.
-#[derive(Debug)]
-struct Detached;
-
-impl AsyncRead for Detached {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Detached {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(0))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait]
-impl Shutdown for Detached {
-    async fn shutdown(&mut self) {}
-}
-
-impl UniqueID for Detached {
-    fn id(&self) -> UniqueIDType {
-        -1
-    }
-}
-
-impl Ssl for Detached {}
-impl Peek for Detached {}
-
-impl GetTimingDigest for Detached {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for Detached {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for Detached {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        None
-    }
-}

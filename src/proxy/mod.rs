@@ -372,6 +372,11 @@ impl ProxyHttp for Gateway {
         if let Some(error) = error {
             log_failure(session, error, ctx);
         }
+        if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+            || !sampled(ctx, status, error.is_some())
+        {
+            return;
+        }
         let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
         let client = ctx.runtime.as_ref().and_then(|r| {
             client_addr::of_session(session, &r.server.trusted_proxies).map(|c| c.ip)
@@ -379,7 +384,7 @@ impl ProxyHttp for Gateway {
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
-            client = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            client = %OrDash(client),
             method = %session.req_header().method,
             route = route_label(ctx),
             status,
@@ -389,6 +394,30 @@ impl ProxyHttp for Gateway {
             latency_us = elapsed.as_micros() as u64,
             error = error.map(|e| e.etype().as_str()),
         );
+    }
+}
+
+/// Whether a finished request gets its access line: always for a refusal,
+/// a failure or an error status; for a success, with the configured
+/// share (`[server] access_log_sample`).
+fn sampled(ctx: &RequestContext, status: u16, failed: bool) -> bool {
+    let share = ctx
+        .runtime
+        .as_ref()
+        .map_or(1.0, |r| r.server.access_log_sample);
+    let success = ctx.outcome == "ok" && !failed && (1..400).contains(&status);
+    !success || share >= 1.0 || (share > 0.0 && rand::random::<f64>() < share)
+}
+
+/// A value in a log line, or `-` when there is none.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

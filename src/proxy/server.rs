@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service as ListeningService;
@@ -130,6 +132,7 @@ pub fn build(
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool,
+        work_stealing: settings.work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
@@ -158,7 +161,7 @@ pub fn build(
                 tls_settings.enable_h2();
                 proxy.add_tls_with_settings(addr, None, tls_settings);
             }
-            None => proxy.add_tcp(addr),
+            None => proxy.add_listener(plain_listener(addr, settings.proxy_protocol)),
         }
     }
     if settings.proxy_protocol && settings.tls.is_some() {
@@ -184,6 +187,16 @@ pub fn build(
             stop,
         },
     })
+}
+
+/// A plain listener. The edge reads each request head into its own buffer,
+/// so the engine's 64 KiB read buffer under it would only copy bytes once
+/// more and hold 64 KiB per idle connection: reads go straight to the
+/// socket. A PROXY protocol header is read in small pieces, so it keeps a
+/// small buffer.
+fn plain_listener(addr: &str, proxy_protocol: bool) -> ListenerConfig {
+    let read = if proxy_protocol { 4096 } else { 0 };
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(read))
 }
 
 /// The proxy application with the edge's connection rules around it:

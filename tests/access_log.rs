@@ -1,0 +1,248 @@
+//! The access log's cost and shape: lines leave through a bounded queue
+//! that drops (and counts) rather than block a request, plain text has no
+//! colour codes outside a terminal, successful requests can be sampled,
+//! and what is queued is written before the process exits.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use portcullis::log_queue;
+
+use crate::support::gateway::{free_addr, standard_config};
+use crate::support::tokens::fixtures_dir;
+use crate::support::{assert_refused, get, EchoUpstream};
+
+/// `portcullis serve` as its own process with extra `[server]` lines, the
+/// standard routes to `upstream`, and stderr captured.
+pub(crate) fn serve(
+    upstream: &EchoUpstream,
+    server_lines: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, admin) = (free_addr(), free_addr());
+    let text = format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n{server_lines}\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
+        standard_config(upstream.addr).replace("{fixtures}", &fixtures_dir().display().to_string())
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, text).expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .args(["serve", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr, admin, dir)
+}
+
+/// Kills the gateway a moment after the last request and returns its log.
+fn stop_and_read_log(mut child: std::process::Child) -> String {
+    thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn access_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .collect()
+}
+
+/// The text log used to carry ANSI colour codes into files and pipes
+/// (`ESC[2m…ESC[0m` around every field name): a log shipper saw escape
+/// bytes, and each line cost the formatting twice over.
+#[test]
+fn text_log_has_no_escape_codes_when_stderr_is_not_a_terminal() {
+    let upstream = EchoUpstream::start();
+    let (child, addr, _admin, _dir) = serve(&upstream, "", &[]);
+    let ok = get(addr, "/public/page", &[]);
+    assert_eq!(ok.status, 200);
+    let id = ok.header("x-request-id").expect("id").to_owned();
+    let log = stop_and_read_log(child);
+    let line = log
+        .lines()
+        .find(|l| l.contains("portcullis::access") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"));
+    assert!(line.contains(&format!("request_id={id}")), "{line}");
+    assert!(line.contains("status=200"), "{line}");
+    assert!(!log.contains('\u{1b}'), "an escape code in the log:\n{log}");
+}
+
+/// `access_log_sample = 0.0` keeps the line of every refusal and drops the
+/// lines of successful requests, which are still counted in the metrics.
+#[test]
+fn sampling_drops_successful_lines_but_keeps_every_refusal() {
+    let upstream = EchoUpstream::start();
+    let (child, addr, admin, _dir) = serve(
+        &upstream,
+        "access_log_sample = 0.0",
+        &["--log-format", "json"],
+    );
+    let refused = get(addr, "/orders", &[]);
+    assert_refused(&refused, 401, "token_missing", &upstream);
+    let refused_id = refused.header("x-request-id").expect("id").to_owned();
+    let mut ok_ids = Vec::new();
+    for _ in 0..5 {
+        let ok = get(addr, "/public/page", &[]);
+        assert_eq!(ok.status, 200);
+        ok_ids.push(ok.header("x-request-id").expect("id").to_owned());
+    }
+    // Counted when each request's logging hook has run, just after its answer.
+    let counted = r#"portcullis_requests_total{code="ok",route="/public",status_class="2xx"} 5"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut metrics = get(admin, "/metrics", &[]).text();
+    while !metrics.contains(counted) {
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        thread::sleep(Duration::from_millis(50));
+        metrics = get(admin, "/metrics", &[]).text();
+    }
+    assert!(
+        metrics.contains("portcullis_log_lines_dropped_total 0"),
+        "{metrics}"
+    );
+    let log = stop_and_read_log(child);
+    let access = access_lines(&log);
+    assert!(
+        access.iter().any(|l| l["request_id"] == refused_id.as_str()
+            && l["outcome"] == "token_missing"
+            && l["status"] == 401),
+        "the refusal's line is missing:\n{log}"
+    );
+    for id in &ok_ids {
+        assert!(
+            !access.iter().any(|l| l["request_id"] == id.as_str()),
+            "a successful request was logged at sample 0.0:\n{log}"
+        );
+    }
+}
+
+/// A share outside 0.0..=1.0 is a configuration error with its position,
+/// not a silently clamped value.
+#[test]
+fn access_log_sample_outside_zero_to_one_is_refused_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = free_addr();
+    let text = format!(
+        "[server]\naccess_log_sample = 1.5\n\n{}",
+        standard_config(upstream).replace("{fixtures}", &fixtures_dir().display().to_string())
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("portcullis.toml:2:") && stderr.contains("access_log_sample"),
+        "{stderr}"
+    );
+}
+
+/// A sink that writes nothing until it is let go, like a stderr pipe that
+/// nobody reads.
+struct StalledSink {
+    release: mpsc::Receiver<()>,
+    written: mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for StalledSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.release.recv();
+        let _ = self.written.send(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stalled log writer must never block a request: once the queue is full
+/// each further line is dropped and counted, and every line is either
+/// written whole or counted as dropped.
+#[test]
+fn a_full_log_queue_drops_and_counts_lines_instead_of_blocking() {
+    let (release, released) = mpsc::channel();
+    let (written, lines) = mpsc::channel();
+    let sink = StalledSink {
+        release: released,
+        written,
+    };
+    let (queue, guard) = log_queue::start(sink, 1000).expect("writer thread");
+    let dropped_before = portcullis::metrics::METRICS.log_lines_dropped.get();
+    let line = [b'x'; 99];
+    let mut pushed = Vec::new();
+    for i in 0..100u8 {
+        let mut one = line.to_vec();
+        one.push(i);
+        pushed.push(queue.push(&one));
+    }
+    // At most one batch is in the writer's hands and ten lines fit in the
+    // queue, so most of the hundred were dropped, not waited for.
+    let accepted = pushed.iter().filter(|p| **p).count() as u64;
+    assert!(accepted <= 20, "{accepted} lines accepted");
+    assert_eq!(queue.dropped(), 100 - accepted);
+    assert!(
+        portcullis::metrics::METRICS.log_lines_dropped.get() >= dropped_before + queue.dropped()
+    );
+    // Let the writer go: what was accepted is written, whole, at exit.
+    for _ in 0..200 {
+        let _ = release.send(());
+    }
+    drop(guard);
+    let bytes: Vec<u8> = lines.try_iter().flatten().collect();
+    assert_eq!(bytes.len() as u64, accepted * 100);
+    assert!(bytes.chunks(100).all(|l| l[..99] == line));
+}
+
+/// Lines still queued when the gateway is told to stop (SIGTERM) are
+/// written before it exits.
+#[test]
+fn queued_lines_are_written_before_a_graceful_exit() {
+    let upstream = EchoUpstream::start();
+    let (child, addr, _admin, _dir) = serve(&upstream, "", &["--log-format", "json"]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let ok = get(addr, "/public/page", &[]);
+            ok.header("x-request-id").expect("id").to_owned()
+        })
+        .collect();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "exit: {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let access = access_lines(&log);
+    for id in &ids {
+        assert!(
+            access.iter().any(|l| l["request_id"] == id.as_str()),
+            "{id} missing:\n{log}"
+        );
+    }
+}
