@@ -380,6 +380,40 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(upstream.requests()[1].body, b"hello");
 }
 
+fn slow_echo(request: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    crate::support::http::echo_ok(request)
+}
+
+/// A request sent behind a chunked one while the upstream still works on
+/// the first: the chunked body is handed to the engine up to its last byte
+/// and no further, so the first gets the upstream's answer (not a 400 for
+/// "data after the body" once the upstream had it) and the second is
+/// answered after it.
+#[test]
+fn a_request_behind_a_chunked_one_waits_its_turn() {
+    let upstream = EchoUpstream::start_with(slow_echo);
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let mut stream = connect(gateway.addr);
+    let chunked = format!(
+        "{}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        host("POST /public/first HTTP/1.1")
+    );
+    stream.write_all(chunked.as_bytes()).expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stream
+        .write_all(format!("{}\r\n", host("GET /public/second HTTP/1.1")).as_bytes())
+        .expect("write");
+    let mut reader = BufReader::new(stream);
+    let first = read_response(&mut reader);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = read_response(&mut reader);
+    assert_eq!(second.status, 200, "{}", second.text());
+    let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/public/first", "/public/second"]);
+    assert_eq!(upstream.requests()[0].body, b"hello");
+}
+
 /// A refusal the gateway writes for a request it read completely keeps
 /// the connection; one that ends it says `Connection: close`.
 #[test]

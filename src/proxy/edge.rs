@@ -25,6 +25,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::chunked::{ChunkedEnd, Scanned};
 use super::head::{self, Framing, Limits, Scan};
 use super::respond::Refusal;
 use super::Gateway;
@@ -34,8 +35,14 @@ use crate::metrics::UNROUTED;
 /// the refusal is not lost to a TCP reset (nginx's lingering close).
 const LINGER_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
+/// The whole lingering close at most (nginx's `lingering_time`): a client
+/// trickling bytes after its refusal must not hold the connection.
+const LINGER_TOTAL: Duration = Duration::from_secs(3);
 /// Room made for each read of a request head.
 const READ_ROOM: usize = 4096;
+/// New bytes that make a partial head worth judging again even without a
+/// line end among them (a head's limits are about its size).
+const SCAN_STEP: usize = 1024;
 /// Bytes of a pipelined next request held while the current one is served.
 const HOLD_BYTES: usize = 64 * 1024;
 
@@ -89,8 +96,9 @@ impl ServerApp for EdgeApp {
         // Boxed once per connection: each request's session takes the same box.
         let mut conn = Box::new(EdgeStream::new(stream));
         let mut carried = Carried::first(self.keepalive_secs());
+        let mut first = true;
         loop {
-            let framing = match read_head(&mut conn, self, shutdown).await {
+            let framing = match read_head(&mut conn, self, first, shutdown).await {
                 HeadRead::Closed => return None,
                 HeadRead::Refused(refusal) => {
                     refuse(*conn, &refusal).await;
@@ -98,6 +106,7 @@ impl ServerApp for EdgeApp {
                 }
                 HeadRead::Admitted(len, framing) => (len, framing),
             };
+            first = false;
             conn.admit(framing.0, framing.1);
             let mut session = ServerSession::new_http1(conn);
             carried.apply(&mut session, *shutdown.borrow());
@@ -159,19 +168,39 @@ enum HeadRead {
 /// An idle connection waits `keepalive` for a request to begin; a begun
 /// head must be complete within `head_deadline` of its first byte, however
 /// the bytes trickle in.
-async fn read_head(conn: &mut EdgeStream, app: &EdgeApp, shutdown: &ShutdownWatch) -> HeadRead {
+async fn read_head(
+    conn: &mut EdgeStream,
+    app: &EdgeApp,
+    first: bool,
+    shutdown: &ShutdownWatch,
+) -> HeadRead {
     // pingora marks every HTTP/1.1 request keep-alive "forever" (its
     // `respect_keepalive`), so the wait between requests is ours alone; a
-    // connection pingora would not keep never comes back here.
-    let idle = app.keepalive;
+    // connection pingora would not keep never comes back here. A new
+    // connection owes its first byte within the head deadline: it has no
+    // earlier request to have been idle after.
+    let idle = match first {
+        true => app.head_deadline.min(app.keepalive),
+        false => app.keepalive,
+    };
     let mut head_started: Option<tokio::time::Instant> = None;
+    let mut scanned = 0;
     loop {
-        if !conn.pending.is_empty() {
+        // Judge the head again only when the new bytes could end it or
+        // bring it to a limit: a head sent a byte at a time is not parsed
+        // from its start on every byte.
+        let grown = conn.pending.len() > scanned;
+        let worth = conn.pending.len() >= scanned + SCAN_STEP
+            || conn.pending[scanned.saturating_sub(3)..].contains(&b'\n');
+        if grown && worth {
+            scanned = conn.pending.len();
             match head::scan(&conn.pending, &app.limits) {
                 Scan::Partial => {}
                 Scan::Admit { len, framing } => return HeadRead::Admitted(len, framing),
                 Scan::Refuse(refusal) => return HeadRead::Refused(refusal),
             }
+        }
+        if !conn.pending.is_empty() {
             head_started.get_or_insert_with(tokio::time::Instant::now);
         }
         let started = head_started.is_some();
@@ -231,14 +260,17 @@ async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
         return;
     }
     let _ = conn.inner.shutdown().await;
-    let mut sink = vec![0; 8192];
-    let mut dropped = 0;
-    while dropped < LINGER_BYTES {
-        match tokio::time::timeout(LINGER, conn.inner.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => dropped += n,
-            _ => break,
+    let drain = async {
+        let mut sink = vec![0; 8192];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match tokio::time::timeout(LINGER, conn.inner.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => break,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(LINGER_TOTAL, drain).await;
 }
 
 /// The client connection as pingora sees it: first the bytes the gateway
@@ -249,9 +281,21 @@ async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
 pub struct EdgeStream {
     inner: Stream,
     pending: BytesMut,
-    /// Bytes pingora may still read; `None` when the end is unknown.
-    allowance: Option<u64>,
+    /// How much pingora may still read.
+    allowance: Allowance,
     eof: bool,
+}
+
+/// How far pingora may read into the connection.
+#[derive(Debug)]
+enum Allowance {
+    /// This many bytes; 0 once the request is handed over.
+    Bytes(u64),
+    /// `head` more bytes of head, then a chunked body up to its last byte.
+    Chunked { head: u64, body: ChunkedEnd },
+    /// No end the gateway follows (an upgrade, or chunked framing the
+    /// scanner does not recognise).
+    Open,
 }
 
 impl EdgeStream {
@@ -259,7 +303,7 @@ impl EdgeStream {
         Self {
             inner,
             pending: BytesMut::new(),
-            allowance: Some(0),
+            allowance: Allowance::Bytes(0),
             eof: false,
         }
     }
@@ -275,9 +319,47 @@ impl EdgeStream {
     fn admit(&mut self, len: usize, framing: Framing) {
         let head = len as u64;
         self.allowance = match framing {
-            Framing::Length(body) => Some(head.saturating_add(body)),
-            Framing::Chunked | Framing::Open => None,
+            Framing::Length(body) => Allowance::Bytes(head.saturating_add(body)),
+            Framing::Chunked => Allowance::Chunked {
+                head,
+                body: ChunkedEnd::default(),
+            },
+            Framing::Open => Allowance::Open,
         };
+    }
+
+    /// In a chunked body: hand pingora its bytes up to the body's last one
+    /// (RFC 9112 §7.1), so a request pipelined behind it is held like one
+    /// after a `Content-Length` body.
+    fn poll_chunked(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pending.is_empty() {
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => self.pending.extend_from_slice(read.filled()),
+                other => return other,
+            }
+        }
+        let Allowance::Chunked { body, .. } = &mut self.allowance else {
+            return Poll::Ready(Ok(()));
+        };
+        let offered = self.pending.len().min(buf.remaining());
+        let (give, next) = match body.scan(&self.pending[..offered]) {
+            Scanned::More => (offered, None),
+            Scanned::EndsAfter(end) => (end, Some(Allowance::Bytes(0))),
+            Scanned::Unknown => (offered, Some(Allowance::Open)),
+        };
+        buf.put_slice(&self.pending[..give]);
+        self.pending.advance(give);
+        if let Some(next) = next {
+            self.allowance = next;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// With the request fully handed over: learn of a close, and hold (a
@@ -308,12 +390,15 @@ impl AsyncRead for EdgeStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let room = match this.allowance {
-            Some(0) => return this.poll_held(cx),
-            Some(left) => usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(buf.remaining()),
-            None => buf.remaining(),
+        let room = match &this.allowance {
+            Allowance::Bytes(0) => return this.poll_held(cx),
+            Allowance::Chunked { head: 0, .. } => return this.poll_chunked(cx, buf),
+            Allowance::Bytes(left) | Allowance::Chunked { head: left, .. } => {
+                usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.remaining())
+            }
+            Allowance::Open => buf.remaining(),
         };
         let before = buf.filled().len();
         if !this.pending.is_empty() {
@@ -336,7 +421,8 @@ impl AsyncRead for EdgeStream {
             }
         }
         let served = (buf.filled().len() - before) as u64;
-        if let Some(left) = this.allowance.as_mut() {
+        if let Allowance::Bytes(left) | Allowance::Chunked { head: left, .. } = &mut this.allowance
+        {
             *left = left.saturating_sub(served);
         }
         Poll::Ready(Ok(()))
