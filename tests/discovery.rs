@@ -347,11 +347,7 @@ fn a_reload_resolves_new_names_before_it_swaps() {
         .replace("first.test", "second.test")
         .replace("resolve_interval = \"1s\"", "resolve_interval = \"1h\"");
     std::fs::write(&path, text).expect("write config");
-    let reload = format!(
-        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
-        crate::support::gateway::ADMIN_TOKEN
-    );
-    let done = crate::support::send(gateway.admin, &reload);
+    let done = gateway.reload();
     assert_eq!(done.status, 200, "{}", done.text());
     let response = get(gateway.addr, "/after-reload", &[]);
     assert_eq!(response.status, 200, "{}", response.text());
@@ -374,11 +370,7 @@ fn a_reload_during_a_resolver_failure_keeps_the_last_addresses() {
     );
     assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
     names.forget("steady.test");
-    let reload = format!(
-        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
-        crate::support::gateway::ADMIN_TOKEN
-    );
-    let done = crate::support::send(gateway.admin, &reload);
+    let done = gateway.reload();
     assert_eq!(done.status, 200, "{}", done.text());
     let response = get(gateway.addr, "/after-reload", &[]);
     assert_eq!(response.status, 200, "{}", response.text());

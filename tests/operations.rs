@@ -144,14 +144,6 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
     );
 }
 
-fn admin_reload(gateway: &TestGateway) -> Response {
-    let raw = format!(
-        "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
-        crate::support::gateway::ADMIN_TOKEN
-    );
-    send(gateway.admin, &raw)
-}
-
 /// Rewrites the gateway's configuration file.
 fn rewrite(gateway: &TestGateway, change: impl Fn(&str) -> String) {
     let path = gateway.dir.path().join("portcullis.toml");
@@ -171,7 +163,7 @@ fn reload_swaps_a_good_file_and_keeps_serving_on_a_bad_one() {
             "path = \"/public\"\nupstream = \"echo\"\nauth = \"required\"",
         )
     });
-    let done = admin_reload(&gateway);
+    let done = gateway.reload();
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(done.json()["reloaded"], true);
     assert_eq!(
@@ -183,7 +175,7 @@ fn reload_swaps_a_good_file_and_keeps_serving_on_a_bad_one() {
     rewrite(&gateway, |t| {
         t.replace("[tokens]\n", "[tokens]\nlifetime = \"5m\"\n")
     });
-    let refused = admin_reload(&gateway);
+    let refused = gateway.reload();
     assert_eq!(refused.status, 400);
     let body = refused.json();
     assert_eq!(body["reloaded"], false);
@@ -232,7 +224,7 @@ fn reload_under_load_fails_no_request() {
             rewrite(&gateway, |t| {
                 t.replace("refresh_hint = ", &format!("# reload {i}\nrefresh_hint = "))
             });
-            assert_eq!(admin_reload(&gateway).status, 200);
+            assert_eq!(gateway.reload().status, 200);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         workers
@@ -655,6 +647,6 @@ fn a_reload_swaps_the_tls_certificate() {
     assert_eq!(subject(), "CN=localhost");
     std::fs::copy(fixtures.join("test-cert-2.pem"), &cert).expect("copy");
     std::fs::copy(fixtures.join("test-key-2.pem"), &key).expect("copy");
-    assert_eq!(admin_reload(&gateway).status, 200);
+    assert_eq!(gateway.reload().status, 200);
     assert_eq!(subject(), "CN=localhost-2");
 }

@@ -23,6 +23,14 @@ pub struct TestGateway {
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 impl TestGateway {
+    /// `POST /admin/reload` with the test admin token.
+    pub fn reload(&self) -> crate::support::Response {
+        let raw = format!(
+            "POST /admin/reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        );
+        crate::support::send(self.admin, &raw)
+    }
+
     /// Starts a gateway from a configuration without a `[server]` table;
     /// the harness adds one that listens on free ports. `{fixtures}` in the
     /// text is replaced with the fixture key folder. Without a `[store]`
