@@ -1140,3 +1140,32 @@ proptest! {
         let _ = portcullis::config::load_str(&text, std::path::Path::new("fuzz.toml"));
     }
 }
+
+/// After a refused head the gateway drops what the client still sends for
+/// a moment (so its answer is not lost to a reset), but a client that
+/// keeps trickling bytes cannot hold the connection: it is closed within a
+/// few seconds (generously bounded here at 15 s).
+#[test]
+fn a_client_trickling_after_its_refusal_is_let_go() {
+    let (upstream, gateway) = public_and_admin();
+    let mut stream = connect(gateway.addr);
+    stream
+        .write_all(b"GET /public HTTP/1.1\nHost: t\n\n")
+        .expect("write");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    assert_eq!(read_response(&mut reader).status, 400);
+    // The gateway half-closes at once and reads on: only a failing write
+    // tells that it stopped reading and closed the socket.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let closed = loop {
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if stream.write_all(b"x").is_err() {
+            break true;
+        }
+    };
+    assert!(closed, "the connection was held open after its refusal");
+    assert_eq!(upstream.count(), 0);
+}
