@@ -74,29 +74,11 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// One upstream `echo` whose only target is `target`, re-resolved every
 /// second, and a public route to it.
 fn config_for(target: &str, upstream_extra: &str) -> String {
-    format!(
-        r#"
-[tokens]
-issuer = "https://issuer.test"
-audience = "api.test"
-signing_key = "test-eddsa"
-
-[[tokens.keys]]
-kid = "test-eddsa"
-algorithm = "EdDSA"
-private_key_file = "{{fixtures}}/test-eddsa.pem"
-
-[[upstreams]]
-name = "echo"
-targets = ["{target}"]
-resolve_interval = "1s"
-{upstream_extra}
-
-[[routes]]
-path = "/"
-upstream = "echo"
-auth = "none"
-"#
+    crate::support::gateway::config_with_target(
+        target,
+        &format!(
+            "resolve_interval = \"1s\"\n{upstream_extra}\n\n[[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n"
+        ),
     )
 }
 

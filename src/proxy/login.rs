@@ -186,7 +186,8 @@ fn upstream_request(
         }
         super::headers::strip_gateway_credentials(request, runtime, true);
         // The same forwarding headers as any proxied request.
-        super::set_forwarding(session, request, id, &runtime.server.trusted_proxies)?;
+        let client = super::client_addr::of_session(session, &runtime.server.trusted_proxies);
+        super::set_forwarding(session, request, id, client.as_ref())?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(())
     };

@@ -72,6 +72,9 @@ pub struct RequestContext {
     pub connect_attempts: usize,
     /// Every target of the pool is down: 503, not 502.
     pub no_healthy_target: bool,
+    /// The client address, resolved once through the trusted proxies for
+    /// both `X-Forwarded-For` and the access log.
+    pub client: Option<client_addr::ClientAddress>,
 }
 
 /// The proxy: reads the current configuration (swapped whole on reload)
@@ -106,6 +109,7 @@ impl ProxyHttp for Gateway {
             backend: None,
             connect_attempts: 0,
             no_healthy_target: false,
+            client: None,
         }
     }
 
@@ -256,8 +260,8 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&AUTHORIZATION);
             }
         }
-        let trusted = &runtime.server.trusted_proxies;
-        set_forwarding(session, upstream, &ctx.request_id, trusted)?;
+        resolve_client(session, ctx);
+        set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -377,10 +381,9 @@ impl ProxyHttp for Gateway {
         {
             return;
         }
+        resolve_client(session, ctx);
         let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
-        let client = ctx.runtime.as_ref().and_then(|r| {
-            client_addr::of_session(session, &r.server.trusted_proxies).map(|c| c.ip)
-        });
+        let client = ctx.client.as_ref().map(|c| c.ip);
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
@@ -637,6 +640,16 @@ fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()>
     Ok(())
 }
 
+/// Resolves the request's client into `ctx.client` on first use: a retry
+/// and the access log ask again.
+fn resolve_client(session: &Session, ctx: &mut RequestContext) {
+    if ctx.client.is_none() {
+        if let Some(runtime) = &ctx.runtime {
+            ctx.client = client_addr::of_session(session, &runtime.server.trusted_proxies);
+        }
+    }
+}
+
 /// `X-Forwarded-*` describe this hop only: a client's own values are never
 /// trusted or appended to. `X-Forwarded-For` is the client and the trusted
 /// proxies between it and the gateway (`[server] trusted_proxies`).
@@ -644,9 +657,9 @@ pub(crate) fn set_forwarding(
     session: &Session,
     upstream: &mut RequestHeader,
     request_id: &str,
-    trusted: &client_addr::TrustedProxies,
+    client: Option<&client_addr::ClientAddress>,
 ) -> Result<()> {
-    if let Some(client) = client_addr::of_session(session, trusted) {
+    if let Some(client) = client {
         upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());

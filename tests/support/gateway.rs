@@ -247,6 +247,13 @@ auth = "optional"
 
 /// One EdDSA key, the `echo` upstream, and the routes given.
 pub fn config_with_routes(upstream: SocketAddr, rest: &str) -> String {
+    config_with_target(&upstream.to_string(), rest)
+}
+
+/// One EdDSA key and the `echo` upstream with the one target given (an
+/// address or a name); `rest` follows its `targets` line, so it may begin
+/// with more keys of the upstream.
+pub fn config_with_target(upstream: &str, rest: &str) -> String {
     format!(
         r#"
 [tokens]
