@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::auth::issue::{mint, Grant};
+use portcullis::config::runtime::path::normalize_path;
 use portcullis::config::{self, Runtime};
-use portcullis::proxy::path::normalize_path;
 use portcullis::store::view::OnUnavailable;
 use portcullis::store::{
     self, Change, Retention, RevocationView, StoreLocation, UserRecord, ViewSettings,

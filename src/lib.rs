@@ -1,9 +1,22 @@
 //! portcullis: a reverse-proxy authentication gateway.
 //!
-//! The crate is split the way requests flow: `config` turns TOML into a
-//! compiled [`config::Runtime`], `auth` verifies bearer tokens on plain
-//! types, and `proxy` is the only part that knows pingora. `main.rs` is the
-//! command line around them.
+//! The modules form a stack; each uses only the ones below it (checked by
+//! `tests/layers.rs`):
+//!
+//! - `metrics`, `config::duration`, `config::raw`: plain data, including the
+//!   vocabulary every layer shares (`KeyAlgorithm`, `AuthMode`, `PathMatch`,
+//!   `OnUnavailable`); `log_queue` writes log lines off the request thread;
+//! - `auth`, `store`, `session`: tokens, revocation state and session rules
+//!   on plain types, without pingora;
+//! - `config` (and `keygen`): checks a file and compiles it into a
+//!   [`config::Runtime`] whose types (routes, upstream pools, header rules,
+//!   CORS policies) live in `config::runtime`;
+//! - `state`: what lives for the whole process, swapped on reload;
+//! - `proxy`: pingora's request hooks, the gateway's own endpoints, and
+//!   [`proxy::respond`], where every client-facing response is written;
+//! - `admin`: the admin API, answered through `proxy::respond`;
+//! - `server`: assembles pingora services and background loops;
+//! - `demo`, then `main.rs`, the command line.
 
 pub mod admin;
 pub mod auth;
@@ -13,6 +26,7 @@ pub mod keygen;
 pub mod log_queue;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;

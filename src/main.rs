@@ -11,7 +11,7 @@ use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
 use portcullis::log_queue::{self, LogWriterGuard};
-use portcullis::{demo, keygen, proxy};
+use portcullis::{demo, keygen, server};
 
 /// glibc malloc was ~10% of the proxy's CPU in a profile of the pass-through
 /// path; mimalloc's thread-local free lists cut that (docs/benchmarks.md).
@@ -255,7 +255,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(report(&e)),
     };
     announce(&runtime, path);
-    proxy::server::build(runtime, Some(path.to_owned()))?.run_until_signal();
+    server::build(runtime, Some(path.to_owned()))?.run_until_signal();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::config::runtime::tls::ReloadableCert;
 use crate::config::{self, ConfigError, Runtime};
 use crate::metrics::METRICS;
-use crate::proxy::tls::ReloadableCert;
 use crate::session::ratelimit::FailureLimiter;
 use crate::store::RevocationView;
 
@@ -97,7 +97,7 @@ impl AppState {
                 let current = self.runtime.load();
                 // Names resolved (by the resolver in use) before the swap,
                 // so no request meets an empty pool.
-                crate::proxy::discovery::resolve_fresh(&current, &fresh);
+                crate::config::runtime::upstream::resolve_fresh(&current, &fresh);
                 let needs_restart = restart_only_changes(&current, &fresh);
                 // Listeners and the store stay as they are until a restart.
                 fresh.server = current.server.clone();

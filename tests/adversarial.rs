@@ -1043,8 +1043,8 @@ proptest! {
         bytes.extend_from_slice(&raw);
         bytes.extend_from_slice(tail.as_bytes());
         for input in [&bytes[..], &raw[..]] {
-            if let Ok(once) = portcullis::proxy::path::normalize_path(input) {
-                prop_assert_eq!(portcullis::proxy::path::normalize_path(once.as_bytes()), Ok(once.clone()));
+            if let Ok(once) = portcullis::config::runtime::path::normalize_path(input) {
+                prop_assert_eq!(portcullis::config::runtime::path::normalize_path(once.as_bytes()), Ok(once.clone()));
                 prop_assert!(once.starts_with('/') && !once.contains("//"));
                 prop_assert!(once.split('/').all(|s| s != "." && s != ".."));
                 prop_assert!(once.bytes().all(|b| b > 0x20 && b < 0x7F && b != b'#' && b != b'\\'));
@@ -1105,7 +1105,7 @@ proptest! {
             claims: vec![("email".into(), name("x-user-email"))],
             forward_token: false,
         };
-        let rules = portcullis::proxy::headers::HeaderRules::new(&identity);
+        let rules = portcullis::config::runtime::headers::HeaderRules::new(&identity);
         let mut headers = ::http::HeaderMap::new();
         for name in &names {
             if let Ok(name) = ::http::HeaderName::from_bytes(name.as_bytes()) {

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use portcullis::proxy::discovery::Resolve;
+use portcullis::config::runtime::discovery::Resolve;
 
 use crate::support::gateway::config_with_routes;
 use crate::support::http::{echo_ok, Recorded};

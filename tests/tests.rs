@@ -14,6 +14,7 @@ mod engine;
 mod failover;
 mod identity;
 mod issuers;
+mod layers;
 mod logging;
 mod operations;
 mod paths;

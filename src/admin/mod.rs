@@ -245,7 +245,7 @@ impl AdminApi {
                     .set(age.as_secs_f64());
             }
         }
-        crate::proxy::discovery::export_target_health(&self.state.runtime.load().pools());
+        crate::config::runtime::upstream::export_target_health(&self.state.runtime.load().pools());
         Answer::Metrics(METRICS.encode())
     }
 

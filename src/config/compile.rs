@@ -27,10 +27,11 @@ use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
-use crate::proxy::client_addr::TrustedProxies;
-use crate::proxy::discovery::{DnsDiscovery, Target};
-use crate::proxy::headers::{HeaderRules, FORWARDING};
-use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
+use crate::config::runtime::discovery::{DnsDiscovery, Target};
+use crate::config::runtime::headers::{HeaderRules, FORWARDING};
+use crate::config::runtime::router::{normalize_prefix, Route, Router};
+use crate::config::runtime::trusted::TrustedProxies;
+use crate::config::runtime::upstream::UpstreamPool;
 use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::store::{RedisOptions, StoreLocation, ViewSettings};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
@@ -889,7 +890,7 @@ fn routes(
         }
         // Routes are matched against normalised request paths, so the
         // configured prefix must be in that form too.
-        let prefix = match crate::proxy::path::normalize_path(path.as_bytes()) {
+        let prefix = match crate::config::runtime::path::normalize_path(path.as_bytes()) {
             Ok(normal) if !normal.contains(';') => normalize_prefix(&normal),
             _ => {
                 sink.at(

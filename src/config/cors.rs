@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::raw::{RawCors, RawRoute};
 use super::Diagnostics;
-use crate::proxy::cors::{CorsPolicy, CorsTable};
-use crate::proxy::router::normalize_prefix;
+use crate::config::runtime::cors::{CorsPolicy, CorsTable};
+use crate::config::runtime::router::normalize_prefix;
 
 const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", "x-request-id"];
@@ -36,7 +36,7 @@ pub(super) fn cors_table(
             .as_ref()
             .map(|h| h.get_ref().to_ascii_lowercase());
         let path = route.path.get_ref();
-        if let Ok(normal) = crate::proxy::path::normalize_path(path.as_bytes()) {
+        if let Ok(normal) = crate::config::runtime::path::normalize_path(path.as_bytes()) {
             routes.insert((host, normalize_prefix(&normal)), Arc::new(policy));
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! Two layers: `raw` mirrors the file with serde; `compile` checks it as a
 //! whole (every error collected, then reported together) and builds the
-//! route table, keys and header rules. The request path never sees `raw`.
+//! `runtime` types: route table, upstream pools, keys and header rules. The
+//! request path never reads `raw`'s tables, only the vocabulary enums
+//! declared there (`AuthMode`, `PathMatch`, …), which every layer shares.
 
 mod compile;
 mod cors;

@@ -12,7 +12,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
-pub use crate::store::view::OnUnavailable;
+
+/// What to do when the view cannot be confirmed fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Refuse with 503 `auth_unavailable` (fail closed).
+    Deny,
+    /// Decide on what the view holds; a user not in it still gets 503.
+    AllowCached,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

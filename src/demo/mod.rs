@@ -11,7 +11,7 @@ use pingora_core::services::listening::Service as ListeningService;
 use crate::auth::issue::{mint, Grant};
 use crate::config::raw::KeyAlgorithm;
 use crate::config::{self, Runtime};
-use crate::{keygen, proxy};
+use crate::keygen;
 pub use backend::DemoBackend;
 
 /// Where the demo listens.
@@ -102,7 +102,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let runtime = config::load(&config_path)?;
     print_instructions(&runtime, options, &config_path, &admin_token)?;
 
-    let mut instance = proxy::server::build(runtime, Some(config_path.clone()))?;
+    let mut instance = crate::server::build(runtime, Some(config_path.clone()))?;
     let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
     backend.add_tcp(&options.backend_listen);
     instance.server.add_service(backend);

@@ -1,7 +1,7 @@
-//! CORS at the edge (Fetch standard, "CORS protocol"): the policy compiled
-//! from `[cors]` and each route's `cors`, the gateway's answer to
-//! preflights, and a downstream module that puts the headers on every
+//! CORS at the edge (Fetch standard, "CORS protocol"): the gateway's answer
+//! to preflights, and a downstream module that puts the headers on every
 //! response to an allowed origin, proxied or written by the gateway itself.
+//! The policies themselves are compiled in `config::runtime::cors`.
 //!
 //! On a route with CORS the gateway is the one authority: the upstream's
 //! `Access-Control-*` headers are removed, never merged. Not here: the
@@ -9,140 +9,17 @@
 //! the same origin list from the compiled session settings.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{
-    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, ORIGIN, VARY,
-};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::header::{CONTENT_LENGTH, ORIGIN, VARY};
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::respond::{Refusal, REQUEST_ID_HEADER, SERVER_NAME};
-use super::router::Route;
-
-/// What a script on an allowed origin may read besides the safelisted
-/// headers: everything a client needs to follow the contract.
-pub const EXPOSED_HEADERS: &str =
-    "X-Portcullis-Error, X-Token-Expires-In, X-Request-Id, WWW-Authenticate, Retry-After";
-
-/// One compiled CORS policy; with no origins it is off.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CorsPolicy {
-    /// Exact origins, compared byte for byte with the `Origin` header.
-    pub origins: Vec<String>,
-    /// `"*"` was configured (never together with credentials).
-    pub any_origin: bool,
-    pub credentials: bool,
-    /// Upper-case methods; `*` allows any.
-    pub methods: Vec<String>,
-    /// Lower-case header names; `*` allows any.
-    pub headers: Vec<String>,
-    pub max_age_secs: u64,
-}
-
-impl CorsPolicy {
-    pub fn enabled(&self) -> bool {
-        self.any_origin || !self.origins.is_empty()
-    }
-
-    pub fn allows(&self, origin: &str) -> bool {
-        self.any_origin || self.origins.iter().any(|o| o == origin)
-    }
-
-    /// The headers of an actual (non-preflight) response to `origin`:
-    /// none when the origin is not allowed.
-    pub fn response_headers(&self, origin: &HeaderValue) -> Vec<(HeaderName, HeaderValue)> {
-        if !origin.to_str().is_ok_and(|o| self.allows(o)) {
-            return Vec::new();
-        }
-        let mut headers = vec![
-            (ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
-            (
-                ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSED_HEADERS),
-            ),
-        ];
-        if self.credentials {
-            headers.push((
-                ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            ));
-        }
-        headers
-    }
-
-    /// The extra headers granting a preflight, or `None` when the origin,
-    /// the method or one of the headers asked for is not allowed.
-    pub fn grant(&self, request: &HeaderMap) -> Option<Vec<(HeaderName, HeaderValue)>> {
-        let origin = request.get(ORIGIN)?;
-        let method = request.get(ACCESS_CONTROL_REQUEST_METHOD)?.to_str().ok()?;
-        let asked = request
-            .get_all(ACCESS_CONTROL_REQUEST_HEADERS)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect::<Vec<_>>();
-        let method_ok = self.methods.iter().any(|m| m == "*" || m == method);
-        let headers_ok =
-            self.headers.iter().any(|h| h == "*") || asked.iter().all(|h| self.headers.contains(h));
-        let mut granted = self.response_headers(origin);
-        if granted.is_empty() || !method_ok || !headers_ok {
-            return None;
-        }
-        let value = |s: String| HeaderValue::from_str(&s).ok();
-        granted.extend(
-            [
-                (ACCESS_CONTROL_ALLOW_METHODS, value(method.to_owned())),
-                (ACCESS_CONTROL_ALLOW_HEADERS, value(asked.join(", "))),
-                (ACCESS_CONTROL_MAX_AGE, value(self.max_age_secs.to_string())),
-            ]
-            .into_iter()
-            .filter_map(|(name, v)| v.filter(|v| !v.is_empty()).map(|v| (name, v))),
-        );
-        Some(granted)
-    }
-}
-
-/// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::OPTIONS
-        && headers.contains_key(ORIGIN)
-        && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-/// The global policy and each route's, keyed like the route table.
-#[derive(Debug, Default)]
-pub struct CorsTable {
-    pub global: Arc<CorsPolicy>,
-    routes: HashMap<(Option<String>, String), Arc<CorsPolicy>>,
-}
-
-impl CorsTable {
-    pub fn new(
-        global: CorsPolicy,
-        routes: HashMap<(Option<String>, String), Arc<CorsPolicy>>,
-    ) -> Self {
-        Self {
-            global: Arc::new(global),
-            routes,
-        }
-    }
-
-    /// The policy of a route (its own `cors`, else `[cors]`).
-    pub fn for_route(&self, route: &Route) -> &Arc<CorsPolicy> {
-        self.routes
-            .get(&(route.host.clone(), route.prefix.clone()))
-            .unwrap_or(&self.global)
-    }
-}
+use crate::config::runtime::cors::CorsPolicy;
 
 /// Removes the upstream's CORS headers where the gateway is the authority.
 pub fn strip_upstream(response: &mut ResponseHeader, policy: &CorsPolicy) {

@@ -1,5 +1,7 @@
 //! The pingora side: routing, authentication dispatch, header rewrite and
-//! the responses the gateway writes itself.
+//! the responses the gateway writes itself. What it routes on (the compiled
+//! route table, header rules, CORS policies) comes from `config::runtime`;
+//! assembling the server around it is `crate::server`'s job.
 //!
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
@@ -7,18 +9,13 @@
 pub mod chunked;
 pub mod client_addr;
 pub mod cors;
-pub mod discovery;
 pub mod edge;
 pub mod endpoints;
 pub mod head;
 pub mod headers;
 pub mod login;
-pub mod path;
 pub mod proxy_protocol;
 pub mod respond;
-pub mod router;
-pub mod server;
-pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,12 +33,14 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
+use crate::config::runtime::cors::{is_preflight, CorsPolicy};
+use crate::config::runtime::path;
+use crate::config::runtime::router::Route;
 use crate::config::Runtime;
 use crate::metrics::UNROUTED;
 use crate::state::AppState;
 use crate::store::RevocationView;
 use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
-use router::Route;
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 
@@ -502,8 +501,8 @@ fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refus
 /// The CORS policy that answers this request as a preflight: the route's,
 /// or `[cors]` for the gateway's own endpoints and unrouted paths; `None`
 /// when it is no preflight or no policy is on (the request goes on as usual).
-fn preflight_policy(runtime: &Runtime, request: &RequestHeader) -> Option<Arc<cors::CorsPolicy>> {
-    if !cors::is_preflight(&request.method, &request.headers) {
+fn preflight_policy(runtime: &Runtime, request: &RequestHeader) -> Option<Arc<CorsPolicy>> {
+    if !is_preflight(&request.method, &request.headers) {
         return None;
     }
     let target = target_of(runtime, request).ok()?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::client_addr::TrustedProxies;
+use crate::config::runtime::trusted::TrustedProxies;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;

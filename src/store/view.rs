@@ -13,20 +13,10 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use serde::Deserialize;
 
 use super::{session_marker, Change, Store, StoreError, UserRecord};
 use crate::auth::{AccessClaims, AuthError};
-
-/// What to do when the view cannot be confirmed fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnavailable {
-    /// Refuse with 503 `auth_unavailable` (fail closed).
-    Deny,
-    /// Decide on what the view holds; a user not in it still gets 503.
-    AllowCached,
-}
+pub use crate::config::raw::OnUnavailable;
 
 #[derive(Debug, Clone)]
 pub struct ViewSettings {

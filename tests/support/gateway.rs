@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use portcullis::proxy::discovery::Resolve;
-use portcullis::proxy::server::{self, ShutdownTrigger};
+use portcullis::config::runtime::discovery::Resolve;
+use portcullis::server::{self, ShutdownTrigger};
 
 use super::tokens::fixtures_dir;
 

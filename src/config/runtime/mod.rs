@@ -1,4 +1,18 @@
-//! The compiled configuration: everything the request path reads.
+//! The compiled configuration: everything the request path reads, and the
+//! types it is made of (routes and upstream pools, header rules, trusted
+//! proxies, CORS policies, path normalisation, the listeners' certificate).
+//!
+//! These types sit below `proxy` and `admin`, which read them, and above
+//! `auth`, `session` and `store`, whose plain types they hold.
+
+pub mod cors;
+pub mod discovery;
+pub mod headers;
+pub mod path;
+pub mod router;
+pub mod tls;
+pub mod trusted;
+pub mod upstream;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -6,11 +20,12 @@ use std::time::Duration;
 
 use crate::auth::{IdentityHeaders, SigningKey, Verifier};
 use crate::config::raw::AuthMode;
-use crate::proxy::headers::HeaderRules;
-use crate::proxy::router::{Router, UpstreamPool};
 use crate::session::Sessions;
 use crate::store::{RedisOptions, StoreLocation, ViewSettings};
+use headers::HeaderRules;
 use http::HeaderName;
+use router::Router;
+use upstream::UpstreamPool;
 
 /// Listener, process and store settings; changing them needs a restart.
 #[derive(Debug, Clone)]
@@ -27,7 +42,7 @@ pub struct ServerSettings {
     /// Certificate and key files: every listener speaks TLS (and HTTP/2).
     pub tls: Option<TlsFiles>,
     /// Peers whose forwarding headers name the client.
-    pub trusted_proxies: crate::proxy::client_addr::TrustedProxies,
+    pub trusted_proxies: trusted::TrustedProxies,
     /// Every listener expects a PROXY protocol header first.
     pub proxy_protocol: bool,
     /// The whole request header must arrive within this.
@@ -101,7 +116,7 @@ pub struct Runtime {
     /// `[login]`: where `POST /auth/login` is delegated.
     pub login: Option<LoginSettings>,
     /// `[cors]` and each route's `cors`.
-    pub cors: crate::proxy::cors::CorsTable,
+    pub cors: cors::CorsTable,
 }
 
 /// `[login]`, compiled.

@@ -1,11 +1,8 @@
-//! Route selection: host routes first, then routes for any host; within
-//! each, the longest prefix that matches on a segment boundary wins, so
-//! `/admin` matches `/admin` and `/admin/x` but not `/administrator`.
-//!
-//! A host route always beats a route without a host, whatever the prefix
-//! lengths: a host's own rules are never overridden by a generic one.
+//! Upstream pools: round-robin over a pool's targets, active health checks,
+//! passive ejection of targets that refuse connections, and the names
+//! re-resolved through `discovery`. Which route uses which pool is the
+//! router's business; finding addresses for names is `discovery`'s.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,9 +12,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::discovery::{DnsDiscovery, Resolve};
-
-use crate::auth::Requirement;
-use crate::config::raw::{AuthMode, PathMatch};
+use crate::metrics::METRICS;
 
 /// A pool of upstream targets with round-robin selection, active health
 /// checks (when configured) and passive ejection of targets that refuse
@@ -197,131 +192,79 @@ impl UpstreamPool {
     }
 }
 
-pub struct Route {
-    /// Bounded label for logs and metrics: the configured name, or the path.
-    pub name: String,
-    pub host: Option<String>,
-    pub prefix: String,
-    pub auth: AuthMode,
-    pub requirement: Requirement,
-    pub upstream: Arc<UpstreamPool>,
-    pub metrics: crate::metrics::RouteMetrics,
-    pub paths: PathMatch,
+/// Resolves every pool of `runtime` once, before it serves: at start and
+/// on reload. Names that fail are retried by [`follow`].
+pub async fn resolve_all(runtime: &crate::config::Runtime) {
+    for pool in runtime.pools() {
+        pool.resolve().await;
+    }
 }
 
-impl Route {
-    /// Whether this route serves `path` (normalised, parameters cut).
-    pub fn matches(&self, path: &str) -> bool {
-        match self.paths {
-            PathMatch::Standard => prefix_matches(&self.prefix, path),
-            PathMatch::Legacy => legacy_prefix_matches(&self.prefix, path),
+/// On reload, from the reload's own thread (outside any async runtime):
+/// `fresh` takes the resolver `current` uses, then [`resolve_all`].
+pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Runtime) {
+    let pools = fresh.pools();
+    if !pools.iter().any(|pool| pool.follows_dns()) {
+        return;
+    }
+    if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
+        for pool in &pools {
+            pool.set_resolver(Arc::clone(&resolver));
         }
     }
-
-    /// Whether the backend could read `path` as another one: on a legacy
-    /// route, a segment (or `;` piece) ending in `.` or a space.
-    pub fn is_ambiguous(&self, path: &str) -> bool {
-        self.paths == PathMatch::Legacy
-            && path
-                .split(['/', ';'])
-                .any(|piece| piece.ends_with('.') || piece.ends_with("%20"))
-    }
-}
-
-#[derive(Default)]
-pub struct Router {
-    by_host: HashMap<String, Vec<Arc<Route>>>,
-    any_host: Vec<Arc<Route>>,
-}
-
-impl Router {
-    pub fn new(routes: Vec<Route>) -> Self {
-        let mut router = Router::default();
-        for route in routes {
-            let route = Arc::new(route);
-            match &route.host {
-                Some(host) => router.by_host.entry(host.clone()).or_default().push(route),
-                None => router.any_host.push(route),
-            }
+    let before = current.pools();
+    for pool in &pools {
+        if let Some(previous) = before.iter().find(|p| p.name == pool.name) {
+            pool.inherit_addresses(previous);
         }
-        for routes in router.by_host.values_mut().chain([&mut router.any_host]) {
-            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(resolving) => resolving.block_on(resolve_all(fresh)),
+        Err(e) => {
+            tracing::warn!("cannot resolve upstream names now ({e}); retrying in the background")
         }
-        router
-    }
-
-    /// The route for a normalised path; `host` may carry a port and any case.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        let candidates = host
-            .map(strip_port)
-            .and_then(|h| self.by_host.get(h.to_ascii_lowercase().as_str()))
-            .unwrap_or(&self.any_host);
-        candidates.iter().find(|route| route.matches(path))
-    }
-
-    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.by_host.values().flatten().chain(self.any_host.iter())
     }
 }
 
-/// `prefix` is normalised: `/` or a path without a trailing slash.
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || (path.starts_with(prefix)
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
-}
-
-/// `prefix_matches` in any ASCII case.
-pub fn legacy_prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || (path
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
-}
-
-/// The host name without port, brackets or the root's trailing dot
-/// (`api.example.com.` is `api.example.com` to DNS and to most backends).
-fn strip_port(host: &str) -> &str {
-    let name = match host.strip_prefix('[') {
-        // IPv6 literal: keep the brackets' content.
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.strip_suffix('.').unwrap_or(name)
-}
-
-/// Config spelling → the form `prefix_matches` expects.
-pub fn normalize_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_end_matches('/');
-    if trimmed.is_empty() {
-        "/".to_owned()
-    } else {
-        trimmed.to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(prefix_matches("/admin", "/admin"));
-        assert!(prefix_matches("/admin", "/admin/users"));
-        assert!(!prefix_matches("/admin", "/administrator"));
-        assert!(prefix_matches("/", "/anything"));
-        assert!(!prefix_matches("/admin", "/ADMIN"));
-        assert!(legacy_prefix_matches("/admin", "/ADMIN/x"));
-        assert!(legacy_prefix_matches("/admin", "/aDmIn"));
-        assert!(!legacy_prefix_matches("/admin", "/ADMINISTRATOR"));
-    }
-
-    #[test]
-    fn ports_and_brackets_are_stripped() {
-        assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
-        assert_eq!(strip_port("[::1]:8080"), "::1");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("api.example.com.:8080"), "api.example.com");
+/// Sets `portcullis_upstream_target_healthy` for every target of `pools`
+/// (a name without an address yet is a target at 0, as `host:port`) and
+/// drops the series of addresses a pool no longer has (a name that moved):
+/// an alert on an unhealthy target must not fire forever for an address
+/// that is gone.
+pub fn export_target_health(pools: &[Arc<UpstreamPool>]) {
+    use prometheus::core::Collector;
+    let gauge = &METRICS.upstream_target_healthy;
+    for pool in pools {
+        let mut current = pool.health();
+        current.extend(pool.unresolved().into_iter().map(|name| (name, false)));
+        for (target, healthy) in &current {
+            gauge
+                .with_label_values(&[pool.name.as_str(), target.as_str()])
+                .set(i64::from(*healthy));
+        }
+        let exported: Vec<String> = gauge
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|metric| {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                (label("upstream")? == pool.name).then(|| label("target"))?
+            })
+            .collect();
+        for gone in exported
+            .iter()
+            .filter(|t| !current.iter().any(|(c, _)| c == *t))
+        {
+            let _ = gauge.remove_label_values(&[pool.name.as_str(), gone.as_str()]);
+        }
     }
 }

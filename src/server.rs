@@ -1,5 +1,6 @@
 //! Building and running the pingora server that hosts the gateway: the
-//! proxy, the admin API, and the store's background work.
+//! proxy, the admin API, and the background loops (the store's follower and
+//! maintenance, upstream health checks and DNS, SIGHUP reloads).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +14,14 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
-use super::edge::EdgeApp;
-use super::proxy_protocol::{BeforeTls, PlainListeners};
-use super::tls::ReloadableCert;
-use super::Gateway;
 use crate::admin::AdminApi;
+use crate::config::runtime::tls::ReloadableCert;
 use crate::config::runtime::ServerSettings;
 use crate::config::Runtime;
 use crate::metrics::METRICS;
+use crate::proxy::edge::EdgeApp;
+use crate::proxy::proxy_protocol::{BeforeTls, PlainListeners};
+use crate::proxy::Gateway;
 use crate::state::AppState;
 use crate::store::{self, follower, Retention, RevocationView, StoreError};
 
@@ -100,8 +101,8 @@ pub fn build(
     });
 
     // Upstream names, resolved before the first request; one that does
-    // not resolve yet is retried by `discovery::follow`.
-    background.block_on(super::discovery::resolve_all(&runtime));
+    // not resolve yet is retried by `follow_dns`.
+    background.block_on(crate::config::runtime::upstream::resolve_all(&runtime));
 
     let certificate = match &settings.tls {
         Some(files) => Some(Arc::new(
@@ -121,7 +122,7 @@ pub fn build(
     });
     let (dns_state, dns_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {
-        super::discovery::follow(dns_state, async move { dns_stop.notified().await }).await
+        follow_dns(dns_state, async move { dns_stop.notified().await }).await
     });
     let (hup_state, hup_stop) = (Arc::clone(&state), Arc::clone(&stop));
     background.spawn(async move {
@@ -246,6 +247,24 @@ impl Instance {
         server.run(args);
         drop(state);
         drop(background);
+    }
+}
+
+/// Re-resolves the current configuration's upstream names when each
+/// pool's interval is due, until `shutdown`. Its own task, so a slow
+/// resolver never delays health checks.
+async fn follow_dns(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = every.tick() => {
+                for pool in state.runtime.load_full().pools() {
+                    pool.follow_dns().await;
+                }
+            }
+        }
     }
 }
 

@@ -20,10 +20,6 @@ use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::{Backend, Extensions};
 
-use super::router::UpstreamPool;
-use crate::metrics::METRICS;
-use crate::state::AppState;
-
 /// Longest wait for one name; a resolver that hangs must not hold up the
 /// other pools or the start.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -242,101 +238,6 @@ impl ServiceDiscovery for DnsDiscovery {
             }
         }
         Ok((backends, HashMap::new()))
-    }
-}
-
-/// Resolves every pool of `runtime` once, before it serves: at start and
-/// on reload. Names that fail are retried by [`follow`].
-pub async fn resolve_all(runtime: &crate::config::Runtime) {
-    for pool in runtime.pools() {
-        pool.resolve().await;
-    }
-}
-
-/// On reload, from the reload's own thread (outside any async runtime):
-/// `fresh` takes the resolver `current` uses, then [`resolve_all`].
-pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Runtime) {
-    let pools = fresh.pools();
-    if !pools.iter().any(|pool| pool.follows_dns()) {
-        return;
-    }
-    if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
-        for pool in &pools {
-            pool.set_resolver(Arc::clone(&resolver));
-        }
-    }
-    let before = current.pools();
-    for pool in &pools {
-        if let Some(previous) = before.iter().find(|p| p.name == pool.name) {
-            pool.inherit_addresses(previous);
-        }
-    }
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(resolving) => resolving.block_on(resolve_all(fresh)),
-        Err(e) => {
-            tracing::warn!("cannot resolve upstream names now ({e}); retrying in the background")
-        }
-    }
-}
-
-/// Sets `portcullis_upstream_target_healthy` for every target of `pools`
-/// (a name without an address yet is a target at 0, as `host:port`) and
-/// drops the series of addresses a pool no longer has (a name that moved):
-/// an alert on an unhealthy target must not fire forever for an address
-/// that is gone.
-pub fn export_target_health(pools: &[Arc<UpstreamPool>]) {
-    use prometheus::core::Collector;
-    let gauge = &METRICS.upstream_target_healthy;
-    for pool in pools {
-        let mut current = pool.health();
-        current.extend(pool.unresolved().into_iter().map(|name| (name, false)));
-        for (target, healthy) in &current {
-            gauge
-                .with_label_values(&[pool.name.as_str(), target.as_str()])
-                .set(i64::from(*healthy));
-        }
-        let exported: Vec<String> = gauge
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .filter_map(|metric| {
-                let label = |name: &str| {
-                    metric
-                        .get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value().to_owned())
-                };
-                (label("upstream")? == pool.name).then(|| label("target"))?
-            })
-            .collect();
-        for gone in exported
-            .iter()
-            .filter(|t| !current.iter().any(|(c, _)| c == *t))
-        {
-            let _ = gauge.remove_label_values(&[pool.name.as_str(), gone.as_str()]);
-        }
-    }
-}
-
-/// Re-resolves the current configuration's upstream names when each
-/// pool's interval is due, until `shutdown`. Its own task, so a slow
-/// resolver never delays health checks.
-pub async fn follow(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = every.tick() => {
-                for pool in state.runtime.load_full().pools() {
-                    pool.follow_dns().await;
-                }
-            }
-        }
     }
 }
 
