@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::admin::AdminApi;
 use crate::config::runtime::tls::ReloadableCert;
-use crate::config::runtime::ServerSettings;
+use crate::config::runtime::{ServerSettings, TlsFiles};
 use crate::config::Runtime;
 use crate::metrics::METRICS;
 use crate::proxy::edge::EdgeApp;
@@ -60,50 +60,18 @@ impl Drop for Background {
     }
 }
 
-/// Opens the store, loads the revocation view, starts the follower, and
-/// builds the server with the proxy and admin services.
+/// Opens the store, loads the revocation view, starts the background
+/// loops, and builds the server with the proxy and admin services.
 pub fn build(
     runtime: Runtime,
     config_path: Option<std::path::PathBuf>,
 ) -> Result<Instance, StartError> {
     let settings = runtime.server.clone();
-    let background = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("portcullis-store")
-        .enable_all()
-        .build()?;
-    let retention = Retention {
-        after_expiry: runtime.leeway,
-        log_entries: settings.store.change_log_entries,
-    };
-    let store = background.block_on(store::open_with(
-        &settings.store.location,
-        retention,
-        settings.store.redis.clone(),
-    ))?;
-    let view = Arc::new(RevocationView::new(store, settings.store.view.clone()));
-    let initial = background.block_on(follower::resync(&view))?;
-    let stop = Arc::new(Notify::new());
-    let (follow_view, follow_stop) = (Arc::clone(&view), Arc::clone(&stop));
-    background.spawn(async move {
-        follower::run_from(follow_view, Some(initial), async move {
-            follow_stop.notified().await
-        })
-        .await;
-    });
-    let (maintain_view, maintain_stop, leeway) =
-        (Arc::clone(&view), Arc::clone(&stop), runtime.leeway);
-    background.spawn(async move {
-        follower::maintain_until(maintain_view, leeway, async move {
-            maintain_stop.notified().await
-        })
-        .await;
-    });
-
+    let background = Background::start()?;
+    let view = background.open_view(&runtime)?;
     // Upstream names, resolved before the first request; one that does
     // not resolve yet is retried by `follow_dns`.
     background.block_on(crate::config::runtime::upstream::resolve_all(&runtime));
-
     let certificate = match &settings.tls {
         Some(files) => Some(Arc::new(
             ReloadableCert::load(files).map_err(StartError::Tls)?,
@@ -116,50 +84,114 @@ pub fn build(
         config_path,
         certificate.clone(),
     ));
-    let (pool_state, pool_stop) = (Arc::clone(&state), Arc::clone(&stop));
-    background.spawn(async move {
-        maintain_upstreams(pool_state, async move { pool_stop.notified().await }).await
-    });
-    let (dns_state, dns_stop) = (Arc::clone(&state), Arc::clone(&stop));
-    background.spawn(async move {
-        follow_dns(dns_state, async move { dns_stop.notified().await }).await
-    });
-    let (hup_state, hup_stop) = (Arc::clone(&state), Arc::clone(&stop));
-    background.spawn(async move {
-        reload_on_sighup(hup_state, async move { hup_stop.notified().await }).await
-    });
-    let conf = ServerConf {
+    background.start_loops(&state);
+    let mut server = Server::new_with_opt_and_conf(None::<Opt>, server_conf(&settings));
+    server.bootstrap();
+    let proxy = proxy_service(&server, &settings, &state, certificate.as_ref())?;
+    server.add_service(proxy);
+    server.add_service(admin_service(&settings, &state));
+    Ok(Instance {
+        server,
+        state,
+        background,
+    })
+}
+
+impl Background {
+    /// The store's runtime: one worker, so the revocation view's follower
+    /// is never queued behind request work.
+    fn start() -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-store")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+            stop: Arc::new(Notify::new()),
+        })
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("running").block_on(future)
+    }
+
+    /// Runs `task` on the store's runtime until the gateway stops.
+    fn spawn_until_stop<F, T>(&self, task: F)
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> T,
+        T: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = Arc::clone(&self.stop);
+        let stopped = Box::pin(async move { stop.notified().await });
+        self.runtime.as_ref().expect("running").spawn(task(stopped));
+    }
+
+    /// Opens the store, loads the revocation view from it, and starts the
+    /// follower (changes) and the maintenance (expired entries) on it.
+    fn open_view(&self, runtime: &Runtime) -> Result<Arc<RevocationView>, StartError> {
+        let settings = &runtime.server.store;
+        let retention = Retention {
+            after_expiry: runtime.leeway,
+            log_entries: settings.change_log_entries,
+        };
+        let store = self.block_on(store::open_with(
+            &settings.location,
+            retention,
+            settings.redis.clone(),
+        ))?;
+        let view = Arc::new(RevocationView::new(store, settings.view.clone()));
+        let initial = self.block_on(follower::resync(&view))?;
+        let follow_view = Arc::clone(&view);
+        self.spawn_until_stop(move |stopped| {
+            follower::run_from(follow_view, Some(initial), stopped)
+        });
+        let (maintain_view, leeway) = (Arc::clone(&view), runtime.leeway);
+        self.spawn_until_stop(move |stopped| {
+            follower::maintain_until(maintain_view, leeway, stopped)
+        });
+        Ok(view)
+    }
+
+    /// Health checks and ejection, DNS re-resolution, SIGHUP reloads.
+    fn start_loops(&self, state: &Arc<AppState>) {
+        let pools = Arc::clone(state);
+        self.spawn_until_stop(move |stopped| maintain_upstreams(pools, stopped));
+        let names = Arc::clone(state);
+        self.spawn_until_stop(move |stopped| follow_dns(names, stopped));
+        let reloads = Arc::clone(state);
+        self.spawn_until_stop(move |stopped| reload_on_sighup(reloads, stopped));
+    }
+}
+
+fn server_conf(settings: &ServerSettings) -> ServerConf {
+    ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool,
         work_stealing: settings.work_stealing,
         ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
-    server.bootstrap();
-    // PROXY protocol (plain listeners), then the head check in front of
-    // pingora's proxy (see `edge`).
+    }
+}
+
+/// The proxy service on every `listen` address: PROXY protocol (plain
+/// listeners), then the head check in front of pingora's proxy (see
+/// `edge`); TLS listeners also speak HTTP/2.
+fn proxy_service(
+    server: &Server,
+    settings: &ServerSettings,
+    state: &Arc<AppState>,
+    certificate: Option<&Arc<ReloadableCert>>,
+) -> Result<ListeningService<PlainListeners<EdgeApp>>, StartError> {
     let mut proxy = ListeningService::new(
         "portcullis proxy".to_owned(),
-        edge_app(&server, &settings, Gateway::new(Arc::clone(&state))),
+        edge_app(server, settings, Gateway::new(Arc::clone(state))),
     );
     for addr in &settings.listen {
         match &settings.tls {
             Some(tls) => {
-                let cert = tls.cert.to_string_lossy();
-                let key = tls.key.to_string_lossy();
-                let mut tls_settings = TlsSettings::intermediate(&cert, &key)
-                    .map_err(|e| StartError::Tls(e.to_string()))?;
-                // The resolver, not the files, serves handshakes, so a
-                // reload can swap the certificate.
-                if let Some(resolver) = &certificate {
-                    tls_settings.set_cert_resolver(
-                        Arc::clone(resolver) as Arc<dyn pingora_rustls::ResolvesServerCert>
-                    );
-                }
-                // HTTP/2 by ALPN; clients without it keep HTTP/1.1.
-                tls_settings.enable_h2();
+                let tls_settings = tls_settings(tls, certificate)?;
                 proxy.add_tls_with_settings(addr, None, tls_settings);
             }
             None => proxy.add_listener(plain_listener(addr, settings.proxy_protocol)),
@@ -172,22 +204,37 @@ pub fn build(
         };
         proxy.endpoints().set_pre_tls_callback(Arc::new(before_tls));
     }
-    server.add_service(proxy);
+    Ok(proxy)
+}
+
+fn tls_settings(
+    files: &TlsFiles,
+    certificate: Option<&Arc<ReloadableCert>>,
+) -> Result<TlsSettings, StartError> {
+    let cert = files.cert.to_string_lossy();
+    let key = files.key.to_string_lossy();
+    let mut settings =
+        TlsSettings::intermediate(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
+    // The resolver, not the files, serves handshakes, so a reload can swap
+    // the certificate.
+    if let Some(resolver) = certificate {
+        settings
+            .set_cert_resolver(Arc::clone(resolver) as Arc<dyn pingora_rustls::ResolvesServerCert>);
+    }
+    // HTTP/2 by ALPN; clients without it keep HTTP/1.1.
+    settings.enable_h2();
+    Ok(settings)
+}
+
+/// The admin API: its own listener and one thread.
+fn admin_service(settings: &ServerSettings, state: &Arc<AppState>) -> ListeningService<AdminApi> {
     let mut admin = ListeningService::new(
         "portcullis admin".to_owned(),
-        AdminApi::new(Arc::clone(&state)),
+        AdminApi::new(Arc::clone(state)),
     );
     admin.add_tcp(&settings.admin_listen);
     admin.threads = Some(1);
-    server.add_service(admin);
-    Ok(Instance {
-        server,
-        state,
-        background: Background {
-            runtime: Some(background),
-            stop,
-        },
-    })
+    admin
 }
 
 /// A plain listener. The edge reads each request head into its own buffer,
@@ -200,8 +247,6 @@ fn plain_listener(addr: &str, proxy_protocol: bool) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(read))
 }
 
-/// The proxy application with the edge's connection rules around it:
-/// slow-client deadlines, and the PROXY protocol on plain listeners.
 /// The proxy listener's application: the PROXY protocol header (on plain
 /// listeners that ask for it), then each request head read and judged
 /// with its deadlines, then pingora's proxy.
