@@ -4,9 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Claims of an access token, both as the gateway issues them and as it
-/// reads them back. Required: `sub`, `jti`, `iat`, `exp` (a token without
-/// them fails to deserialize and is `token_invalid`); `iss` and `aud` are
-/// checked by `jsonwebtoken::Validation`.
+/// reads them back. `sub` and `exp` are required of every token (without
+/// them it fails to deserialize and is `token_invalid`); `iss` and `aud`
+/// are checked by `jsonwebtoken::Validation`. `jti` and `iat` deserialize
+/// as empty and 0 when absent: the verifier refuses that in the gateway's
+/// own tokens, and an external issuer's `required_claims` decide for its.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,

@@ -158,6 +158,15 @@ fn print_instructions(
     );
     println!("configuration: {}\n", config_path.display());
     println!("{}", runtime.route_table());
+    print_request_tour(&base, &user_token, &admin_token);
+    print_admin_tour(options, api_token);
+    println!("Press Ctrl-C to stop.");
+    Ok(())
+}
+
+/// Requests through the gateway: public, refused, allowed, and the
+/// session endpoints.
+fn print_request_tour(base: &str, user_token: &str, admin_token: &str) {
     println!("Try these (tokens are valid for one hour):\n");
     println!("  # a public page: no token needed");
     println!("  curl -i {base}/public\n");
@@ -189,6 +198,11 @@ fn print_instructions(
     println!("  curl -s -X POST -d 'grant_type=refresh_token&refresh_token=REFRESH_TOKEN' {base}/auth/token");
     println!("  curl -s -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/sessions");
     println!("  curl -s -X POST -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/logout\n");
+}
+
+/// Logging a user out everywhere and disabling an account, by the admin API
+/// and by the command line.
+fn print_admin_tour(options: &DemoOptions, api_token: &str) {
     let admin = format!("http://{}", options.admin_listen);
     println!(
         "  # log alice out everywhere through the admin API; her token now gets 401 token_revoked"
@@ -201,8 +215,6 @@ fn print_instructions(
     println!("  {cli} admin --url {admin} --token {api_token} revoke-user alice\n");
     println!("  # disable the admin account: 403 account_disabled");
     println!("  {cli} admin --url {admin} --token {api_token} disable root\n");
-    println!("Press Ctrl-C to stop.");
-    Ok(())
 }
 
 /// How a shell reaches this binary: `portcullis` once it is on the `PATH`

@@ -8,6 +8,7 @@
 pub mod follower;
 pub mod redis;
 pub mod redis_link;
+mod redis_log;
 mod redis_records;
 pub mod sqlite;
 pub mod view;

@@ -21,12 +21,13 @@ use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Script, ScriptInvocation, Value};
 
 use super::redis_link::{cluster_nodes, key_base, Keys, Link, RedisOptions, SentinelSpec, Target};
+use super::redis_log::{parse_change, parse_id, parse_log_state, LogInfo, Replication};
 use super::redis_records::{
     parse_session, session_fields, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
 };
 use super::{
-    session_marker, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
-    Store, StoreError, StoreLocation, UserRecord,
+    session_marker, Batch, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, Store,
+    StoreError, StoreLocation, UserRecord,
 };
 
 pub struct RedisStore {
@@ -180,139 +181,6 @@ impl RedisStore {
         let changed = known.as_ref().is_some_and(|k| *k != id);
         *known = Some(id);
         changed
-    }
-}
-
-/// The answers to [`RedisStore::log_state_commands`].
-fn parse_log_state(
-    mut replies: impl Iterator<Item = Value>,
-) -> Result<(LogInfo, Replication), StoreError> {
-    let info = match replies.next() {
-        Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("no such key")) => {
-            // No stream yet: nothing was ever added.
-            LogInfo::default()
-        }
-        Some(value) => LogInfo::parse(value)?,
-        None => return Err(StoreError::Corrupt("XINFO gave no answer".into())),
-    };
-    let replication: String = match replies.next() {
-        Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
-        Some(value) => redis::from_redis_value(value)
-            .map_err(|e| StoreError::Corrupt(format!("INFO replication: {e}")))?,
-        None => return Err(StoreError::Corrupt("INFO gave no answer".into())),
-    };
-    let field = |name: &str| {
-        replication
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(name))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok((
-        info,
-        Replication {
-            id: field("master_replid:"),
-            replica: field("role:") == "slave",
-        },
-    ))
-}
-
-/// What `INFO replication` says about the node that answered.
-struct Replication {
-    /// `master_replid`: a new one means another history.
-    id: String,
-    /// The node is a replica (a demoted primary).
-    replica: bool,
-}
-
-#[derive(Debug, Default)]
-struct LogInfo {
-    last: Cursor,
-    added: u64,
-    length: u64,
-}
-
-impl LogInfo {
-    /// `(last-generated-id, entries-added, length)` of an `XINFO STREAM` answer.
-    fn parse(value: Value) -> Result<Self, StoreError> {
-        let info: HashMap<String, Value> = redis::from_redis_value(value)
-            .map_err(|e| StoreError::Corrupt(format!("XINFO: {e}")))?;
-        let number = |name: &str| -> Result<u64, StoreError> {
-            let value = info
-                .get(name)
-                .ok_or_else(|| StoreError::Corrupt(format!("XINFO without {name}")))?;
-            redis::from_redis_value_ref(value)
-                .map_err(|e| StoreError::Corrupt(format!("XINFO {name}: {e}")))
-        };
-        Ok(Self {
-            last: info
-                .get("last-generated-id")
-                .and_then(parse_id_value)
-                .unwrap_or_default(),
-            added: number("entries-added")?,
-            length: number("length")?,
-        })
-    }
-
-    /// Whether the entry after `cursor` may be gone. Trimming removes
-    /// entries from the front only, so the entries present are the last
-    /// `length` of the `added`; fewer than the cursor's count means the
-    /// stream itself was reset.
-    fn trimmed_past(&self, cursor: Cursor) -> bool {
-        let first_present = self.added.saturating_sub(self.length) + 1;
-        first_present > cursor.2 + 1 || self.added < cursor.2
-    }
-
-    /// Whether the log ends before `cursor`: its ids went backwards, as on
-    /// a promoted replica that never received the last entries.
-    fn ends_before(&self, cursor: Cursor) -> bool {
-        (self.last.0, self.last.1) < (cursor.0, cursor.1)
-    }
-}
-
-/// A stream id; the entry count is filled in by the caller.
-fn parse_id(id: &str) -> Option<Cursor> {
-    let (ms, seq) = id.split_once('-')?;
-    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?, 0))
-}
-
-fn parse_id_value(value: &Value) -> Option<Cursor> {
-    match value {
-        Value::BulkString(bytes) => parse_id(std::str::from_utf8(bytes).ok()?),
-        Value::SimpleString(s) => parse_id(s),
-        _ => None,
-    }
-}
-
-fn field<T: redis::FromRedisValue>(
-    map: &HashMap<String, Value>,
-    name: &str,
-) -> Result<T, StoreError> {
-    let value = map
-        .get(name)
-        .ok_or_else(|| StoreError::Corrupt(format!("change without {name}")))?;
-    redis::from_redis_value_ref(value)
-        .map_err(|e| StoreError::Corrupt(format!("change field {name}: {e}")))
-}
-
-fn parse_change(map: &HashMap<String, Value>) -> Result<Change, StoreError> {
-    let kind: String = field(map, "kind")?;
-    let key: String = field(map, "key")?;
-    match kind.as_str() {
-        "user" => Ok(Change::User {
-            sub: key,
-            record: UserRecord {
-                version: field(map, "version")?,
-                disabled: field::<u64>(map, "disabled")? != 0,
-                not_before: field(map, "not_before")?,
-                revision: field(map, "revision")?,
-            },
-        }),
-        "token" => Ok(Change::TokenRevoked {
-            jti: key,
-            exp: field(map, "exp")?,
-        }),
-        other => Err(StoreError::Corrupt(format!("change kind {other:?}"))),
     }
 }
 
