@@ -6,7 +6,6 @@
 //! route table, keys and header rules. The request path never sees `raw`.
 
 mod compile;
-mod cors;
 pub mod duration;
 pub mod raw;
 pub mod runtime;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::raw::{RawCors, RawRoute};
-use super::Diagnostics;
+use crate::config::raw::{RawCors, RawRoute};
+use crate::config::Diagnostics;
 use crate::proxy::cors::{CorsPolicy, CorsTable};
 use crate::proxy::router::normalize_prefix;
 

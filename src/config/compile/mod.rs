@@ -13,20 +13,20 @@ use http::HeaderName;
 use pingora_core::upstreams::peer::PeerOptions;
 use toml::Spanned;
 
-use super::duration::HumanDuration;
-use super::raw::{
-    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
-    RawTokens, RawUpstream,
-};
-use super::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions, RawTls};
-use super::runtime::TlsFiles;
-use super::runtime::{AdminToken, LoginSettings, StoreSettings};
-use super::runtime::{Runtime, ServerSettings};
-use super::Diagnostics;
 use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
+use crate::config::duration::HumanDuration;
+use crate::config::raw::{
+    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
+    RawTokens, RawUpstream,
+};
+use crate::config::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions, RawTls};
+use crate::config::runtime::TlsFiles;
+use crate::config::runtime::{AdminToken, LoginSettings, StoreSettings};
+use crate::config::runtime::{Runtime, ServerSettings};
+use crate::config::Diagnostics;
 use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::discovery::{DnsDiscovery, Target};
 use crate::proxy::headers::{HeaderRules, FORWARDING};
@@ -36,6 +36,8 @@ use crate::store::{RedisOptions, StoreLocation, ViewSettings};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use std::time::Duration;
+
+mod cors;
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
@@ -65,7 +67,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys(&tokens, base, sink);
     let upstreams = upstream_pools(&raw.upstreams, base, sink);
     let router = Router::new(routes(&raw.routes, &upstreams, sink));
-    let cors = super::cors::cors_table(
+    let cors = cors::cors_table(
         &raw.cors,
         &raw.routes,
         raw.sessions.csrf_header.get_ref(),
