@@ -5,7 +5,6 @@
 //! `portcullis check` lists them all.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,27 +16,23 @@ use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
 use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
-use crate::config::duration::HumanDuration;
 use crate::config::raw::{
-    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawServer, RawStore,
-    RawTokens, RawUpstream,
+    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawTokens, RawUpstream,
 };
-use crate::config::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions, RawTls};
-use crate::config::runtime::TlsFiles;
-use crate::config::runtime::{AdminToken, LoginSettings, StoreSettings};
-use crate::config::runtime::{Runtime, ServerSettings};
+use crate::config::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions};
+use crate::config::runtime::LoginSettings;
+use crate::config::runtime::Runtime;
 use crate::config::Diagnostics;
-use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::discovery::{DnsDiscovery, Target};
 use crate::proxy::headers::{HeaderRules, FORWARDING};
 use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
-use crate::store::{RedisOptions, StoreLocation, ViewSettings};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
-use std::time::Duration;
 
 mod cors;
+mod server;
+mod store;
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
@@ -60,7 +55,7 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 12] = [
 ];
 
 pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
-    let server = server_settings(&raw.server, &raw.store, base, sink);
+    let server = server::server_settings(&raw.server, &raw.store, base, sink);
     let identity = identity_headers(&raw.identity, sink);
     let tokens_span = raw.tokens.span();
     let tokens = raw.tokens.into_inner();
@@ -184,219 +179,6 @@ fn login_settings(
         claims_header: header(&raw.claims_header)?,
         timeout: raw.timeout.0,
     })
-}
-
-fn server_settings(
-    raw: &RawServer,
-    store: &RawStore,
-    base: &Path,
-    sink: &mut Diagnostics,
-) -> ServerSettings {
-    for addr in raw.listen.iter().chain([&raw.admin_listen]) {
-        if addr.get_ref().parse::<SocketAddr>().is_err() {
-            sink.at(
-                addr.span(),
-                format!(
-                    "{:?} is not an address such as \"0.0.0.0:8080\"",
-                    addr.get_ref()
-                ),
-            );
-        }
-    }
-    let threads = match raw.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    ServerSettings {
-        listen: raw.listen.iter().map(|a| a.get_ref().clone()).collect(),
-        admin_listen: raw.admin_listen.get_ref().clone(),
-        admin_token: admin_token(raw, base, sink),
-        store: store_settings(store, base, sink),
-        threads,
-        shutdown_grace: raw.shutdown_grace.0,
-        shutdown_timeout: raw.shutdown_timeout.0,
-        upstream_keepalive_pool: raw.upstream_keepalive_pool,
-        tls: raw.tls.as_ref().and_then(|tls| tls_files(tls, base, sink)),
-        trusted_proxies: trusted_proxies(raw, sink),
-        proxy_protocol: proxy_protocol(raw, sink),
-        header_read_timeout: whole_seconds(&raw.header_read_timeout),
-        keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
-        access_log_sample: access_log_sample(raw, sink),
-        work_stealing: raw.work_stealing,
-    }
-}
-
-/// The PROXY header names any address its sender likes, so only the
-/// balancers listed in `trusted_proxies` may send it.
-fn proxy_protocol(raw: &RawServer, sink: &mut Diagnostics) -> bool {
-    let on = *raw.proxy_protocol.get_ref();
-    if on && raw.trusted_proxies.is_empty() {
-        sink.at(
-            raw.proxy_protocol.span(),
-            "server.proxy_protocol needs server.trusted_proxies: only the balancers listed there may send the header",
-        );
-    }
-    on
-}
-
-fn access_log_sample(raw: &RawServer, sink: &mut Diagnostics) -> f64 {
-    let share = *raw.access_log_sample.get_ref();
-    if !(0.0..=1.0).contains(&share) {
-        sink.at(
-            raw.access_log_sample.span(),
-            "server.access_log_sample: a share from 0.0 (no successful request logged) to 1.0 (all)",
-        );
-    }
-    share.clamp(0.0, 1.0)
-}
-
-fn trusted_proxies(raw: &RawServer, sink: &mut Diagnostics) -> TrustedProxies {
-    let mut blocks = Vec::new();
-    for text in &raw.trusted_proxies {
-        match text.get_ref().parse() {
-            Ok(block) => blocks.push(block),
-            Err(message) => sink.at(text.span(), format!("server.trusted_proxies: {message}")),
-        }
-    }
-    TrustedProxies(blocks)
-}
-
-/// Client-side timeouts in whole seconds (the engine's keep-alive unit),
-/// rounded up, at least one.
-fn whole_seconds(value: &HumanDuration) -> Duration {
-    let d = value.0;
-    Duration::from_secs((d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
-}
-
-/// The certificate and key files, checked to be readable PEM now rather
-/// than when the listener starts.
-fn tls_files(raw: &RawTls, base: &Path, sink: &mut Diagnostics) -> Option<TlsFiles> {
-    let mut check = |file: &Spanned<std::path::PathBuf>, what: &str| {
-        let full = base.join(file.get_ref());
-        match std::fs::read(&full) {
-            Ok(bytes) if pem::parse_many(&bytes).is_ok_and(|blocks| !blocks.is_empty()) => {
-                Some(full)
-            }
-            Ok(_) => {
-                sink.at(file.span(), format!("{}: not a PEM {what}", full.display()));
-                None
-            }
-            Err(e) => {
-                sink.at(file.span(), format!("{}: {e}", full.display()));
-                None
-            }
-        }
-    };
-    let cert = check(&raw.cert, "certificate");
-    let key = check(&raw.key, "private key");
-    Some(TlsFiles {
-        cert: cert?,
-        key: key?,
-    })
-}
-
-fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics) -> StoreSettings {
-    let location = StoreLocation::parse(raw.url.get_ref(), base).unwrap_or_else(|e| {
-        sink.at(raw.url.span(), e.to_string());
-        StoreLocation::Sqlite(base.join("portcullis.db"))
-    });
-    if raw.max_staleness.0 < Duration::from_millis(40) {
-        sink.at(raw.url.span(), "store.max_staleness must be at least 40ms");
-    }
-    let redis = redis_options(raw, &location, sink);
-    StoreSettings {
-        location,
-        view: ViewSettings {
-            max_staleness: raw.max_staleness.0,
-            on_unavailable: raw.on_unavailable,
-            user_cache_entries: raw.user_cache_entries.max(1),
-        },
-        change_log_entries: raw.change_log_entries.max(100),
-        redis,
-    }
-}
-
-/// `key_prefix`, `min_replicas` and `replica_timeout`: Redis only.
-fn redis_options(raw: &RawStore, location: &StoreLocation, sink: &mut Diagnostics) -> RedisOptions {
-    let sqlite = matches!(location, StoreLocation::Sqlite(_));
-    if let Some(prefix) = &raw.key_prefix {
-        let ok = !prefix.get_ref().is_empty()
-            && prefix
-                .get_ref()
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
-        if !ok {
-            sink.at(
-                prefix.span(),
-                "store.key_prefix must be printable ASCII without spaces or braces",
-            );
-        }
-        if sqlite {
-            sink.at(prefix.span(), "store.key_prefix needs a Redis store");
-        }
-    }
-    if raw.min_replicas > 0 && sqlite {
-        sink.at(raw.url.span(), "store.min_replicas needs a Redis store");
-    }
-    if raw.min_replicas > 0 && raw.replica_timeout.0.is_zero() {
-        sink.at(
-            raw.url.span(),
-            "store.replica_timeout must be more than 0 (0 waits forever)",
-        );
-    }
-    RedisOptions {
-        key_prefix: raw.key_prefix.as_ref().map(|p| p.get_ref().clone()),
-        min_replicas: raw.min_replicas,
-        replica_timeout: raw.replica_timeout.0,
-    }
-}
-
-/// The admin token from the environment variable, else from the file; one
-/// shorter than [`AdminToken::MIN_BYTES`] is an error, so a guessable token
-/// never guards the admin API.
-fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<AdminToken> {
-    if let Some(value) = std::env::var_os(&raw.admin_token_env).filter(|v| !v.is_empty()) {
-        let token = AdminToken(value.into_encoded_bytes());
-        if token.0.len() < AdminToken::MIN_BYTES {
-            sink.at(
-                0..0,
-                format!(
-                    "the admin token in ${} has {} bytes; at least {} are needed (e.g. 64 hex digits from a CSPRNG)",
-                    raw.admin_token_env,
-                    token.0.len(),
-                    AdminToken::MIN_BYTES
-                ),
-            );
-            return None;
-        }
-        return Some(token);
-    }
-    let file = raw.admin_token_file.as_ref()?;
-    let full = base.join(file.get_ref());
-    match std::fs::read(&full) {
-        Ok(mut bytes) => {
-            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                bytes.pop();
-            }
-            if bytes.len() < AdminToken::MIN_BYTES {
-                sink.at(
-                    file.span(),
-                    format!(
-                        "{}: the admin token has {} bytes; at least {} are needed",
-                        full.display(),
-                        bytes.len(),
-                        AdminToken::MIN_BYTES
-                    ),
-                );
-                return None;
-            }
-            Some(AdminToken(bytes))
-        }
-        Err(e) => {
-            sink.at(file.span(), format!("{}: {e}", full.display()));
-            None
-        }
-    }
 }
 
 fn check_tokens(
