@@ -8,10 +8,10 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
+use super::routes::route_key;
 use crate::config::raw::{RawCors, RawRoute};
 use crate::config::Diagnostics;
 use crate::proxy::cors::{CorsPolicy, CorsTable};
-use crate::proxy::router::normalize_prefix;
 
 const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", "x-request-id"];
@@ -31,13 +31,9 @@ pub(super) fn cors_table(
     for route in raw_routes {
         let Some(own) = &route.cors else { continue };
         let policy = policy(own.get_ref(), raw, csrf_header, sink);
-        let host = route
-            .host
-            .as_ref()
-            .map(|h| h.get_ref().to_ascii_lowercase());
-        let path = route.path.get_ref();
-        if let Ok(normal) = crate::proxy::path::normalize_path(path.as_bytes()) {
-            routes.insert((host, normalize_prefix(&normal)), Arc::new(policy));
+        // A route that does not compile is reported by `routes`.
+        if let Some(key) = route_key(route) {
+            routes.insert(key, Arc::new(policy));
         }
     }
     CorsTable::new(global, routes)

@@ -9,30 +9,26 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::HeaderName;
-use pingora_core::upstreams::peer::PeerOptions;
 use toml::Spanned;
 
 use crate::auth::external::{acceptable_jwks_url, ExternalIssuer, JwksSource};
 use crate::auth::keys::KeyMaterial;
 use crate::auth::verify::VerifierSettings;
-use crate::auth::{IdentityHeaders, Keyring, Requirement, Verifier};
-use crate::config::raw::{
-    AuthMode, KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawRoute, RawTokens, RawUpstream,
-};
-use crate::config::raw::{RawHealthCheck, RawIssuer, RawLogin, RawSessions};
+use crate::auth::{IdentityHeaders, Keyring, Verifier};
+use crate::config::raw::{KeyAlgorithm, RawConfig, RawIdentity, RawKey, RawTokens};
+use crate::config::raw::{RawIssuer, RawLogin, RawSessions};
 use crate::config::runtime::LoginSettings;
 use crate::config::runtime::Runtime;
 use crate::config::Diagnostics;
-use crate::proxy::discovery::{DnsDiscovery, Target};
 use crate::proxy::headers::{HeaderRules, FORWARDING};
-use crate::proxy::router::{normalize_prefix, Route, Router, UpstreamPool};
+use crate::proxy::router::{Router, UpstreamPool};
 use crate::session::{CookieSettings, SessionSettings, Sessions};
-use pingora_core::utils::tls::{parse_x509, WrappedX509};
-use pingora_load_balancing::health_check::HttpHealthCheck;
 
 mod cors;
+mod routes;
 mod server;
 mod store;
+mod upstreams;
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials.
@@ -60,8 +56,8 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let tokens_span = raw.tokens.span();
     let tokens = raw.tokens.into_inner();
     let (keyring, signer) = keys(&tokens, base, sink);
-    let upstreams = upstream_pools(&raw.upstreams, base, sink);
-    let router = Router::new(routes(&raw.routes, &upstreams, sink));
+    let upstreams = upstreams::upstream_pools(&raw.upstreams, base, sink);
+    let router = Router::new(routes::routes(&raw.routes, &upstreams, sink));
     let cors = cors::cors_table(
         &raw.cors,
         &raw.routes,
@@ -477,266 +473,4 @@ fn identity_headers(raw: &RawIdentity, sink: &mut Diagnostics) -> Option<Identit
         claims,
         forward_token: raw.forward_token,
     })
-}
-
-/// Every upstream with a unique name becomes a pool, even one with errors
-/// (the load fails on those anyway), so its routes never get follow-on
-/// "unknown upstream" errors. Targets are parsed, not resolved: names are
-/// resolved when the gateway starts, and by `check --resolve`.
-fn upstream_pools(
-    raw: &[RawUpstream],
-    base: &Path,
-    sink: &mut Diagnostics,
-) -> HashMap<String, Arc<UpstreamPool>> {
-    let mut pools = HashMap::new();
-    for upstream in raw {
-        let name = upstream.name.get_ref();
-        if pools.contains_key(name) {
-            sink.at(
-                upstream.name.span(),
-                format!("upstream {name:?} is defined twice"),
-            );
-            continue;
-        }
-        if upstream.targets.is_empty() {
-            sink.at(
-                upstream.name.span(),
-                format!("upstream {name:?} has no targets"),
-            );
-        }
-        let interval = upstream.resolve_interval.get_ref().0;
-        if interval.is_zero() {
-            sink.at(
-                upstream.resolve_interval.span(),
-                "resolve_interval must be positive",
-            );
-        }
-        let targets = upstream
-            .targets
-            .iter()
-            .filter_map(|target| parsed_target(target, sink))
-            .collect();
-        let mut options = peer_options(upstream);
-        let tls_sni = upstream_tls(upstream, &mut options, base, sink);
-        let discovery = DnsDiscovery::new(name, targets);
-        let mut pool = UpstreamPool::new(
-            name.clone(),
-            discovery,
-            options.clone(),
-            upstream.ejection.0,
-            interval,
-        );
-        // Checks speak to the targets as requests do: TLS, SNI, CAs.
-        pool.check_interval = upstream.health_check.as_ref().and_then(|check| {
-            let hc = health_check(check, tls_sni.as_deref(), &options, sink)?;
-            pool.balancer.set_health_check(Box::new(hc));
-            Some(check.interval.0)
-        });
-        pool.tls_sni = tls_sni;
-        pools.insert(name.clone(), Arc::new(pool));
-    }
-    pools
-}
-
-/// One `host:port` target, checked for its form; with `check --resolve`
-/// also resolved, and reported when it does not.
-fn parsed_target(target: &Spanned<String>, sink: &mut Diagnostics) -> Option<Target> {
-    let parsed = Target::parse(target.get_ref())
-        .map_err(|message| sink.at(target.span(), message))
-        .ok()?;
-    if let (Target::Name { host, port }, true) = (&parsed, sink.resolve) {
-        let found = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
-            .map(|mut addrs| addrs.next().is_some());
-        let reason = match found {
-            Ok(true) => None,
-            Ok(false) => Some("no addresses".to_owned()),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(reason) = reason {
-            sink.at(
-                target.span(),
-                format!("{:?} does not resolve: {reason}", target.get_ref()),
-            );
-        }
-    }
-    Some(parsed)
-}
-
-/// An HTTP check: `GET path` on each target, healthy on any 2xx.
-fn health_check(
-    raw: &RawHealthCheck,
-    tls_sni: Option<&str>,
-    options: &PeerOptions,
-    sink: &mut Diagnostics,
-) -> Option<HttpHealthCheck> {
-    let path = raw.path.get_ref();
-    if !path.starts_with('/') {
-        sink.at(raw.path.span(), "health_check.path must start with '/'");
-        return None;
-    }
-    let host = tls_sni.unwrap_or("localhost");
-    let mut check = HttpHealthCheck::new(host, tls_sni.is_some());
-    check.peer_template.options.ca = options.ca.clone();
-    let request = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
-        .and_then(|mut r| r.insert_header("Host", host).map(|_| r));
-    match request {
-        Ok(request) => check.req = request,
-        Err(_) => {
-            sink.at(
-                raw.path.span(),
-                format!("{path:?} is not a valid request path"),
-            );
-            return None;
-        }
-    }
-    check.consecutive_success = raw.healthy_threshold.max(1);
-    check.consecutive_failure = raw.unhealthy_threshold.max(1);
-    check.peer_template.options.connection_timeout = Some(raw.timeout.0);
-    check.peer_template.options.read_timeout = Some(raw.timeout.0);
-    Some(check)
-}
-
-/// TLS to the targets: the SNI to send, and the CAs to trust when given.
-fn upstream_tls(
-    upstream: &RawUpstream,
-    options: &mut PeerOptions,
-    base: &Path,
-    sink: &mut Diagnostics,
-) -> Option<String> {
-    if !upstream.tls {
-        if upstream.sni.is_some() || upstream.ca_file.is_some() {
-            sink.at(upstream.name.span(), "sni and ca_file need tls = true");
-        }
-        return None;
-    }
-    if let Some(file) = &upstream.ca_file {
-        let full = base.join(file.get_ref());
-        let ders: Vec<Vec<u8>> = std::fs::read(&full)
-            .ok()
-            .and_then(|bytes| pem::parse_many(bytes).ok())
-            .map(|blocks| {
-                blocks
-                    .into_iter()
-                    .filter(|b| b.tag() == "CERTIFICATE")
-                    .map(pem::Pem::into_contents)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if ders.is_empty() {
-            sink.at(
-                file.span(),
-                format!("{}: no PEM certificate to trust", full.display()),
-            );
-        } else {
-            let cas: Vec<WrappedX509> = ders
-                .into_iter()
-                .map(|der| WrappedX509::new(der, parse_x509))
-                .collect();
-            options.ca = Some(Arc::from(cas.into_boxed_slice()));
-        }
-    }
-    let first_host = upstream.targets.first().map(|t| {
-        let target = t.get_ref();
-        target
-            .rsplit_once(':')
-            .map_or(target.as_str(), |(host, _)| host)
-            .trim_matches(['[', ']'])
-            .to_owned()
-    });
-    upstream.sni.clone().or(first_host)
-}
-
-fn peer_options(upstream: &RawUpstream) -> PeerOptions {
-    let mut options = PeerOptions::new();
-    options.connection_timeout = Some(upstream.connect_timeout.0);
-    options.read_timeout = Some(upstream.read_timeout.0);
-    options.write_timeout = Some(upstream.write_timeout.0);
-    options.idle_timeout = Some(upstream.idle_timeout.0);
-    options
-}
-
-fn routes(
-    raw: &[RawRoute],
-    pools: &HashMap<String, Arc<UpstreamPool>>,
-    sink: &mut Diagnostics,
-) -> Vec<Route> {
-    let mut seen = HashSet::new();
-    let mut routes = Vec::new();
-    for route in raw {
-        let path = route.path.get_ref();
-        if !path.starts_with('/') {
-            sink.at(
-                route.path.span(),
-                format!("route path {path:?} must start with '/'"),
-            );
-            continue;
-        }
-        // Routes are matched against normalised request paths, so the
-        // configured prefix must be in that form too.
-        let prefix = match crate::proxy::path::normalize_path(path.as_bytes()) {
-            Ok(normal) if !normal.contains(';') => normalize_prefix(&normal),
-            _ => {
-                sink.at(
-                    route.path.span(),
-                    format!("route path {path:?} is not a plain normalised path"),
-                );
-                continue;
-            }
-        };
-        let host = route
-            .host
-            .as_ref()
-            .map(|h| h.get_ref().to_ascii_lowercase());
-        if let Some((h, spanned)) = host.as_ref().zip(route.host.as_ref()) {
-            let plain = !h.is_empty()
-                && !h.ends_with('.')
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            if !plain {
-                sink.at(
-                    spanned.span(),
-                    format!("route host {h:?} must be a plain host name, without port"),
-                );
-                continue;
-            }
-        }
-        if !seen.insert((host.clone(), prefix.clone())) {
-            sink.at(
-                route.path.span(),
-                format!("duplicate route: another route has the same host and path {prefix:?}"),
-            );
-            continue;
-        }
-        // An optional route would let a request without a token past the
-        // very roles it asks of a request with one.
-        if route.auth != AuthMode::Required && !(route.roles.is_empty() && route.scopes.is_empty())
-        {
-            sink.at(
-                route.path.span(),
-                "roles and scopes need auth = \"required\"",
-            );
-        }
-        let Some(upstream) = pools.get(route.upstream.get_ref()) else {
-            sink.at(
-                route.upstream.span(),
-                format!("unknown upstream {:?}", route.upstream.get_ref()),
-            );
-            continue;
-        };
-        let name = route.name.clone().unwrap_or_else(|| prefix.clone());
-        routes.push(Route {
-            metrics: crate::metrics::RouteMetrics::new(&name),
-            name,
-            host,
-            prefix,
-            auth: route.auth,
-            requirement: Requirement {
-                any_role: route.roles.clone(),
-                all_scopes: route.scopes.clone(),
-            },
-            upstream: Arc::clone(upstream),
-            paths: route.paths,
-        });
-    }
-    routes
 }
