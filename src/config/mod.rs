@@ -8,7 +8,6 @@
 //! declared there (`AuthMode`, `PathMatch`, …), which every layer shares.
 
 mod compile;
-mod cors;
 pub mod duration;
 pub mod raw;
 pub mod runtime;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::raw::{RawCors, RawRoute};
-use super::Diagnostics;
+use super::routes::route_key;
+use crate::config::raw::{RawCors, RawRoute};
 use crate::config::runtime::cors::{CorsPolicy, CorsTable};
-use crate::config::runtime::router::normalize_prefix;
+use crate::config::Diagnostics;
 
 const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", "x-request-id"];
@@ -31,13 +31,9 @@ pub(super) fn cors_table(
     for route in raw_routes {
         let Some(own) = &route.cors else { continue };
         let policy = policy(own.get_ref(), raw, csrf_header, sink);
-        let host = route
-            .host
-            .as_ref()
-            .map(|h| h.get_ref().to_ascii_lowercase());
-        let path = route.path.get_ref();
-        if let Ok(normal) = crate::config::runtime::path::normalize_path(path.as_bytes()) {
-            routes.insert((host, normalize_prefix(&normal)), Arc::new(policy));
+        // A route that does not compile is reported by `routes`.
+        if let Some(key) = route_key(route) {
+            routes.insert(key, Arc::new(policy));
         }
     }
     CorsTable::new(global, routes)
@@ -45,57 +41,54 @@ pub(super) fn cors_table(
 
 /// `own`'s keys, else `fallback`'s, else the defaults.
 fn policy(own: &RawCors, fallback: &RawCors, csrf: &str, sink: &mut Diagnostics) -> CorsPolicy {
-    let origins = own
-        .allowed_origins
-        .as_ref()
-        .or(fallback.allowed_origins.as_ref());
-    let credentials = own
-        .allow_credentials
-        .as_ref()
-        .or(fallback.allow_credentials.as_ref())
-        .is_some_and(|c| *c.get_ref());
+    let credentials =
+        either(&own.allow_credentials, &fallback.allow_credentials).is_some_and(|c| *c.get_ref());
     let mut policy = CorsPolicy {
         credentials,
         methods: methods(
-            own.allowed_methods
-                .as_ref()
-                .or(fallback.allowed_methods.as_ref()),
+            either(&own.allowed_methods, &fallback.allowed_methods),
             sink,
         ),
         headers: headers(
-            own.allowed_headers
-                .as_ref()
-                .or(fallback.allowed_headers.as_ref()),
+            either(&own.allowed_headers, &fallback.allowed_headers),
             csrf,
             sink,
         ),
-        max_age_secs: own
-            .max_age
-            .as_ref()
-            .or(fallback.max_age.as_ref())
+        max_age_secs: either(&own.max_age, &fallback.max_age)
             .map_or(DEFAULT_MAX_AGE_SECS, |d| d.0.as_secs()),
         ..CorsPolicy::default()
     };
+    let origins = either(&own.allowed_origins, &fallback.allowed_origins);
     for origin in origins.into_iter().flatten() {
-        let value = origin.get_ref();
-        if value == "*" {
-            if credentials {
-                sink.at(
-                    origin.span(),
-                    "allowed_origins = \"*\" cannot be combined with allow_credentials = true: list the origins",
-                );
-            }
-            policy.any_origin = true;
-        } else if exact_origin(value) {
-            policy.origins.push(value.clone());
-        } else {
-            sink.at(
-                origin.span(),
-                format!("{value:?} is not an origin such as \"https://app.example.com\" (scheme, host, optional port; no path)"),
-            );
-        }
+        add_origin(&mut policy, origin, sink);
     }
     policy
+}
+
+fn either<'a, T>(own: &'a Option<T>, fallback: &'a Option<T>) -> Option<&'a T> {
+    own.as_ref().or(fallback.as_ref())
+}
+
+/// `*` with credentials would let every site make calls as the user, so
+/// the two never meet.
+fn add_origin(policy: &mut CorsPolicy, origin: &Spanned<String>, sink: &mut Diagnostics) {
+    let value = origin.get_ref();
+    if value == "*" {
+        if policy.credentials {
+            sink.at(
+                origin.span(),
+                "allowed_origins = \"*\" cannot be combined with allow_credentials = true: list the origins",
+            );
+        }
+        policy.any_origin = true;
+    } else if exact_origin(value) {
+        policy.origins.push(value.clone());
+    } else {
+        sink.at(
+            origin.span(),
+            format!("{value:?} is not an origin such as \"https://app.example.com\" (scheme, host, optional port; no path)"),
+        );
+    }
 }
 
 fn methods(raw: Option<&Vec<Spanned<String>>>, sink: &mut Diagnostics) -> Vec<String> {

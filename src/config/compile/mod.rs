@@ -1,0 +1,97 @@
+//! `RawConfig` → `Runtime`: cross-checks, key loading, the route table.
+//!
+//! Every problem is reported through `Diagnostics` with the position of the
+//! value at fault; compilation goes on after an error so that one run of
+//! `portcullis check` lists them all. Each table has its own module; this
+//! one only calls them in order and assembles the `Runtime`.
+//!
+//! The order is the order of `check`'s output, and follows what each table
+//! needs: `[server]` and `[store]`, `[identity]`, `[[tokens.keys]]`, then
+//! `[[upstreams]]` before the `[[routes]]` and `[login]` that name them;
+//! `[cors]` before `[sessions]`, whose cookie mode trusts the origins
+//! `[cors]` lets send credentials; `[[issuers]]` before the `[tokens]`
+//! checks, since with an external issuer the gateway needs no key of its
+//! own.
+//!
+//! Loading dials nothing and resolves no name unless `check --resolve`
+//! asks: the gateway resolves upstream names when it starts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderName;
+use toml::Spanned;
+
+use crate::auth::Verifier;
+use crate::config::raw::RawConfig;
+use crate::config::runtime::headers::HeaderRules;
+use crate::config::runtime::router::Router;
+use crate::config::runtime::Runtime;
+use crate::config::Diagnostics;
+
+mod cors;
+mod identity;
+mod issuers;
+mod keys;
+mod routes;
+mod server;
+mod sessions;
+mod store;
+mod tokens;
+mod upstreams;
+
+pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
+    let server = server::server_settings(&raw.server, &raw.store, base, sink);
+    let identity = identity::identity_headers(&raw.identity, sink);
+    let tokens_span = raw.tokens.span();
+    let tokens = raw.tokens.into_inner();
+    let (keyring, signer) = keys::keyring(&tokens, base, sink);
+    let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
+    let router = Router::new(routes::routes(&raw.routes, &pools, sink));
+    let csrf_header = raw.sessions.csrf_header.get_ref();
+    let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
+    let sessions = sessions::sessions(&raw.sessions, &cors, sink);
+    let login = (raw.login.as_ref()).and_then(|login| sessions::login(login, &pools, sink));
+    let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);
+    tokens::check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
+    // Every check above ran, so `check` lists every problem; only now does
+    // a broken [identity] stop the build.
+    let identity = Arc::new(identity?);
+    let verifier = Verifier::new(
+        keyring,
+        issuers,
+        Arc::clone(&identity),
+        &tokens::verifier_settings(&tokens),
+    );
+    Some(Runtime {
+        server,
+        realm: raw.server.realm,
+        max_token_bytes: raw.server.max_token_bytes,
+        issuer: tokens.issuer,
+        audience: tokens.audience,
+        access_ttl: tokens.access_ttl.0,
+        leeway: tokens.leeway.0,
+        max_token_lifetime: tokens.max_token_lifetime.0,
+        refresh_hint_secs: tokens.refresh_hint.0.as_secs(),
+        verifier,
+        signer,
+        header_rules: HeaderRules::new(&identity),
+        identity,
+        router,
+        sessions,
+        login,
+        cors,
+    })
+}
+
+/// A header name from the configuration, or an error at its position.
+fn header_name(name: &Spanned<String>, sink: &mut Diagnostics) -> Option<HeaderName> {
+    let parsed = HeaderName::from_bytes(name.get_ref().as_bytes()).ok();
+    if parsed.is_none() {
+        sink.at(
+            name.span(),
+            format!("{:?} is not a valid header name", name.get_ref()),
+        );
+    }
+    parsed
+}

@@ -1,0 +1,119 @@
+//! `[[routes]]` → the [`Route`]s of the route table: each route's host and
+//! path prefix in the form requests are matched in, its auth mode and
+//! requirement, and the pool it forwards to.
+
+use std::collections::HashSet;
+
+use super::upstreams::{named_pool, Pools};
+use crate::auth::Requirement;
+use crate::config::raw::{AuthMode, RawRoute};
+use crate::config::runtime::router::{normalize_prefix, Route};
+use crate::config::Diagnostics;
+use toml::Spanned;
+
+/// Where a route sits in the table: its host (lower case, `None` for any
+/// host) and its normalised prefix. Two routes may not share one.
+pub(super) type RouteKey = (Option<String>, String);
+
+pub(super) fn routes(raw: &[RawRoute], pools: &Pools, sink: &mut Diagnostics) -> Vec<Route> {
+    let mut keys = HashSet::new();
+    raw.iter()
+        .filter_map(|entry| route(entry, pools, &mut keys, sink))
+        .collect()
+}
+
+/// One `[[routes]]` entry; `keys` are those of the routes before it.
+fn route(
+    raw: &RawRoute,
+    pools: &Pools,
+    keys: &mut HashSet<RouteKey>,
+    sink: &mut Diagnostics,
+) -> Option<Route> {
+    let prefix = route_prefix(&raw.path, sink)?;
+    let host = route_host(raw.host.as_ref(), sink)?;
+    if !keys.insert((host.clone(), prefix.clone())) {
+        sink.at(
+            raw.path.span(),
+            format!("duplicate route: another route has the same host and path {prefix:?}"),
+        );
+        return None;
+    }
+    // An optional route would let a request without a token past the
+    // very roles it asks of a request with one.
+    if raw.auth != AuthMode::Required && !(raw.roles.is_empty() && raw.scopes.is_empty()) {
+        sink.at(raw.path.span(), "roles and scopes need auth = \"required\"");
+    }
+    let upstream = named_pool(&raw.upstream, pools, sink)?;
+    let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
+    Some(Route {
+        metrics: crate::metrics::RouteMetrics::new(&name),
+        name,
+        host,
+        prefix,
+        auth: raw.auth,
+        requirement: Requirement {
+            any_role: raw.roles.clone(),
+            all_scopes: raw.scopes.clone(),
+        },
+        upstream,
+        paths: raw.paths,
+    })
+}
+
+/// Routes are matched against normalised request paths, so the configured
+/// prefix must be in that form too.
+fn route_prefix(path: &Spanned<String>, sink: &mut Diagnostics) -> Option<String> {
+    let text = path.get_ref();
+    if !text.starts_with('/') {
+        sink.at(
+            path.span(),
+            format!("route path {text:?} must start with '/'"),
+        );
+        return None;
+    }
+    let prefix = normal_prefix(text);
+    if prefix.is_none() {
+        sink.at(
+            path.span(),
+            format!("route path {text:?} is not a plain normalised path"),
+        );
+    }
+    prefix
+}
+
+/// The key of a route as configured, when its path is a plain one; the
+/// per-route `cors` policies are keyed the same way, so that the policy a
+/// request finds is its route's.
+pub(super) fn route_key(raw: &RawRoute) -> Option<RouteKey> {
+    let host = raw.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+    Some((host, normal_prefix(raw.path.get_ref())?))
+}
+
+/// The table prefix of a configured path, if it is a plain path.
+fn normal_prefix(path: &str) -> Option<String> {
+    match crate::config::runtime::path::normalize_path(path.as_bytes()) {
+        Ok(normal) if !normal.contains(';') => Some(normalize_prefix(&normal)),
+        _ => None,
+    }
+}
+
+/// The route's host in lower case: `Some(None)` for any host, `None` when
+/// it is not a plain host name. Requests are matched on the host name
+/// alone, so a port would never match.
+fn route_host(host: Option<&Spanned<String>>, sink: &mut Diagnostics) -> Option<Option<String>> {
+    let Some(spanned) = host else {
+        return Some(None);
+    };
+    let lower = spanned.get_ref().to_ascii_lowercase();
+    let plain = !lower.is_empty()
+        && !lower.ends_with('.')
+        && (lower.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !plain {
+        sink.at(
+            spanned.span(),
+            format!("route host {lower:?} must be a plain host name, without port"),
+        );
+        return None;
+    }
+    Some(Some(lower))
+}

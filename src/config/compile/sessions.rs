@@ -1,0 +1,72 @@
+//! `[sessions]` → [`Sessions`] (lifetimes, failure limits, cookie mode) and
+//! `[login]` → [`LoginSettings`] (where `POST /auth/login` is delegated and
+//! which of its response headers carry the identity).
+
+use http::HeaderName;
+
+use super::header_name;
+use super::upstreams::{named_pool, Pools};
+use crate::config::raw::{RawLogin, RawSessions};
+use crate::config::runtime::cors::CorsTable;
+use crate::config::runtime::LoginSettings;
+use crate::config::Diagnostics;
+use crate::session::{CookieSettings, SessionSettings, Sessions};
+
+pub(super) fn sessions(raw: &RawSessions, cors: &CorsTable, sink: &mut Diagnostics) -> Sessions {
+    let mut settings = session_settings(raw, sink);
+    if let Some(cookie) = &mut settings.cookie {
+        // One list: the origins `[cors]` lets send credentials may make
+        // cookie-authenticated calls; origins allowed only to read (no
+        // `allow_credentials`) may not log a browser in or rotate its token.
+        if cors.global.credentials {
+            cookie
+                .allowed_origins
+                .extend(cors.global.origins.iter().cloned());
+        }
+    }
+    Sessions::new(settings)
+}
+
+fn session_settings(raw: &RawSessions, sink: &mut Diagnostics) -> SessionSettings {
+    let csrf_header = header_name(&raw.csrf_header, sink)
+        .unwrap_or_else(|| HeaderName::from_static("x-portcullis-csrf"));
+    if raw.max_age.0.is_zero() || raw.refresh_ttl.0.is_zero() {
+        sink.at(
+            raw.csrf_header.span(),
+            "sessions.max_age and sessions.refresh_ttl must be positive",
+        );
+    }
+    SessionSettings {
+        refresh_ttl: raw.refresh_ttl.0,
+        max_age: raw.max_age.0,
+        reuse_grace: raw.reuse_grace.0,
+        max_failures: raw.max_failures.max(1),
+        failure_window: raw.failure_window.0,
+        cookie: raw.cookie.then(|| CookieSettings {
+            name: raw.cookie_name.clone(),
+            allowed_origins: raw.allowed_origins.clone(),
+            csrf_header,
+        }),
+    }
+}
+
+/// Stops at an unknown upstream or at the first invalid header name, so
+/// the header names after it go unchecked.
+pub(super) fn login(
+    raw: &RawLogin,
+    pools: &Pools,
+    sink: &mut Diagnostics,
+) -> Option<LoginSettings> {
+    let upstream = named_pool(&raw.upstream, pools, sink)?;
+    if !raw.path.get_ref().starts_with('/') {
+        sink.at(raw.path.span(), "login.path must start with '/'");
+    }
+    Some(LoginSettings {
+        upstream,
+        path: raw.path.get_ref().clone(),
+        subject_header: header_name(&raw.subject_header, sink)?,
+        roles_header: header_name(&raw.roles_header, sink)?,
+        claims_header: header_name(&raw.claims_header, sink)?,
+        timeout: raw.timeout.0,
+    })
+}
