@@ -4,13 +4,14 @@
 //! constant time. A write is acknowledged only after the store accepted it,
 //! so a revocation is never confirmed and then lost; it is also applied to
 //! this instance's view at once, before the change log brings it back.
+//! Answers and refusals are built by `proxy::respond`, like the proxy's;
+//! session rules (listing, issuing, device labels) are `session`'s.
 
 pub mod client;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
@@ -20,13 +21,13 @@ use serde_json::{json, Value};
 use crate::auth::identity::{role_separable, subject_forwardable};
 use crate::auth::{unix_now, AuthError};
 use crate::metrics::METRICS;
-use crate::proxy::endpoints::read_body;
+use crate::proxy::endpoints::common::{issuer, read_body};
 use crate::proxy::headers::new_request_id;
-use crate::proxy::respond::Refusal;
-use crate::session::service::{NewSession, SessionError};
-use crate::session::Grants;
+use crate::proxy::respond::{Refusal, Reply, StoreCaller};
+use crate::session::service::NewSession;
+use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
-use crate::store::{Change, StoreError};
+use crate::store::StoreError;
 
 const REALM: &str = "portcullis-admin";
 
@@ -43,42 +44,42 @@ impl AdminApi {
 /// The route label of the admin API's requests in metrics and logs.
 const ADMIN_ROUTE: &str = "_admin";
 
-/// A finished admin answer: status and JSON, a metrics page, or a
-/// contract refusal.
+/// What an admin request answered, before it is built into a response.
 enum Answer {
     Json(StatusCode, Value),
     Metrics(Vec<u8>),
-    Refused(Refusal),
-}
-
-impl From<Refusal> for Answer {
-    fn from(refusal: Refusal) -> Self {
-        Answer::Refused(refusal)
-    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request_id = new_request_id();
-        let answer = self.dispatch(session).await.unwrap_or_else(Answer::from);
-        if let Answer::Refused(refusal) = &answer {
-            // Refusals are logged and counted like the proxy's: a wrong admin
-            // token is what an operator alerts on.
-            let status = refusal.status.as_u16();
-            crate::metrics::endpoint(ADMIN_ROUTE).count(status, refusal.code);
-            tracing::info!(
-                target: "portcullis::admin",
-                request_id = %request_id,
-                method = %session.req_header().method,
-                route = ADMIN_ROUTE,
-                status,
-                outcome = refusal.code,
-                "admin request refused"
-            );
-        }
-        render(answer, &request_id)
+        let reply = match self.dispatch(session).await {
+            Ok(Answer::Json(status, body)) => Reply::json(status, &body, &request_id),
+            Ok(Answer::Metrics(page)) => Reply::metrics(page),
+            Err(refusal) => {
+                log_refusal(session, &refusal, &request_id);
+                refusal.reply(&request_id)
+            }
+        };
+        reply.into_response()
     }
+}
+
+/// Refusals are logged and counted like the proxy's: a wrong admin token
+/// is what an operator alerts on.
+fn log_refusal(session: &ServerSession, refusal: &Refusal, request_id: &str) {
+    let status = refusal.status.as_u16();
+    crate::metrics::endpoint(ADMIN_ROUTE).count(status, refusal.code);
+    tracing::info!(
+        target: "portcullis::admin",
+        request_id,
+        method = %session.req_header().method,
+        route = ADMIN_ROUTE,
+        status,
+        outcome = refusal.code,
+        "admin request refused"
+    );
 }
 
 impl AdminApi {
@@ -102,74 +103,45 @@ impl AdminApi {
             .map(decode_segment)
             .collect::<Result<_, _>>()?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match (method, segments.as_slice()) {
+        self.admin(session, method, &segments).await
+    }
+
+    /// An authorised `/admin/...` request, by its decoded path segments.
+    async fn admin(
+        &self,
+        session: &mut ServerSession,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<Answer, Refusal> {
+        match (method, segments) {
             (Method::POST, ["tokens", "revoke"]) => {
                 let body = read_body(session).await?;
                 self.revoke_token(&body).await
             }
             (Method::POST, ["sessions"]) => {
                 let body = read_body(session).await?;
-                self.open_session(&body).await
+                self.open_session(issue_request(&body)?).await
             }
             (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
             (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
             (Method::POST, ["users", sub, action]) => self.user_action(sub, action).await,
-            (Method::POST, ["reload"]) => Ok(self.reload().await),
+            (Method::POST, ["reload"]) => self.reload().await,
             (_, ["tokens", "revoke"] | ["sessions"] | ["sessions", _] | ["users", _, _]) => {
-                Err(method_not_allowed())
+                Err(Refusal::admin_method_not_allowed())
             }
             _ => Err(Refusal::no_route()),
         }
     }
 
     /// Trusted issuance: a token pair for a user another service vouches for.
-    async fn open_session(&self, body: &[u8]) -> Result<Answer, Refusal> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Request {
-            sub: String,
-            #[serde(default)]
-            roles: Vec<String>,
-            #[serde(default)]
-            scope: Option<String>,
-            #[serde(default)]
-            claims: serde_json::Map<String, Value>,
-            #[serde(default)]
-            device: Option<String>,
-        }
-        let request: Request = serde_json::from_slice(body).map_err(|_| {
-            bad_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
-        })?;
-        check_subject(&request.sub)?;
-        check_grants(&request.roles, request.scope.as_deref())?;
+    async fn open_session(&self, new: NewSession) -> Result<Answer, Refusal> {
         let runtime = self.state.runtime.load_full();
-        let issuer = crate::proxy::endpoints::issuer(&runtime)?;
-        let grants = Grants {
-            roles: request.roles,
-            scope: request.scope,
-            claims: request.claims,
-        }
-        .without_reserved_claims();
-        let device: String = request
-            .device
-            .unwrap_or_else(|| "issued by the admin API".to_owned())
-            .chars()
-            .take(128)
-            .collect();
-        let new = NewSession {
-            sub: request.sub,
-            grants,
-            device,
-        };
+        let issuer = issuer(&runtime)?;
         let (pair, session) = runtime
             .sessions
             .open(self.state.view.store().as_ref(), &issuer, new)
             .await
-            .map_err(|e| match e {
-                SessionError::Disabled => Refusal::auth(&AuthError::Disabled, REALM),
-                SessionError::Store(e) => store_down(e),
-                SessionError::Internal(_) => Refusal::internal(),
-            })?;
+            .map_err(|e| Refusal::session_failed(e, StoreCaller::Admin))?;
         tracing::info!(target: "portcullis::admin", sub = %session.sub, sid = %session.sid, "session issued");
         let mut body = serde_json::to_value(&pair).unwrap_or(Value::Null);
         if let Some(object) = body.as_object_mut() {
@@ -180,9 +152,14 @@ impl AdminApi {
 
     async fn user_sessions(&self, sub: &str) -> Result<Answer, Refusal> {
         check_subject(sub)?;
-        let body = crate::proxy::endpoints::sessions_json(&self.state, sub, None)
+        let runtime = self.state.runtime.load();
+        let store = self.state.view.store().as_ref();
+        let devices = runtime
+            .sessions
+            .list(store, sub, None)
             .await
             .map_err(store_down)?;
+        let body = serde_json::to_value(devices).map_err(|_| Refusal::internal())?;
         Ok(Answer::Json(StatusCode::OK, body))
     }
 
@@ -201,33 +178,24 @@ impl AdminApi {
                     json!({"ended": sid, "sub": session.sub}),
                 ))
             }
-            None => Err(Refusal::other(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such session",
-            )),
+            None => Err(Refusal::no_such_session()),
         }
     }
 
     /// Re-reads the configuration file; a bad file keeps the running
     /// configuration and the answer says why, with file:line:col.
-    async fn reload(&self) -> Answer {
-        match self.state.reload_detached().await {
-            Ok(done) => Answer::Json(
-                StatusCode::OK,
-                json!({"reloaded": true, "routes": done.routes, "needs_restart": done.needs_restart}),
-            ),
-            Err(e) => {
-                let errors: Vec<String> = match e.diagnostics() {
-                    [] => vec![e.to_string()],
-                    list => list.iter().map(ToString::to_string).collect(),
-                };
-                Answer::Json(
-                    StatusCode::BAD_REQUEST,
-                    json!({"reloaded": false, "error": "config_invalid", "errors": errors}),
-                )
-            }
-        }
+    async fn reload(&self) -> Result<Answer, Refusal> {
+        let done = self.state.reload_detached().await.map_err(|e| {
+            let errors = match e.diagnostics() {
+                [] => vec![e.to_string()],
+                list => list.iter().map(ToString::to_string).collect(),
+            };
+            Refusal::config_invalid(errors)
+        })?;
+        Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"reloaded": true, "routes": done.routes, "needs_restart": done.needs_restart}),
+        ))
     }
 
     /// The Prometheus page; gauges that describe the view are read now.
@@ -283,11 +251,7 @@ impl AdminApi {
     fn authorize(&self, session: &ServerSession) -> Result<(), Refusal> {
         let runtime = self.state.runtime.load();
         let Some(expected) = runtime.server.admin_token.as_ref() else {
-            return Err(Refusal::other(
-                StatusCode::FORBIDDEN,
-                "admin_disabled",
-                "the admin API is disabled: no admin token is configured",
-            ));
+            return Err(Refusal::admin_disabled());
         };
         let presented = crate::auth::extract_bearer(&session.req_header().headers, 4096)
             .map_err(|e| Refusal::auth(&e, REALM))?
@@ -300,6 +264,28 @@ impl AdminApi {
     }
 
     async fn revoke_token(&self, body: &[u8]) -> Result<Answer, Refusal> {
+        let Some((jti, exp)) = self.revocation_target(body)? else {
+            return Ok(Answer::Json(
+                StatusCode::OK,
+                json!({"revoked": false, "reason": "the token has already expired"}),
+            ));
+        };
+        self.check_revocation(&jti, exp)?;
+        self.state
+            .view
+            .revoke_token(&jti, exp)
+            .await
+            .map_err(store_down)?;
+        tracing::info!(target: "portcullis::admin", jti = %jti, exp, "token revoked");
+        Ok(Answer::Json(
+            StatusCode::OK,
+            json!({"revoked": true, "jti": jti, "exp": exp}),
+        ))
+    }
+
+    /// The `(jti, exp)` a revocation names, given as such or as the token;
+    /// `None` for a token that has already expired (nothing to revoke).
+    fn revocation_target(&self, body: &[u8]) -> Result<Option<(String, u64)>, Refusal> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct ByJti {
@@ -311,25 +297,34 @@ impl AdminApi {
         struct ByToken {
             token: String,
         }
-        let (jti, exp) = if let Ok(by) = serde_json::from_slice::<ByJti>(body) {
-            (by.jti, by.exp)
-        } else if let Ok(by) = serde_json::from_slice::<ByToken>(body) {
-            let runtime = self.state.runtime.load();
-            match runtime.verifier.verify_uncached(by.token.trim()) {
-                Ok(claims) => (claims.jti, claims.exp),
-                Err(AuthError::Expired) => {
-                    return Ok(Answer::Json(
-                        StatusCode::OK,
-                        json!({"revoked": false, "reason": "the token has already expired"}),
-                    ));
-                }
-                Err(_) => return Err(bad_request("the token is not one this gateway accepts")),
-            }
-        } else {
-            return Err(bad_request("expected {\"jti\", \"exp\"} or {\"token\"}"));
+        if let Ok(by) = serde_json::from_slice::<ByJti>(body) {
+            return Ok(Some((by.jti, by.exp)));
+        }
+        let Ok(by) = serde_json::from_slice::<ByToken>(body) else {
+            return Err(Refusal::invalid_request(
+                "expected {\"jti\", \"exp\"} or {\"token\"}",
+            ));
         };
+        match self
+            .state
+            .runtime
+            .load()
+            .verifier
+            .verify_uncached(by.token.trim())
+        {
+            Ok(claims) => Ok(Some((claims.jti, claims.exp))),
+            Err(AuthError::Expired) => Ok(None),
+            Err(_) => Err(Refusal::invalid_request(
+                "the token is not one this gateway accepts",
+            )),
+        }
+    }
+
+    fn check_revocation(&self, jti: &str, exp: u64) -> Result<(), Refusal> {
         if jti.is_empty() || jti.len() > 512 {
-            return Err(bad_request("jti must have 1 to 512 characters"));
+            return Err(Refusal::invalid_request(
+                "jti must have 1 to 512 characters",
+            ));
         }
         // The gateway refuses tokens expiring later than this, so a later
         // `exp` names no token and would only pin an entry (or, past 2^63,
@@ -339,53 +334,67 @@ impl AdminApi {
             .saturating_add(runtime.max_token_lifetime.as_secs())
             .saturating_add(runtime.leeway.as_secs());
         if exp > latest {
-            return Err(bad_request(
+            return Err(Refusal::invalid_request(
                 "exp lies further ahead than tokens.max_token_lifetime allows",
             ));
         }
-        self.state
-            .view
-            .store()
-            .revoke_token(&jti, exp)
-            .await
-            .map_err(store_down)?;
-        self.state
-            .view
-            .apply(&Change::TokenRevoked {
-                jti: jti.clone(),
-                exp,
-            })
-            .await;
-        tracing::info!(target: "portcullis::admin", jti = %jti, exp, "token revoked");
-        Ok(Answer::Json(
-            StatusCode::OK,
-            json!({"revoked": true, "jti": jti, "exp": exp}),
-        ))
+        Ok(())
     }
 
     async fn user_action(&self, sub: &str, action: &str) -> Result<Answer, Refusal> {
         check_subject(sub)?;
-        let store = self.state.view.store();
+        let view = &self.state.view;
         let record = match action {
-            "revoke" => store.bump_user(sub, unix_now()).await,
-            "disable" => store.set_disabled(sub, true).await,
-            "enable" => store.set_disabled(sub, false).await,
+            "revoke" => view.bump_user(sub, unix_now()).await,
+            "disable" => view.set_disabled(sub, true).await,
+            "enable" => view.set_disabled(sub, false).await,
             _ => return Err(Refusal::no_route()),
         }
         .map_err(store_down)?;
-        self.state
-            .view
-            .apply(&Change::User {
-                sub: sub.to_owned(),
-                record,
-            })
-            .await;
         tracing::info!(target: "portcullis::admin", sub, action, version = record.version, "user updated");
         Ok(Answer::Json(
             StatusCode::OK,
             json!({"sub": sub, "user": record}),
         ))
     }
+}
+
+/// The session `POST /admin/sessions` asks for, checked like the claims
+/// of a token the gateway would accept.
+fn issue_request(body: &[u8]) -> Result<NewSession, Refusal> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        sub: String,
+        #[serde(default)]
+        roles: Vec<String>,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        claims: serde_json::Map<String, Value>,
+        #[serde(default)]
+        device: Option<String>,
+    }
+    let request: Request = serde_json::from_slice(body).map_err(|_| {
+        Refusal::invalid_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
+    })?;
+    check_subject(&request.sub)?;
+    check_grants(&request.roles, request.scope.as_deref())?;
+    let grants = Grants {
+        roles: request.roles,
+        scope: request.scope,
+        claims: request.claims,
+    }
+    .without_reserved_claims();
+    let device = request
+        .device
+        .as_deref()
+        .unwrap_or("issued by the admin API");
+    Ok(NewSession {
+        sub: request.sub,
+        grants,
+        device: clean_device_label(device),
+    })
 }
 
 /// Longest user id the admin API takes.
@@ -401,7 +410,7 @@ fn check_subject(sub: &str) -> Result<(), Refusal> {
         || !subject_forwardable(sub)
         || sub.chars().any(char::is_control)
     {
-        return Err(bad_request(
+        return Err(Refusal::invalid_request(
             "the user id must have 1 to 512 bytes and no control characters",
         ));
     }
@@ -416,7 +425,7 @@ fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
         r.len() <= MAX_GRANT_BYTES && role_separable(r) && !r.chars().any(char::is_control)
     };
     if !roles.iter().all(role_ok) {
-        return Err(bad_request(
+        return Err(Refusal::invalid_request(
             "each role must have 1 to 256 bytes, no comma and no control characters",
         ));
     }
@@ -428,7 +437,7 @@ fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
                 .all(|b| b == b' ' || (b.is_ascii_graphic() && b != b'"' && b != b'\\'))
     });
     if !scope_ok {
-        return Err(bad_request(
+        return Err(Refusal::invalid_request(
             "scope must be up to 256 printable ASCII characters, space-separated",
         ));
     }
@@ -436,73 +445,12 @@ fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
 }
 
 fn store_down(error: StoreError) -> Refusal {
-    METRICS.store_errors.with_label_values(&["admin"]).inc();
-    if let StoreError::NotReplicated { .. } = error {
-        // Applied on the primary, but a failover now could lose it: the
-        // caller must not take it as done. Every admin write is idempotent,
-        // so repeating it is the answer.
-        tracing::warn!(error = %error, "admin write not confirmed by enough replicas");
-        return Refusal::other(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_replicated",
-            "the change was not confirmed by enough replicas in time; repeat the request",
-        );
-    }
-    tracing::warn!(error = %error, "admin write failed: store unavailable");
-    Refusal::auth(&AuthError::Unavailable, REALM)
-}
-
-fn bad_request(description: &'static str) -> Refusal {
-    Refusal::other(StatusCode::BAD_REQUEST, "invalid_request", description)
-}
-
-fn method_not_allowed() -> Refusal {
-    Refusal::other(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "use POST",
-    )
+    Refusal::store_failed(&error, StoreCaller::Admin)
 }
 
 fn decode_segment(segment: &str) -> Result<String, Refusal> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| bad_request("path segments must be UTF-8"))
-}
-
-fn render(answer: Answer, request_id: &str) -> Response<Vec<u8>> {
-    let (status, body, refusal) = match answer {
-        Answer::Json(status, value) => (status, Bytes::from(value.to_string()), None),
-        Answer::Metrics(page) => {
-            return Response::builder()
-                .status(StatusCode::OK)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
-                .header(http::header::CONTENT_LENGTH, page.len())
-                .body(page)
-                .unwrap_or_else(|_| Response::new(Vec::new()));
-        }
-        Answer::Refused(refusal) => (refusal.status, refusal.body(request_id), Some(refusal)),
-    };
-    let mut builder = Response::builder().status(status);
-    match &refusal {
-        Some(refusal) => {
-            for (name, value) in refusal.headers(request_id) {
-                builder = builder.header(name, value);
-            }
-        }
-        None => {
-            builder = builder
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::CACHE_CONTROL, "no-store")
-                .header("x-request-id", request_id);
-        }
-    }
-    builder
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(body.to_vec())
-        .unwrap_or_else(|_| Response::new(Vec::new()))
+        .map_err(|_| Refusal::invalid_request("path segments must be UTF-8"))
 }

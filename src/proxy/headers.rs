@@ -19,22 +19,10 @@ pub fn strip_gateway_credentials(
     bearer_too: bool,
 ) {
     if let Some(cookie) = &runtime.sessions.settings.cookie {
-        let kept: Vec<String> = request
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|pair| {
-                !pair.is_empty()
-                    && pair.split('=').next().map(str::trim) != Some(cookie.name.as_str())
-            })
-            .map(str::to_owned)
-            .collect();
+        let kept = cookie.other_cookies(&request.headers);
         request.remove_header(&http::header::COOKIE);
-        if !kept.is_empty() {
-            let _ = request.insert_header(http::header::COOKIE, kept.join("; "));
+        if let Some(kept) = kept {
+            let _ = request.insert_header(http::header::COOKIE, kept);
         }
     }
     let bearer = request

@@ -13,7 +13,6 @@ pub mod edge;
 pub mod endpoints;
 pub mod head;
 pub mod headers;
-pub mod login;
 pub mod proxy_protocol;
 pub mod respond;
 
@@ -137,14 +136,7 @@ impl ProxyHttp for Gateway {
                     ctx.endpoint = Some(endpoint_route(&target.path));
                     let served = match endpoint {
                         Ok(endpoint) => {
-                            endpoints::serve(
-                                endpoint,
-                                &self.state,
-                                &runtime,
-                                session,
-                                &ctx.request_id,
-                            )
-                            .await
+                            endpoints::serve(endpoint, &self.state, &runtime, session, ctx).await
                         }
                         Err(refusal) => Err(refusal),
                     };
@@ -641,7 +633,7 @@ fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()>
 
 /// Resolves the request's client into `ctx.client` on first use: a retry
 /// and the access log ask again.
-fn resolve_client(session: &Session, ctx: &mut RequestContext) {
+pub(crate) fn resolve_client(session: &Session, ctx: &mut RequestContext) {
     if ctx.client.is_none() {
         if let Some(runtime) = &ctx.runtime {
             ctx.client = client_addr::of_session(session, &runtime.server.trusted_proxies);

@@ -1,16 +1,29 @@
-//! Responses the gateway itself writes: built here and nowhere else.
+//! Every response the gateway writes itself, built here and nowhere else:
+//! refusals, and the JSON answers of its own endpoints and the admin API.
 //!
 //! Every refusal carries the contract's JSON body, `X-Portcullis-Error`,
 //! `X-Request-Id` and `Cache-Control: no-store`. The text is fixed per code:
-//! no library error string or key material can end up in a body.
+//! no library error string or key material can end up in a body. A store or
+//! session failure is logged and counted here, once, on its way to becoming
+//! a refusal. A [`Reply`] is the finished status, headers and body; the
+//! proxy writes it with [`Reply::send`], the admin listener with
+//! [`Reply::into_response`]. An upstream's answer passed through (the login
+//! backend's own refusal) is not the gateway's and is not built here.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SERVER, WWW_AUTHENTICATE};
-use http::{HeaderName, StatusCode};
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, RETRY_AFTER, SERVER, WWW_AUTHENTICATE,
+};
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::auth::AuthError;
+use crate::metrics::METRICS;
+use crate::session::{LogoutError, RefreshError, SessionError};
+use crate::store::StoreError;
 
 pub const ERROR_HEADER: &str = "x-portcullis-error";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -23,46 +36,106 @@ pub struct Refusal {
     pub code: &'static str,
     pub description: &'static str,
     pub challenge: Option<String>,
+    /// Headers beyond the contract's, such as `Retry-After`.
+    pub extra: Vec<(HeaderName, String)>,
+    /// Members added to the contract's body, such as a failed reload's
+    /// `errors`.
+    pub details: Vec<(&'static str, Value)>,
 }
 
+/// Who met a store failure: the `operation` label of
+/// `portcullis_store_errors_total`, and who the answer goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreCaller {
+    /// The refresh grant.
+    Refresh,
+    /// The gateway's other endpoints: login, logout, devices.
+    Endpoint,
+    /// The admin API.
+    Admin,
+}
+
+impl StoreCaller {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Refresh => "refresh",
+            Self::Endpoint => "endpoint",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// The authentication table of the contract (shared/DESIGN.md).
 impl Refusal {
     pub fn auth(error: &AuthError, realm: &str) -> Self {
         Self {
-            status: error.status(),
-            code: error.code(),
-            description: error.description(),
             challenge: error.challenge(realm),
+            ..Self::plain(error.status(), error.code(), error.description())
         }
     }
 
+    /// The outcomes whose answer names no realm: `account_disabled` and
+    /// `auth_unavailable` carry no `WWW-Authenticate`.
+    fn unchallenged(error: &AuthError) -> Self {
+        Self::plain(error.status(), error.code(), error.description())
+    }
+
+    pub fn account_disabled() -> Self {
+        Self::unchallenged(&AuthError::Disabled)
+    }
+
+    /// 503 `auth_unavailable`: the store could not answer (fail closed).
+    pub fn auth_unavailable() -> Self {
+        Self::unchallenged(&AuthError::Unavailable)
+    }
+}
+
+/// Requests the gateway cannot take, and failures on the way upstream.
+impl Refusal {
     const fn plain(status: StatusCode, code: &'static str, description: &'static str) -> Self {
         Self {
             status,
             code,
             description,
             challenge: None,
+            extra: Vec::new(),
+            details: Vec::new(),
         }
     }
 
+    /// A refusal with a code of its own, for the edge and CORS layers.
+    pub const fn other(status: StatusCode, code: &'static str, description: &'static str) -> Self {
+        Self::plain(status, code, description)
+    }
+
     pub const fn bad_path() -> Self {
-        Self::plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request path is not acceptable",
-        )
+        Self::invalid_request("the request path is not acceptable")
     }
 
     pub const fn bad_request() -> Self {
+        Self::invalid_request("the request is malformed")
+    }
+
+    /// 400 `invalid_request`, saying what is wrong with it (RFC 6749 §5.2
+    /// for the token endpoint; the admin API's validation).
+    pub const fn invalid_request(description: &'static str) -> Self {
+        Self::plain(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    pub const fn request_too_large() -> Self {
         Self::plain(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request is malformed",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "the request body is too large",
         )
     }
 
-    /// A refusal with a code outside the authentication table.
-    pub const fn other(status: StatusCode, code: &'static str, description: &'static str) -> Self {
-        Self::plain(status, code, description)
+    pub const fn method_not_allowed() -> Self {
+        Self::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the method is not allowed here",
+        )
     }
 
     pub const fn no_route() -> Self {
@@ -104,14 +177,187 @@ impl Refusal {
             "the gateway failed to handle the request",
         )
     }
+}
 
+/// The session endpoints: login, refresh (RFC 6749 §5.2), logout, devices.
+impl Refusal {
+    pub const fn no_signing_key() -> Self {
+        Self::plain(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this gateway issues no tokens: no signing key is configured",
+        )
+    }
+
+    pub const fn login_not_configured() -> Self {
+        Self::plain(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "login is not configured",
+        )
+    }
+
+    pub const fn no_such_session() -> Self {
+        Self::plain(StatusCode::NOT_FOUND, "not_found", "no such session")
+    }
+
+    pub const fn cross_site() -> Self {
+        Self::plain(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "cookie-authenticated calls must come from an allowed origin",
+        )
+    }
+
+    pub const fn unsupported_grant_type() -> Self {
+        Self::plain(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only the refresh_token grant is supported",
+        )
+    }
+
+    pub const fn invalid_grant() -> Self {
+        Self::plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the refresh token is invalid, expired or revoked",
+        )
+    }
+
+    /// A refresh token that failed too often waits `retry_after` seconds.
+    pub fn too_many_requests(retry_after: u64) -> Self {
+        let mut refusal = Self::plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "this refresh token failed too often; retry later",
+        );
+        refusal.extra.push((RETRY_AFTER, retry_after.to_string()));
+        refusal
+    }
+}
+
+/// The admin API.
+impl Refusal {
+    pub const fn admin_disabled() -> Self {
+        Self::plain(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: no admin token is configured",
+        )
+    }
+
+    /// A wrong method on an admin path. Most admin writes are `POST`s; the
+    /// text says so even on `/admin/sessions/{sid}`, whose write is a `DELETE`.
+    pub const fn admin_method_not_allowed() -> Self {
+        Self::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        )
+    }
+
+    /// Applied on the primary, but a failover now could lose it: the caller
+    /// must not take it as done. Every admin write is idempotent, so
+    /// repeating it is the answer.
+    pub const fn not_replicated() -> Self {
+        Self::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_replicated",
+            "the change was not confirmed by enough replicas in time; repeat the request",
+        )
+    }
+
+    /// A reload that found errors in the file, each `file:line:col: message`;
+    /// the running configuration stays.
+    pub fn config_invalid(errors: Vec<String>) -> Self {
+        let mut refusal = Self::plain(
+            StatusCode::BAD_REQUEST,
+            "config_invalid",
+            "the configuration file has errors; the running configuration stays",
+        );
+        refusal.details = vec![("reloaded", Value::Bool(false)), ("errors", errors.into())];
+        refusal
+    }
+}
+
+/// Faults on the way to an answer: logged and counted here, once.
+impl Refusal {
+    /// A store that failed `caller`: warned about with its source and
+    /// counted, answered 503 `auth_unavailable` (fail closed).
+    pub fn store_failed(error: &StoreError, caller: StoreCaller) -> Self {
+        let operation = caller.label();
+        METRICS.store_errors.with_label_values(&[operation]).inc();
+        tracing::warn!(error = %error, operation, "store unavailable");
+        match (caller, error) {
+            (StoreCaller::Admin, StoreError::NotReplicated { .. }) => Self::not_replicated(),
+            _ => Self::auth_unavailable(),
+        }
+    }
+
+    /// Opening a session failed.
+    pub fn session_failed(error: SessionError, caller: StoreCaller) -> Self {
+        match error {
+            SessionError::Disabled => Self::account_disabled(),
+            SessionError::Store(e) => Self::store_failed(&e, caller),
+            SessionError::Internal(what) => {
+                tracing::error!(what, "opening a session failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        Self::store_failed(&error, StoreCaller::Endpoint)
+    }
+}
+
+impl From<SessionError> for Refusal {
+    fn from(error: SessionError) -> Self {
+        Self::session_failed(error, StoreCaller::Endpoint)
+    }
+}
+
+impl From<RefreshError> for Refusal {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::InvalidGrant(_) => Self::invalid_grant(),
+            RefreshError::Store(e) => Self::store_failed(&e, StoreCaller::Refresh),
+            RefreshError::Internal(what) => {
+                tracing::error!(what, "refresh failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<LogoutError> for Refusal {
+    fn from(error: LogoutError) -> Self {
+        match error {
+            LogoutError::NoJti => Self::invalid_request(
+                "this token carries no jti and cannot be logged out; revoke the user instead",
+            ),
+            LogoutError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The response itself.
+impl Refusal {
     /// The contract's JSON body.
     pub fn body(&self, request_id: &str) -> Bytes {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code,
             "error_description": self.description,
             "request_id": request_id,
         });
+        if let Value::Object(members) = &mut body {
+            for (name, value) in &self.details {
+                members.insert((*name).to_owned(), value.clone());
+            }
+        }
         Bytes::from(body.to_string())
     }
 
@@ -129,74 +375,110 @@ impl Refusal {
         ]
         .into_iter()
         .chain(self.challenge.as_deref().map(|c| (WWW_AUTHENTICATE, c)))
+        .chain(self.extra.iter().map(|(n, v)| (n.clone(), v.as_str())))
     }
 
-    /// The response header and body for this refusal.
-    pub fn render(&self, request_id: &str) -> pingora_core::Result<(ResponseHeader, Bytes)> {
-        let body = self.body(request_id);
-        let mut header = ResponseHeader::build(self.status, Some(8))?;
-        for (name, value) in self.headers(request_id) {
-            header.insert_header(name, value)?;
+    pub fn reply(&self, request_id: &str) -> Reply {
+        let headers = self.headers(request_id);
+        Reply {
+            status: self.status,
+            headers: headers.map(|(n, v)| (n, v.to_owned())).collect(),
+            body: self.body(request_id),
         }
-        header.insert_header(CONTENT_LENGTH, body.len())?;
-        Ok((header, body))
-    }
-
-    /// Writes the refusal, with extra headers (e.g. `Retry-After`).
-    pub async fn send_with(
-        &self,
-        session: &mut Session,
-        request_id: &str,
-        extra: &[(HeaderName, String)],
-    ) -> pingora_core::Result<()> {
-        let (mut header, body) = self.render(request_id)?;
-        for (name, value) in extra {
-            header.insert_header(name.clone(), value.as_str())?;
-        }
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
     }
 
     /// Writes the refusal. A request read completely keeps its connection;
     /// one with an unread body gets `Connection: close` from pingora rather
     /// than the gateway reading a body it will not admit.
     pub async fn send(&self, session: &mut Session, request_id: &str) -> pingora_core::Result<()> {
-        let (header, body) = self.render(request_id)?;
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await
+        self.reply(request_id).send(session).await
     }
 }
 
-/// Writes a JSON answer of the gateway's own endpoints; never cached.
-pub async fn send_json(
-    session: &mut Session,
-    status: StatusCode,
-    body: &serde_json::Value,
-    extra: &[(HeaderName, String)],
-    request_id: &str,
-) -> pingora_core::Result<()> {
-    let body = Bytes::from(body.to_string());
-    let mut header = ResponseHeader::build(status, Some(8))?;
-    header.insert_header(CONTENT_TYPE, "application/json")?;
-    header.insert_header(CONTENT_LENGTH, body.len())?;
-    header.insert_header(SERVER, SERVER_NAME)?;
-    header.insert_header(REQUEST_ID_HEADER, request_id)?;
-    let mut cache_set = false;
-    for (name, value) in extra {
-        cache_set |= *name == CACHE_CONTROL;
-        header.append_header(name.clone(), value.as_str())?;
+/// A finished response of the gateway's own: status, headers (all but
+/// `Content-Length`, which each writer sets from the body) and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: Bytes,
+}
+
+impl Reply {
+    /// A JSON answer, never cached: RFC 6749 §5.1 asks it of every
+    /// response that carries tokens, and the others are per caller.
+    pub fn json(status: StatusCode, body: &impl Serialize, request_id: &str) -> Self {
+        // The gateway's own answers are plain structs and JSON values, which
+        // always serialise; `null` stands in should one ever fail.
+        let body = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+        let headers = vec![
+            (CONTENT_TYPE, "application/json".to_owned()),
+            (SERVER, SERVER_NAME.to_owned()),
+            (
+                HeaderName::from_static(REQUEST_ID_HEADER),
+                request_id.to_owned(),
+            ),
+            (CACHE_CONTROL, "no-store".to_owned()),
+            (PRAGMA, "no-cache".to_owned()),
+        ];
+        Self {
+            status,
+            headers,
+            body: Bytes::from(body),
+        }
     }
-    if !cache_set {
-        // RFC 6749 §5.1: responses carrying tokens must not be cached.
-        header.insert_header(CACHE_CONTROL, "no-store")?;
-        header.insert_header(http::header::PRAGMA, "no-cache")?;
+
+    /// The Prometheus text page.
+    pub fn metrics(page: Vec<u8>) -> Self {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8".to_owned();
+        Self {
+            status: StatusCode::OK,
+            headers: vec![(CONTENT_TYPE, content_type)],
+            body: Bytes::from(page),
+        }
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+
+    /// One more header, such as `Set-Cookie`.
+    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Public and kept for `max_age` seconds instead of `no-store`: an
+    /// answer that is the same for everyone (the JWKS).
+    pub fn cacheable_for(mut self, max_age: u64) -> Self {
+        self.headers
+            .retain(|(name, _)| *name != CACHE_CONTROL && *name != PRAGMA);
+        self.with_header(CACHE_CONTROL, format!("public, max-age={max_age}"))
+    }
+
+    /// Writes the reply on the proxy listener.
+    pub async fn send(self, session: &mut Session) -> pingora_core::Result<()> {
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 1))?;
+        for (name, value) in self.headers {
+            header.append_header(name, value)?;
+        }
+        header.insert_header(CONTENT_LENGTH, self.body.len())?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(self.body), true).await
+    }
+
+    /// The reply as the admin listener's answer.
+    pub fn into_response(self) -> http::Response<Vec<u8>> {
+        let mut response = http::Response::new(self.body.to_vec());
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            match HeaderValue::try_from(value) {
+                Ok(value) => {
+                    headers.append(name, value);
+                }
+                Err(_) => tracing::debug!(header = %name, "dropped a header that is not valid"),
+            }
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        response
+    }
 }

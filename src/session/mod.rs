@@ -1,9 +1,12 @@
 //! Sessions the gateway serves itself: issuing token pairs at login,
-//! refresh with rotation and reuse detection, logout and devices.
+//! refresh with rotation and reuse detection, logout, devices and the
+//! refresh cookie.
 //!
 //! Nothing here knows pingora: the proxy parses requests and writes
 //! responses, this module decides against the [`Store`](crate::store::Store).
 
+pub mod cookie;
+pub mod devices;
 pub mod grant;
 pub mod ratelimit;
 pub mod secrets;
@@ -13,7 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use service::{RefreshError, SessionError, Sessions};
+pub use cookie::CookieSettings;
+pub use devices::{clean_device_label, DeviceList, DeviceSession};
+pub use service::{LogoutError, RefreshError, SessionError, Sessions};
 
 /// `[sessions]`, compiled.
 #[derive(Debug, Clone)]
@@ -28,19 +33,6 @@ pub struct SessionSettings {
     pub max_failures: u32,
     pub failure_window: Duration,
     pub cookie: Option<CookieSettings>,
-}
-
-/// Browser mode: the refresh token lives in an `HttpOnly` cookie.
-#[derive(Debug, Clone)]
-pub struct CookieSettings {
-    pub name: String,
-    /// Origins whose cookie-authenticated calls are accepted:
-    /// `sessions.allowed_origins` and the `[cors]` origins, one list.
-    pub allowed_origins: Vec<String>,
-    /// A header that a call without `Origin` must carry; a browser sends
-    /// `Origin` on every cross-origin call, so this only admits clients
-    /// that are no browser.
-    pub csrf_header: http::HeaderName,
 }
 
 /// An RFC 6749 §5.1 token response.

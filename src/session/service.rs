@@ -1,11 +1,11 @@
-//! Opening, refreshing and ending sessions.
+//! Opening, refreshing and ending sessions, and logout.
 
 use std::time::Duration;
 
 use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id};
 use super::{unix_now_ms, Grants, SessionSettings, TokenPair};
 use crate::auth::issue::{mint, Grant};
-use crate::auth::{unix_now, SigningKey};
+use crate::auth::{unix_now, AccessClaims, SigningKey};
 use crate::metrics::METRICS;
 use crate::store::{
     session_marker, Change, RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus,
@@ -36,6 +36,16 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutError {
+    /// Neither a session to end nor a `jti` to revoke: only revoking the
+    /// user (a version bump) can take this token back.
+    #[error("the token carries no jti and belongs to no live session")]
+    NoJti,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,15 +186,28 @@ impl Sessions {
         access_ttl: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let revoke_until = unix_now() + access_ttl.as_secs();
-        let ended = view.store().end_session(sid, revoke_until).await?;
-        if ended.is_some() {
-            view.apply(&Change::TokenRevoked {
-                jti: session_marker(sid),
-                exp: revoke_until,
-            })
-            .await;
+        view.end_session(sid, revoke_until).await
+    }
+
+    /// Logout with an access token: ends its session. A token from outside
+    /// any session, or whose session is already over, revokes just itself,
+    /// which needs its `jti`.
+    pub async fn logout(
+        &self,
+        view: &RevocationView,
+        claims: &AccessClaims,
+        access_ttl: Duration,
+    ) -> Result<(), LogoutError> {
+        if let Some(sid) = claims.sid.as_deref() {
+            if self.end(view, sid, access_ttl).await?.is_some() {
+                return Ok(());
+            }
         }
-        Ok(ended)
+        if claims.jti.is_empty() {
+            return Err(LogoutError::NoJti);
+        }
+        view.revoke_token(&claims.jti, claims.exp).await?;
+        Ok(())
     }
 }
 

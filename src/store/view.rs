@@ -5,6 +5,11 @@
 //! misses for one user wait for the same load). The follower keeps both
 //! current from the change log and says when the view was last confirmed
 //! fresh; `max_staleness` is the promise built on that.
+//!
+//! A write made on this instance goes through the view (`revoke_token`,
+//! `end_session`, `bump_user`, `set_disabled`): the store first, so nothing
+//! is confirmed that the store did not accept, then the view at once,
+//! before the change log brings the write back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use super::{session_marker, Change, Store, StoreError, UserRecord};
+use super::{session_marker, Change, SessionRecord, Store, StoreError, UserRecord};
 use crate::auth::{AccessClaims, AuthError};
 pub use crate::config::raw::OnUnavailable;
 
@@ -143,6 +148,51 @@ impl RevocationView {
             .into_entry()
             .ok_or_else(|| StoreError::Task("user cache entry vanished".into()))?;
         Ok(entry.into_value().record)
+    }
+
+    /// Revokes one token until `exp`.
+    pub async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        self.store.revoke_token(jti, exp).await?;
+        let jti = jti.to_owned();
+        self.apply(&Change::TokenRevoked { jti, exp }).await;
+        Ok(())
+    }
+
+    /// Ends a session and refuses its access tokens until `revoke_until`
+    /// (through its marker); `None` when it was not active.
+    pub async fn end_session(
+        &self,
+        sid: &str,
+        revoke_until: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let ended = self.store.end_session(sid, revoke_until).await?;
+        if ended.is_some() {
+            let jti = session_marker(sid);
+            self.apply(&Change::TokenRevoked {
+                jti,
+                exp: revoke_until,
+            })
+            .await;
+        }
+        Ok(ended)
+    }
+
+    /// Logout everywhere for `sub` (see [`Store::bump_user`]).
+    pub async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
+        let record = self.store.bump_user(sub, now).await?;
+        self.apply_user(sub, record).await;
+        Ok(record)
+    }
+
+    pub async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {
+        let record = self.store.set_disabled(sub, disabled).await?;
+        self.apply_user(sub, record).await;
+        Ok(record)
+    }
+
+    async fn apply_user(&self, sub: &str, record: UserRecord) {
+        let sub = sub.to_owned();
+        self.apply(&Change::User { sub, record }).await;
     }
 
     /// Applies one change from the log (or from a local write).

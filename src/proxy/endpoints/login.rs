@@ -8,29 +8,30 @@
 //! to the client unchanged, so the backend's own "wrong password" page
 //! still works.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, USER_AGENT};
-use http::StatusCode;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, USER_AGENT};
 use pingora_core::connectors::http::Connector;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use serde_json::Value;
 
-use super::endpoints::{body_fields, issuer, read_body, token_answer};
-use super::respond::{send_json, Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
-use crate::auth::AuthError;
+use super::common::{browser_request, deliver, issuer, read_body, same_site_call, token_reply};
 use crate::config::{LoginSettings, Runtime};
-use crate::session::service::{NewSession, SessionError};
-use crate::session::Grants;
+use crate::proxy::client_addr::ClientAddress;
+use crate::proxy::cors::strip_upstream;
+use crate::proxy::headers::{connection_nominations, strip_gateway_credentials};
+use crate::proxy::respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
+use crate::proxy::set_forwarding;
+use crate::session::service::NewSession;
+use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
 
 /// Largest login response the gateway reads from the backend.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// Longest device label kept.
-const MAX_DEVICE_CHARS: usize = 128;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
 /// the client's `Connection` may name more.
 /// `Expect` is dropped too: the gateway has read the whole body already,
@@ -66,39 +67,18 @@ pub async fn serve(
     runtime: &Runtime,
     session: &mut Session,
     id: &str,
+    client: Option<&ClientAddress>,
 ) -> Result<&'static str, Refusal> {
-    let login = runtime.login.as_ref().ok_or(Refusal::other(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "login is not configured",
-    ))?;
-    let issuer = issuer(runtime)?;
-    // In cookie mode a cross-site form could log the victim's browser into
-    // the attacker's account (login CSRF): same rule as for refresh. A
-    // browser is answered in the cookie; another client (no `Origin`, no
-    // `Sec-Fetch-Site`) gets its refresh token in the body.
-    let cookie_mode = super::endpoints::browser_request(&session.req_header().headers);
-    if let Some(cookie) = runtime
-        .sessions
-        .settings
-        .cookie
+    let login = runtime
+        .login
         .as_ref()
-        .filter(|_| cookie_mode)
-    {
-        if !super::endpoints::same_site_call(session, cookie) {
-            return Err(super::endpoints::cross_site());
-        }
-    }
+        .ok_or(Refusal::login_not_configured())?;
+    let issuer = issuer(runtime)?;
+    let cookie_mode = cookie_mode(runtime, session)?;
     let body = read_body(session).await?;
     let device = device_label(session, &body);
-    let request = upstream_request(runtime, login, session, body.len(), id)?;
-    let response = tokio::time::timeout(login.timeout, call(login, request, body))
-        .await
-        .map_err(|_| Refusal::gateway_timeout())?
-        .map_err(|e| {
-            tracing::warn!(error = %e, "login upstream failed");
-            Refusal::bad_gateway()
-        })?;
+    let request = upstream_request(runtime, login, session, body.len(), id, client)?;
+    let response = ask_backend(login, request, body).await?;
     if !response.header.status.is_success() {
         let status = response.header.status.as_u16();
         tracing::info!(target: "portcullis::session", request_id = id, status, "login refused by the backend");
@@ -106,27 +86,41 @@ pub async fn serve(
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
-    let (pair, opened) = runtime
-        .sessions
-        .open(state.view.store().as_ref(), &issuer, new)
-        .await
-        .map_err(|e| match e {
-            SessionError::Disabled => Refusal::auth(&AuthError::Disabled, &runtime.realm),
-            SessionError::Store(e) => {
-                tracing::warn!(error = %e, "login failed: store unavailable");
-                Refusal::auth(&AuthError::Unavailable, &runtime.realm)
-            }
-            SessionError::Internal(what) => {
-                tracing::error!(what, "login failed");
-                Refusal::internal()
-            }
-        })?;
+    let store = state.view.store().as_ref();
+    let (pair, opened) = runtime.sessions.open(store, &issuer, new).await?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
-    let (body, headers) = token_answer(runtime, &pair, cookie_mode);
-    if let Err(e) = send_json(session, StatusCode::OK, &body, &headers, id).await {
-        tracing::debug!(error = %e, "could not write the login answer");
-    }
+    deliver(session, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
+}
+
+/// Whether the answer goes in the cookie: a browser is answered in the
+/// cookie, another client (no `Origin`, no `Sec-Fetch-Site`) gets its
+/// refresh token in the body. In cookie mode a cross-site form could log
+/// the victim's browser into the attacker's account (login CSRF): same
+/// rule as for refresh.
+fn cookie_mode(runtime: &Runtime, session: &Session) -> Result<bool, Refusal> {
+    let headers = &session.req_header().headers;
+    let browser = browser_request(headers);
+    let cookie = runtime.sessions.settings.cookie.as_ref();
+    if cookie.is_some_and(|cookie| browser && !same_site_call(headers, cookie)) {
+        return Err(Refusal::cross_site());
+    }
+    Ok(browser)
+}
+
+/// The backend's answer within `[login] timeout`.
+async fn ask_backend(
+    login: &LoginSettings,
+    request: RequestHeader,
+    body: Vec<u8>,
+) -> Result<LoginResponse, Refusal> {
+    tokio::time::timeout(login.timeout, call(login, request, body))
+        .await
+        .map_err(|_| Refusal::gateway_timeout())?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "login upstream failed");
+            Refusal::bad_gateway()
+        })
 }
 
 /// The outcome logged and counted when the backend refused the
@@ -134,28 +128,36 @@ pub async fn serve(
 pub const LOGIN_REFUSED: &str = "login_refused";
 
 /// The device label: a `device_name` field, else `X-Device-Name`, else the
-/// User-Agent; printable characters only, bounded.
+/// User-Agent, cleaned like every label.
 fn device_label(session: &Session, body: &[u8]) -> String {
     let headers = &session.req_header().headers;
-    let content_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let label = body_fields(content_type, body)
-        .remove("device_name")
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_body = body_fields(header(CONTENT_TYPE.as_str()), body).remove("device_name");
+    let label = from_body
+        .as_deref()
         .or_else(|| header("x-device-name"))
         .or_else(|| header(USER_AGENT.as_str()))
-        .unwrap_or_else(|| "unknown device".to_owned());
-    label
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DEVICE_CHARS)
-        .collect()
+        .unwrap_or("unknown device");
+    clean_device_label(label)
+}
+
+/// Form (`application/x-www-form-urlencoded`) or JSON string fields.
+fn body_fields(content_type: Option<&str>, body: &[u8]) -> HashMap<String, String> {
+    let is_json = content_type.is_some_and(|ct| {
+        ct.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if is_json {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+            return HashMap::new();
+        };
+        return map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+            .collect();
+    }
+    form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// The client's request for the backend: its headers minus hop-by-hop
@@ -168,14 +170,14 @@ fn upstream_request(
     session: &Session,
     body_len: usize,
     id: &str,
+    client: Option<&ClientAddress>,
 ) -> Result<RequestHeader, Refusal> {
-    let client = session.req_header();
-    let nominated =
-        super::headers::connection_nominations(&client.headers).ok_or_else(Refusal::bad_request)?;
+    let inbound = session.req_header();
+    let nominated = connection_nominations(&inbound.headers).ok_or_else(Refusal::bad_request)?;
     let mut request = RequestHeader::build("POST", login.path.as_bytes(), None)
         .map_err(|_| Refusal::internal())?;
     let build = |request: &mut RequestHeader| -> pingora_core::Result<()> {
-        for (name, value) in client.headers.iter() {
+        for (name, value) in inbound.headers.iter() {
             let name_str = name.as_str();
             if !HOP_BY_HOP.contains(&name_str)
                 && !nominated.iter().any(|n| n == name_str)
@@ -184,10 +186,9 @@ fn upstream_request(
                 request.append_header(name.clone(), value.clone())?;
             }
         }
-        super::headers::strip_gateway_credentials(request, runtime, true);
+        strip_gateway_credentials(request, runtime, true);
         // The same forwarding headers as any proxied request.
-        let client = super::client_addr::of_session(session, &runtime.server.trusted_proxies);
-        super::set_forwarding(session, request, id, client.as_ref())?;
+        set_forwarding(session, request, id, client)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(())
     };
@@ -264,25 +265,11 @@ fn identity(
             tracing::warn!("login upstream answered 2xx without a subject header");
             Refusal::bad_gateway()
         })?;
-    let roles = text(&login.roles_header)
-        .map(|r| {
-            r.split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+    let roles = text(&login.roles_header).map(roles).unwrap_or_default();
+    let claims = text(&login.claims_header)
+        .map(claims)
+        .transpose()?
         .unwrap_or_default();
-    let claims = match text(&login.claims_header) {
-        None => serde_json::Map::new(),
-        Some(raw) => match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                tracing::warn!("login upstream sent claims that are not a JSON object");
-                return Err(Refusal::bad_gateway());
-            }
-        },
-    };
     let scope = claims
         .get("scope")
         .and_then(Value::as_str)
@@ -298,6 +285,26 @@ fn identity(
         grants,
         device,
     })
+}
+
+/// The comma-separated roles header.
+fn roles(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The claims header: a JSON object, or the backend's fault (502).
+fn claims(text: &str) -> Result<serde_json::Map<String, Value>, Refusal> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => {
+            tracing::warn!("login upstream sent claims that are not a JSON object");
+            Err(Refusal::bad_gateway())
+        }
+    }
 }
 
 /// A non-2xx answer goes back as it came, less hop-by-hop headers and the
@@ -321,7 +328,7 @@ async fn pass_through(
         header.remove_header(name);
     }
     header.remove_header(&TRANSFER_ENCODING);
-    super::cors::strip_upstream(&mut header, &runtime.cors.global);
+    strip_upstream(&mut header, &runtime.cors.global);
     let written = async {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         header.insert_header(REQUEST_ID_HEADER, id)?;

@@ -1,0 +1,118 @@
+//! What the gateway's endpoints share: the caller's bearer token, the token
+//! issuer, request bodies, the cookie-mode cross-site checks and the token
+//! response. A leaf: it imports nothing from the endpoints beside it.
+
+use std::sync::Arc;
+
+use http::header::{ORIGIN, SET_COOKIE};
+use http::{HeaderMap, StatusCode};
+use pingora_core::protocols::http::ServerSession;
+use pingora_proxy::Session;
+use serde_json::json;
+
+use crate::auth::{extract_bearer, AuthError, VerifiedToken};
+use crate::config::Runtime;
+use crate::proxy::respond::{Refusal, Reply};
+use crate::session::service::Issuer;
+use crate::session::{CookieSettings, TokenPair};
+use crate::state::AppState;
+
+/// Largest body the gateway reads for its own endpoints.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+/// Writes an answer; a failed write is the client's loss, not a refusal.
+pub async fn deliver(session: &mut Session, reply: Reply) {
+    if let Err(e) = reply.send(session).await {
+        tracing::debug!(error = %e, "could not write the answer");
+    }
+}
+
+/// The caller's identity from its bearer token, checked like a request to
+/// a protected route.
+pub async fn caller(
+    runtime: &Runtime,
+    state: &AppState,
+    session: &Session,
+) -> Result<Arc<VerifiedToken>, Refusal> {
+    let refuse = |e: AuthError| Refusal::auth(&e, &runtime.realm);
+    let token = extract_bearer(&session.req_header().headers, runtime.max_token_bytes)
+        .map_err(refuse)?
+        .ok_or_else(|| refuse(AuthError::Missing))?;
+    crate::proxy::verify_and_check(runtime, &state.view, token)
+        .await
+        .map_err(refuse)
+}
+
+/// What signs this gateway's tokens; 404 when it has no signing key.
+pub fn issuer(runtime: &Runtime) -> Result<Issuer<'_>, Refusal> {
+    let signer = runtime.signer.as_ref().ok_or(Refusal::no_signing_key())?;
+    Ok(Issuer {
+        signer,
+        issuer: &runtime.issuer,
+        audience: &runtime.audience,
+        access_ttl: runtime.access_ttl,
+    })
+}
+
+/// Reads the whole request body, refusing more than `MAX_BODY_BYTES`; the
+/// admin listener reads its bodies with this too.
+pub async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|_| Refusal::bad_request())?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Refusal::request_too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Cross-site protection for cookie-authenticated calls: an allowed
+/// `Origin` (the `[cors]` origins and `sessions.allowed_origins`, one list
+/// compiled into the cookie settings), or the browser's own word that the
+/// page is on the gateway's origin (`Sec-Fetch-Site: same-origin`, which no
+/// script can set), or, from a client that is no browser (neither header),
+/// the custom header.
+pub fn same_site_call(headers: &HeaderMap, cookie: &CookieSettings) -> bool {
+    let same_origin = headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some(origin) => {
+            same_origin
+                || cookie
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed == origin)
+        }
+        None => same_origin || headers.contains_key(&cookie.csrf_header),
+    }
+}
+
+/// A request made by a browser: it carries `Origin` or `Sec-Fetch-Site`,
+/// which browsers set on every cross-origin and every `POST` request and
+/// which a page's script can neither set nor remove.
+pub fn browser_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN) || headers.contains_key(SEC_FETCH_SITE)
+}
+
+/// The token response: in cookie mode (`cookie_mode`, chosen per request)
+/// the refresh token goes to the cookie only, never to script-readable JSON.
+pub fn token_reply(runtime: &Runtime, pair: &TokenPair, cookie_mode: bool, id: &str) -> Reply {
+    let settings = &runtime.sessions.settings;
+    match settings.cookie.as_ref().filter(|_| cookie_mode) {
+        Some(cookie) => {
+            let body = json!({"access_token": pair.access_token, "token_type": pair.token_type, "expires_in": pair.expires_in});
+            let max_age = settings.refresh_ttl.as_secs();
+            Reply::json(StatusCode::OK, &body, id)
+                .with_header(SET_COOKIE, cookie.set_cookie(&pair.refresh_token, max_age))
+        }
+        None => Reply::json(StatusCode::OK, pair, id),
+    }
+}
