@@ -5,7 +5,7 @@
 //!
 //! On a route with CORS the gateway is the one authority: the upstream's
 //! `Access-Control-*` headers are removed, never merged. Not here: the
-//! cookie-mode cross-site check (`endpoints::same_site_call`), which reads
+//! cookie-mode cross-site check (`endpoints::common::same_site_call`), which reads
 //! the same origin list from the compiled session settings.
 
 use std::any::Any;
@@ -122,11 +122,7 @@ pub async fn answer_preflight(
 ) -> Result<(), Refusal> {
     let Some(granted) = policy.grant(&session.req_header().headers) else {
         detach(session);
-        return Err(Refusal::other(
-            StatusCode::FORBIDDEN,
-            "cors_rejected",
-            "the origin, method or headers are not allowed for cross-origin calls",
-        ));
+        return Err(Refusal::cors_rejected());
     };
     let written = async {
         let mut header = ResponseHeader::build(StatusCode::NO_CONTENT, Some(8))?;

@@ -216,18 +216,10 @@ async fn read_head(
         };
         match read {
             Ok(Ok(n)) if n > 0 => {}
-            Err(_) if started => return HeadRead::Refused(timeout()),
+            Err(_) if started => return HeadRead::Refused(Refusal::request_timeout()),
             _ => return HeadRead::Closed,
         }
     }
-}
-
-const fn timeout() -> Refusal {
-    Refusal::other(
-        http::StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        "the request was not received in time",
-    )
 }
 
 /// Writes the refusal, closes our side, and drops what the client still

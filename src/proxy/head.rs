@@ -6,8 +6,6 @@
 //! hands pingora only heads it parses the same way. This module judges the
 //! bytes; `edge` does the reading and writing.
 
-use http::StatusCode;
-
 use super::respond::Refusal;
 
 /// Bounds on a request head (Envoy's defaults: 60 KiB, 100 headers).
@@ -56,34 +54,6 @@ pub enum Scan {
     Refuse(Refusal),
 }
 
-pub const fn malformed() -> Refusal {
-    Refusal::bad_request()
-}
-
-pub const fn uri_too_long() -> Refusal {
-    Refusal::other(
-        StatusCode::URI_TOO_LONG,
-        "uri_too_long",
-        "the request target is too long",
-    )
-}
-
-pub const fn headers_too_large() -> Refusal {
-    Refusal::other(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
-        "the request header is too large",
-    )
-}
-
-pub const fn method_not_allowed() -> Refusal {
-    Refusal::other(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "the method is not allowed",
-    )
-}
-
 /// Judges `buf`, the bytes of a connection from the start of a request.
 pub fn scan(buf: &[u8], limits: &Limits) -> Scan {
     let mut fields = vec![httparse::EMPTY_HEADER; limits.headers];
@@ -94,17 +64,17 @@ pub fn scan(buf: &[u8], limits: &Limits) -> Scan {
             Err(refusal) => Scan::Refuse(refusal),
         },
         Ok(httparse::Status::Partial) => partial(buf, limits),
-        Err(httparse::Error::TooManyHeaders) => Scan::Refuse(headers_too_large()),
-        Err(_) => Scan::Refuse(malformed()),
+        Err(httparse::Error::TooManyHeaders) => Scan::Refuse(Refusal::headers_too_large()),
+        Err(_) => Scan::Refuse(Refusal::bad_request()),
     }
 }
 
 fn partial(buf: &[u8], limits: &Limits) -> Scan {
     let line_end = buf.iter().position(|b| *b == b'\n');
     if line_end.unwrap_or(buf.len()) > limits.line_bytes {
-        Scan::Refuse(uri_too_long())
+        Scan::Refuse(Refusal::uri_too_long())
     } else if buf.len() > limits.head_bytes {
-        Scan::Refuse(headers_too_large())
+        Scan::Refuse(Refusal::headers_too_large())
     } else {
         Scan::Partial
     }
@@ -112,7 +82,7 @@ fn partial(buf: &[u8], limits: &Limits) -> Scan {
 
 fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Framing, Refusal> {
     if head.len() > limits.head_bytes {
-        return Err(headers_too_large());
+        return Err(Refusal::headers_too_large());
     }
     // RFC 9112 §2.2: a bare LF is a line end to some parsers only.
     let bare_lf = head
@@ -120,21 +90,21 @@ fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Fr
         .enumerate()
         .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
     if bare_lf {
-        return Err(malformed());
+        return Err(Refusal::bad_request());
     }
     let path = request.path.unwrap_or("");
     if path.len() > limits.line_bytes {
-        return Err(uri_too_long());
+        return Err(Refusal::uri_too_long());
     }
     if request.method == Some("CONNECT") {
-        return Err(method_not_allowed());
+        return Err(Refusal::method_not_served());
     }
     // Origin-form only (and `OPTIONS *`): the gateway is no forward proxy,
     // and an absolute-form target would name a second authority.
     let asterisk = path == "*" && request.method == Some("OPTIONS");
     // A fragment is never part of a request target (RFC 9112 §3.2).
     if (!path.starts_with('/') && !asterisk) || path.contains('#') {
-        return Err(malformed());
+        return Err(Refusal::bad_request());
     }
     let version = request.version.unwrap_or(0);
     check_host(request.headers, version)?;
@@ -154,7 +124,7 @@ fn check_host(headers: &[httparse::Header], version: u8) -> Result<(), Refusal> 
     match values(headers, "host").as_slice() {
         [] if version == 0 => Ok(()),
         [host] if valid_host(host) => Ok(()),
-        _ => Err(malformed()),
+        _ => Err(Refusal::bad_request()),
     }
 }
 
@@ -170,7 +140,7 @@ fn framing(headers: &[httparse::Header], version: u8) -> Result<Framing, Refusal
         ([], [coding]) if version == 1 && trimmed(coding).eq_ignore_ascii_case(b"chunked") => {
             Framing::Chunked
         }
-        _ => return Err(malformed()),
+        _ => return Err(Refusal::bad_request()),
     };
     // An upgrade's tunnel follows its body, whatever framed that.
     Ok(if upgrade { Framing::Open } else { framing })
@@ -188,12 +158,12 @@ fn content_length(value: &[u8]) -> Result<u64, Refusal> {
         && digits.iter().all(u8::is_ascii_digit)
         && (digits[0] != b'0' || digits.len() == 1);
     if !plain {
-        return Err(malformed());
+        return Err(Refusal::bad_request());
     }
     std::str::from_utf8(digits)
         .ok()
         .and_then(|d| d.parse().ok())
-        .ok_or_else(malformed)
+        .ok_or_else(Refusal::bad_request)
 }
 
 /// `host [":" port]` with a DNS name (one trailing dot allowed), an IPv4
@@ -280,7 +250,11 @@ mod tests {
             "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
         ] {
-            assert_eq!(verdict(&head(bad)), Scan::Refuse(malformed()), "{bad:?}");
+            assert_eq!(
+                verdict(&head(bad)),
+                Scan::Refuse(Refusal::bad_request()),
+                "{bad:?}"
+            );
         }
     }
 
@@ -288,6 +262,9 @@ mod tests {
     fn partial_heads_are_bounded() {
         assert_eq!(verdict("GET / HTTP/1.1\r\nHost: a\r\n"), Scan::Partial);
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(20_000));
-        assert_eq!(verdict(&long[..18_000]), Scan::Refuse(uri_too_long()));
+        assert_eq!(
+            verdict(&long[..18_000]),
+            Scan::Refuse(Refusal::uri_too_long())
+        );
     }
 }

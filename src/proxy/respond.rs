@@ -103,11 +103,6 @@ impl Refusal {
         }
     }
 
-    /// A refusal with a code of its own, for the edge and CORS layers.
-    pub const fn other(status: StatusCode, code: &'static str, description: &'static str) -> Self {
-        Self::plain(status, code, description)
-    }
-
     pub const fn bad_path() -> Self {
         Self::invalid_request("the request path is not acceptable")
     }
@@ -135,6 +130,14 @@ impl Refusal {
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "the method is not allowed here",
+        )
+    }
+
+    pub const fn cors_rejected() -> Self {
+        Self::plain(
+            StatusCode::FORBIDDEN,
+            "cors_rejected",
+            "the origin, method or headers are not allowed for cross-origin calls",
         )
     }
 
@@ -175,6 +178,43 @@ impl Refusal {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "the gateway failed to handle the request",
+        )
+    }
+}
+
+/// Request heads the edge refuses before the engine parses them.
+impl Refusal {
+    pub const fn uri_too_long() -> Self {
+        Self::plain(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request target is too long",
+        )
+    }
+
+    pub const fn headers_too_large() -> Self {
+        Self::plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "the request header is too large",
+        )
+    }
+
+    /// `CONNECT` and other methods the gateway never proxies.
+    pub const fn method_not_served() -> Self {
+        Self::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the method is not allowed",
+        )
+    }
+
+    /// A begun request head not complete within `header_read_timeout`.
+    pub const fn request_timeout() -> Self {
+        Self::plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request was not received in time",
         )
     }
 }
