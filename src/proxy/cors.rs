@@ -18,8 +18,38 @@ use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::admission::{host_of, target_of};
+use super::endpoints;
 use super::respond::{Refusal, REQUEST_ID_HEADER, SERVER_NAME};
-use crate::config::runtime::cors::CorsPolicy;
+use crate::config::runtime::cors::{is_preflight, CorsPolicy};
+use crate::config::runtime::path;
+use crate::config::Runtime;
+
+/// The CORS policy that answers this request as a preflight: the route's,
+/// or `[cors]` for the gateway's own endpoints and unrouted paths; `None`
+/// when it is no preflight or no policy is on (the request goes on as usual).
+pub(super) fn preflight_policy(
+    runtime: &Runtime,
+    request: &pingora_http::RequestHeader,
+) -> Option<Arc<CorsPolicy>> {
+    if !is_preflight(&request.method, &request.headers) {
+        return None;
+    }
+    let target = target_of(runtime, request).ok()?;
+    let routed = endpoints::endpoint_for(&target.path)
+        .is_none()
+        .then(|| {
+            runtime
+                .router
+                .find(host_of(request), &path::without_parameters(&target.path))
+        })
+        .flatten();
+    let policy = match routed {
+        Some(route) => runtime.cors.for_route(route),
+        None => &runtime.cors.global,
+    };
+    policy.enabled().then(|| Arc::clone(policy))
+}
 
 /// Removes the upstream's CORS headers where the gateway is the authority.
 pub fn strip_upstream(response: &mut ResponseHeader, policy: &CorsPolicy) {

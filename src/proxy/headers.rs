@@ -1,13 +1,19 @@
-//! Set-or-strip rules for the headers the gateway owns.
-//!
-//! Every header the gateway sets for the upstream (identity, forwarding,
-//! request id) is removed from the inbound request first, in every spelling
-//! a backend might fold together: any case, `_` for `-`, every duplicate.
-//! A `Connection` header naming one of them loses that token, so a
-//! hop-by-hop rule downstream cannot remove the value the gateway set.
+//! The request headers the upstream gets: every header the gateway owns
+//! (identity, forwarding, request id) removed in every spelling first, by
+//! the rules compiled in `config::runtime::headers`; the gateway's own
+//! credentials (refresh cookie, bearer token) removed; then this hop's
+//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself and
+//! the `Connection` nominations a client may make.
 
-use http::header::CONNECTION;
+use http::header::{CONNECTION, HOST};
 use http::HeaderMap;
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use super::client_addr;
+use super::respond::REQUEST_ID_HEADER;
+use crate::config::Runtime;
 
 /// Removes what authenticates a client to the gateway itself before a
 /// request goes upstream: the refresh cookie (cookie mode), and, when
@@ -93,4 +99,50 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
 /// 128 random bits as 32 hex digits.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+/// Removes every header the gateway owns from the upstream request, in
+/// every spelling (see `config::runtime::headers`).
+pub(super) fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
+    let plan = runtime.header_rules.plan(&upstream.headers);
+    for name in &plan.remove {
+        upstream.remove_header(name.as_str());
+    }
+    match plan.connection {
+        Some(Some(value)) => {
+            upstream.insert_header(CONNECTION, value)?;
+        }
+        Some(None) => {
+            upstream.remove_header(&CONNECTION);
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// `X-Forwarded-*` describe this hop only: a client's own values are never
+/// trusted or appended to. `X-Forwarded-For` is the client and the trusted
+/// proxies between it and the gateway (`[server] trusted_proxies`).
+pub(crate) fn set_forwarding(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    request_id: &str,
+    client: Option<&client_addr::ClientAddress>,
+) -> Result<()> {
+    if let Some(client) = client {
+        upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    // HTTP/2 carries the host in the `:authority` pseudo-header, which
+    // pingora puts in the URI rather than in `Host`.
+    let request = session.req_header();
+    let host = request.headers.get(HOST).cloned().or_else(|| {
+        let authority = request.uri.authority()?;
+        http::HeaderValue::from_str(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    upstream.insert_header(REQUEST_ID_HEADER, request_id)?;
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! Each hook is a short dispatcher; the decisions live in `auth` and in the
 //! pure helpers of this module's children.
 
+pub mod access_log;
+pub mod admission;
 pub mod chunked;
 pub mod client_addr;
 pub mod cors;
@@ -20,8 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{AUTHORIZATION, CONNECTION, HOST};
-use http::Method;
+use http::header::AUTHORIZATION;
 use pingora_core::modules::http::compression::ResponseCompressionBuilder;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -29,16 +30,10 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::extract::query_has_access_token;
-use crate::auth::{extract_bearer, unix_now, AuthError, VerifiedToken};
-use crate::config::raw::AuthMode;
-use crate::config::runtime::cors::{is_preflight, CorsPolicy};
-use crate::config::runtime::path;
+use crate::auth::{unix_now, VerifiedToken};
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
-use crate::metrics::UNROUTED;
 use crate::state::AppState;
-use crate::store::RevocationView;
 use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
@@ -120,7 +115,7 @@ impl ProxyHttp for Gateway {
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
         cors::attach(session, &runtime.cors.global);
-        if let Some(policy) = preflight_policy(&runtime, session.req_header()) {
+        if let Some(policy) = cors::preflight_policy(&runtime, session.req_header()) {
             ctx.endpoint = Some("_cors_preflight");
             if let Err(refusal) = cors::answer_preflight(session, &policy, &ctx.request_id).await {
                 ctx.outcome = refusal.code;
@@ -128,14 +123,14 @@ impl ProxyHttp for Gateway {
             }
             return Ok(true);
         }
-        let decision = match target_of(&runtime, session.req_header()) {
+        let decision = match admission::target_of(&runtime, session.req_header()) {
             Err(refusal) => Err(refusal),
-            Ok(target) => match endpoints::endpoint_for(&session.req_header().method, &target.path)
-            {
+            Ok(target) => match endpoints::endpoint_for(&target.path) {
                 Some(endpoint) => {
-                    ctx.endpoint = Some(endpoint_route(&target.path));
-                    let served = match endpoint {
-                        Ok(endpoint) => {
+                    ctx.endpoint = Some(endpoint.route_label());
+                    let method = &session.req_header().method;
+                    let served = match endpoint.check_method(method) {
+                        Ok(()) => {
                             endpoints::serve(endpoint, &self.state, &runtime, session, ctx).await
                         }
                         Err(refusal) => Err(refusal),
@@ -145,7 +140,7 @@ impl ProxyHttp for Gateway {
                         true
                     })
                 }
-                None => admit(
+                None => admission::admit(
                     &runtime,
                     &self.state.view,
                     session.req_header(),
@@ -239,7 +234,7 @@ impl ProxyHttp for Gateway {
         let Some(runtime) = ctx.runtime.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no runtime");
         };
-        strip_reserved(runtime, upstream)?;
+        headers::strip_reserved(runtime, upstream)?;
         if runtime.sessions.settings.cookie.is_some() {
             headers::strip_gateway_credentials(upstream, runtime, false);
         }
@@ -251,8 +246,8 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&AUTHORIZATION);
             }
         }
-        resolve_client(session, ctx);
-        set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
+        client_addr::resolve_client(session, ctx);
+        headers::set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -334,7 +329,7 @@ impl ProxyHttp for Gateway {
         format!(
             "method={} route={} request_id={}",
             session.req_header().method,
-            route_label(ctx),
+            access_log::route_label(ctx),
             ctx.request_id
         )
     }
@@ -352,257 +347,8 @@ impl ProxyHttp for Gateway {
         error: Option<&Error>,
         ctx: &mut RequestContext,
     ) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.started.elapsed();
-        let metrics = match (&ctx.route, ctx.endpoint) {
-            (_, Some(endpoint)) => crate::metrics::endpoint(endpoint),
-            (Some(route), None) => &route.metrics,
-            (None, None) => &*UNROUTED,
-        };
-        metrics.count(status, ctx.outcome);
-        metrics.duration.observe(elapsed.as_secs_f64());
-        if let Some(decision) = ctx.decision {
-            metrics.decide(decision);
-        }
-        if let Some(error) = error {
-            log_failure(session, error, ctx);
-        }
-        if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
-            || !sampled(ctx, status, error.is_some())
-        {
-            return;
-        }
-        resolve_client(session, ctx);
-        let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
-        let client = ctx.client.as_ref().map(|c| c.ip);
-        tracing::info!(
-            target: "portcullis::access",
-            request_id = %ctx.request_id,
-            client = %OrDash(client),
-            method = %session.req_header().method,
-            route = route_label(ctx),
-            status,
-            outcome = ctx.outcome,
-            subject = subject.map_or("-", |i| i.claims.sub.as_str()),
-            upstream = ctx.route.as_ref().filter(|_| ctx.upstream_started.is_some()).map_or("-", |r| r.upstream.name.as_str()),
-            latency_us = elapsed.as_micros() as u64,
-            error = error.map(|e| e.etype().as_str()),
-        );
+        access_log::record(session, error, ctx);
     }
-}
-
-/// Whether a finished request gets its access line: always for a refusal,
-/// a failure or an error status; for a success, with the configured
-/// share (`[server] access_log_sample`).
-fn sampled(ctx: &RequestContext, status: u16, failed: bool) -> bool {
-    let share = ctx
-        .runtime
-        .as_ref()
-        .map_or(1.0, |r| r.server.access_log_sample);
-    let success = ctx.outcome == "ok" && !failed && (1..400).contains(&status);
-    !success || share >= 1.0 || (share > 0.0 && rand::random::<f64>() < share)
-}
-
-/// A value in a log line, or `-` when there is none.
-struct OrDash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(value) => value.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-/// The route a request is logged and counted under: the configured route,
-/// one of the gateway's endpoints, or `_unrouted`.
-fn route_label(ctx: &RequestContext) -> &str {
-    match (&ctx.route, ctx.endpoint) {
-        (_, Some(endpoint)) => endpoint,
-        (Some(route), None) => route.name.as_str(),
-        (None, None) => "_unrouted",
-    }
-}
-
-/// The route label of a gateway endpoint, by its normalised path.
-fn endpoint_route(path: &str) -> &'static str {
-    match path {
-        "/auth/login" => "_auth_login",
-        "/auth/token" => "_auth_token",
-        "/auth/logout" => "_auth_logout",
-        "/.well-known/jwks.json" => "_jwks",
-        _ => "_auth_sessions",
-    }
-}
-
-/// A failed request, in the engine's stead: the error's kind and side, the
-/// route and the request id, never the request's path or headers. A client
-/// that went away is routine (debug); an upstream that failed is an
-/// operator's concern (warn); anything else is the gateway's own (error).
-fn log_failure(session: &Session, error: &Error, ctx: &RequestContext) {
-    let kind = error.etype().as_str();
-    let method = &session.req_header().method;
-    let route = route_label(ctx);
-    let target = ctx.backend.as_ref().map(|b| b.addr.to_string());
-    let target = target.as_deref().unwrap_or("-");
-    let id = ctx.request_id.as_str();
-    match error.esource() {
-        ErrorSource::Downstream => {
-            tracing::debug!(request_id = id, %method, route, kind, "client connection failed")
-        }
-        ErrorSource::Upstream => {
-            tracing::warn!(request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
-        }
-        _ => {
-            tracing::error!(request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")
-        }
-    }
-}
-
-/// The normalised path and the query of a request.
-struct Target {
-    path: String,
-    query: Option<String>,
-}
-
-/// Normalises the path and refuses tokens in the query string.
-fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refusal> {
-    let raw = request.raw_path();
-    let (raw_path, query) = match raw.iter().position(|b| *b == b'?') {
-        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-        None => (raw, None),
-    };
-    let path = path::normalize_path(raw_path).map_err(|_| Refusal::bad_path())?;
-    let query = query
-        .map(|q| {
-            std::str::from_utf8(q)
-                .map(str::to_owned)
-                .map_err(|_| Refusal::bad_path())
-        })
-        .transpose()?;
-    if query.as_deref().is_some_and(query_has_access_token) {
-        return Err(Refusal::auth(
-            &AuthError::InvalidRequest("query_token"),
-            &runtime.realm,
-        ));
-    }
-    Ok(Target { path, query })
-}
-
-/// The CORS policy that answers this request as a preflight: the route's,
-/// or `[cors]` for the gateway's own endpoints and unrouted paths; `None`
-/// when it is no preflight or no policy is on (the request goes on as usual).
-fn preflight_policy(runtime: &Runtime, request: &RequestHeader) -> Option<Arc<CorsPolicy>> {
-    if !is_preflight(&request.method, &request.headers) {
-        return None;
-    }
-    let target = target_of(runtime, request).ok()?;
-    let routed = endpoints::endpoint_for(&Method::GET, &target.path)
-        .is_none()
-        .then(|| {
-            runtime
-                .router
-                .find(host_of(request), &path::without_parameters(&target.path))
-        })
-        .flatten();
-    let policy = match routed {
-        Some(route) => runtime.cors.for_route(route),
-        None => &runtime.cors.global,
-    };
-    policy.enabled().then(|| Arc::clone(policy))
-}
-
-/// Route and token checks: `Ok` lets the request through to the upstream.
-async fn admit(
-    runtime: &Runtime,
-    view: &RevocationView,
-    request: &RequestHeader,
-    target: Target,
-    ctx: &mut RequestContext,
-) -> Result<(), Refusal> {
-    let route = runtime
-        .router
-        .find(host_of(request), &path::without_parameters(&target.path))
-        .ok_or(Refusal::no_route())?;
-    if route.is_ambiguous(&target.path) {
-        return Err(Refusal::bad_path());
-    }
-    ctx.route = Some(Arc::clone(route));
-    ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
-    if route.auth == AuthMode::None {
-        return Ok(());
-    }
-    let decided = authenticate(runtime, view, route, request, &mut ctx.verified).await;
-    ctx.decision = Some(match &decided {
-        Ok(Some(_)) => "ok",
-        Ok(None) => "anonymous",
-        Err(e) => e.code(),
-    });
-    ctx.identity = decided.map_err(|e| Refusal::auth(&e, &runtime.realm))?;
-    Ok(())
-}
-
-/// The verified identity, `None` for an anonymous request to an optional
-/// route. Revocation runs on every request, whether the signature check
-/// came from the cache or not, and before the route's policy: a revoked
-/// token is told to refresh, not that it lacks a role.
-async fn authenticate(
-    runtime: &Runtime,
-    view: &RevocationView,
-    route: &Route,
-    request: &RequestHeader,
-    verified_out: &mut Option<Arc<VerifiedToken>>,
-) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
-    let Some(token) = extract_bearer(&request.headers, runtime.max_token_bytes)? else {
-        return match route.auth {
-            AuthMode::Required => Err(AuthError::Missing),
-            _ => Ok(None),
-        };
-    };
-    let verified = verify_then_check(runtime, view, token, verified_out).await?;
-    route.requirement.check(&verified.claims)?;
-    Ok(Some(verified))
-}
-
-/// Signature and claims (cached or not), then the revocation, version and
-/// account checks: what every bearer token goes through, on routes and on
-/// the gateway's own endpoints alike.
-pub(crate) async fn verify_and_check(
-    runtime: &Runtime,
-    view: &RevocationView,
-    token: &str,
-) -> Result<Arc<VerifiedToken>, AuthError> {
-    verify_then_check(runtime, view, token, &mut None).await
-}
-
-/// `verify_and_check`, keeping the verified token in `seen` even when a
-/// later check refuses it.
-async fn verify_then_check(
-    runtime: &Runtime,
-    view: &RevocationView,
-    token: &str,
-    seen: &mut Option<Arc<VerifiedToken>>,
-) -> Result<Arc<VerifiedToken>, AuthError> {
-    let verified = runtime.verifier.verify_fetching_keys(token).await?;
-    *seen = Some(Arc::clone(&verified));
-    view.check(&verified.claims).await?;
-    Ok(verified)
-}
-
-fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {
-    let target = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    target.parse().map_err(|_| Refusal::bad_path())
-}
-
-fn host_of(request: &RequestHeader) -> Option<&str> {
-    request
-        .uri
-        .host()
-        .or_else(|| request.headers.get(HOST).and_then(|h| h.to_str().ok()))
 }
 
 fn request_id_of(request: &RequestHeader) -> String {
@@ -612,61 +358,6 @@ fn request_id_of(request: &RequestHeader) -> String {
         .filter(|v| headers::acceptable_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
         .map_or_else(headers::new_request_id, str::to_owned)
-}
-
-fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
-    let plan = runtime.header_rules.plan(&upstream.headers);
-    for name in &plan.remove {
-        upstream.remove_header(name.as_str());
-    }
-    match plan.connection {
-        Some(Some(value)) => {
-            upstream.insert_header(CONNECTION, value)?;
-        }
-        Some(None) => {
-            upstream.remove_header(&CONNECTION);
-        }
-        None => {}
-    }
-    Ok(())
-}
-
-/// Resolves the request's client into `ctx.client` on first use: a retry
-/// and the access log ask again.
-pub(crate) fn resolve_client(session: &Session, ctx: &mut RequestContext) {
-    if ctx.client.is_none() {
-        if let Some(runtime) = &ctx.runtime {
-            ctx.client = client_addr::of_session(session, &runtime.server.trusted_proxies);
-        }
-    }
-}
-
-/// `X-Forwarded-*` describe this hop only: a client's own values are never
-/// trusted or appended to. `X-Forwarded-For` is the client and the trusted
-/// proxies between it and the gateway (`[server] trusted_proxies`).
-pub(crate) fn set_forwarding(
-    session: &Session,
-    upstream: &mut RequestHeader,
-    request_id: &str,
-    client: Option<&client_addr::ClientAddress>,
-) -> Result<()> {
-    if let Some(client) = client {
-        upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
-    }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    // HTTP/2 carries the host in the `:authority` pseudo-header, which
-    // pingora puts in the URI rather than in `Host`.
-    let request = session.req_header();
-    let host = request.headers.get(HOST).cloned().or_else(|| {
-        let authority = request.uri.authority()?;
-        http::HeaderValue::from_str(authority.as_str()).ok()
-    });
-    if let Some(host) = host {
-        upstream.insert_header("x-forwarded-host", host)?;
-    }
-    upstream.insert_header(REQUEST_ID_HEADER, request_id)?;
-    Ok(())
 }
 
 /// The contract response for a proxying failure, `None` when the client is gone.

@@ -40,7 +40,7 @@ pub async fn caller(
     let token = extract_bearer(&session.req_header().headers, runtime.max_token_bytes)
         .map_err(refuse)?
         .ok_or_else(|| refuse(AuthError::Missing))?;
-    crate::proxy::verify_and_check(runtime, &state.view, token)
+    crate::proxy::admission::verify_and_check(runtime, &state.view, token)
         .await
         .map_err(refuse)
 }

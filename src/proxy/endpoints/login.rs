@@ -23,9 +23,9 @@ use super::common::{browser_request, deliver, issuer, read_body, same_site_call,
 use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::cors::strip_upstream;
+use crate::proxy::headers::set_forwarding;
 use crate::proxy::headers::{connection_nominations, strip_gateway_credentials};
 use crate::proxy::respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
-use crate::proxy::set_forwarding;
 use crate::session::service::NewSession;
 use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;

@@ -32,9 +32,8 @@ pub enum Endpoint {
     Jwks,
 }
 
-/// The endpoint a normalised path names, if any; a known path with the
-/// wrong method is refused with 405.
-pub fn endpoint_for(method: &Method, path: &str) -> Option<Result<Endpoint, Refusal>> {
+/// The endpoint a normalised path names, if any, whatever the method.
+pub fn endpoint_for(path: &str) -> Option<Endpoint> {
     // `/auth/sessions/{sid}/` is the same endpoint: many backends read a
     // trailing slash as the same resource, so such a path must not slip
     // past the gateway to an upstream (with the caller's credentials).
@@ -44,26 +43,47 @@ pub fn endpoint_for(method: &Method, path: &str) -> Option<Result<Endpoint, Refu
         }
         _ => path,
     };
-    let (expected, endpoint) = match path {
-        "/auth/login" => (Method::POST, Endpoint::Login),
-        "/auth/token" => (Method::POST, Endpoint::Token),
-        "/auth/logout" => (Method::POST, Endpoint::Logout),
-        "/auth/sessions" => (Method::GET, Endpoint::ListSessions),
-        "/.well-known/jwks.json" => (Method::GET, Endpoint::Jwks),
+    Some(match path {
+        "/auth/login" => Endpoint::Login,
+        "/auth/token" => Endpoint::Token,
+        "/auth/logout" => Endpoint::Logout,
+        "/auth/sessions" => Endpoint::ListSessions,
+        "/.well-known/jwks.json" => Endpoint::Jwks,
         _ => {
             let sid = path
                 .strip_prefix("/auth/sessions/")
                 .filter(|s| !s.is_empty() && !s.contains('/'))?;
-            (Method::DELETE, Endpoint::EndSession(sid.to_owned()))
+            Endpoint::EndSession(sid.to_owned())
         }
-    };
-    Some(
+    })
+}
+
+impl Endpoint {
+    /// `Ok` when `method` is this endpoint's (a GET endpoint also answers
+    /// HEAD); 405 otherwise.
+    pub fn check_method(&self, method: &Method) -> Result<(), Refusal> {
+        let expected = match self {
+            Self::Login | Self::Token | Self::Logout => Method::POST,
+            Self::ListSessions | Self::Jwks => Method::GET,
+            Self::EndSession(_) => Method::DELETE,
+        };
         if *method == expected || (expected == Method::GET && *method == Method::HEAD) {
-            Ok(endpoint)
+            Ok(())
         } else {
             Err(Refusal::method_not_allowed())
-        },
-    )
+        }
+    }
+
+    /// The route label of this endpoint in logs and metrics.
+    pub fn route_label(&self) -> &'static str {
+        match self {
+            Self::Login => "_auth_login",
+            Self::Token => "_auth_token",
+            Self::Logout => "_auth_logout",
+            Self::ListSessions | Self::EndSession(_) => "_auth_sessions",
+            Self::Jwks => "_jwks",
+        }
+    }
 }
 
 /// Serves a gateway endpoint; the answer is written when this returns
@@ -80,7 +100,7 @@ pub async fn serve(
     let reply = match endpoint {
         Endpoint::Login => {
             // Resolved into the context: the access log reuses it.
-            super::resolve_client(session, ctx);
+            super::client_addr::resolve_client(session, ctx);
             let client = ctx.client.as_ref();
             return login::serve(state, runtime, session, &ctx.request_id, client).await;
         }

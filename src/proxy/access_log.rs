@@ -1,0 +1,110 @@
+//! What a finished request leaves behind: its route's metrics, the failure
+//! line in the engine's stead, and the access line (`portcullis::access`),
+//! which names the route, the outcome and the subject, never the path,
+//! query or header values.
+
+use pingora_core::{Error, ErrorSource};
+use pingora_proxy::Session;
+
+use super::client_addr::resolve_client;
+use super::RequestContext;
+use crate::metrics::UNROUTED;
+
+/// Counts a finished request in its route's metrics and writes its lines:
+/// the failure line when it failed, the access line when it is sampled.
+pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut RequestContext) {
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let elapsed = ctx.started.elapsed();
+    let metrics = match (&ctx.route, ctx.endpoint) {
+        (_, Some(endpoint)) => crate::metrics::endpoint(endpoint),
+        (Some(route), None) => &route.metrics,
+        (None, None) => &*UNROUTED,
+    };
+    metrics.count(status, ctx.outcome);
+    metrics.duration.observe(elapsed.as_secs_f64());
+    if let Some(decision) = ctx.decision {
+        metrics.decide(decision);
+    }
+    if let Some(error) = error {
+        log_failure(session, error, ctx);
+    }
+    if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+        || !sampled(ctx, status, error.is_some())
+    {
+        return;
+    }
+    resolve_client(session, ctx);
+    let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
+    let client = ctx.client.as_ref().map(|c| c.ip);
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = %ctx.request_id,
+        client = %OrDash(client),
+        method = %session.req_header().method,
+        route = route_label(ctx),
+        status,
+        outcome = ctx.outcome,
+        subject = subject.map_or("-", |i| i.claims.sub.as_str()),
+        upstream = ctx.route.as_ref().filter(|_| ctx.upstream_started.is_some()).map_or("-", |r| r.upstream.name.as_str()),
+        latency_us = elapsed.as_micros() as u64,
+        error = error.map(|e| e.etype().as_str()),
+    );
+}
+
+/// Whether a finished request gets its access line: always for a refusal,
+/// a failure or an error status; for a success, with the configured
+/// share (`[server] access_log_sample`).
+fn sampled(ctx: &RequestContext, status: u16, failed: bool) -> bool {
+    let share = ctx
+        .runtime
+        .as_ref()
+        .map_or(1.0, |r| r.server.access_log_sample);
+    let success = ctx.outcome == "ok" && !failed && (1..400).contains(&status);
+    !success || share >= 1.0 || (share > 0.0 && rand::random::<f64>() < share)
+}
+
+/// A value in a log line, or `-` when there is none.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The route a request is logged and counted under: the configured route,
+/// one of the gateway's endpoints, or `_unrouted`.
+pub(super) fn route_label(ctx: &RequestContext) -> &str {
+    match (&ctx.route, ctx.endpoint) {
+        (_, Some(endpoint)) => endpoint,
+        (Some(route), None) => route.name.as_str(),
+        (None, None) => "_unrouted",
+    }
+}
+
+/// A failed request, in the engine's stead: the error's kind and side, the
+/// route and the request id, never the request's path or headers. A client
+/// that went away is routine (debug); an upstream that failed is an
+/// operator's concern (warn); anything else is the gateway's own (error).
+fn log_failure(session: &Session, error: &Error, ctx: &RequestContext) {
+    let kind = error.etype().as_str();
+    let method = &session.req_header().method;
+    let route = route_label(ctx);
+    let target = ctx.backend.as_ref().map(|b| b.addr.to_string());
+    let target = target.as_deref().unwrap_or("-");
+    let id = ctx.request_id.as_str();
+    match error.esource() {
+        ErrorSource::Downstream => {
+            tracing::debug!(request_id = id, %method, route, kind, "client connection failed")
+        }
+        ErrorSource::Upstream => {
+            tracing::warn!(request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
+        }
+        _ => {
+            tracing::error!(request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")
+        }
+    }
+}

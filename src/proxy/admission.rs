@@ -1,0 +1,142 @@
+//! Whether a request may pass, and where to: its path normalised and its
+//! query checked for tokens, the route, and
+//! the bearer token verified and checked against the revocation view and
+//! the route's policy. Writes the decision into the request's context;
+//! answering a refusal is the caller's job.
+
+use std::sync::Arc;
+
+use http::header::HOST;
+use pingora_http::RequestHeader;
+
+use super::respond::Refusal;
+use super::RequestContext;
+use crate::auth::extract::query_has_access_token;
+use crate::auth::{extract_bearer, AuthError, VerifiedToken};
+use crate::config::raw::AuthMode;
+use crate::config::runtime::path;
+use crate::config::runtime::router::Route;
+use crate::config::Runtime;
+use crate::store::RevocationView;
+
+/// The normalised path and the query of a request.
+pub(super) struct Target {
+    pub(super) path: String,
+    pub(super) query: Option<String>,
+}
+
+/// Normalises the path and refuses tokens in the query string.
+pub(super) fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refusal> {
+    let raw = request.raw_path();
+    let (raw_path, query) = match raw.iter().position(|b| *b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    let path = path::normalize_path(raw_path).map_err(|_| Refusal::bad_path())?;
+    let query = query
+        .map(|q| {
+            std::str::from_utf8(q)
+                .map(str::to_owned)
+                .map_err(|_| Refusal::bad_path())
+        })
+        .transpose()?;
+    if query.as_deref().is_some_and(query_has_access_token) {
+        return Err(Refusal::auth(
+            &AuthError::InvalidRequest("query_token"),
+            &runtime.realm,
+        ));
+    }
+    Ok(Target { path, query })
+}
+
+/// Route and token checks: `Ok` lets the request through to the upstream.
+pub(super) async fn admit(
+    runtime: &Runtime,
+    view: &RevocationView,
+    request: &RequestHeader,
+    target: Target,
+    ctx: &mut RequestContext,
+) -> Result<(), Refusal> {
+    let route = runtime
+        .router
+        .find(host_of(request), &path::without_parameters(&target.path))
+        .ok_or(Refusal::no_route())?;
+    if route.is_ambiguous(&target.path) {
+        return Err(Refusal::bad_path());
+    }
+    ctx.route = Some(Arc::clone(route));
+    ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
+    if route.auth == AuthMode::None {
+        return Ok(());
+    }
+    let decided = authenticate(runtime, view, route, request, &mut ctx.verified).await;
+    ctx.decision = Some(match &decided {
+        Ok(Some(_)) => "ok",
+        Ok(None) => "anonymous",
+        Err(e) => e.code(),
+    });
+    ctx.identity = decided.map_err(|e| Refusal::auth(&e, &runtime.realm))?;
+    Ok(())
+}
+
+/// The verified identity, `None` for an anonymous request to an optional
+/// route. Revocation runs on every request, whether the signature check
+/// came from the cache or not, and before the route's policy: a revoked
+/// token is told to refresh, not that it lacks a role.
+async fn authenticate(
+    runtime: &Runtime,
+    view: &RevocationView,
+    route: &Route,
+    request: &RequestHeader,
+    verified_out: &mut Option<Arc<VerifiedToken>>,
+) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
+    let Some(token) = extract_bearer(&request.headers, runtime.max_token_bytes)? else {
+        return match route.auth {
+            AuthMode::Required => Err(AuthError::Missing),
+            _ => Ok(None),
+        };
+    };
+    let verified = verify_then_check(runtime, view, token, verified_out).await?;
+    route.requirement.check(&verified.claims)?;
+    Ok(Some(verified))
+}
+
+/// Signature and claims (cached or not), then the revocation, version and
+/// account checks: what every bearer token goes through, on routes and on
+/// the gateway's own endpoints alike.
+pub(crate) async fn verify_and_check(
+    runtime: &Runtime,
+    view: &RevocationView,
+    token: &str,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    verify_then_check(runtime, view, token, &mut None).await
+}
+
+/// `verify_and_check`, keeping the verified token in `seen` even when a
+/// later check refuses it.
+async fn verify_then_check(
+    runtime: &Runtime,
+    view: &RevocationView,
+    token: &str,
+    seen: &mut Option<Arc<VerifiedToken>>,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    let verified = runtime.verifier.verify_fetching_keys(token).await?;
+    *seen = Some(Arc::clone(&verified));
+    view.check(&verified.claims).await?;
+    Ok(verified)
+}
+
+fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    target.parse().map_err(|_| Refusal::bad_path())
+}
+
+pub(super) fn host_of(request: &RequestHeader) -> Option<&str> {
+    request
+        .uri
+        .host()
+        .or_else(|| request.headers.get(HOST).and_then(|h| h.to_str().ok()))
+}
