@@ -6,13 +6,13 @@
 //! the `Connection` nominations a client may make.
 
 use http::header::{CONNECTION, HOST};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::client_addr;
-use super::respond::REQUEST_ID_HEADER;
+use super::respond::REQUEST_ID;
 use crate::config::Runtime;
 
 /// Removes what authenticates a client to the gateway itself before a
@@ -96,10 +96,22 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// 128 random bits as 32 hex digits.
+/// 128 random bits as 32 hex digits, written without the formatter: this
+/// runs for every request that brings no id of its own.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    (0..32)
+        .rev()
+        .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
+        .collect()
 }
+
+// The names the gateway writes on every proxied request, parsed once: a
+// name given as a string is parsed and checked again on every insert.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Removes every header the gateway owns from the upstream request, in
 /// every spelling (see `config::runtime::headers`).
 pub(super) fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
@@ -129,10 +141,11 @@ pub(crate) fn set_forwarding(
     client: Option<&client_addr::ClientAddress>,
 ) -> Result<()> {
     if let Some(client) = client {
-        upstream.insert_header("x-forwarded-for", client.forwarded_for())?;
+        upstream.insert_header(X_FORWARDED_FOR, client.forwarded_for())?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    upstream.insert_header(X_FORWARDED_PROTO, proto)?;
     // HTTP/2 carries the host in the `:authority` pseudo-header, which
     // pingora puts in the URI rather than in `Host`.
     let request = session.req_header();
@@ -141,8 +154,29 @@ pub(crate) fn set_forwarding(
         http::HeaderValue::from_str(authority.as_str()).ok()
     });
     if let Some(host) = host {
-        upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header(X_FORWARDED_HOST, host)?;
     }
-    upstream.insert_header(REQUEST_ID_HEADER, request_id)?;
+    upstream.insert_header(REQUEST_ID, request_id)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_32_lower_case_hex_digits_and_differ() {
+        let ids: Vec<String> = (0..64).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+            assert!(acceptable_request_id(id.as_bytes()));
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }

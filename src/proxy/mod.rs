@@ -34,7 +34,7 @@ use crate::auth::{unix_now, VerifiedToken};
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
 use crate::state::AppState;
-use respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
+use respond::{Refusal, ERROR_HEADER, REQUEST_ID};
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 
@@ -282,7 +282,7 @@ impl ProxyHttp for Gateway {
         if let (Some(route), Some(runtime)) = (&ctx.route, &ctx.runtime) {
             cors::strip_upstream(response, runtime.cors.for_route(route));
         }
-        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {
             let left = identity.claims.exp.saturating_sub(unix_now());
             if left < runtime.refresh_hint_secs {
@@ -354,7 +354,7 @@ impl ProxyHttp for Gateway {
 fn request_id_of(request: &RequestHeader) -> String {
     request
         .headers
-        .get(REQUEST_ID_HEADER)
+        .get(REQUEST_ID)
         .filter(|v| headers::acceptable_request_id(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
         .map_or_else(headers::new_request_id, str::to_owned)

@@ -27,6 +27,8 @@ use crate::store::StoreError;
 
 pub const ERROR_HEADER: &str = "x-portcullis-error";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`], parsed once.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 pub const SERVER_NAME: &str = "portcullis";
 
 /// A response the gateway produces instead of the upstream's.
