@@ -361,7 +361,7 @@ async fn measure_store(state: &AppState, count_sessions: bool) {
 async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
-        tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
+        tracing::warn!(target: "portcullis::proxy::server", "cannot listen for SIGHUP; reload with POST /admin/reload");
         return;
     };
     tokio::pin!(shutdown);

@@ -1,14 +1,19 @@
-//! The module graph is a stack: every `crate::` path in `src/` points to a
-//! lower layer or stays inside its own, `auth`, `session` and `store` never
-//! name pingora, and sibling files in one directory never import each other
-//! in a circle. The source is read as text, so a new import that points up
-//! fails here rather than in a reviewer's head.
+//! The module graph is a stack: every `crate::` or `super::` path in `src/`
+//! points to a lower layer or stays inside its own, `auth`, `session` and
+//! `store` never name pingora or the layers above them, and within any
+//! directory the modules beside each other (a subdirectory counting as one)
+//! never import each other in a circle. The source is read as text, so a
+//! new import that points up fails here rather than in a reviewer's head.
+//!
+//! A file's own unit tests are left out (their `super` is the file), and so
+//! are a child's uses of its parent's `mod.rs` (a module's children using
+//! the types it declares is how Rust modules are built).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Bottom to top. A module may use what is listed before it (and its own
-/// layer); the first matching prefix names a path's layer.
+/// Bottom to top. A module may use what is listed before it, and its own
+/// unit; the longest matching prefix names a path's unit.
 const LAYERS: &[&[&str]] = &[
     &["metrics", "config::duration"],
     &["config::raw"],
@@ -27,11 +32,22 @@ const LAYERS: &[&[&str]] = &[
 /// Layers below `config`: plain types, tested and benchmarked alone.
 const ENGINE_FREE: &[&str] = &["auth", "session", "store"];
 
+/// What the engine-free layers may not name, besides pingora.
+const ABOVE_ENGINE_FREE: &[&str] = &[
+    "config::runtime",
+    "config::compile",
+    "state",
+    "proxy",
+    "admin",
+    "server",
+    "demo",
+];
+
 struct SourceFile {
     path: PathBuf,
     /// `proxy::endpoints::token` for `src/proxy/endpoints/token.rs`.
     module: Vec<String>,
-    /// The file without its comments.
+    /// The file without its comments and its unit-test module.
     code: String,
 }
 
@@ -50,27 +66,41 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<SourceFile>) {
             collect(root, &path, files);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let relative = path.strip_prefix(root).expect("under src/");
-            let mut module: Vec<String> = relative
-                .with_extension("")
-                .iter()
-                .map(|part| part.to_string_lossy().into_owned())
-                .collect();
-            if matches!(
-                module.last().map(String::as_str),
-                Some("mod" | "lib" | "main")
-            ) {
-                module.pop();
-            }
+            let module = module_of(relative);
             let text = std::fs::read_to_string(&path).expect("read source");
-            // Unit tests sit at the end; their `super` is the file itself.
-            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
             files.push(SourceFile {
                 path,
                 module,
-                code: without_comments(text),
+                code: code_of(&text),
             });
         }
     }
+}
+
+fn module_of(relative: &Path) -> Vec<String> {
+    let mut module: Vec<String> = relative
+        .with_extension("")
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        module.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        module.pop();
+    }
+    module
+}
+
+/// The code a file's imports are read from: comments dropped, then
+/// everything from a `#[cfg(test)]` that opens a `mod` on (the unit tests).
+fn code_of(text: &str) -> String {
+    let code = without_comments(text);
+    let lines: Vec<&str> = code.lines().collect();
+    let test_module = lines.windows(2).position(|pair| {
+        pair[0].trim() == "#[cfg(test)]" && pair[1].trim_start().starts_with("mod ")
+    });
+    lines[..test_module.unwrap_or(lines.len())].join("\n")
 }
 
 /// Drops `//` comments (doc comments included) outside string literals.
@@ -93,66 +123,108 @@ fn without_comments(text: &str) -> String {
 }
 
 /// Every module path a file names, absolute (`config::runtime::router`),
-/// from `crate::…` (groups expanded one level) and `super::…`.
+/// from `crate::…` and `super::…` (repeated `super`s too), with `use`
+/// groups expanded at any depth.
 fn named_paths(file: &SourceFile) -> BTreeSet<String> {
-    let mut paths = BTreeSet::new();
-    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent(&file.module))] {
-        let mut rest = file.code.as_str();
-        while let Some(at) = rest.find(prefix) {
-            let preceded_by_ident = rest[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
-            rest = &rest[at + prefix.len()..];
-            if preceded_by_ident {
-                continue;
-            }
-            for tail in path_tails(rest) {
-                let mut full = base.clone();
-                full.extend(tail.split("::").map(str::to_owned));
-                paths.insert(full.join("::"));
+    let code = file.code.as_str();
+    let mut paths = Vec::new();
+    for (at, _) in code
+        .match_indices("crate::")
+        .chain(code.match_indices("super::"))
+    {
+        let preceded_by_path = code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        if preceded_by_path {
+            continue; // the tail of a longer path, read from its start
+        }
+        let mut rest = &code[at..];
+        let mut base = Vec::new();
+        if let Some(tail) = rest.strip_prefix("crate::") {
+            rest = tail;
+        } else {
+            base = file.module.clone();
+            while let Some(tail) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = tail;
             }
         }
+        use_tree(rest, &base.join("::"), &mut paths);
     }
-    paths
+    paths.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
-fn parent(module: &[String]) -> Vec<String> {
-    module[..module.len().saturating_sub(1)].to_vec()
-}
-
-/// `a::b::C` → [`a::b::C`]; `{a, b::c}` → [`a`, `b::c`].
-fn path_tails(rest: &str) -> Vec<String> {
-    let is_path_char = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
-    if let Some(group) = rest.strip_prefix('{') {
-        let end = group.find('}').unwrap_or(group.len());
-        return group[..end]
-            .split(',')
-            .map(|item| {
-                item.trim()
-                    .chars()
-                    .take_while(|c| is_path_char(*c))
-                    .collect()
-            })
-            .filter(|item: &String| !item.is_empty())
-            .collect();
+/// Reads one use tree (`a::b::C`, `a::{b, c::{d, e}}`, `{a, b}`) at the
+/// start of `text`, below `base`, into `out`; returns the bytes read.
+fn use_tree(text: &str, base: &str, out: &mut Vec<String>) -> usize {
+    let join = |segment: &str| match base {
+        "" => segment.to_owned(),
+        _ => format!("{base}::{segment}"),
+    };
+    let skipped = text.len() - text.trim_start().len();
+    let rest = &text[skipped..];
+    if rest.starts_with('{') {
+        return skipped + use_group(rest, base, out);
     }
-    let path: String = rest.chars().take_while(|c| is_path_char(*c)).collect();
-    vec![path.trim_end_matches(':').to_owned()]
+    let ident: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if ident.is_empty() {
+        out.push(base.to_owned());
+        return skipped;
+    }
+    let path = join(&ident);
+    let after = &rest[ident.len()..];
+    match after.strip_prefix("::") {
+        Some(tail) => skipped + ident.len() + 2 + use_tree(tail, &path, out),
+        None => {
+            out.push(path);
+            skipped + ident.len()
+        }
+    }
 }
 
-/// The layer index and the prefix that matched.
+/// `{a, b::c, d::{e}}` at the start of `text`; returns the bytes read.
+fn use_group(text: &str, base: &str, out: &mut Vec<String>) -> usize {
+    let mut at = 1;
+    while at < text.len() {
+        let rest = &text[at..];
+        let skipped = rest.len() - rest.trim_start().len();
+        at += skipped;
+        match text[at..].chars().next() {
+            Some('}') => return at + 1,
+            Some(',') => at += 1,
+            Some(other) => {
+                let read = use_tree(&text[at..], base, out);
+                at += read.max(other.len_utf8());
+            }
+            None => break,
+        }
+    }
+    at
+}
+
+/// The layer index and the unit (prefix) that matched.
 fn layer_of(path: &str) -> Option<(usize, &'static str)> {
     let mut best: Option<(usize, &'static str)> = None;
     for (index, layer) in LAYERS.iter().enumerate() {
         for prefix in *layer {
-            let matches = path == *prefix || path.starts_with(&format!("{prefix}::"));
-            if matches && best.is_none_or(|(_, b)| prefix.len() > b.len()) {
+            if within(path, prefix) && best.is_none_or(|(_, b)| prefix.len() > b.len()) {
                 best = Some((index, prefix));
             }
         }
     }
     best
+}
+
+/// Whether `path` is `module` or inside it.
+fn within(path: &str, module: &str) -> bool {
+    path == module
+        || path
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with("::"))
 }
 
 #[test]
@@ -180,7 +252,7 @@ fn every_import_points_down_the_stack() {
 }
 
 #[test]
-fn auth_session_and_store_know_nothing_of_the_engine_or_the_http_layer() {
+fn auth_session_and_store_know_nothing_of_the_engine_or_the_layers_above() {
     let mut found = Vec::new();
     for file in source_files() {
         let top = file.module.first().map(String::as_str).unwrap_or("");
@@ -191,11 +263,7 @@ fn auth_session_and_store_know_nothing_of_the_engine_or_the_http_layer() {
             found.push(format!("{}: names pingora", file.path.display()));
         }
         for named in named_paths(&file) {
-            let forbidden = ["proxy", "admin", "server", "state", "demo"];
-            if forbidden
-                .iter()
-                .any(|f| named == *f || named.starts_with(&format!("{f}::")))
-            {
+            if ABOVE_ENGINE_FREE.iter().any(|above| within(&named, above)) {
                 found.push(format!("{}: uses {named}", file.path.display()));
             }
         }
@@ -204,41 +272,58 @@ fn auth_session_and_store_know_nothing_of_the_engine_or_the_http_layer() {
 }
 
 #[test]
-fn sibling_files_never_import_each_other_in_a_circle() {
+fn modules_side_by_side_never_import_each_other_in_a_circle() {
     let files = source_files();
-    // Edges between files of one directory (a directory's `mod.rs` is its
-    // parent, not a sibling).
-    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let modules: BTreeSet<String> = files.iter().map(|f| f.module.join("::")).collect();
-    for file in &files {
-        let own = file.module.join("::");
-        let directory = parent(&file.module).join("::");
-        for named in named_paths(file) {
-            let sibling = modules
-                .iter()
-                .filter(|m| *m != &own && parent_of(m) == directory)
-                .find(|m| named == **m || named.starts_with(&format!("{m}::")));
-            if let Some(sibling) = sibling {
-                edges
-                    .entry(own.clone())
-                    .or_default()
-                    .insert(sibling.clone());
+    let mut cycles = BTreeSet::new();
+    // The crate root's children are ordered by `LAYERS`, checked above
+    // (where `config::raw` sits below `auth` though `config` is above it).
+    for directory in modules.iter().filter(|m| !m.is_empty()) {
+        let edges = edges_within(directory, &files, &modules);
+        for start in edges.keys() {
+            if let Some(cycle) = cycle_through(start, &edges) {
+                cycles.insert(format!("in {directory}: {cycle}"));
             }
         }
     }
-    let cycles: Vec<String> = edges
-        .keys()
-        .filter_map(|start| cycle_through(start, &edges))
-        .collect();
     assert!(
         cycles.is_empty(),
         "circular imports:\n{}",
-        cycles.join("\n")
+        cycles.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
 
-fn parent_of(module: &str) -> String {
-    module.rsplit_once("::").map_or("", |(p, _)| p).to_owned()
+/// Imports between the children of `directory`, each child standing for
+/// everything under it; the directory's own file is not a child.
+fn edges_within(
+    directory: &str,
+    files: &[SourceFile],
+    modules: &BTreeSet<String>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let child_of = |path: &str| -> Option<String> {
+        let rest = match directory {
+            "" => path,
+            _ => path.strip_prefix(directory)?.strip_prefix("::")?,
+        };
+        let first = rest.split("::").next()?;
+        let child = match directory {
+            "" => first.to_owned(),
+            _ => format!("{directory}::{first}"),
+        };
+        modules.contains(&child).then_some(child)
+    };
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let Some(from) = child_of(&file.module.join("::")) else {
+            continue;
+        };
+        for named in named_paths(file) {
+            if let Some(to) = child_of(&named).filter(|to| *to != from) {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    edges
 }
 
 /// A path from `start` back to itself, if there is one.
@@ -249,7 +334,14 @@ fn cycle_through(start: &str, edges: &BTreeMap<String, BTreeSet<String>>) -> Opt
         let last = trail.last().expect("non-empty trail");
         for next in edges.get(last).into_iter().flatten() {
             if next == start {
-                return Some(format!("{} → {start}", trail.join(" → ")));
+                let mut members = trail.clone();
+                // One report per circle, whichever member it is found from.
+                let smallest = members.iter().min().cloned().unwrap_or_default();
+                while members[0] != smallest {
+                    members.rotate_left(1);
+                }
+                members.push(members[0].clone());
+                return Some(members.join(" → "));
             }
             if seen.insert(next.clone()) {
                 let mut longer = trail.clone();
@@ -261,37 +353,64 @@ fn cycle_through(start: &str, edges: &BTreeMap<String, BTreeSet<String>>) -> Opt
     None
 }
 
-#[test]
-fn the_checks_see_an_upward_import_and_a_circle() {
-    let file = |module: &str, code: &str| SourceFile {
+fn file(module: &str, code: &str) -> SourceFile {
+    SourceFile {
         path: PathBuf::from(format!("{module}.rs")),
         module: module.split("::").map(str::to_owned).collect(),
-        code: without_comments(code),
-    };
-    let store = file(
-        "store::view",
-        "use crate::{auth::AuthError, proxy::respond::Refusal};\n// crate::admin\n",
-    );
-    let named = named_paths(&store);
-    assert!(named.contains("proxy::respond::Refusal"), "{named:?}");
-    assert!(!named.contains("admin"), "comments are not code: {named:?}");
-    assert_eq!(layer_of("proxy::respond::Refusal").map(|l| l.0), Some(8));
-    assert!(layer_of("store::view").map(|l| l.0) < Some(8));
-    let raw = file("config::raw", "use super::runtime::Runtime;");
+        code: code_of(code),
+    }
+}
+
+fn names(module: &str, code: &str) -> Vec<String> {
+    named_paths(&file(module, code)).into_iter().collect()
+}
+
+#[test]
+fn the_reader_sees_paths_in_every_spelling() {
     assert_eq!(
-        named_paths(&raw).into_iter().collect::<Vec<_>>(),
+        names(
+            "store::view",
+            "use crate::{config::{raw::X, Y}, proxy::respond::Refusal};"
+        ),
+        ["config::Y", "config::raw::X", "proxy::respond::Refusal"]
+    );
+    assert_eq!(
+        names("store::view", "let r = super::super::proxy::x(1);"),
+        ["proxy::x"]
+    );
+    assert_eq!(
+        names("config::raw", "use super::runtime::Runtime;"),
         ["config::runtime::Runtime"]
     );
-    assert!(layer_of("config::raw").map(|l| l.0) < layer_of("config::runtime").map(|l| l.0));
-    let edges = BTreeMap::from([
-        (
-            "proxy::a".to_owned(),
-            BTreeSet::from(["proxy::b".to_owned()]),
+    assert_eq!(
+        names(
+            "store::view",
+            "use crate::store::{self, follower};\n// crate::admin\nlet s = \"// x\"; crate::proxy::y();"
         ),
-        (
-            "proxy::b".to_owned(),
-            BTreeSet::from(["proxy::a".to_owned()]),
-        ),
-    ]);
-    assert!(cycle_through("proxy::a", &edges).is_some());
+        ["proxy::y", "store::follower", "store::self"]
+    );
+    let hidden = "// #[cfg(test)]\nuse crate::proxy::a;\n#[cfg(test)]\nfn helper() {}\nuse crate::proxy::b;\n#[cfg(test)]\nmod tests {\n    use crate::proxy::c;\n}";
+    assert_eq!(names("store::view", hidden), ["proxy::a", "proxy::b"]);
+}
+
+#[test]
+fn the_checks_see_an_upward_import_and_a_circle() {
+    assert_eq!(
+        layer_of("proxy::respond::Refusal").map(|l| l.1),
+        Some("proxy")
+    );
+    assert!(layer_of("store::view") < layer_of("proxy::respond"));
+    assert!(layer_of("config::raw") < layer_of("auth"));
+    assert!(layer_of("auth") < layer_of("config::runtime"));
+    let files = [
+        file("proxy::cors", "use super::endpoints::endpoint_for;"),
+        file("proxy::endpoints", "pub mod login;"),
+        file("proxy::endpoints::login", "use crate::proxy::cors::strip;"),
+    ];
+    let modules = files.iter().map(|f| f.module.join("::")).collect();
+    let edges = edges_within("proxy", &files, &modules);
+    assert_eq!(
+        cycle_through("proxy::cors", &edges).as_deref(),
+        Some("proxy::cors → proxy::endpoints → proxy::cors")
+    );
 }

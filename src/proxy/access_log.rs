@@ -10,6 +10,10 @@ use super::client_addr::resolve_client;
 use super::RequestContext;
 use crate::metrics::UNROUTED;
 
+/// The failure lines' target: operators filter on it (`RUST_LOG`), so it
+/// stays what it has always been, wherever the code lives.
+const FAILURE_TARGET: &str = "portcullis::proxy";
+
 /// Counts a finished request in its route's metrics and writes its lines:
 /// the failure line when it failed, the access line when it is sampled.
 pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut RequestContext) {
@@ -98,13 +102,13 @@ fn log_failure(session: &Session, error: &Error, ctx: &RequestContext) {
     let id = ctx.request_id.as_str();
     match error.esource() {
         ErrorSource::Downstream => {
-            tracing::debug!(request_id = id, %method, route, kind, "client connection failed")
+            tracing::debug!(target: FAILURE_TARGET, request_id = id, %method, route, kind, "client connection failed")
         }
         ErrorSource::Upstream => {
-            tracing::warn!(request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
+            tracing::warn!(target: FAILURE_TARGET, request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
         }
         _ => {
-            tracing::error!(request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")
+            tracing::error!(target: FAILURE_TARGET, request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")
         }
     }
 }

@@ -5,22 +5,22 @@
 //!
 //! On a route with CORS the gateway is the one authority: the upstream's
 //! `Access-Control-*` headers are removed, never merged. Not here: the
-//! cookie-mode cross-site check (`endpoints::common::same_site_call`), which reads
+//! cookie-mode cross-site check (`session::CookieSettings::same_site_call`), which reads
 //! the same origin list from the compiled session settings.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{CONTENT_LENGTH, ORIGIN, VARY};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::header::{ORIGIN, VARY};
+use http::HeaderValue;
 use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::admission::{host_of, target_of};
 use super::endpoints;
-use super::respond::{Refusal, REQUEST_ID_HEADER, SERVER_NAME};
+use super::respond::{Refusal, Reply};
 use crate::config::runtime::cors::{is_preflight, CorsPolicy};
 use crate::config::runtime::path;
 use crate::config::Runtime;
@@ -49,22 +49,6 @@ pub(super) fn preflight_policy(
         None => &runtime.cors.global,
     };
     policy.enabled().then(|| Arc::clone(policy))
-}
-
-/// Removes the upstream's CORS headers where the gateway is the authority.
-pub fn strip_upstream(response: &mut ResponseHeader, policy: &CorsPolicy) {
-    if !policy.enabled() {
-        return;
-    }
-    let names: Vec<HeaderName> = response
-        .headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in names {
-        response.remove_header(&name);
-    }
 }
 
 /// The per-request state of the module: the policy that applies and the
@@ -154,16 +138,7 @@ pub async fn answer_preflight(
         detach(session);
         return Err(Refusal::cors_rejected());
     };
-    let written = async {
-        let mut header = ResponseHeader::build(StatusCode::NO_CONTENT, Some(8))?;
-        for (name, value) in granted {
-            header.insert_header(name, value)?;
-        }
-        header.insert_header(CONTENT_LENGTH, "0")?;
-        header.insert_header(http::header::SERVER, SERVER_NAME)?;
-        header.insert_header(REQUEST_ID_HEADER, request_id)?;
-        session.write_response_header(Box::new(header), true).await
-    };
+    let written = Reply::preflight(granted, request_id).send(session);
     if let Err(e) = written.await {
         tracing::debug!(error = %e, "could not answer the preflight");
     }

@@ -226,18 +226,7 @@ async fn read_head(
 /// sends for a moment so the answer is not lost to a reset.
 async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
     let request_id = super::headers::new_request_id();
-    let body = refusal.body(&request_id);
-    let reason = refusal.status.canonical_reason().unwrap_or("Error");
-    let mut out = format!("HTTP/1.1 {} {reason}\r\n", refusal.status.as_u16());
-    for (name, value) in refusal.headers(&request_id) {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&body);
+    let bytes = refusal.reply(&request_id).into_closing_http1();
     UNROUTED.count(refusal.status.as_u16(), refusal.code);
     tracing::info!(
         target: "portcullis::access",

@@ -280,7 +280,7 @@ impl ProxyHttp for Gateway {
         // Only the gateway speaks with this header, so clients can trust it.
         response.remove_header(ERROR_HEADER);
         if let (Some(route), Some(runtime)) = (&ctx.route, &ctx.runtime) {
-            cors::strip_upstream(response, runtime.cors.for_route(route));
+            runtime.cors.for_route(route).strip_upstream(response);
         }
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {

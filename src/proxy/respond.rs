@@ -1,11 +1,15 @@
 //! Every response the gateway writes itself, built here and nowhere else:
-//! refusals, and the JSON answers of its own endpoints and the admin API.
+//! refusals, the JSON answers of its own endpoints and the admin API, the
+//! grant of a CORS preflight, and the bytes the edge writes for a refused
+//! request head.
 //!
 //! Every refusal carries the contract's JSON body, `X-Portcullis-Error`,
 //! `X-Request-Id` and `Cache-Control: no-store`. The text is fixed per code:
 //! no library error string or key material can end up in a body. A store or
-//! session failure is logged and counted here, once, on its way to becoming
-//! a refusal. A [`Reply`] is the finished status, headers and body; the
+//! session failure an endpoint or the admin API meets is logged and counted
+//! here, once, on its way to becoming a refusal (the revocation view and its
+//! follower report their own, as `auth_unavailable` reaches here through
+//! [`Refusal::auth`]). A [`Reply`] is the finished status, headers and body; the
 //! proxy writes it with [`Reply::send`], the admin listener with
 //! [`Reply::into_response`]. An upstream's answer passed through (the login
 //! backend's own refusal) is not the gateway's and is not built here.
@@ -22,6 +26,7 @@ use serde_json::Value;
 
 use crate::auth::AuthError;
 use crate::metrics::METRICS;
+use crate::session::cookie::NotPresented;
 use crate::session::{LogoutError, RefreshError, SessionError};
 use crate::store::StoreError;
 
@@ -330,7 +335,15 @@ impl Refusal {
     pub fn store_failed(error: &StoreError, caller: StoreCaller) -> Self {
         let operation = caller.label();
         METRICS.store_errors.with_label_values(&[operation]).inc();
-        tracing::warn!(error = %error, operation, "store unavailable");
+        // Targets kept from before the code moved: operators filter on them.
+        match caller {
+            StoreCaller::Admin => {
+                tracing::warn!(target: "portcullis::admin", error = %error, operation, "store unavailable")
+            }
+            StoreCaller::Refresh | StoreCaller::Endpoint => {
+                tracing::warn!(target: "portcullis::proxy::endpoints", error = %error, operation, "store unavailable")
+            }
+        }
         match (caller, error) {
             (StoreCaller::Admin, StoreError::NotReplicated { .. }) => Self::not_replicated(),
             _ => Self::auth_unavailable(),
@@ -343,7 +356,7 @@ impl Refusal {
             SessionError::Disabled => Self::account_disabled(),
             SessionError::Store(e) => Self::store_failed(&e, caller),
             SessionError::Internal(what) => {
-                tracing::error!(what, "opening a session failed");
+                tracing::error!(target: "portcullis::proxy::login", what, "login failed");
                 Self::internal()
             }
         }
@@ -366,11 +379,21 @@ impl From<RefreshError> for Refusal {
     fn from(error: RefreshError) -> Self {
         match error {
             RefreshError::InvalidGrant(_) => Self::invalid_grant(),
+            RefreshError::Limited(wait) => Self::too_many_requests(wait),
             RefreshError::Store(e) => Self::store_failed(&e, StoreCaller::Refresh),
             RefreshError::Internal(what) => {
-                tracing::error!(what, "refresh failed");
+                tracing::error!(target: "portcullis::proxy::endpoints", what, "refresh failed");
                 Self::internal()
             }
+        }
+    }
+}
+
+impl From<NotPresented> for Refusal {
+    fn from(error: NotPresented) -> Self {
+        match error {
+            NotPresented::Missing => Self::invalid_request("refresh_token is required"),
+            NotPresented::CrossSite => Self::cross_site(),
         }
     }
 }
@@ -470,6 +493,22 @@ impl Reply {
         }
     }
 
+    /// The grant of a CORS preflight: 204 with the `Access-Control-*`
+    /// headers, no body.
+    pub fn preflight(granted: Vec<(HeaderName, HeaderValue)>, request_id: &str) -> Self {
+        let mut headers: Vec<(HeaderName, String)> = granted
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.to_str().ok()?.to_owned())))
+            .collect();
+        headers.push((SERVER, SERVER_NAME.to_owned()));
+        headers.push((REQUEST_ID, request_id.to_owned()));
+        Self {
+            status: StatusCode::NO_CONTENT,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
     /// The Prometheus text page.
     pub fn metrics(page: Vec<u8>) -> Self {
         let content_type = "text/plain; version=0.0.4; charset=utf-8".to_owned();
@@ -501,10 +540,33 @@ impl Reply {
             header.append_header(name, value)?;
         }
         header.insert_header(CONTENT_LENGTH, self.body.len())?;
+        let no_body = self.body.is_empty();
         session
-            .write_response_header(Box::new(header), false)
+            .write_response_header(Box::new(header), no_body)
             .await?;
+        if no_body {
+            return Ok(());
+        }
         session.write_response_body(Some(self.body), true).await
+    }
+
+    /// The reply as HTTP/1.1 bytes that end the connection: for the edge,
+    /// which answers a refused head before the engine has a session.
+    pub fn into_closing_http1(self) -> Vec<u8> {
+        use std::fmt::Write;
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        let mut head = format!("HTTP/1.1 {} {reason}\r\n", self.status.as_u16());
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let length = self.body.len();
+        let _ = write!(
+            head,
+            "content-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
     }
 
     /// The reply as the admin listener's answer.

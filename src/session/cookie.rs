@@ -1,11 +1,14 @@
 //! Browser mode's refresh cookie: its settings, reading it from a request's
-//! `Cookie` headers, and the `Set-Cookie` value that carries or clears it.
-//!
-//! The cross-site checks of a cookie-authenticated call are the HTTP
-//! layer's (`proxy::endpoints::common`); this module only knows cookies.
+//! `Cookie` headers, the `Set-Cookie` value that carries or clears it, the
+//! cross-site check every cookie-authenticated call passes, and which
+//! refresh token a refresh presents (body or cookie) and where its answer
+//! goes. Works on the request's `HeaderMap`; reading the request and
+//! writing the answer is the HTTP layer's.
 
-use http::header::COOKIE;
+use http::header::{COOKIE, ORIGIN};
 use http::HeaderMap;
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Browser mode: the refresh token lives in an `HttpOnly` cookie.
 #[derive(Debug, Clone)]
@@ -47,9 +50,91 @@ impl CookieSettings {
         )
     }
 
+    /// Cross-site protection for cookie-authenticated calls: an allowed
+    /// `Origin` (the `[cors]` origins and `sessions.allowed_origins`, one
+    /// list), or the browser's own word that the page is on the gateway's
+    /// origin (`Sec-Fetch-Site: same-origin`, which no script can set), or,
+    /// from a client that is no browser (neither header), the custom header.
+    pub fn same_site_call(&self, headers: &HeaderMap) -> bool {
+        let same_origin = headers
+            .get(SEC_FETCH_SITE)
+            .is_some_and(|v| v.as_bytes() == b"same-origin");
+        match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
+            Some(origin) => same_origin || self.allowed_origins.iter().any(|a| a == origin),
+            None => same_origin || headers.contains_key(&self.csrf_header),
+        }
+    }
+
     fn names(&self, pair: &str) -> bool {
         pair.split('=').next().map(str::trim) == Some(self.name.as_str())
     }
+}
+
+/// A request made by a browser: it carries `Origin` or `Sec-Fetch-Site`,
+/// which browsers set on every cross-origin and every `POST` request and
+/// which a page's script can neither set nor remove.
+pub fn browser_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(ORIGIN) || headers.contains_key(SEC_FETCH_SITE)
+}
+
+/// The refresh token a refresh presents, and whether its answer goes in
+/// the cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Presented<'a> {
+    pub token: &'a str,
+    pub cookie_mode: bool,
+}
+
+/// Whether a login is answered in the cookie: a browser is, another client
+/// (no `Origin`, no `Sec-Fetch-Site`) gets its refresh token in the body.
+/// In cookie mode a cross-site form could log the victim's browser into
+/// the attacker's account (login CSRF): same rule as for refresh.
+pub fn login_cookie_mode(
+    headers: &HeaderMap,
+    cookie: Option<&CookieSettings>,
+) -> Result<bool, NotPresented> {
+    let browser = browser_request(headers);
+    if cookie.is_some_and(|cookie| browser && !cookie.same_site_call(headers)) {
+        return Err(NotPresented::CrossSite);
+    }
+    Ok(browser)
+}
+
+/// Why no refresh token can be taken from a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotPresented {
+    /// Neither in the body nor in a cookie.
+    Missing,
+    /// In cookie mode, from a site that may not use the cookie.
+    CrossSite,
+}
+
+/// Per request: a browser's refresh (one that sends `Origin` or
+/// `Sec-Fetch-Site`) is always checked for its origin and answered in the
+/// cookie; another client's token travels in the body both ways, unless it
+/// presents the cookie (then the same-site check applies).
+pub fn presented_refresh_token<'a>(
+    headers: &'a HeaderMap,
+    in_body: Option<&'a str>,
+    cookie: Option<&CookieSettings>,
+) -> Result<Presented<'a>, NotPresented> {
+    let browser = browser_request(headers);
+    let (token, checked) = match (in_body, cookie) {
+        (Some(token), Some(cookie)) if browser => (token, Some(cookie)),
+        (Some(token), _) => (token, None),
+        (None, Some(cookie)) => (
+            cookie.refresh_token(headers).ok_or(NotPresented::Missing)?,
+            Some(cookie),
+        ),
+        (None, None) => return Err(NotPresented::Missing),
+    };
+    if checked.is_some_and(|cookie| !cookie.same_site_call(headers)) {
+        return Err(NotPresented::CrossSite);
+    }
+    Ok(Presented {
+        token,
+        cookie_mode: browser || in_body.is_none(),
+    })
 }
 
 /// The `name=value` pairs of every `Cookie` header, trimmed, empty ones left out.

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use super::ratelimit::{FailureLimiter, TokenKey};
 use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id};
 use super::{unix_now_ms, Grants, SessionSettings, TokenPair};
 use crate::auth::issue::{mint, Grant};
 use crate::auth::{unix_now, AccessClaims, SigningKey};
 use crate::metrics::METRICS;
 use crate::store::{
-    session_marker, Change, RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus,
-    Store, StoreError,
+    RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus, Store, StoreError,
 };
 
 /// What signs the access tokens of a session.
@@ -57,6 +57,22 @@ pub enum RefreshError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(&'static str),
+    /// This refresh token failed too often lately: retry after this many
+    /// seconds.
+    #[error("too many failed refreshes")]
+    Limited(u64),
+}
+
+impl RefreshError {
+    /// The `outcome` label of `portcullis_refreshes_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::Store(_) => "unavailable",
+            Self::Internal(_) => "error",
+            Self::Limited(_) => "too_many_requests",
+        }
+    }
 }
 
 pub struct Sessions {
@@ -113,6 +129,33 @@ impl Sessions {
         Ok((pair, session))
     }
 
+    /// [`Self::refresh`], unless this token failed too often lately. Only
+    /// the presented token's own failures count: a valid token is never
+    /// slowed down by what other clients (behind the same address)
+    /// presented. Counted in `portcullis_refreshes_total` by outcome.
+    pub async fn refresh_limited(
+        &self,
+        view: &RevocationView,
+        issuer: &Issuer<'_>,
+        failures: &FailureLimiter,
+        presented: &str,
+    ) -> Result<TokenPair, RefreshError> {
+        let key = TokenKey::of(presented);
+        let refreshed = match failures.blocked(&key) {
+            Some(wait) => Err(RefreshError::Limited(wait)),
+            None => self.refresh(view, issuer, presented).await,
+        };
+        let outcome = refreshed
+            .as_ref()
+            .map_or_else(RefreshError::outcome, |_| "ok");
+        METRICS.refreshes.with_label_values(&[outcome]).inc();
+        if let Err(RefreshError::InvalidGrant(reason)) = &refreshed {
+            tracing::info!(target: "portcullis::session", reason, "refresh refused");
+            failures.record_failure(key);
+        }
+        refreshed
+    }
+
     /// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): a refresh token works
     /// once; its immediate predecessor presented again within the grace
     /// period gets the same new pair; any other old token kills the family.
@@ -156,7 +199,7 @@ impl Sessions {
             sealed_pair,
             revoke_until: now + issuer.access_ttl.as_secs(),
         };
-        match store.rotate(&rotation).await? {
+        match view.rotate(&session.sid, &rotation).await? {
             RotateOutcome::Rotated => Ok(pair),
             RotateOutcome::Replay { sealed_pair } => {
                 let plain = secrets::open(presented, &sealed_pair)
@@ -166,11 +209,6 @@ impl Sessions {
             RotateOutcome::Reused => {
                 METRICS.reuse_detections.inc();
                 tracing::warn!(sid = %session.sid, sub = %session.sub, "refresh token reuse: session revoked");
-                let marker = Change::TokenRevoked {
-                    jti: session_marker(&session.sid),
-                    exp: rotation.revoke_until,
-                };
-                view.apply(&marker).await;
                 Err(RefreshError::InvalidGrant("reuse_detected"))
             }
             RotateOutcome::Inactive => Err(RefreshError::InvalidGrant("session_inactive")),

@@ -7,7 +7,7 @@
 //! fresh; `max_staleness` is the promise built on that.
 //!
 //! A write made on this instance goes through the view (`revoke_token`,
-//! `end_session`, `bump_user`, `set_disabled`): the store first, so nothing
+//! `end_session`, `bump_user`, `set_disabled`, `rotate`): the store first, so nothing
 //! is confirmed that the store did not accept, then the view at once,
 //! before the change log brings the write back.
 
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use super::{session_marker, Change, SessionRecord, Store, StoreError, UserRecord};
+use super::{
+    session_marker, Change, RotateOutcome, Rotation, SessionRecord, Store, StoreError, UserRecord,
+};
 use crate::auth::{AccessClaims, AuthError};
 pub use crate::config::raw::OnUnavailable;
 
@@ -178,6 +180,26 @@ impl RevocationView {
     }
 
     /// Logout everywhere for `sub` (see [`Store::bump_user`]).
+    /// Rotates a session's refresh token in the store; when the store found
+    /// the token reused and revoked the session, its access tokens are
+    /// refused here at once.
+    pub async fn rotate(
+        &self,
+        sid: &str,
+        rotation: &Rotation,
+    ) -> Result<RotateOutcome, StoreError> {
+        let outcome = self.store.rotate(rotation).await?;
+        if matches!(outcome, RotateOutcome::Reused) {
+            let jti = session_marker(sid);
+            self.apply(&Change::TokenRevoked {
+                jti,
+                exp: rotation.revoke_until,
+            })
+            .await;
+        }
+        Ok(outcome)
+    }
+
     pub async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
         let record = self.store.bump_user(sub, now).await?;
         self.apply_user(sub, record).await;

@@ -44,6 +44,23 @@ impl CorsPolicy {
         self.any_origin || self.origins.iter().any(|o| o == origin)
     }
 
+    /// Removes an upstream's `Access-Control-*` headers when this policy is
+    /// on: the gateway is then the one authority, never merged with it.
+    pub fn strip_upstream(&self, response: &mut pingora_http::ResponseHeader) {
+        if !self.enabled() {
+            return;
+        }
+        let names: Vec<HeaderName> = response
+            .headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in names {
+            response.remove_header(&name);
+        }
+    }
+
     /// The headers of an actual (non-preflight) response to `origin`:
     /// none when the origin is not allowed.
     pub fn response_headers(&self, origin: &HeaderValue) -> Vec<(HeaderName, HeaderValue)> {

@@ -22,6 +22,10 @@ use pingora_load_balancing::{Backend, Extensions};
 
 /// Longest wait for one name; a resolver that hangs must not hold up the
 /// other pools or the start.
+/// The log target operators know these lines by (the module's path
+/// before it moved under `config::runtime`).
+const TARGET: &str = "portcullis::proxy::discovery";
+
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Turns a host name into addresses. The gateway uses [`SystemResolver`];
@@ -196,7 +200,7 @@ impl DnsDiscovery {
                 fresh.sort_unstable();
                 fresh.dedup();
                 if entry.1 || entry.0 != fresh {
-                    tracing::info!(upstream, target = %format!("{host}:{port}"), addresses = ?fresh, "upstream target resolved");
+                    tracing::info!(target: TARGET, upstream, target = %format!("{host}:{port}"), addresses = ?fresh, "upstream target resolved");
                 }
                 *entry = (fresh, false);
             }
@@ -205,7 +209,7 @@ impl DnsDiscovery {
                     let reason = failed
                         .err()
                         .map_or("no addresses".to_owned(), |e| e.to_string());
-                    tracing::warn!(upstream, target = %format!("{host}:{port}"), reason, kept = ?entry.0, "upstream target does not resolve; retrying");
+                    tracing::warn!(target: TARGET, upstream, target = %format!("{host}:{port}"), reason, kept = ?entry.0, "upstream target does not resolve; retrying");
                 }
                 entry.1 = true;
             }

@@ -141,7 +141,7 @@ impl UpstreamPool {
             ejected.retain(|(b, _)| b != backend);
             ejected.push((backend.clone(), Instant::now()));
         }
-        tracing::warn!(upstream = %self.name, target = %backend.addr, "target refused a connection; ejected");
+        tracing::warn!(target: "portcullis::proxy::router", upstream = %self.name, target = %backend.addr, "target refused a connection; ejected");
     }
 
     /// Brings back ejected targets whose period is over and runs the
@@ -193,7 +193,8 @@ impl UpstreamPool {
 }
 
 /// Resolves every pool of `runtime` once, before it serves: at start and
-/// on reload. Names that fail are retried by [`follow`].
+/// on reload. Names that fail are retried by the server's DNS loop
+/// (`server::follow_dns`).
 pub async fn resolve_all(runtime: &crate::config::Runtime) {
     for pool in runtime.pools() {
         pool.resolve().await;
@@ -224,7 +225,7 @@ pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Ru
     {
         Ok(resolving) => resolving.block_on(resolve_all(fresh)),
         Err(e) => {
-            tracing::warn!("cannot resolve upstream names now ({e}); retrying in the background")
+            tracing::warn!(target: "portcullis::proxy::discovery", "cannot resolve upstream names now ({e}); retrying in the background")
         }
     }
 }

@@ -1,11 +1,10 @@
 //! What the gateway's endpoints share: the caller's bearer token, the token
-//! issuer, request bodies, the cookie-mode cross-site checks and the token
-//! response. A leaf: it imports nothing from the endpoints beside it.
+//! issuer, request bodies and the token response. A leaf: it imports nothing from the endpoints beside it.
 
 use std::sync::Arc;
 
-use http::header::{ORIGIN, SET_COOKIE};
-use http::{HeaderMap, StatusCode};
+use http::header::SET_COOKIE;
+use http::StatusCode;
 use pingora_core::protocols::http::ServerSession;
 use pingora_proxy::Session;
 use serde_json::json;
@@ -14,13 +13,11 @@ use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::Runtime;
 use crate::proxy::respond::{Refusal, Reply};
 use crate::session::service::Issuer;
-use crate::session::{CookieSettings, TokenPair};
+use crate::session::TokenPair;
 use crate::state::AppState;
 
 /// Largest body the gateway reads for its own endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Writes an answer; a failed write is the client's loss, not a refusal.
 pub async fn deliver(session: &mut Session, reply: Reply) {
@@ -71,35 +68,6 @@ pub async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> 
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// Cross-site protection for cookie-authenticated calls: an allowed
-/// `Origin` (the `[cors]` origins and `sessions.allowed_origins`, one list
-/// compiled into the cookie settings), or the browser's own word that the
-/// page is on the gateway's origin (`Sec-Fetch-Site: same-origin`, which no
-/// script can set), or, from a client that is no browser (neither header),
-/// the custom header.
-pub fn same_site_call(headers: &HeaderMap, cookie: &CookieSettings) -> bool {
-    let same_origin = headers
-        .get(SEC_FETCH_SITE)
-        .is_some_and(|v| v.as_bytes() == b"same-origin");
-    match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) => {
-            same_origin
-                || cookie
-                    .allowed_origins
-                    .iter()
-                    .any(|allowed| allowed == origin)
-        }
-        None => same_origin || headers.contains_key(&cookie.csrf_header),
-    }
-}
-
-/// A request made by a browser: it carries `Origin` or `Sec-Fetch-Site`,
-/// which browsers set on every cross-origin and every `POST` request and
-/// which a page's script can neither set nor remove.
-pub fn browser_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(ORIGIN) || headers.contains_key(SEC_FETCH_SITE)
 }
 
 /// The token response: in cookie mode (`cookie_mode`, chosen per request)

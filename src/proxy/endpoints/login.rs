@@ -19,18 +19,22 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use serde_json::Value;
 
-use super::common::{browser_request, deliver, issuer, read_body, same_site_call, token_reply};
+use super::common::{deliver, issuer, read_body, token_reply};
 use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
-use crate::proxy::cors::strip_upstream;
 use crate::proxy::headers::set_forwarding;
 use crate::proxy::headers::{connection_nominations, strip_gateway_credentials};
 use crate::proxy::respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
+use crate::session::cookie::login_cookie_mode;
 use crate::session::service::NewSession;
 use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
 
 /// Largest login response the gateway reads from the backend.
+/// This endpoint's log target, kept from before it moved into
+/// `endpoints/`: operators filter on it.
+const TARGET: &str = "portcullis::proxy::login";
+
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
 /// the client's `Connection` may name more.
@@ -93,19 +97,10 @@ pub async fn serve(
     Ok("ok")
 }
 
-/// Whether the answer goes in the cookie: a browser is answered in the
-/// cookie, another client (no `Origin`, no `Sec-Fetch-Site`) gets its
-/// refresh token in the body. In cookie mode a cross-site form could log
-/// the victim's browser into the attacker's account (login CSRF): same
-/// rule as for refresh.
+/// Whether the answer goes in the cookie (`session::cookie::login_cookie_mode`).
 fn cookie_mode(runtime: &Runtime, session: &Session) -> Result<bool, Refusal> {
-    let headers = &session.req_header().headers;
-    let browser = browser_request(headers);
     let cookie = runtime.sessions.settings.cookie.as_ref();
-    if cookie.is_some_and(|cookie| browser && !same_site_call(headers, cookie)) {
-        return Err(Refusal::cross_site());
-    }
-    Ok(browser)
+    Ok(login_cookie_mode(&session.req_header().headers, cookie)?)
 }
 
 /// The backend's answer within `[login] timeout`.
@@ -118,7 +113,7 @@ async fn ask_backend(
         .await
         .map_err(|_| Refusal::gateway_timeout())?
         .map_err(|e| {
-            tracing::warn!(error = %e, "login upstream failed");
+            tracing::warn!(target: TARGET, error = %e, "login upstream failed");
             Refusal::bad_gateway()
         })
 }
@@ -262,7 +257,7 @@ fn identity(
     let sub = text(&login.subject_header)
         .filter(|s| !s.is_empty() && s.len() <= 512)
         .ok_or_else(|| {
-            tracing::warn!("login upstream answered 2xx without a subject header");
+            tracing::warn!(target: TARGET, "login upstream answered 2xx without a subject header");
             Refusal::bad_gateway()
         })?;
     let roles = text(&login.roles_header).map(roles).unwrap_or_default();
@@ -301,7 +296,7 @@ fn claims(text: &str) -> Result<serde_json::Map<String, Value>, Refusal> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         _ => {
-            tracing::warn!("login upstream sent claims that are not a JSON object");
+            tracing::warn!(target: TARGET, "login upstream sent claims that are not a JSON object");
             Err(Refusal::bad_gateway())
         }
     }
@@ -328,7 +323,7 @@ async fn pass_through(
         header.remove_header(name);
     }
     header.remove_header(&TRANSFER_ENCODING);
-    strip_upstream(&mut header, &runtime.cors.global);
+    runtime.cors.global.strip_upstream(&mut header);
     let written = async {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         header.insert_header(REQUEST_ID_HEADER, id)?;
@@ -338,6 +333,6 @@ async fn pass_through(
         session.write_response_body(Some(response.body), true).await
     };
     if let Err(e) = written.await {
-        tracing::debug!(error = %e, "could not pass the login answer through");
+        tracing::debug!(target: TARGET, error = %e, "could not pass the login answer through");
     }
 }
