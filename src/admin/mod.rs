@@ -18,13 +18,13 @@ use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::identity::{role_separable, subject_forwardable};
 use crate::auth::{unix_now, AuthError};
 use crate::metrics::METRICS;
 use crate::proxy::endpoints::common::{issuer, read_body};
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::{Refusal, Reply, StoreCaller};
 use crate::session::service::NewSession;
+use crate::session::subject::{check_grants, check_subject};
 use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -151,7 +151,7 @@ impl AdminApi {
     }
 
     async fn user_sessions(&self, sub: &str) -> Result<Answer, Refusal> {
-        check_subject(sub)?;
+        check_subject(sub).map_err(Refusal::invalid_request)?;
         let runtime = self.state.runtime.load();
         let store = self.state.view.store().as_ref();
         let devices = runtime
@@ -342,7 +342,7 @@ impl AdminApi {
     }
 
     async fn user_action(&self, sub: &str, action: &str) -> Result<Answer, Refusal> {
-        check_subject(sub)?;
+        check_subject(sub).map_err(Refusal::invalid_request)?;
         let view = &self.state.view;
         let record = match action {
             "revoke" => view.bump_user(sub, unix_now()).await,
@@ -378,8 +378,8 @@ fn issue_request(body: &[u8]) -> Result<NewSession, Refusal> {
     let request: Request = serde_json::from_slice(body).map_err(|_| {
         Refusal::invalid_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
     })?;
-    check_subject(&request.sub)?;
-    check_grants(&request.roles, request.scope.as_deref())?;
+    check_subject(&request.sub).map_err(Refusal::invalid_request)?;
+    check_grants(&request.roles, request.scope.as_deref()).map_err(Refusal::invalid_request)?;
     let grants = Grants {
         roles: request.roles,
         scope: request.scope,
@@ -395,53 +395,6 @@ fn issue_request(body: &[u8]) -> Result<NewSession, Refusal> {
         grants,
         device: clean_device_label(device),
     })
-}
-
-/// Longest user id the admin API takes.
-const MAX_SUBJECT_BYTES: usize = 512;
-/// Longest role or scope string the admin API takes.
-const MAX_GRANT_BYTES: usize = 256;
-
-/// A user id the gateway would forward from a token, without control
-/// characters: anything else names nobody who could ever be let in (or
-/// issues a token no route accepts).
-fn check_subject(sub: &str) -> Result<(), Refusal> {
-    if sub.len() > MAX_SUBJECT_BYTES
-        || !subject_forwardable(sub)
-        || sub.chars().any(char::is_control)
-    {
-        return Err(Refusal::invalid_request(
-            "the user id must have 1 to 512 bytes and no control characters",
-        ));
-    }
-    Ok(())
-}
-
-/// Roles and scope the gateway would accept in a token and forward as they
-/// are: a role with a comma would split into roles never granted, one with
-/// a control character would be dropped from the roles header.
-fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), Refusal> {
-    let role_ok = |r: &String| {
-        r.len() <= MAX_GRANT_BYTES && role_separable(r) && !r.chars().any(char::is_control)
-    };
-    if !roles.iter().all(role_ok) {
-        return Err(Refusal::invalid_request(
-            "each role must have 1 to 256 bytes, no comma and no control characters",
-        ));
-    }
-    // RFC 6749 §3.3: scope tokens are printable ASCII without `"` or `\`,
-    // separated by spaces.
-    let scope_ok = scope.is_none_or(|s| {
-        s.len() <= MAX_GRANT_BYTES
-            && s.bytes()
-                .all(|b| b == b' ' || (b.is_ascii_graphic() && b != b'"' && b != b'\\'))
-    });
-    if !scope_ok {
-        return Err(Refusal::invalid_request(
-            "scope must be up to 256 printable ASCII characters, space-separated",
-        ));
-    }
-    Ok(())
 }
 
 fn store_down(error: StoreError) -> Refusal {

@@ -11,6 +11,7 @@ pub mod grant;
 pub mod ratelimit;
 pub mod secrets;
 pub mod service;
+pub mod subject;
 
 use std::time::Duration;
 
