@@ -6,7 +6,13 @@
 //! hands pingora only heads it parses the same way. This module judges the
 //! bytes; `edge` does the reading and writing.
 
+use std::mem::MaybeUninit;
+
 use super::respond::Refusal;
+
+/// The most header fields a head may have (`Limits::headers` above this
+/// counts as this).
+const MAX_HEADERS: usize = 100;
 
 /// Bounds on a request head (Envoy's defaults: 60 KiB, 100 headers).
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +62,13 @@ pub enum Scan {
 
 /// Judges `buf`, the bytes of a connection from the start of a request.
 pub fn scan(buf: &[u8], limits: &Limits) -> Scan {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.headers];
-    let mut request = httparse::Request::new(&mut fields);
-    match request.parse(buf) {
+    // On the stack and left uninitialised: a head is judged on every
+    // request, and a heap array of 100 zeroed fields was a visible share
+    // of it.
+    let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let fields = &mut fields[..limits.headers.min(MAX_HEADERS)];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(len)) => match judge(&request, &buf[..len], limits) {
             Ok(framing) => Scan::Admit { len, framing },
             Err(refusal) => Scan::Refuse(refusal),
