@@ -92,29 +92,55 @@ fn module_of(relative: &Path) -> Vec<String> {
     module
 }
 
-/// The code a file's imports are read from: comments dropped, then
-/// everything from a `#[cfg(test)]` that opens a `mod` on (the unit tests).
+/// The code a file's imports are read from: comments dropped, and every
+/// `#[cfg(test)] mod … { … }` block (unit tests) left out.
 fn code_of(text: &str) -> String {
     let code = without_comments(text);
     let lines: Vec<&str> = code.lines().collect();
-    let test_module = lines.windows(2).position(|pair| {
-        pair[0].trim() == "#[cfg(test)]" && pair[1].trim_start().starts_with("mod ")
-    });
-    lines[..test_module.unwrap_or(lines.len())].join("\n")
+    let mut kept = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let opens_tests = lines[i].trim() == "#[cfg(test)]"
+            && lines
+                .get(i + 1)
+                .is_some_and(|l| l.trim_start().starts_with("mod "));
+        if !opens_tests {
+            kept.push(lines[i]);
+            i += 1;
+            continue;
+        }
+        // Skip to the line that closes the module's brace.
+        let mut depth = 0i32;
+        i += 1;
+        while i < lines.len() {
+            depth += lines[i].matches('{').count() as i32 - lines[i].matches('}').count() as i32;
+            i += 1;
+            if depth <= 0 && lines[i - 1].contains('}') {
+                break;
+            }
+        }
+    }
+    kept.join("\n")
 }
 
-/// Drops `//` comments (doc comments included) outside string literals.
+/// Drops `//` comments (doc comments included) outside string and char
+/// literals; a string may run over several lines.
 fn without_comments(text: &str) -> String {
+    let mut in_string = false;
     text.lines()
         .map(|line| {
-            let mut in_string = false;
             let bytes = line.as_bytes();
-            for i in 0..bytes.len() {
-                match bytes[i] {
-                    b'"' if i == 0 || bytes[i - 1] != b'\\' => in_string = !in_string,
-                    b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return &line[..i],
+            let mut i = 0;
+            while i < bytes.len() {
+                match (bytes[i], in_string) {
+                    (b'\\', true) => i += 1, // the escaped byte is skipped too
+                    (b'"', _) => in_string = !in_string,
+                    (b'\'', false) if bytes.get(i + 2) == Some(&b'\'') => i += 2,
+                    (b'\'', false) if bytes.get(i + 1) == Some(&b'\\') => i += 3,
+                    (b'/', false) if bytes.get(i + 1) == Some(&b'/') => return &line[..i],
                     _ => {}
                 }
+                i += 1;
             }
             line
         })
@@ -199,11 +225,65 @@ fn use_group(text: &str, base: &str, out: &mut Vec<String>) -> usize {
             Some(other) => {
                 let read = use_tree(&text[at..], base, out);
                 at += read.max(other.len_utf8());
+                at += alias_len(&text[at..]);
             }
             None => break,
         }
     }
     at
+}
+
+/// The length of an ` as name` rename at the start of `text`, or 0.
+fn alias_len(text: &str) -> usize {
+    let trimmed = text.trim_start();
+    let Some(rest) = trimmed.strip_prefix("as ") else {
+        return 0;
+    };
+    let name = rest.trim_start();
+    let ident = name
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .count();
+    text.len() - name.len() + ident
+}
+
+/// What each module re-exports from its children (`pub use child::Name`
+/// in a `mod.rs`): `auth::Keyring` → `auth::keys::Keyring`, so an import
+/// through a parent is an edge to the child that defines it.
+fn re_exports(files: &[SourceFile]) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for file in files {
+        let module = file.module.join("::");
+        for (at, _) in file.code.match_indices("pub use ") {
+            let mut paths = Vec::new();
+            use_tree(&file.code[at + "pub use ".len()..], &module, &mut paths);
+            for path in paths {
+                let Some((_, name)) = path.rsplit_once("::") else {
+                    continue;
+                };
+                let short = match module.as_str() {
+                    "" => name.to_owned(),
+                    _ => format!("{module}::{name}"),
+                };
+                if short != path {
+                    map.insert(short, path);
+                }
+            }
+        }
+    }
+    map
+}
+
+/// `path` with a re-exported prefix replaced by where it is defined.
+fn defined_at(path: &str, exports: &BTreeMap<String, String>) -> String {
+    exports
+        .iter()
+        .filter(|(short, _)| within(path, short))
+        .max_by_key(|(short, _)| short.len())
+        .map_or_else(
+            || path.to_owned(),
+            |(short, full)| format!("{full}{}", &path[short.len()..]),
+        )
 }
 
 /// The layer index and the unit (prefix) that matched.
@@ -312,12 +392,14 @@ fn edges_within(
         };
         modules.contains(&child).then_some(child)
     };
+    let exports = re_exports(files);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let Some(from) = child_of(&file.module.join("::")) else {
             continue;
         };
         for named in named_paths(file) {
+            let named = defined_at(&named, &exports);
             if let Some(to) = child_of(&named).filter(|to| *to != from) {
                 edges.entry(from.clone()).or_default().insert(to);
             }
@@ -389,8 +471,18 @@ fn the_reader_sees_paths_in_every_spelling() {
         ),
         ["proxy::y", "store::follower", "store::self"]
     );
-    let hidden = "// #[cfg(test)]\nuse crate::proxy::a;\n#[cfg(test)]\nfn helper() {}\nuse crate::proxy::b;\n#[cfg(test)]\nmod tests {\n    use crate::proxy::c;\n}";
-    assert_eq!(names("store::view", hidden), ["proxy::a", "proxy::b"]);
+    assert_eq!(
+        names(
+            "proxy::cors",
+            "let q = '\"'; use crate::{a::B as C, d};  // crate::e"
+        ),
+        ["a::B", "d"]
+    );
+    let hidden = "// #[cfg(test)]\nuse crate::proxy::a;\n#[cfg(test)]\nfn helper() {}\nuse crate::proxy::b;\n#[cfg(test)]\nmod tests {\n    use crate::proxy::c;\n    fn f() { g({1}); }\n}\nuse crate::proxy::d;";
+    assert_eq!(
+        names("store::view", hidden),
+        ["proxy::a", "proxy::b", "proxy::d"]
+    );
 }
 
 #[test]
@@ -412,5 +504,17 @@ fn the_checks_see_an_upward_import_and_a_circle() {
     assert_eq!(
         cycle_through("proxy::cors", &edges).as_deref(),
         Some("proxy::cors → proxy::endpoints → proxy::cors")
+    );
+    // Through a parent's re-export: `super::Keyring` is `auth::keys`.
+    let files = [
+        file("auth", "mod keys; mod verify; pub use keys::Keyring;"),
+        file("auth::keys", "use super::verify::check;"),
+        file("auth::verify", "use super::Keyring;"),
+    ];
+    let modules = files.iter().map(|f| f.module.join("::")).collect();
+    let edges = edges_within("auth", &files, &modules);
+    assert_eq!(
+        cycle_through("auth::keys", &edges).as_deref(),
+        Some("auth::keys → auth::verify → auth::keys")
     );
 }

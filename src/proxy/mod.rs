@@ -34,7 +34,7 @@ use crate::auth::{unix_now, VerifiedToken};
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
 use crate::state::AppState;
-use respond::{Refusal, ERROR_HEADER, REQUEST_ID};
+use respond::{Refusal, ERROR_HEADER, REQUEST_ID, REQUEST_ID_HEADER};
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 
@@ -282,7 +282,7 @@ impl ProxyHttp for Gateway {
         if let (Some(route), Some(runtime)) = (&ctx.route, &ctx.runtime) {
             runtime.cors.for_route(route).strip_upstream(response);
         }
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {
             let left = identity.claims.exp.saturating_sub(unix_now());
             if left < runtime.refresh_hint_secs {

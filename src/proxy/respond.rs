@@ -32,7 +32,8 @@ use crate::store::StoreError;
 
 pub const ERROR_HEADER: &str = "x-portcullis-error";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// [`REQUEST_ID_HEADER`], parsed once.
+/// [`REQUEST_ID_HEADER`] as a name, for lookups and the gateway's own
+/// replies.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 pub const SERVER_NAME: &str = "portcullis";
 
@@ -56,7 +57,9 @@ pub struct Refusal {
 pub enum StoreCaller {
     /// The refresh grant.
     Refresh,
-    /// The gateway's other endpoints: login, logout, devices.
+    /// Login (counted with the endpoints, logged under its own target).
+    Login,
+    /// The gateway's other endpoints: logout, devices.
     Endpoint,
     /// The admin API.
     Admin,
@@ -66,7 +69,7 @@ impl StoreCaller {
     fn label(self) -> &'static str {
         match self {
             Self::Refresh => "refresh",
-            Self::Endpoint => "endpoint",
+            Self::Login | Self::Endpoint => "endpoint",
             Self::Admin => "admin",
         }
     }
@@ -340,6 +343,9 @@ impl Refusal {
             StoreCaller::Admin => {
                 tracing::warn!(target: "portcullis::admin", error = %error, operation, "store unavailable")
             }
+            StoreCaller::Login => {
+                tracing::warn!(target: "portcullis::proxy::login", error = %error, operation, "store unavailable")
+            }
             StoreCaller::Refresh | StoreCaller::Endpoint => {
                 tracing::warn!(target: "portcullis::proxy::endpoints", error = %error, operation, "store unavailable")
             }
@@ -356,7 +362,12 @@ impl Refusal {
             SessionError::Disabled => Self::account_disabled(),
             SessionError::Store(e) => Self::store_failed(&e, caller),
             SessionError::Internal(what) => {
-                tracing::error!(target: "portcullis::proxy::login", what, "login failed");
+                match caller {
+                    StoreCaller::Admin => {
+                        tracing::error!(target: "portcullis::admin", what, "opening a session failed")
+                    }
+                    _ => tracing::error!(target: "portcullis::proxy::login", what, "login failed"),
+                }
                 Self::internal()
             }
         }
@@ -494,7 +505,9 @@ impl Reply {
     }
 
     /// The grant of a CORS preflight: 204 with the `Access-Control-*`
-    /// headers, no body.
+    /// headers, no body. Every granted value is visible ASCII (configured
+    /// origins, methods and header names, or the request's own values read
+    /// as text); one that were not would be left out, never sent broken.
     pub fn preflight(granted: Vec<(HeaderName, HeaderValue)>, request_id: &str) -> Self {
         let mut headers: Vec<(HeaderName, String)> = granted
             .into_iter()

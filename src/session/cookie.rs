@@ -100,7 +100,8 @@ pub fn login_cookie_mode(
     Ok(browser)
 }
 
-/// Why no refresh token can be taken from a request.
+/// Why a request may not use the refresh cookie (a login or a refresh
+/// from a site that may not), or presents no refresh token at all.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotPresented {
     /// Neither in the body nor in a cookie.

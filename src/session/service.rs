@@ -199,7 +199,7 @@ impl Sessions {
             sealed_pair,
             revoke_until: now + issuer.access_ttl.as_secs(),
         };
-        match view.rotate(&session.sid, &rotation).await? {
+        match view.rotate(&rotation).await? {
             RotateOutcome::Rotated => Ok(pair),
             RotateOutcome::Replay { sealed_pair } => {
                 let plain = secrets::open(presented, &sealed_pair)

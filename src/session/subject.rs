@@ -1,12 +1,13 @@
-//! Who a session may be opened for by the admin API, and with which grants:
-//! only a user id and roles a token could carry and the gateway would
-//! forward as they are. (A login takes the subject its backend names; the
+//! The user ids and grants the admin API accepts (for the sessions it
+//! opens, and the users it lists, revokes, disables or enables): only a
+//! user id and roles a token could carry and the gateway would forward as
+//! they are. (A login takes the subject its backend names; the
 //! gateway checks it when it forwards it, see `auth::identity`.) Each
 //! check answers with the description a refusal gives.
 
 use crate::auth::identity::{role_separable, subject_forwardable};
 
-/// Longest user id a session is opened for by the admin API.
+/// Longest user id the admin API accepts.
 const MAX_SUBJECT_BYTES: usize = 512;
 /// Longest role or scope string the admin API takes.
 const MAX_GRANT_BYTES: usize = 256;

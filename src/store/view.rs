@@ -179,18 +179,13 @@ impl RevocationView {
         Ok(ended)
     }
 
-    /// Logout everywhere for `sub` (see [`Store::bump_user`]).
     /// Rotates a session's refresh token in the store; when the store found
     /// the token reused and revoked the session, its access tokens are
     /// refused here at once.
-    pub async fn rotate(
-        &self,
-        sid: &str,
-        rotation: &Rotation,
-    ) -> Result<RotateOutcome, StoreError> {
+    pub async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let outcome = self.store.rotate(rotation).await?;
         if matches!(outcome, RotateOutcome::Reused) {
-            let jti = session_marker(sid);
+            let jti = session_marker(&rotation.sid);
             self.apply(&Change::TokenRevoked {
                 jti,
                 exp: rotation.revoke_until,
@@ -200,6 +195,7 @@ impl RevocationView {
         Ok(outcome)
     }
 
+    /// Logout everywhere for `sub` (see [`Store::bump_user`]).
     pub async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
         let record = self.store.bump_user(sub, now).await?;
         self.apply_user(sub, record).await;

@@ -20,12 +20,12 @@ use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::{Backend, Extensions};
 
-/// Longest wait for one name; a resolver that hangs must not hold up the
-/// other pools or the start.
 /// The log target operators know these lines by (the module's path
 /// before it moved under `config::runtime`).
 const TARGET: &str = "portcullis::proxy::discovery";
 
+/// Longest wait for one name; a resolver that hangs must not hold up the
+/// other pools or the start.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Turns a host name into addresses. The gateway uses [`SystemResolver`];

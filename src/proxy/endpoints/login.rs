@@ -24,17 +24,17 @@ use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::set_forwarding;
 use crate::proxy::headers::{connection_nominations, strip_gateway_credentials};
-use crate::proxy::respond::{Refusal, ERROR_HEADER, REQUEST_ID_HEADER};
+use crate::proxy::respond::{Refusal, StoreCaller, ERROR_HEADER, REQUEST_ID_HEADER};
 use crate::session::cookie::login_cookie_mode;
 use crate::session::service::NewSession;
 use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
 
-/// Largest login response the gateway reads from the backend.
 /// This endpoint's log target, kept from before it moved into
 /// `endpoints/`: operators filter on it.
 const TARGET: &str = "portcullis::proxy::login";
 
+/// Largest login response the gateway reads from the backend.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
 /// the client's `Connection` may name more.
@@ -91,7 +91,11 @@ pub async fn serve(
     }
     let new = identity(login, &response.header, device)?;
     let store = state.view.store().as_ref();
-    let (pair, opened) = runtime.sessions.open(store, &issuer, new).await?;
+    let (pair, opened) = runtime
+        .sessions
+        .open(store, &issuer, new)
+        .await
+        .map_err(|e| Refusal::session_failed(e, StoreCaller::Login))?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
     deliver(session, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
