@@ -605,28 +605,14 @@ fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
 #[test]
 fn proxy_protocol_on_a_tls_listener_comes_before_the_handshake() {
     let upstream = EchoUpstream::start();
-    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let gateway = TestGateway::start_with_server(
         &public_routes(upstream.addr),
         &format!(
-            "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]\ntls = {{ cert = \"{}\", key = \"{}\" }}",
-            tls.join("test-cert.pem").display(),
-            tls.join("test-key.pem").display()
+            "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n{}",
+            tls_listener()
         ),
     );
-    let curl = |extra: &[&str]| {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(tls.join("test-ca.pem"))
-            .args(extra)
-            .arg(format!(
-                "https://localhost:{}/public/a",
-                gateway.addr.port()
-            ))
-            .output()
-            .expect("curl is needed");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |extra: &[&str]| curl_https(gateway.addr.port(), "/public/a", "%{http_code}", extra);
     assert_eq!(curl(&["--haproxy-protocol"]), "200");
     assert_eq!(upstream.only().values("x-forwarded-proto"), ["https"]);
     assert_eq!(curl(&[]), "000", "no PROXY header: no handshake, no answer");

@@ -482,34 +482,11 @@ fn a_pool_without_a_healthy_target_answers_503() {
 #[test]
 fn tls_and_http2_end_to_end() {
     let upstream = EchoUpstream::start();
-    let tls_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let config = format!("{}\n", standard_config(upstream.addr));
-    let gateway = TestGateway::start_with_server(
-        &config,
-        &format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            tls_dir.join("test-cert.pem").display(),
-            tls_dir.join("test-key.pem").display()
-        ),
-    );
+    let gateway = TestGateway::start_with_server(&config, &tls_listener());
     let token = sign("test-eddsa", &claims("alice"));
-    let curl = |extra: &[&str]| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_version} %{http_code}",
-                "--cacert",
-            ])
-            .arg(tls_dir.join("test-ca.pem"))
-            .args(extra)
-            .arg(format!("https://localhost:{}/orders", gateway.addr.port()))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let port = gateway.addr.port();
+    let curl = |extra: &[&str]| curl_https(port, "/orders", "%{http_version} %{http_code}", extra);
     let auth = format!("Authorization: Bearer {token}");
     assert_eq!(
         curl(&["--http2", "-H", &auth]),
@@ -563,19 +540,13 @@ fn graceful_shutdown_drains_requests_in_flight() {
 #[test]
 fn tls_to_an_upstream_verifies_its_certificate() {
     let echo = EchoUpstream::start();
-    let tls_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let cert = tls_dir.join("test-cert.pem");
-    let ca = tls_dir.join("test-ca.pem");
+    let ca = tls_fixtures().join("test-ca.pem");
     let inner = TestGateway::start_with_server(
         &crate::support::gateway::config_with_routes(
             echo.addr,
             "[[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n",
         ),
-        &format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            cert.display(),
-            tls_dir.join("test-key.pem").display()
-        ),
+        &tls_listener(),
     );
     let routes = |ca: &str| {
         format!(
@@ -614,7 +585,7 @@ fn tls_to_an_upstream_verifies_its_certificate() {
 #[test]
 fn a_reload_swaps_the_tls_certificate() {
     let upstream = EchoUpstream::start();
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let fixtures = tls_fixtures();
     let live = tempfile::tempdir().expect("tempdir");
     let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
     std::fs::copy(fixtures.join("test-cert.pem"), &cert).expect("copy");

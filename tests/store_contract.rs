@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use portcullis::auth::unix_now;
 use portcullis::store::{
-    self, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, SessionStatus,
-    Store, StoreLocation,
+    self, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, Store,
+    StoreLocation,
 };
 
 use crate::support::redis::{RedisCluster, RedisServer, SharedSentinel};
@@ -125,22 +125,7 @@ contract!(
 );
 
 fn session(sid: &str, expires_at: u64) -> SessionRecord {
-    SessionRecord {
-        sid: sid.into(),
-        sub: "kate".into(),
-        device: "phone".into(),
-        created: unix_now(),
-        last_refresh: unix_now(),
-        expires_at,
-        idle_ttl: 3600,
-        current_hash: format!("hash-{sid}"),
-        previous_hash: None,
-        rotated_at_ms: 0,
-        version: 0,
-        status: SessionStatus::Active,
-        grants: "{}".into(),
-        sealed_pair: None,
-    }
+    crate::support::session_record("kate", sid, expires_at)
 }
 
 /// Two concurrent refreshes of one token: the loser read the clock before

@@ -436,7 +436,7 @@ fn admin_api_refuses_subjects_and_roles_no_token_could_carry() {
 /// longest absolute expiry among the sessions added to it.
 #[tokio::test]
 async fn redis_user_session_index_expires_with_its_longest_session() {
-    use portcullis::store::{self, Retention, SessionRecord, SessionStatus, StoreLocation};
+    use portcullis::store::{self, Retention, StoreLocation};
     let server = crate::support::redis::RedisServer::start();
     let retention = Retention {
         after_expiry: std::time::Duration::from_secs(30),
@@ -446,22 +446,8 @@ async fn redis_user_session_index_expires_with_its_longest_session() {
         .await
         .expect("open redis");
     let now = now();
-    let session = |sid: &str, expires_at: u64| SessionRecord {
-        sid: sid.into(),
-        sub: "lena".into(),
-        device: "phone".into(),
-        created: now,
-        last_refresh: now,
-        expires_at,
-        idle_ttl: 3600,
-        current_hash: format!("hash-{sid}"),
-        previous_hash: None,
-        rotated_at_ms: 0,
-        version: 0,
-        status: SessionStatus::Active,
-        grants: "{}".into(),
-        sealed_pair: None,
-    };
+    let session =
+        |sid: &str, expires_at: u64| crate::support::session_record("lena", sid, expires_at);
     let client = ::redis::Client::open(server.url()).expect("client");
     let mut conn = client.get_connection().expect("connection");
     let mut expire_time = || -> i64 {

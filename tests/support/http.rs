@@ -292,3 +292,33 @@ fn serve_connection(
         }
     }
 }
+
+/// The TLS fixtures: `test-cert.pem`/`test-key.pem` for `localhost`, and
+/// `test-ca.pem` that signed them.
+pub fn tls_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
+}
+
+/// The `[server]` line that puts every listener on TLS with the fixture
+/// certificate.
+pub fn tls_listener() -> String {
+    let tls = tls_fixtures();
+    format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        tls.join("test-cert.pem").display(),
+        tls.join("test-key.pem").display()
+    )
+}
+
+/// curl to `https://localhost:{port}{target}` trusting the fixture CA,
+/// with `extra` options; returns what `-w write_out` printed.
+pub fn curl_https(port: u16, target: &str, write_out: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", write_out, "--cacert"])
+        .arg(tls_fixtures().join("test-ca.pem"))
+        .args(extra)
+        .arg(format!("https://localhost:{port}{target}"))
+        .output()
+        .expect("curl is needed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -7,7 +7,7 @@ pub mod redis;
 pub mod tokens;
 
 pub use gateway::{standard_config, TestGateway};
-pub use http::{get, post, send, EchoUpstream, Response};
+pub use http::{curl_https, get, post, send, tls_fixtures, tls_listener, EchoUpstream, Response};
 pub use tokens::{bearer, claims, claims_with, sign};
 
 /// Asserts a gateway refusal in the contract's exact shape, and that the
@@ -39,4 +39,25 @@ pub fn assert_refused(response: &Response, status: u16, code: &str, upstream: &E
         0,
         "a refused request must not reach the upstream"
     );
+}
+
+/// An active session of `sub`, created now, for store-level tests.
+pub fn session_record(sub: &str, sid: &str, expires_at: u64) -> portcullis::store::SessionRecord {
+    let now = portcullis::auth::unix_now();
+    portcullis::store::SessionRecord {
+        sid: sid.into(),
+        sub: sub.into(),
+        device: "phone".into(),
+        created: now,
+        last_refresh: now,
+        expires_at,
+        idle_ttl: 3600,
+        current_hash: format!("hash-{sid}"),
+        previous_hash: None,
+        rotated_at_ms: 0,
+        version: 0,
+        status: portcullis::store::SessionStatus::Active,
+        grants: "{}".into(),
+        sealed_pair: None,
+    }
 }
