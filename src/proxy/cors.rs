@@ -45,7 +45,7 @@ pub(super) fn preflight_policy(
         })
         .flatten();
     let policy = match routed {
-        Some(route) => runtime.cors.for_route(route),
+        Some(route) => &route.cors,
         None => &runtime.cors.global,
     };
     policy.enabled().then(|| Arc::clone(policy))

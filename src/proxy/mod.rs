@@ -152,7 +152,7 @@ impl ProxyHttp for Gateway {
             },
         };
         if let Some(route) = &ctx.route {
-            cors::attach(session, runtime.cors.for_route(route));
+            cors::attach(session, &route.cors);
         }
         match decision {
             Ok(responded) => Ok(responded),
@@ -279,8 +279,8 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // Only the gateway speaks with this header, so clients can trust it.
         response.remove_header(ERROR_HEADER);
-        if let (Some(route), Some(runtime)) = (&ctx.route, &ctx.runtime) {
-            runtime.cors.for_route(route).strip_upstream(response);
+        if let Some(route) = &ctx.route {
+            route.cors.strip_upstream(response);
         }
         response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {

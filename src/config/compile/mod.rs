@@ -47,9 +47,13 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let tokens = raw.tokens.into_inner();
     let (keyring, signer) = keys::keyring(&tokens, base, sink);
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
-    let router = Router::new(routes::routes(&raw.routes, &pools, sink));
+    let mut routes = routes::routes(&raw.routes, &pools, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
+    for route in &mut routes {
+        route.cors = Arc::clone(cors.policy_of(route.host.as_deref(), &route.prefix));
+    }
+    let router = Router::new(routes);
     let sessions = sessions::sessions(&raw.sessions, &cors, sink);
     let login = (raw.login.as_ref()).and_then(|login| sessions::login(login, &pools, sink));
     let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);

@@ -57,6 +57,9 @@ fn route(
         },
         upstream,
         paths: raw.paths,
+        // Set by `compile` once `[cors]` is compiled (after the routes, so
+        // that diagnostics keep the file's order).
+        cors: std::sync::Arc::default(),
     })
 }
 

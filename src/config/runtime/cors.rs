@@ -13,8 +13,6 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::router::Route;
-
 /// What a script on an allowed origin may read besides the safelisted
 /// headers: everything a client needs to follow the contract.
 pub const EXPOSED_HEADERS: &str =
@@ -142,10 +140,12 @@ impl CorsTable {
         }
     }
 
-    /// The policy of a route (its own `cors`, else `[cors]`).
-    pub fn for_route(&self, route: &Route) -> &Arc<CorsPolicy> {
+    /// The policy of the route with this host and prefix (its own `cors`,
+    /// else `[cors]`). Looked up once, when the route is compiled: each
+    /// route then carries its policy.
+    pub fn policy_of(&self, host: Option<&str>, prefix: &str) -> &Arc<CorsPolicy> {
         self.routes
-            .get(&(route.host.clone(), route.prefix.clone()))
+            .get(&(host.map(str::to_owned), prefix.to_owned()))
             .unwrap_or(&self.global)
     }
 }

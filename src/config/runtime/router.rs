@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::cors::CorsPolicy;
 use super::upstream::UpstreamPool;
 
 use crate::auth::Requirement;
@@ -24,6 +25,8 @@ pub struct Route {
     pub upstream: Arc<UpstreamPool>,
     pub metrics: crate::metrics::RouteMetrics,
     pub paths: PathMatch,
+    /// The route's CORS policy (its own `cors`, else `[cors]`).
+    pub cors: Arc<CorsPolicy>,
 }
 
 impl Route {
