@@ -71,7 +71,8 @@ pub fn query_has_access_token(query: &str) -> bool {
         q.split(['&', ';'])
             .any(|pair| reads_as_access_token(pair.split('=').next().unwrap_or(pair)))
     };
-    names_one(query) || names_one(&decoded_whole(query))
+    // Without an escape, decoding changes nothing: one reading is enough.
+    names_one(query) || (query.contains('%') && names_one(&decoded_whole(query)))
 }
 
 /// The query percent-decoded until it stops changing (bounded passes).
@@ -94,6 +95,19 @@ fn decoded_whole(query: &str) -> String {
 const MAX_DECODE_PASSES: usize = 8;
 
 fn reads_as_access_token(name: &str) -> bool {
+    let name: std::borrow::Cow<[u8]> = match name.contains('%') {
+        true => decoded_name(name).into(),
+        false => name.as_bytes().into(),
+    };
+    let base = name.split(|b| *b == b'[').next().unwrap_or(&name);
+    base.iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .eq(b"accesstoken".iter().copied())
+}
+
+/// A parameter name percent-decoded until it stops changing (bounded).
+fn decoded_name(name: &str) -> Vec<u8> {
     let mut name: Vec<u8> = name.as_bytes().to_vec();
     for _ in 0..MAX_DECODE_PASSES {
         let decoded: Vec<u8> = percent_encoding::percent_decode(&name).collect();
@@ -102,13 +116,7 @@ fn reads_as_access_token(name: &str) -> bool {
         }
         name = decoded;
     }
-    let base = name.split(|b| *b == b'[').next().unwrap_or(&name);
-    let folded: Vec<u8> = base
-        .iter()
-        .filter(|b| b.is_ascii_alphanumeric())
-        .map(u8::to_ascii_lowercase)
-        .collect();
-    folded == b"accesstoken"
+    name
 }
 
 #[cfg(test)]

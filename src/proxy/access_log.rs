@@ -97,15 +97,15 @@ fn log_failure(session: &Session, error: &Error, ctx: &RequestContext) {
     let kind = error.etype().as_str();
     let method = &session.req_header().method;
     let route = route_label(ctx);
-    let target = ctx.backend.as_ref().map(|b| b.addr.to_string());
-    let target = target.as_deref().unwrap_or("-");
+    // Formatted only if the line is written (an upstream failure).
+    let target = OrDash(ctx.backend.as_ref().map(|b| &b.addr));
     let id = ctx.request_id.as_str();
     match error.esource() {
         ErrorSource::Downstream => {
             tracing::debug!(target: FAILURE_TARGET, request_id = id, %method, route, kind, "client connection failed")
         }
         ErrorSource::Upstream => {
-            tracing::warn!(target: FAILURE_TARGET, request_id = id, %method, route, target, kind, outcome = ctx.outcome, "upstream failed")
+            tracing::warn!(target: FAILURE_TARGET, request_id = id, %method, route, %target, kind, outcome = ctx.outcome, "upstream failed")
         }
         _ => {
             tracing::error!(target: FAILURE_TARGET, request_id = id, %method, route, kind, outcome = ctx.outcome, "request failed")

@@ -117,43 +117,90 @@ fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Fr
         return Err(Refusal::bad_request());
     }
     let version = request.version.unwrap_or(0);
-    check_host(request.headers, version)?;
-    framing(request.headers, version)
+    let fields = Fields::of(request.headers);
+    check_host(&fields, version)?;
+    framing(&fields, version)
 }
 
-fn values<'h>(headers: &'h [httparse::Header<'h>], name: &str) -> Vec<&'h [u8]> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-        .collect()
+/// How often a framing-relevant field occurs, and its value when once.
+#[derive(Clone, Copy)]
+enum Field<'h> {
+    Absent,
+    Once(&'h [u8]),
+    Repeated,
+}
+
+impl<'h> Field<'h> {
+    fn add(self, value: &'h [u8]) -> Self {
+        match self {
+            Self::Absent => Self::Once(value),
+            _ => Self::Repeated,
+        }
+    }
+}
+
+/// The fields the head check judges, gathered in one pass.
+struct Fields<'h> {
+    host: Field<'h>,
+    content_length: Field<'h>,
+    transfer_encoding: Field<'h>,
+    upgrade: bool,
+}
+
+impl<'h> Fields<'h> {
+    fn of(headers: &'h [httparse::Header<'h>]) -> Self {
+        let mut fields = Self {
+            host: Field::Absent,
+            content_length: Field::Absent,
+            transfer_encoding: Field::Absent,
+            upgrade: false,
+        };
+        for header in headers {
+            let name = header.name;
+            let slot = if name.eq_ignore_ascii_case("host") {
+                &mut fields.host
+            } else if name.eq_ignore_ascii_case("content-length") {
+                &mut fields.content_length
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                &mut fields.transfer_encoding
+            } else {
+                fields.upgrade |= name.eq_ignore_ascii_case("upgrade");
+                continue;
+            };
+            *slot = slot.add(header.value);
+        }
+        fields
+    }
 }
 
 /// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, and a valid one.
-fn check_host(headers: &[httparse::Header], version: u8) -> Result<(), Refusal> {
-    match values(headers, "host").as_slice() {
-        [] if version == 0 => Ok(()),
-        [host] if valid_host(host) => Ok(()),
+fn check_host(fields: &Fields, version: u8) -> Result<(), Refusal> {
+    match fields.host {
+        Field::Absent if version == 0 => Ok(()),
+        Field::Once(host) if valid_host(host) => Ok(()),
         _ => Err(Refusal::bad_request()),
     }
 }
 
 /// RFC 9112 §6.1–6.3: one `Content-Length` of plain digits, or a single
 /// `Transfer-Encoding: chunked` on HTTP/1.1, never both.
-fn framing(headers: &[httparse::Header], version: u8) -> Result<Framing, Refusal> {
-    let lengths = values(headers, "content-length");
-    let codings = values(headers, "transfer-encoding");
-    let upgrade = !values(headers, "upgrade").is_empty();
-    let framing = match (lengths.as_slice(), codings.as_slice()) {
-        ([], []) => Framing::Length(0),
-        ([length], []) => Framing::Length(content_length(length)?),
-        ([], [coding]) if version == 1 && trimmed(coding).eq_ignore_ascii_case(b"chunked") => {
+fn framing(fields: &Fields, version: u8) -> Result<Framing, Refusal> {
+    let framing = match (fields.content_length, fields.transfer_encoding) {
+        (Field::Absent, Field::Absent) => Framing::Length(0),
+        (Field::Once(length), Field::Absent) => Framing::Length(content_length(length)?),
+        (Field::Absent, Field::Once(coding))
+            if version == 1 && trimmed(coding).eq_ignore_ascii_case(b"chunked") =>
+        {
             Framing::Chunked
         }
         _ => return Err(Refusal::bad_request()),
     };
     // An upgrade's tunnel follows its body, whatever framed that.
-    Ok(if upgrade { Framing::Open } else { framing })
+    Ok(if fields.upgrade {
+        Framing::Open
+    } else {
+        framing
+    })
 }
 
 fn trimmed(value: &[u8]) -> &[u8] {

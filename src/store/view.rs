@@ -91,11 +91,13 @@ impl RevocationView {
         }
         // A logged-out or stolen session revokes every token it issued at
         // once, through one marker for its `sid`.
-        let session_revoked = claims
-            .sid
-            .as_deref()
-            .is_some_and(|sid| self.is_revoked(&session_marker(sid)));
-        if session_revoked || (!claims.jti.is_empty() && self.is_revoked(&claims.jti)) {
+        // One read of the set for both; a poisoned lock counts as revoked.
+        let revoked = self.revoked.read().map_or(true, |set| {
+            let session = claims.sid.as_deref();
+            session.is_some_and(|sid| set.contains_key(session_marker(sid).as_str()))
+                || (!claims.jti.is_empty() && set.contains_key(claims.jti.as_str()))
+        });
+        if revoked {
             return Err(AuthError::Revoked);
         }
         let user = self.user(&claims.sub).await.map_err(|e| {
