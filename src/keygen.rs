@@ -145,6 +145,6 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeygenError>
 pub fn default_kid(algorithm: KeyAlgorithm) -> String {
     let mut suffix = [0u8; 4];
     let _ = SystemRandom::new().fill(&mut suffix);
-    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", algorithm.name().to_ascii_lowercase())
+    let suffix = hex::encode(suffix);
+    format!("{}-{suffix}", algorithm.name().to_ascii_lowercase())
 }

@@ -96,15 +96,9 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// 128 random bits as 32 hex digits, written without the formatter: this
-/// runs for every request that brings no id of its own.
+/// 128 random bits as 32 lower-case hex digits.
 pub fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    (0..32)
-        .rev()
-        .map(|nibble| char::from(HEX[((bits >> (nibble * 4)) & 0xf) as usize]))
-        .collect()
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 // The engine copies and parses an inserted name whatever its type; a

@@ -50,11 +50,7 @@ pub fn new_session_id() -> Result<String, SecretError> {
 
 /// The only form of a refresh token the store holds: SHA-256, hex.
 pub fn hash_refresh_token(token: &str) -> String {
-    digest(&SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(digest(&SHA256, token.as_bytes()))
 }
 
 fn key_for(token: &str) -> Result<LessSafeKey, SecretError> {
