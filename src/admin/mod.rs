@@ -329,11 +329,7 @@ impl AdminApi {
         // The gateway refuses tokens expiring later than this, so a later
         // `exp` names no token and would only pin an entry (or, past 2^63,
         // fail the store write).
-        let runtime = self.state.runtime.load();
-        let latest = unix_now()
-            .saturating_add(runtime.max_token_lifetime.as_secs())
-            .saturating_add(runtime.leeway.as_secs());
-        if exp > latest {
+        if exp > self.state.runtime.load().verifier.latest_exp(unix_now()) {
             return Err(Refusal::invalid_request(
                 "exp lies further ahead than tokens.max_token_lifetime allows",
             ));

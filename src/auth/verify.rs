@@ -139,6 +139,13 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// The latest `exp` a token checked at `now` may claim: the longest
+    /// lifetime, plus the leeway.
+    pub fn latest_exp(&self, now: u64) -> u64 {
+        now.saturating_add(self.max_lifetime_secs)
+            .saturating_add(self.leeway_secs)
+    }
+
     /// Times a token may claim. A token "issued" in the future would
     /// outlive every logout-everywhere cut-off (which compares against
     /// `iat`); one that expires in a century could never be revoked, since
@@ -149,10 +156,7 @@ impl Verifier {
         if claims.iat > now.saturating_add(self.leeway_secs) {
             return Err(AuthError::Invalid("iat"));
         }
-        let latest_exp = now
-            .saturating_add(self.max_lifetime_secs)
-            .saturating_add(self.leeway_secs);
-        if claims.exp > latest_exp {
+        if claims.exp > self.latest_exp(now) {
             return Err(AuthError::Invalid("exp_range"));
         }
         // `iat` 0 means an external issuer left it out: only `exp` is bounded.
