@@ -25,31 +25,60 @@ pub fn extract_bearer(
     if values.next().is_some() {
         return Err(AuthError::InvalidRequest("several_authorization_headers"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::InvalidRequest("authorization_not_ascii"))?
-        .trim_matches(|c| c == ' ' || c == '\t');
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
+    // One pass over the bytes for the usual well-formed token; the reason
+    // for a refusal is worked out only when there is one.
+    let trimmed = trim_blanks(value.as_bytes());
+    let (scheme, rest) = match trimmed.iter().position(|b| *b == b' ') {
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => (trimmed, &[][..]),
+    };
+    let visible = || value.to_str().is_ok();
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return match visible() {
+            true => Ok(None),
+            false => Err(AuthError::InvalidRequest("authorization_not_ascii")),
+        };
     }
-    let token = rest.trim_start_matches(' ');
-    if token.is_empty() || !is_b64token(token) {
-        return Err(AuthError::InvalidRequest("malformed_bearer"));
-    }
+    let spaces = rest.iter().take_while(|b| **b == b' ').count();
+    let token = &rest[spaces..];
+    let token = match std::str::from_utf8(token) {
+        Ok(token) if is_b64token(token.as_bytes()) => token,
+        _ if !visible() => return Err(AuthError::InvalidRequest("authorization_not_ascii")),
+        _ => return Err(AuthError::InvalidRequest("malformed_bearer")),
+    };
     if token.len() > max_token_bytes {
         return Err(AuthError::Invalid("oversized"));
     }
     Ok(Some(token))
 }
 
+/// The value without the spaces and tabs around it (RFC 9110 §5.5).
+fn trim_blanks(value: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// The bytes of `b64token` before its `=` padding.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn is_b64token(token: &[u8]) -> bool {
+    let padding = token.iter().rev().take_while(|b| **b == b'=').count();
+    let body = &token[..token.len() - padding];
+    !body.is_empty() && body.iter().all(|b| B64TOKEN[usize::from(*b)])
 }
 
 /// Whether the query string carries an `access_token` parameter in any
@@ -236,7 +265,7 @@ mod tests {
                 let mut map = HeaderMap::new();
                 map.insert(AUTHORIZATION, v);
                 if let Ok(Some(token)) = extract_bearer(&map, 4096) {
-                    prop_assert!(is_b64token(token));
+                    prop_assert!(is_b64token(token.as_bytes()));
                     prop_assert!(value.contains(token));
                 }
             }

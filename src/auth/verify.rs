@@ -118,7 +118,9 @@ impl Verifier {
         };
         // Rate-limited whether keys are unknown or missing altogether, so
         // a provider outage cannot turn every request into a fetch.
-        let fetched = source.refresh_for_unknown_kid().await;
+        // Boxed: a fetch is rare, and its future would otherwise be part
+        // of every request's.
+        let fetched = Box::pin(source.refresh_for_unknown_kid()).await;
         if fetched {
             self.verify(token)
         } else {

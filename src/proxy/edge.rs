@@ -97,8 +97,15 @@ impl ServerApp for EdgeApp {
         let mut conn = Box::new(EdgeStream::new(stream));
         let mut carried = Carried::first(self.keepalive_secs());
         let mut first = true;
+        // One timer and one shutdown watch for the connection's life, moved
+        // forward for each request: a timer made and dropped per request
+        // took the timer wheel's lock twice.
+        let mut waits = Waits {
+            timer: Box::pin(tokio::time::sleep(self.keepalive)),
+            shutdown: shutdown.clone(),
+        };
         loop {
-            let framing = match read_head(&mut conn, self, first, shutdown).await {
+            let framing = match read_head(&mut conn, self, first, &mut waits).await {
                 HeadRead::Closed => return None,
                 HeadRead::Refused(refusal) => {
                     refuse(*conn, &refusal).await;
@@ -158,6 +165,12 @@ impl Carried {
     }
 }
 
+/// What a connection waits on between and within request heads.
+struct Waits {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    shutdown: ShutdownWatch,
+}
+
 enum HeadRead {
     Closed,
     Refused(Refusal),
@@ -172,7 +185,7 @@ async fn read_head(
     conn: &mut EdgeStream,
     app: &EdgeApp,
     first: bool,
-    shutdown: &ShutdownWatch,
+    waits: &mut Waits,
 ) -> HeadRead {
     // pingora marks every HTTP/1.1 request keep-alive "forever" (its
     // `respect_keepalive`), so the wait between requests is ours alone; a
@@ -204,19 +217,22 @@ async fn read_head(
             head_started.get_or_insert_with(tokio::time::Instant::now);
         }
         let started = head_started.is_some();
-        let wait = match head_started {
-            Some(at) => app.head_deadline.saturating_sub(at.elapsed()),
-            None => idle,
+        let deadline = match head_started {
+            Some(at) => at + app.head_deadline,
+            None => tokio::time::Instant::now() + idle,
         };
-        let mut watch = shutdown.clone();
+        // A later deadline only moves the registered timer's mark; an
+        // earlier one (a head begun) registers it again.
+        waits.timer.as_mut().reset(deadline);
         let read = tokio::select! {
             biased;
-            read = tokio::time::timeout(wait, conn.fill()) => read,
-            _ = watch.wait_for(|down| *down), if !started => return HeadRead::Closed,
+            read = conn.fill() => Some(read),
+            () = waits.timer.as_mut() => None,
+            _ = waits.shutdown.wait_for(|down| *down), if !started => return HeadRead::Closed,
         };
         match read {
-            Ok(Ok(n)) if n > 0 => {}
-            Err(_) if started => return HeadRead::Refused(Refusal::request_timeout()),
+            Some(Ok(n)) if n > 0 => {}
+            None if started => return HeadRead::Refused(Refusal::request_timeout()),
             _ => return HeadRead::Closed,
         }
     }
@@ -296,6 +312,15 @@ impl EdgeStream {
         self.inner.read_buf(&mut self.pending).await
     }
 
+    /// `fill` as a poll: appends what the socket has to `pending`, into
+    /// its spare room (a zeroed scratch array per read was a visible
+    /// share of every request: the engine reads once more after each
+    /// request to learn of a close).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.pending.reserve(READ_ROOM);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending)
+    }
+
     /// Lets pingora read the head of `len` bytes and the body it announced.
     fn admit(&mut self, len: usize, framing: Framing) {
         let head = len as u64;
@@ -318,12 +343,11 @@ impl EdgeStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.pending.is_empty() {
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => self.pending.extend_from_slice(read.filled()),
-                other => return other,
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         let Allowance::Chunked { body, .. } = &mut self.allowance else {
@@ -347,11 +371,9 @@ impl EdgeStream {
     /// bounded amount of) what follows without giving it to pingora.
     fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.eof && self.pending.len() < HOLD_BYTES {
-            let mut chunk = [0u8; 4096];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => self.eof = true,
-                Poll::Ready(Ok(())) => self.pending.extend_from_slice(buf.filled()),
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -382,11 +404,7 @@ impl AsyncRead for EdgeStream {
             Allowance::Open => buf.remaining(),
         };
         let before = buf.filled().len();
-        if !this.pending.is_empty() {
-            let n = room.min(this.pending.len());
-            buf.put_slice(&this.pending[..n]);
-            this.pending.advance(n);
-        } else if room >= buf.remaining() {
+        if this.pending.is_empty() && room >= buf.remaining() {
             // Nothing held and no end to respect within this read: straight
             // into the caller's buffer.
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -394,12 +412,17 @@ impl AsyncRead for EdgeStream {
                 other => return other,
             }
         } else {
-            let mut chunk = [0u8; 8192];
-            let mut limited = ReadBuf::new(&mut chunk[..room.min(8192)]);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
-                Poll::Ready(Ok(())) => buf.put_slice(limited.filled()),
-                other => return other,
+            // An end falls within this read: what lies past it stays held.
+            if this.pending.is_empty() {
+                match this.poll_fill(cx) {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
+            let n = room.min(this.pending.len());
+            buf.put_slice(&this.pending[..n]);
+            this.pending.advance(n);
         }
         let served = (buf.filled().len() - before) as u64;
         if let Allowance::Bytes(left) | Allowance::Chunked { head: left, .. } = &mut this.allowance

@@ -95,10 +95,7 @@ fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Fr
         return Err(Refusal::headers_too_large());
     }
     // RFC 9112 §2.2: a bare LF is a line end to some parsers only.
-    let bare_lf = head
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    let bare_lf = memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r');
     if bare_lf {
         return Err(Refusal::bad_request());
     }

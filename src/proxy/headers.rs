@@ -98,7 +98,11 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
 
 /// 128 random bits as 32 lower-case hex digits.
 pub fn new_request_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    // Encoded on the stack: `hex::encode` builds its string a character
+    // at a time, a visible share of every request.
+    let mut digits = [0u8; 32];
+    let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits);
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 // The engine copies and parses an inserted name whatever its type; a

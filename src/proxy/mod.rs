@@ -34,7 +34,7 @@ use crate::auth::{unix_now, VerifiedToken};
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
 use crate::state::AppState;
-use respond::{Refusal, ERROR_HEADER, REQUEST_ID, REQUEST_ID_HEADER};
+use respond::{Refusal, ERROR, REQUEST_ID, REQUEST_ID_HEADER};
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 
@@ -115,30 +115,25 @@ impl ProxyHttp for Gateway {
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
         cors::attach(session, &runtime.cors.global);
+        // The gateway's own answers (preflights, endpoints, refusals) are
+        // boxed futures of their own: this hook's future is allocated and
+        // moved for every request, and inlining them made it kilobytes.
         if let Some(policy) = cors::preflight_policy(&runtime, session.req_header()) {
             ctx.endpoint = Some("_cors_preflight");
-            if let Err(refusal) = cors::answer_preflight(session, &policy, &ctx.request_id).await {
-                ctx.outcome = refusal.code;
-                refusal.send(session, &ctx.request_id).await?;
-            }
-            return Ok(true);
+            return Box::pin(answer_preflight(session, &policy, ctx)).await;
         }
         let decision = match admission::target_of(&runtime, session.req_header()) {
             Err(refusal) => Err(refusal),
             Ok(target) => match endpoints::endpoint_for(&target.path) {
                 Some(endpoint) => {
-                    ctx.endpoint = Some(endpoint.route_label());
-                    let method = &session.req_header().method;
-                    let served = match endpoint.check_method(method) {
-                        Ok(()) => {
-                            endpoints::serve(endpoint, &self.state, &runtime, session, ctx).await
-                        }
-                        Err(refusal) => Err(refusal),
-                    };
-                    served.map(|outcome| {
-                        ctx.outcome = outcome;
-                        true
-                    })
+                    Box::pin(serve_endpoint(
+                        &self.state,
+                        &runtime,
+                        endpoint,
+                        session,
+                        ctx,
+                    ))
+                    .await
                 }
                 None => admission::admit(
                     &runtime,
@@ -156,11 +151,7 @@ impl ProxyHttp for Gateway {
         }
         match decision {
             Ok(responded) => Ok(responded),
-            Err(refusal) => {
-                ctx.outcome = refusal.code;
-                refusal.send(session, &ctx.request_id).await?;
-                Ok(true)
-            }
+            Err(refusal) => Box::pin(refuse(session, refusal, ctx)).await,
         }
     }
 
@@ -278,7 +269,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         // Only the gateway speaks with this header, so clients can trust it.
-        response.remove_header(ERROR_HEADER);
+        response.remove_header(&ERROR);
         if let Some(route) = &ctx.route {
             route.cors.strip_upstream(response);
         }
@@ -349,6 +340,39 @@ impl ProxyHttp for Gateway {
     ) {
         access_log::record(session, error, ctx);
     }
+}
+
+async fn answer_preflight(
+    session: &mut Session,
+    policy: &crate::config::runtime::cors::CorsPolicy,
+    ctx: &mut RequestContext,
+) -> Result<bool> {
+    if let Err(refusal) = cors::answer_preflight(session, policy, &ctx.request_id).await {
+        return refuse(session, refusal, ctx).await;
+    }
+    Ok(true)
+}
+
+/// One of the gateway's own endpoints; `Ok(true)`: it has answered.
+async fn serve_endpoint(
+    state: &AppState,
+    runtime: &Arc<Runtime>,
+    endpoint: endpoints::Endpoint,
+    session: &mut Session,
+    ctx: &mut RequestContext,
+) -> Result<bool, Refusal> {
+    ctx.endpoint = Some(endpoint.route_label());
+    endpoint.check_method(&session.req_header().method)?;
+    let outcome = endpoints::serve(endpoint, state, runtime, session, ctx).await?;
+    ctx.outcome = outcome;
+    Ok(true)
+}
+
+/// Answers a refusal; `Ok(true)`: the request is done.
+async fn refuse(session: &mut Session, refusal: Refusal, ctx: &mut RequestContext) -> Result<bool> {
+    ctx.outcome = refusal.code;
+    refusal.send(session, &ctx.request_id).await?;
+    Ok(true)
 }
 
 fn request_id_of(request: &RequestHeader) -> String {

@@ -31,6 +31,9 @@ use crate::session::{LogoutError, RefreshError, SessionError};
 use crate::store::StoreError;
 
 pub const ERROR_HEADER: &str = "x-portcullis-error";
+/// [`ERROR_HEADER`] as a name: removed from every upstream response, and a
+/// name is looked up without being parsed again.
+pub const ERROR: HeaderName = HeaderName::from_static(ERROR_HEADER);
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// [`REQUEST_ID_HEADER`] as a name, for lookups and the gateway's own
 /// replies.

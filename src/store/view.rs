@@ -136,6 +136,14 @@ impl RevocationView {
         {
             return Ok(cached.record);
         }
+        // Boxed: the store's future is large and every request's check
+        // would otherwise carry it, hit or miss.
+        Box::pin(self.load_user(sub, generation)).await
+    }
+
+    /// A cache miss: one load from the store per user, however many
+    /// requests wait for it.
+    async fn load_user(&self, sub: &str, generation: u64) -> Result<UserRecord, StoreError> {
         let store = Arc::clone(&self.store);
         let result = self
             .users
