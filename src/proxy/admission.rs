@@ -23,6 +23,8 @@ use crate::store::RevocationView;
 pub(super) struct Target {
     pub(super) path: String,
     pub(super) query: Option<String>,
+    /// Normalising changed the path: the upstream gets the new one.
+    pub(super) path_changed: bool,
 }
 
 /// Normalises the path and refuses tokens in the query string.
@@ -46,7 +48,12 @@ pub(super) fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Ta
             &runtime.realm,
         ));
     }
-    Ok(Target { path, query })
+    let path_changed = path.as_bytes() != raw_path;
+    Ok(Target {
+        path,
+        query,
+        path_changed,
+    })
 }
 
 /// Route and token checks: `Ok` lets the request through to the upstream.
@@ -65,7 +72,11 @@ pub(super) async fn admit(
         return Err(Refusal::bad_path());
     }
     ctx.route = Some(Arc::clone(route));
-    ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
+    // An unchanged path goes upstream as the client sent it, without a
+    // second URI built and parsed.
+    if target.path_changed {
+        ctx.upstream_uri = Some(upstream_uri(&target.path, target.query.as_deref())?);
+    }
     if route.auth == AuthMode::None {
         return Ok(());
     }

@@ -84,10 +84,12 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestContext;
+    // Boxed: the engine moves its per-request future (which holds the
+    // context) around; a pointer moves cheaper than the context's 400 bytes.
+    type CTX = Box<RequestContext>;
 
-    fn new_ctx(&self) -> RequestContext {
-        RequestContext {
+    fn new_ctx(&self) -> Box<RequestContext> {
+        Box::new(RequestContext {
             request_id: String::new(),
             started: Instant::now(),
             runtime: None,
@@ -103,18 +105,23 @@ impl ProxyHttp for Gateway {
             connect_attempts: 0,
             no_healthy_target: false,
             client: None,
-        }
+        })
     }
 
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> Result<bool> {
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
-        cors::attach(session, &runtime.cors.global);
+        // A policy is attached (the module looked up) only when one is on,
+        // or to replace one that is.
+        let global_cors = runtime.cors.global.enabled();
+        if global_cors {
+            cors::attach(session, &runtime.cors.global);
+        }
         // The gateway's own answers (preflights, endpoints, refusals) are
         // boxed futures of their own: this hook's future is allocated and
         // moved for every request, and inlining them made it kilobytes.
@@ -146,7 +153,11 @@ impl ProxyHttp for Gateway {
                 .map(|()| false),
             },
         };
-        if let Some(route) = &ctx.route {
+        if let Some(route) = ctx
+            .route
+            .as_ref()
+            .filter(|r| global_cors || r.cors.enabled())
+        {
             cors::attach(session, &route.cors);
         }
         match decision {
@@ -164,7 +175,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> Result<Box<HttpPeer>> {
         ctx.upstream_started = Some(Instant::now());
         let route = ctx
@@ -187,7 +198,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(route), Some(backend)) = (&ctx.route, ctx.backend.take()) {
@@ -208,7 +219,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         _session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut RequestContext,
+        _ctx: &mut Box<RequestContext>,
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -220,7 +231,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         let Some(runtime) = ctx.runtime.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no runtime");
@@ -251,7 +262,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _response: &mut ResponseHeader,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
             route
@@ -266,7 +277,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         // Only the gateway speaks with this header, so clients can trust it.
         response.remove_header(&ERROR);
@@ -287,7 +298,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) -> FailToProxy {
         let refusal = if ctx.no_healthy_target {
             Some(Refusal::no_healthy_upstream())
@@ -316,7 +327,7 @@ impl ProxyHttp for Gateway {
     /// What the engine's own log lines say about a request: never its path,
     /// query or header values, which may carry secrets (a reset code in a
     /// query string, a token in a header).
-    fn request_summary(&self, session: &Session, ctx: &RequestContext) -> String {
+    fn request_summary(&self, session: &Session, ctx: &Box<RequestContext>) -> String {
         format!(
             "method={} route={} request_id={}",
             session.req_header().method,
@@ -328,7 +339,12 @@ impl ProxyHttp for Gateway {
     /// The engine's final "Fail to proxy" line is replaced by the access
     /// log's own failure line (see `logging`), which knows the outcome and
     /// puts a client that went away at debug, not ERROR.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestContext, _e: &Error) -> bool {
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &Box<RequestContext>,
+        _e: &Error,
+    ) -> bool {
         true
     }
 
@@ -336,7 +352,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         error: Option<&Error>,
-        ctx: &mut RequestContext,
+        ctx: &mut Box<RequestContext>,
     ) {
         access_log::record(session, error, ctx);
     }

@@ -131,6 +131,12 @@ impl UpstreamPool {
 
     /// A healthy, not ejected target, round robin.
     pub fn select(&self) -> Option<Backend> {
+        // One target (the usual legacy backend): no rotation to make, and
+        // the engine's selection sets up a duplicate filter per request.
+        let targets = self.balancer.backends().get_backend();
+        if let (1, Some(only)) = (targets.len(), targets.first()) {
+            return self.balancer.backends().ready(only).then(|| only.clone());
+        }
         self.balancer.select(b"", 256)
     }
 

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: the bare engine
+# (examples/bare_proxy.rs), portcullis on an `auth = "none"` route and on
+# an HS256 `auth = "required"` route (log off), each behind the same
+# loopback nginx. Unlike CPU time, an instruction count does not swing
+# from run to run on a shared machine, so it shows changes of a few
+# percent that the load benchmark (scripts/bench-load.sh) cannot; it
+# counts user-space work only (the kernel's share of a request, the same
+# for every proxy here, is not in it).
+#
+# Each proxy runs under valgrind; ab sends WARMUP keep-alive requests,
+# the counters are zeroed, then REQUESTS more are counted.
+#
+# Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
+#        scripts/bench-instructions.sh
+# KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
+# release-debug gives them file and line numbers).
+# Everything listens on 127.0.0.1; every process started here is stopped
+# on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-10000}
+WARMUP=${WARMUP:-2000}
+PROFILE=${PROFILE:-release}
+
+needed=()
+command -v valgrind >/dev/null || needed+=(valgrind)
+command -v ab >/dev/null || needed+=(apache2-utils)
+command -v nginx >/dev/null || needed+=(nginx)
+command -v cmake >/dev/null || needed+=(cmake)
+if [ ${#needed[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+fi
+cargo build --profile "$PROFILE" --locked -q --bin portcullis --example bare_proxy
+TARGET=${CARGO_TARGET_DIR:-target}/$PROFILE
+BIN=$TARGET/portcullis
+BARE_BIN=$TARGET/examples/bare_proxy
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+
+UP_PORT=$(free_port)
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log crit;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "ok\n"; } }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK" &
+PIDS+=($!)
+
+GW_PORT=$(free_port)
+KEYS="$PWD/tests/fixtures/keys"
+cat > "$WORK/gateway.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$GW_PORT"]
+admin_listen = "127.0.0.1:$(free_port)"
+threads = 1
+shutdown_grace = "0s"
+shutdown_timeout = "1s"
+
+[tokens]
+issuer = "https://issuer.bench"
+audience = "bench"
+signing_key = "bench-hs256"
+
+[[tokens.keys]]
+kid = "bench-hs256"
+algorithm = "HS256"
+secret_file = "$KEYS/test-hs256.secret"
+
+[[upstreams]]
+name = "nginx"
+targets = ["127.0.0.1:$UP_PORT"]
+
+[[routes]]
+path = "/none"
+upstream = "nginx"
+auth = "none"
+
+[[routes]]
+path = "/auth"
+upstream = "nginx"
+auth = "required"
+
+[store]
+url = "sqlite://$WORK/bench.db"
+TOML
+TOKEN=$("$BIN" token --config "$WORK/gateway.toml" --sub bench-user --roles user --ttl 1h 2>/dev/null)
+wait_port "$UP_PORT"
+
+declare -A PER_REQUEST
+# count NAME PORT URL_PATH [HEADER] -- COMMAND…: one proxy under callgrind.
+count() {
+  local name=$1 port=$2 path=$3 header=$4; shift 5
+  local out="$WORK/$name.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$port"
+  local ab_args=(-q -k -c 8 ${header:+-H "$header"})
+  ab "${ab_args[@]}" -n "$WARMUP" "http://127.0.0.1:$port$path" >/dev/null
+  callgrind_control -z "$pid" >/dev/null
+  ab "${ab_args[@]}" -n "$REQUESTS" "http://127.0.0.1:$port$path" > "$WORK/$name.ab"
+  callgrind_control -d "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  if ! grep -q "^Complete requests: *$REQUESTS" "$WORK/$name.ab" ||
+     ! grep -q "^Failed requests: *0" "$WORK/$name.ab" || grep -q "^Non-2xx" "$WORK/$name.ab"; then
+    echo "$name: not every request succeeded" >&2; cat "$WORK/$name.ab" >&2; exit 1
+  fi
+  # The dump after zeroing holds exactly the counted requests.
+  PER_REQUEST[$name]=$(cat "$out".* | awk -v n="$REQUESTS" '/^summary:/ {s += $2} END {printf "%.0f", s / n}')
+}
+
+# No access log: this counts the request path, not the log writer.
+export RUST_LOG=warn
+BARE_PORT=$(free_port)
+count bare "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+count none "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
+count hs256 "$GW_PORT" /auth "Authorization: Bearer $TOKEN" -- "$BIN" serve --config "$WORK/gateway.toml"
+
+printf '%-8s %14s %10s\n' scenario instr/request "× bare"
+for name in bare none hs256; do
+  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare]}" \
+    'BEGIN {printf "%-8s %14d %10.3f\n", n, v, v / b}'
+done
