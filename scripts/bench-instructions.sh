@@ -113,9 +113,9 @@ count() {
   wait_port "$port"
   local ab_args=(-q -k -c 8 ${header:+-H "$header"})
   ab "${ab_args[@]}" -n "$WARMUP" "http://127.0.0.1:$port$path" >/dev/null
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   ab "${ab_args[@]}" -n "$REQUESTS" "http://127.0.0.1:$port$path" > "$WORK/$name.ab"
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if ! grep -q "^Complete requests: *$REQUESTS" "$WORK/$name.ab" ||
      ! grep -q "^Failed requests: *0" "$WORK/$name.ab" || grep -q "^Non-2xx" "$WORK/$name.ab"; then

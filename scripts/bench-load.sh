@@ -336,7 +336,9 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Medians per scenario; CPU per request relative to bare pingora, to
-# `none` and to HAProxy on the same check.
+# `none` and to HAProxy on the same check, each the median of the ratios
+# within a round (runs seconds apart), not a ratio of medians taken from
+# different rounds.
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
 rows = {}
@@ -353,8 +355,18 @@ def med(values):
     return statistics.median(values) if values else None
 def cpu(name):
     return med(x[3] for x in rows[name]) if name in rows and name != "direct" else None
+def paired(a, b):
+    """CPU per request of `a` over `b`, round by round: the runs of one
+    round are seconds apart, so a slow phase of the machine hits both."""
+    if a not in rows or b not in rows or "direct" in (a, b):
+        return []
+    return [x[3] / y[3] for x, y in zip(rows[a], rows[b]) if x[3] and y[3]]
 def ratio(a, b):
-    return f"{a / b:.3f}" if a and b else "-"
+    r = paired(a, b)
+    return f"{statistics.median(r):.3f}" if r else "-"
+def spread(a, b):
+    r = paired(a, b)
+    return f"{statistics.median(r):.3f} (rounds {min(r):.3f}–{max(r):.3f})" if r else "-"
 peers = {"none": "haproxy-none", "none-log": "haproxy-none", "hs256": "haproxy-hs256",
          "hs256-log": "haproxy-hs256", "es256": "haproxy-es256", "rs256": "haproxy-rs256",
          "bare": "haproxy-none"}
@@ -370,14 +382,17 @@ for name, r in rows.items():
     p99 = med(ms(x[2]) for x in r if x[2] != "-")
     tls = name.startswith("tls-")
     floor = ("tls-bare-" + name.split("-")[-1]) if tls else {"none-nosteal": "bare-nosteal"}.get(name, "bare")
-    vs_bare = ratio(c, cpu(floor)) if not name.startswith(("haproxy", "tls-haproxy")) and name not in ("bare", floor) else "-"
-    vs_none = ratio(c, cpu("none")) if not tls and not name.startswith(("haproxy", "bare")) else "-"
+    vs_bare = ratio(name, floor) if not name.startswith(("haproxy", "tls-haproxy")) and name not in ("bare", floor) else "-"
+    vs_none = ratio(name, "none") if not tls and not name.startswith(("haproxy", "bare")) else "-"
     missed = "/".join(x[4] for x in r) if r[0][4] != "-" else "-"
     fmt = lambda v: f"{v:.2f}" if v is not None else "-"
-    print(f"| {name} | {med(x[0] for x in r):.0f} | {fmt(p50)} | {fmt(p99)} | {c if c is not None else '-'} | "
-          f"{vs_bare} | {vs_none} | {ratio(c, cpu(peers.get(name, '')))} | {missed} |")
+    fmt1 = lambda v: f"{v:.1f}" if v is not None else "-"
+    print(f"| {name} | {med(x[0] for x in r):.0f} | {fmt(p50)} | {fmt(p99)} | {fmt1(c)} | "
+          f"{vs_bare} | {vs_none} | {ratio(name, peers.get(name, ''))} | {missed} |")
 print()
-print(f"access log on / off, same run: none {ratio(cpu('none-log'), cpu('none'))}, hs256 {ratio(cpu('hs256-log'), cpu('hs256'))}")
+print(f"none / bare: {spread('none', 'bare')}")
+print(f"hs256 / bare: {spread('hs256', 'bare')}")
+print(f"access log on / off: none {spread('none-log', 'none')}, hs256 {spread('hs256-log', 'hs256')}")
 PY
 
 [ "$MEMORY" = 1 ] || exit 0
