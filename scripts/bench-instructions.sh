@@ -36,69 +36,15 @@ TARGET=${CARGO_TARGET_DIR:-target}/$PROFILE
 BIN=$TARGET/portcullis
 BARE_BIN=$TARGET/examples/bare_proxy
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 
 UP_PORT=$(free_port)
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log crit;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "ok\n"; } }
-}
-NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK" &
+write_upstream_conf "$UP_PORT"
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
-
 GW_PORT=$(free_port)
-KEYS="$PWD/tests/fixtures/keys"
-cat > "$WORK/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$GW_PORT"]
-admin_listen = "127.0.0.1:$(free_port)"
-threads = 1
-shutdown_grace = "0s"
-shutdown_timeout = "1s"
-
-[tokens]
-issuer = "https://issuer.bench"
-audience = "bench"
-signing_key = "bench-hs256"
-
-[[tokens.keys]]
-kid = "bench-hs256"
-algorithm = "HS256"
-secret_file = "$KEYS/test-hs256.secret"
-
-[[upstreams]]
-name = "nginx"
-targets = ["127.0.0.1:$UP_PORT"]
-
-[[routes]]
-path = "/none"
-upstream = "nginx"
-auth = "none"
-
-[[routes]]
-path = "/auth"
-upstream = "nginx"
-auth = "required"
-
-[store]
-url = "sqlite://$WORK/bench.db"
-TOML
+write_config bench-hs256 "$GW_PORT" "$(free_port)" "" > "$WORK/gateway.toml"
 TOKEN=$("$BIN" token --config "$WORK/gateway.toml" --sub bench-user --roles user --ttl 1h 2>/dev/null)
 wait_port "$UP_PORT"
 
@@ -110,7 +56,7 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
   local pid=$!
   PIDS+=("$pid")
-  wait_port "$port"
+  wait_port "$port" 600
   local ab_args=(-q -k -c 8 ${header:+-H "$header"})
   ab "${ab_args[@]}" -n "$WARMUP" "http://127.0.0.1:$port$path" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
