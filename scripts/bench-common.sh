@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the benchmark scripts (sourced, not run): a work folder and
 # the processes to stop on exit, loopback ports, the upstream nginx and the
 # gateway configuration every benchmark uses.
