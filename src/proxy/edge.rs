@@ -305,18 +305,19 @@ impl EdgeStream {
         }
     }
 
+    /// Appends what the socket has to `pending`.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        // Room for a whole usual head in one read call: with no spare room
-        // a `BytesMut` offers 64 bytes at a time, one read call for each.
-        self.pending.reserve(READ_ROOM);
-        self.inner.read_buf(&mut self.pending).await
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
-    /// `fill` as a poll: appends what the socket has to `pending`, into
-    /// its spare room (a zeroed scratch array per read was a visible
-    /// share of every request: the engine reads once more after each
-    /// request to learn of a close).
+    /// Appends what the socket has to `pending`, into its spare room: the
+    /// head reads and the engine's reads past an admitted request (it
+    /// reads once more after each response to learn of a close) both come
+    /// here; a zeroed scratch array per read was a visible share of every
+    /// request.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        // Room for a whole usual head in one read call: with no spare room
+        // a `BytesMut` offers 64 bytes at a time, one read call for each.
         self.pending.reserve(READ_ROOM);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending)
     }

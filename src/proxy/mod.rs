@@ -358,6 +358,7 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// A CORS preflight, granted or refused; `Ok(true)`: it has been answered.
 async fn answer_preflight(
     session: &mut Session,
     policy: &crate::config::runtime::cors::CorsPolicy,
