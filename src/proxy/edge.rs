@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -305,21 +305,23 @@ impl EdgeStream {
         }
     }
 
-    /// Appends what the socket has to `pending`.
+    /// Appends what the socket has to `pending`, one read's room at most.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+        std::future::poll_fn(|cx| self.poll_fill(cx, READ_ROOM)).await
     }
 
     /// Appends what the socket has to `pending`, into its spare room: the
     /// head reads and the engine's reads past an admitted request (it
     /// reads once more after each response to learn of a close) both come
     /// here; a zeroed scratch array per read was a visible share of every
-    /// request.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    /// request. Reads `most` bytes at most, whatever spare room `pending`
+    /// has grown, so what is held stays within its bound.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, most: usize) -> Poll<std::io::Result<usize>> {
         // Room for a whole usual head in one read call: with no spare room
         // a `BytesMut` offers 64 bytes at a time, one read call for each.
-        self.pending.reserve(READ_ROOM);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending)
+        self.pending.reserve(most.min(READ_ROOM));
+        let mut room = (&mut self.pending).limit(most);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut room)
     }
 
     /// Lets pingora read the head of `len` bytes and the body it announced.
@@ -344,7 +346,7 @@ impl EdgeStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.pending.is_empty() {
-            match self.poll_fill(cx) {
+            match self.poll_fill(cx, READ_ROOM) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -372,7 +374,7 @@ impl EdgeStream {
     /// bounded amount of) what follows without giving it to pingora.
     fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.eof && self.pending.len() < HOLD_BYTES {
-            match self.poll_fill(cx) {
+            match self.poll_fill(cx, HOLD_BYTES - self.pending.len()) {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -415,7 +417,7 @@ impl AsyncRead for EdgeStream {
         } else {
             // An end falls within this read: what lies past it stays held.
             if this.pending.is_empty() {
-                match this.poll_fill(cx) {
+                match this.poll_fill(cx, READ_ROOM) {
                     Poll::Ready(Ok(_)) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
@@ -521,3 +523,55 @@ impl GetSocketDigest for EdgeStream {
 
 /// Peeking would see past the admitted request; pingora does not need it.
 impl Peek for EdgeStream {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Lets the edge read whatever the socket has, then reports how much it
+    /// holds. A read with nothing admitted only holds bytes and never ends
+    /// while the client is connected, so each pass ends by its timeout.
+    async fn held_after_reading(edge: &mut EdgeStream) -> usize {
+        let mut one = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(100), edge.read(&mut one)).await;
+        assert!(
+            read.is_err(),
+            "nothing was admitted, so nothing is handed out"
+        );
+        edge.pending.len()
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_client_is_held_to_hold_bytes_exactly() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut edge = EdgeStream::new(Box::new(L4Stream::from(server)));
+
+        // Leave the buffer with less spare room than one read's worth, so
+        // its next reservation doubles it well past HOLD_BYTES.
+        let first = HOLD_BYTES - READ_ROOM + 1000;
+        client.write_all(&vec![b'x'; first]).await.expect("write");
+        let mut held = 0;
+        for _ in 0..50 {
+            held = held_after_reading(&mut edge).await;
+            if held == first {
+                break;
+            }
+        }
+        assert_eq!(held, first);
+
+        client
+            .write_all(&vec![b'y'; 2 * HOLD_BYTES])
+            .await
+            .expect("write");
+        for _ in 0..5 {
+            held = held_after_reading(&mut edge).await;
+        }
+        assert_eq!(held, HOLD_BYTES);
+    }
+}
