@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod keygen;
+pub mod log_line;
 pub mod log_queue;
 pub mod metrics;
 pub mod proxy;

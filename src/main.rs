@@ -14,6 +14,7 @@ use portcullis::admin::client::{session_path, user_path, AdminClient};
 use portcullis::auth::issue::{mint, Grant};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
+use portcullis::log_line;
 use portcullis::log_queue::{self, LogWriterGuard};
 use portcullis::{demo, keygen, server};
 
@@ -551,7 +552,7 @@ fn install_logging<W>(
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(log_line::TextLines::new()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -10,6 +10,10 @@ use super::client_addr::resolve_client;
 use super::RequestContext;
 use crate::metrics::UNROUTED;
 
+/// The access line's target: operators filter on it (`RUST_LOG`), and
+/// `log_line` writes its lines directly.
+pub const ACCESS_TARGET: &str = "portcullis::access";
+
 /// The failure lines' target: operators filter on it (`RUST_LOG`), so it
 /// stays what it has always been, wherever the code lives.
 const FAILURE_TARGET: &str = "portcullis::proxy";
@@ -32,7 +36,7 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
     if let Some(error) = error {
         log_failure(session, error, ctx);
     }
-    if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO)
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
         || !sampled(ctx, status, error.is_some())
     {
         return;
@@ -41,7 +45,7 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
     let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
     let client = ctx.client.as_ref().map(|c| c.ip);
     tracing::info!(
-        target: "portcullis::access",
+        target: ACCESS_TARGET,
         request_id = %ctx.request_id,
         client = %OrDash(client),
         method = %session.req_header().method,

@@ -245,7 +245,7 @@ async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
     let bytes = refusal.reply(&request_id).into_closing_http1();
     UNROUTED.count(refusal.status.as_u16(), refusal.code);
     tracing::info!(
-        target: "portcullis::access",
+        target: super::access_log::ACCESS_TARGET,
         request_id = %request_id,
         method = "-",
         route = "_unrouted",
