@@ -317,6 +317,8 @@ impl EdgeStream {
     /// request. Reads `most` bytes at most, whatever spare room `pending`
     /// has grown, so what is held stays within its bound.
     fn poll_fill(&mut self, cx: &mut Context<'_>, most: usize) -> Poll<std::io::Result<usize>> {
+        // A read of no room reads 0 bytes, which every caller takes for EOF.
+        debug_assert!(most > 0, "a read needs room");
         // Room for a whole usual head in one read call: with no spare room
         // a `BytesMut` offers 64 bytes at a time, one read call for each.
         self.pending.reserve(most.min(READ_ROOM));
@@ -346,7 +348,8 @@ impl EdgeStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.pending.is_empty() {
-            match self.poll_fill(cx, READ_ROOM) {
+            // Nothing held yet, so up to the whole hold in one read.
+            match self.poll_fill(cx, HOLD_BYTES) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -417,7 +420,7 @@ impl AsyncRead for EdgeStream {
         } else {
             // An end falls within this read: what lies past it stays held.
             if this.pending.is_empty() {
-                match this.poll_fill(cx, READ_ROOM) {
+                match this.poll_fill(cx, HOLD_BYTES) {
                     Poll::Ready(Ok(_)) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
@@ -543,19 +546,33 @@ mod tests {
         edge.pending.len()
     }
 
-    #[tokio::test]
-    async fn a_pipelined_client_is_held_to_hold_bytes_exactly() {
+    /// A connected pair: the client's end and the edge on the server's.
+    async fn connected() -> (TcpStream, EdgeStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let mut edge = EdgeStream::new(Box::new(L4Stream::from(server)));
+        (client, EdgeStream::new(Box::new(L4Stream::from(server))))
+    }
 
+    /// Sends `bytes` from a task of its own, so a full socket buffer
+    /// cannot stall the test.
+    fn send(client: TcpStream, bytes: Vec<u8>) -> tokio::task::JoinHandle<TcpStream> {
+        tokio::spawn(async move {
+            let mut client = client;
+            let _ = client.write_all(&bytes).await;
+            client
+        })
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_client_is_held_to_hold_bytes_exactly() {
+        let (client, mut edge) = connected().await;
         // Leave the buffer with less spare room than one read's worth, so
         // its next reservation doubles it well past HOLD_BYTES.
         let first = HOLD_BYTES - READ_ROOM + 1000;
-        client.write_all(&vec![b'x'; first]).await.expect("write");
+        let client = send(client, vec![b'x'; first]).await.expect("sent");
         let mut held = 0;
         for _ in 0..50 {
             held = held_after_reading(&mut edge).await;
@@ -565,10 +582,20 @@ mod tests {
         }
         assert_eq!(held, first);
 
-        client
-            .write_all(&vec![b'y'; 2 * HOLD_BYTES])
-            .await
-            .expect("write");
+        let _client = send(client, vec![b'y'; 2 * HOLD_BYTES]);
+        for _ in 0..5 {
+            held = held_after_reading(&mut edge).await;
+        }
+        assert_eq!(held, HOLD_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_grown_earlier_still_holds_no_more_than_hold_bytes() {
+        let (client, mut edge) = connected().await;
+        // Room far past the bound, as a large head leaves behind.
+        edge.pending.reserve(4 * HOLD_BYTES);
+        let _client = send(client, vec![b'y'; 2 * HOLD_BYTES]);
+        let mut held = 0;
         for _ in 0..5 {
             held = held_after_reading(&mut edge).await;
         }

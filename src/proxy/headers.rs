@@ -102,8 +102,7 @@ pub fn new_request_id() -> String {
     // at a time, a visible share of every request.
     let mut digits = [0u8; 32];
     let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits);
-    // Hex digits are ASCII, so this never falls back to the empty string.
-    String::from_utf8(digits.to_vec()).unwrap_or_default()
+    digits.iter().copied().map(char::from).collect()
 }
 
 // The engine copies and parses an inserted name whatever its type; a
