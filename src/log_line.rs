@@ -14,9 +14,9 @@ use std::fmt;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::proxy::access_log::ACCESS_TARGET;
@@ -40,10 +40,20 @@ impl TextLines<Rfc3339Micros> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rfc3339Micros;
 
+/// The first instant humantime cannot write (year 10000); it cannot
+/// write instants before 1970 either.
+const HUMANTIME_END: std::time::Duration = std::time::Duration::from_secs(253_402_300_800);
+
 impl FormatTime for Rfc3339Micros {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
         let now = std::time::SystemTime::now();
-        write!(w, "{}", humantime::format_rfc3339_micros(now))
+        match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) if since < HUMANTIME_END => {
+                write!(w, "{}", humantime::format_rfc3339_micros(now))
+            }
+            // A clock set far off: the full format's own clock writes it.
+            _ => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
     }
 }
 
@@ -62,15 +72,16 @@ impl<T: FormatTime + Clone> TextLines<T> {
     }
 }
 
-impl<S, N, T> FormatEvent<S, N> for TextLines<T>
+// For the default field formatter only: the direct way writes fields as
+// it does, so another one (`fmt_fields`) must not compile silently.
+impl<S, T> FormatEvent<S, DefaultFields> for TextLines<T>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
     T: FormatTime,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, DefaultFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -78,7 +89,8 @@ where
         let direct = meta.target() == ACCESS_TARGET
             && !writer.has_ansi_escapes()
             && ctx.event_scope().is_none()
-            && meta.fields().iter().all(|f| plain_name(f.name()));
+            && meta.fields().iter().all(|f| plain_name(f.name()))
+            && !has_error_value(event);
         if !direct {
             return self.full.format_event(ctx, writer, event);
         }
@@ -100,6 +112,22 @@ where
         fields.result?;
         writer.write_char('\n')
     }
+}
+
+/// Whether a field holds an `&dyn Error`: the full format escapes it and
+/// lists its sources, which the direct way does not. A second pass over
+/// the fields that formats nothing.
+fn has_error_value(event: &Event<'_>) -> bool {
+    struct FindError(bool);
+    impl Visit for FindError {
+        fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+        fn record_error(&mut self, _: &Field, _: &(dyn std::error::Error + 'static)) {
+            self.0 = true;
+        }
+    }
+    let mut find = FindError(false);
+    event.record(&mut find);
+    find.0
 }
 
 /// A field the full format writes as `name=value` (it writes `message`
@@ -213,8 +241,8 @@ mod tests {
         }
     }
 
-    /// The lines `emit` writes through `format`, without colours.
-    fn lines<E>(format: E, emit: impl FnOnce()) -> String
+    /// The lines `emit` writes through `format`, in colour if `ansi`.
+    fn lines<E>(format: E, ansi: bool, emit: impl FnOnce()) -> String
     where
         E: FormatEvent<
                 tracing_subscriber::Registry,
@@ -226,7 +254,7 @@ mod tests {
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
+            .with_ansi(ansi)
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || sink.clone())
             .event_format(format)
@@ -240,7 +268,16 @@ mod tests {
     /// to a full format with another clock, so ours match only the lines
     /// written directly (`direct`) or only the lines handed on (`!direct`).
     fn both(direct: bool, emit: impl Fn()) -> (String, String) {
-        let full = lines(tracing_subscriber::fmt::format().with_timer(NOW), &emit);
+        both_in(false, direct, emit)
+    }
+
+    /// [`both`], in colour if `ansi`.
+    fn both_in(ansi: bool, direct: bool, emit: impl Fn()) -> (String, String) {
+        let full = lines(
+            tracing_subscriber::fmt::format().with_timer(NOW),
+            ansi,
+            &emit,
+        );
         let (handed_on, direct) = match direct {
             true => (ELSEWHERE, NOW),
             false => (NOW, ELSEWHERE),
@@ -249,7 +286,7 @@ mod tests {
             full: tracing_subscriber::fmt::format().with_timer(handed_on),
             timer: direct,
         };
-        (full, lines(ours, &emit))
+        (full, lines(ours, ansi, &emit))
     }
 
     fn access_line(route: &str, subject: &str, error: Option<&str>) {
@@ -300,6 +337,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn colours_and_error_values_take_the_full_format() {
+        let (full, ours) = both_in(true, false, || access_line("/none", "-", None));
+        assert_eq!(ours, full);
+        assert!(ours.contains('\u{1b}'), "{ours}");
+
+        let refused = std::io::Error::other(std::io::Error::other("inner \u{1b}[31m"));
+        let (full, ours) = both(false, || {
+            tracing::info!(target: ACCESS_TARGET, status = 502u16, error = &refused as &(dyn std::error::Error + 'static));
+        });
+        assert_eq!(ours, full);
+        assert_eq!(ours.lines().count(), 1);
+    }
+
     /// The clock's text at this moment, as `timer` writes it.
     fn clock_text(timer: &impl FormatTime) -> String {
         let mut text = String::new();
@@ -313,13 +364,19 @@ mod tests {
     fn the_clock_reads_as_the_full_formats_clock() {
         // Same layout, so the one read between two of the full format's
         // readings sorts between them.
+        let mut compared = 0;
         for _ in 0..1000 {
             let before = clock_text(&SystemTime);
             let ours = clock_text(&Rfc3339Micros);
             let after = clock_text(&SystemTime);
             assert_eq!(ours.len(), before.len(), "{ours} {before}");
-            assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+            // A clock stepped back meanwhile proves nothing either way.
+            if before <= after {
+                assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+                compared += 1;
+            }
         }
+        assert!(compared > 900, "the clock kept stepping back");
     }
 
     proptest! {

@@ -281,6 +281,20 @@ mod tests {
         }
 
         #[test]
+        fn a_bad_byte_anywhere_in_a_long_token_is_found(
+            token in "[A-Za-z0-9._~+/-]{65,300}",
+            at in any::<prop::sample::Index>(),
+            bad in any::<u8>().prop_filter("outside b64token", |b| {
+                !b.is_ascii_alphanumeric() && !b"-._~+/=".contains(b)
+            }),
+        ) {
+            let mut bytes = token.into_bytes();
+            let at = 64 + at.index(bytes.len() - 64);
+            bytes[at] = bad;
+            prop_assert!(!is_b64token(&bytes));
+        }
+
+        #[test]
         fn never_panics_and_never_returns_foreign_bytes(value in "[ -~]{0,120}") {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 let mut map = HeaderMap::new();

@@ -195,6 +195,23 @@ mod tests {
     }
 
     #[test]
+    fn refuses_raw_bytes_outside_printable_ascii() {
+        for raw in [
+            &b"/caf\xc3\xa9"[..],
+            b"/a\x7f",
+            b"/a\x00",
+            b"/a b",
+            b"/\x80/x",
+        ] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::ForbiddenByte),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
     fn parameters_are_cut_for_routing() {
         assert_eq!(
             without_parameters("/admin;jsessionid=x/users"),
@@ -209,6 +226,21 @@ mod tests {
         /// normalisation wherever it answers.
         #[test]
         fn already_normal_paths_normalise_to_themselves(raw in "/[a-zA-Z0-9./%_~;#\\\\ -]{0,40}") {
+            if let Some(normal) = already_normal(raw.as_bytes()) {
+                prop_assert_eq!(normal, raw.as_str());
+                prop_assert_eq!(normalize_fully(raw.as_bytes()), Ok(raw.clone()));
+            }
+        }
+
+        /// The same, with the segments normalising is about put together.
+        #[test]
+        fn already_normal_paths_from_telling_segments(
+            segments in proptest::collection::vec(prop::sample::select(vec![
+                "", ".", "..", ".;x", "..;x", ".a", "a", "a;b", "%2e", "%41", "b\u{e9}",
+                "c\u{7f}", "d#", "e\\", "f\u{0}",
+            ]), 0..6)
+        ) {
+            let raw = format!("/{}", segments.join("/"));
             if let Some(normal) = already_normal(raw.as_bytes()) {
                 prop_assert_eq!(normal, raw.as_str());
                 prop_assert_eq!(normalize_fully(raw.as_bytes()), Ok(raw.clone()));
