@@ -1,14 +1,14 @@
 //! The text format of log lines. Every line looks as `tracing-subscriber`'s
 //! full format writes it; the access line, written once per request, is
 //! written here directly instead of through its general formatter, which
-//! spent about 14,000 instructions on each (ANSI styling that writes
+//! spent about 14,800 instructions on each (ANSI styling that writes
 //! nothing when colours are off, a `core::fmt` round per field), more than
 //! a tenth of a proxied request's (docs/benchmarks.md).
 //!
 //! Only what the access line holds takes the direct way: an event of the
-//! access target, outside any span, with no `message`, `r#` or `log.` field,
-//! to a writer without colours. Everything else, and every line at a
-//! terminal, goes to the full format unchanged.
+//! access target, outside any span, with no `message`, `r#` or `log.` field
+//! and no error value, to a writer without colours. Everything else, and
+//! every line at a terminal, goes to the full format unchanged.
 
 use std::fmt;
 

@@ -98,11 +98,13 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
 
 /// 128 random bits as 32 lower-case hex digits.
 pub fn new_request_id() -> String {
-    // Encoded on the stack: `hex::encode` builds its string a character
-    // at a time, a visible share of every request.
-    let mut digits = [0u8; 32];
+    // Encoded in place: `hex::encode` builds its string a character at a
+    // time, a visible share of every request.
+    let mut digits = vec![0u8; 32];
     let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits);
-    digits.iter().copied().map(char::from).collect()
+    // Hex digits are ASCII: the lossy way is never taken.
+    String::from_utf8(digits)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 // The engine copies and parses an inserted name whatever its type; a
