@@ -27,7 +27,9 @@ pub fn extract_bearer(
     }
     // One pass over the bytes for the usual well-formed token; the reason
     // for a refusal is worked out only when there is one.
-    let trimmed = trim_blanks(value.as_bytes());
+    // Spaces and tabs around the value (RFC 9110 §5.5): the only ASCII
+    // whitespace a header value can hold.
+    let trimmed = value.as_bytes().trim_ascii();
     let (scheme, rest) = match trimmed.iter().position(|b| *b == b' ') {
         Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
         None => (trimmed, &[][..]),
@@ -50,17 +52,6 @@ pub fn extract_bearer(
         return Err(AuthError::Invalid("oversized"));
     }
     Ok(Some(token))
-}
-
-/// The value without the spaces and tabs around it (RFC 9110 §5.5).
-fn trim_blanks(value: &[u8]) -> &[u8] {
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !blank(b))
-        .map_or(start, |i| i + 1);
-    &value[start..end]
 }
 
 /// Whether a byte may stand in `b64token` before its `=` padding. Range

@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -349,11 +349,8 @@ impl EdgeStream {
     ) -> Poll<std::io::Result<()>> {
         if self.pending.is_empty() {
             // Nothing held yet, so up to the whole hold in one read.
-            match self.poll_fill(cx, HOLD_BYTES) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            if ready!(self.poll_fill(cx, HOLD_BYTES))? == 0 {
+                return Poll::Ready(Ok(()));
             }
         }
         let Allowance::Chunked { body, .. } = &mut self.allowance else {
@@ -377,11 +374,8 @@ impl EdgeStream {
     /// bounded amount of) what follows without giving it to pingora.
     fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.eof && self.pending.len() < HOLD_BYTES {
-            match self.poll_fill(cx, HOLD_BYTES - self.pending.len()) {
-                Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            if ready!(self.poll_fill(cx, HOLD_BYTES - self.pending.len()))? == 0 {
+                self.eof = true;
             }
         }
         if self.eof && self.pending.is_empty() {
@@ -420,11 +414,7 @@ impl AsyncRead for EdgeStream {
         } else {
             // An end falls within this read: what lies past it stays held.
             if this.pending.is_empty() {
-                match this.poll_fill(cx, HOLD_BYTES) {
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
+                ready!(this.poll_fill(cx, HOLD_BYTES))?;
             }
             let n = room.min(this.pending.len());
             buf.put_slice(&this.pending[..n]);
