@@ -5,16 +5,28 @@
 //! runs it in the same run as the gateway, so "portcullis costs N× the
 //! engine" is a ratio from one run.
 //!
+//! With `BARE_PROMISES=1` it also does, through the engine's API, the
+//! per-request work the README promises on every route and the engine
+//! does not do by itself: `X-Forwarded-For`/`-Proto`/`-Host` and a fresh
+//! `X-Request-Id` to the upstream, the request id on the response, and the
+//! upstream's connect, read, write and idle timeouts (the gateway's
+//! defaults). The gap between the two floors is what those promises cost
+//! in the engine; the gap above the second is the gateway's own code.
+//!
 //! Usage: `bare_proxy LISTEN UPSTREAM [CERT KEY]` (with a certificate and
 //! key: TLS with HTTP/2 by ALPN, like the gateway). `BARE_THREADS` (default
 //! 1) and `BARE_WORK_STEALING` (default 1) set the engine's server options.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use http::header::HOST;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_core::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 #[global_allocator]
@@ -22,20 +34,74 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: std::net::SocketAddr,
+    /// The README's per-request promises, kept (`BARE_PROMISES=1`).
+    promises: Option<PeerOptions>,
 }
 
 #[async_trait]
 impl ProxyHttp for Bare {
-    type CTX = ();
+    /// The request id, when the promises are kept.
+    type CTX = String;
 
-    fn new_ctx(&self) {}
+    fn new_ctx(&self) -> String {
+        String::new()
+    }
 
-    async fn request_filter(&self, _session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        _session: &mut Session,
+        request_id: &mut String,
+    ) -> Result<bool> {
+        if self.promises.is_some() {
+            let mut digits = [0u8; 32];
+            let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits);
+            request_id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        }
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut String,
+    ) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if let Some(options) = &self.promises {
+            peer.options = options.clone();
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        request_id: &mut String,
+    ) -> Result<()> {
+        if self.promises.is_none() {
+            return Ok(());
+        }
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream.insert_header("x-forwarded-for", client.ip().to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get(HOST).cloned() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header("x-request-id", request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        request_id: &mut String,
+    ) -> Result<()> {
+        if self.promises.is_some() {
+            response.insert_header("x-request-id", request_id.as_str())?;
+        }
+        Ok(())
     }
 }
 
@@ -44,6 +110,16 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The gateway's default upstream timeouts (`[[upstreams]]`).
+fn promised_timeouts() -> PeerOptions {
+    let mut options = PeerOptions::new();
+    options.connection_timeout = Some(Duration::from_secs(2));
+    options.read_timeout = Some(Duration::from_secs(30));
+    options.write_timeout = Some(Duration::from_secs(30));
+    options.idle_timeout = Some(Duration::from_secs(60));
+    options
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +138,7 @@ fn main() -> anyhow::Result<()> {
     server.bootstrap();
     let bare = Bare {
         upstream: upstream.parse()?,
+        promises: (env_number("BARE_PROMISES", 0) == 1).then(promised_timeouts),
     };
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, bare);
     match (args.get(2), args.get(3)) {

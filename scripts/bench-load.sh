@@ -6,6 +6,9 @@
 # Scenarios (plain HTTP/1.1, keep-alive):
 #   direct              wrk → nginx, no proxy
 #   bare                a bare pingora proxy (examples/bare_proxy.rs): the floor
+#   promised            the same with the README's per-request promises made
+#                       through the engine's API (BARE_PROMISES=1: forwarding
+#                       headers, request ids, upstream timeouts)
 #   none                portcullis, auth = "none", RUST_LOG=warn (no access log)
 #   bare-nosteal        both with `work_stealing = false` (pingora's runtime
 #   none-nosteal        per thread instead of the work-stealing one)
@@ -96,12 +99,13 @@ start_gateway() {
 start_bare() { # NAME [CERT KEY]
   local name=$1; shift
   PORT[$name]=$(free_port)
-  BARE_WORK_STEALING=${STEAL:-1} taskset -c 0 "$BARE_BIN" "127.0.0.1:${PORT[$name]}" "127.0.0.1:$UP_PORT" "$@" 2>"$WORK/$name.log" &
+  BARE_WORK_STEALING=${STEAL:-1} BARE_PROMISES=${PROMISES:-0} taskset -c 0 "$BARE_BIN" "127.0.0.1:${PORT[$name]}" "127.0.0.1:$UP_PORT" "$@" 2>"$WORK/$name.log" &
   PID[$name]=$!; PIDS+=($!)
 }
 start_gateway gw warn
 start_gateway gwlog "${LOG_LEVEL:-info}"
 start_bare bare
+PROMISES=1 start_bare promised
 # The engine's runtime without work stealing (one runtime per thread).
 start_gateway gwns warn "work_stealing = false"
 STEAL=0 start_bare barens
@@ -231,6 +235,7 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   run direct "" "http://127.0.0.1:$UP_PORT/none"
   run bare bare "$(url bare /none)"
+  run promised promised "$(url promised /none)"
   run none gw "$(url gw /none)"
   run none-log gwlog "$(url gwlog /none)"
   run bare-nosteal barens "$(url barens /none)"
@@ -292,13 +297,13 @@ def spread(a, b):
     return f"{statistics.median(r):.3f} (rounds {min(r):.3f}–{max(r):.3f})" if r else "-"
 peers = {"none": "haproxy-none", "none-log": "haproxy-none", "hs256": "haproxy-hs256",
          "hs256-log": "haproxy-hs256", "es256": "haproxy-es256", "rs256": "haproxy-rs256",
-         "bare": "haproxy-none"}
+         "bare": "haproxy-none", "promised": "haproxy-none"}
 for mode in ("keepalive", "handshake", "h2"):
     peers[f"tls-portcullis-{mode}"] = f"tls-haproxy-{mode}"
     peers[f"tls-bare-{mode}"] = f"tls-haproxy-{mode}"
 print(f"{len(next(iter(rows.values())))} interleaved rounds, medians\n")
-print("| scenario | req/s | p50 ms | p99 ms | CPU µs/req | vs bare pingora | vs `none` | vs HAProxy, same check | cache misses |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| scenario | req/s | p50 ms | p99 ms | CPU µs/req | vs bare pingora | vs bare + promises | vs `none` | vs HAProxy, same check | cache misses |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for name, r in rows.items():
     c = cpu(name)
     p50 = med(ms(x[1]) for x in r if x[1] != "-")
@@ -306,15 +311,20 @@ for name, r in rows.items():
     tls = name.startswith("tls-")
     floor = ("tls-bare-" + name.split("-")[-1]) if tls else {"none-nosteal": "bare-nosteal"}.get(name, "bare")
     vs_bare = ratio(name, floor) if not name.startswith(("haproxy", "tls-haproxy")) and name not in ("bare", floor) else "-"
-    vs_none = ratio(name, "none") if not tls and not name.startswith(("haproxy", "bare")) else "-"
+    vs_promised = (ratio(name, "promised") if not tls and "nosteal" not in name
+                   and not name.startswith(("haproxy", "bare", "promised")) else "-")
+    vs_none = ratio(name, "none") if not tls and not name.startswith(("haproxy", "bare", "promised")) else "-"
     missed = "/".join(x[4] for x in r) if r[0][4] != "-" else "-"
     fmt = lambda v: f"{v:.2f}" if v is not None else "-"
     fmt1 = lambda v: f"{v:.1f}" if v is not None else "-"
     print(f"| {name} | {med(x[0] for x in r):.0f} | {fmt(p50)} | {fmt(p99)} | {fmt1(c)} | "
-          f"{vs_bare} | {vs_none} | {ratio(name, peers.get(name, ''))} | {missed} |")
+          f"{vs_bare} | {vs_promised} | {vs_none} | {ratio(name, peers.get(name, ''))} | {missed} |")
 print()
 print(f"none / bare: {spread('none', 'bare')}")
 print(f"hs256 / bare: {spread('hs256', 'bare')}")
+print(f"bare + promises / bare: {spread('promised', 'bare')}")
+print(f"none / bare + promises: {spread('none', 'promised')}")
+print(f"hs256 / bare + promises: {spread('hs256', 'promised')}")
 print(f"access log on / off: none {spread('none-log', 'none')}, hs256 {spread('hs256-log', 'hs256')}")
 PY
 
