@@ -241,11 +241,14 @@ impl ProxyHttp for Gateway {
             headers::strip_gateway_credentials(upstream, runtime, false);
         }
         if let Some(identity) = &ctx.identity {
-            for (name, value) in &identity.forwarded {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
+            // Removed first: the engine's copy of the request has no room
+            // to spare, and the slot it frees saves the first insert a
+            // reallocation. No identity header may be `Authorization`.
             if !runtime.identity.forward_token {
                 upstream.remove_header(&AUTHORIZATION);
+            }
+            for (name, value) in &identity.forwarded {
+                upstream.insert_header(name.clone(), value.clone())?;
             }
         }
         client_addr::resolve_client(session, ctx);
