@@ -2,15 +2,16 @@
 # Instructions per request, counted by callgrind: the bare engine
 # (examples/bare_proxy.rs), alone and with the README's per-request
 # promises made through the engine's API (`promised`: forwarding headers,
-# request ids, upstream timeouts; see the example's header); portcullis
-# on an `auth = "none"` route and on an `auth = "required"` route with a
-# token of each algorithm (HS256, EdDSA, ES256, RS256), log off; and
-# `none` and HS256 again with the access log on. Each runs behind the
-# same loopback nginx. Unlike CPU time, an instruction count does not
-# swing from run to run on a shared machine, so it shows changes of a few
-# percent that the load benchmark (scripts/bench-load.sh) cannot; it
-# counts user-space work only (the kernel's share of a request, the same
-# for every proxy here, is not in it).
+# request ids, upstream timeouts; see the example's header), each with
+# the `none` request and with the HS256 request; portcullis on an
+# `auth = "none"` route and on an `auth = "required"` route with a token
+# of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
+# HS256 again with the access log on. Each runs behind the same loopback
+# nginx. Unlike CPU time, an instruction count does not swing from run to
+# run on a shared machine, so it shows changes of a few percent that the
+# load benchmark (scripts/bench-load.sh) cannot; it counts user-space
+# work only (the kernel's share of a request, the same for every proxy
+# here, is not in it).
 #
 # Each proxy runs under valgrind; ab sends WARMUP keep-alive requests,
 # the counters are zeroed, then REQUESTS more are counted.
@@ -84,8 +85,15 @@ count() {
 # No access log: this counts the request path, not the log writer.
 export RUST_LOG=warn
 BARE_PORT=$(free_port)
+# Each floor twice: with the request `none` gets, and with the HS256
+# request (its `Authorization` header is work for the engine too).
+BEARER="Authorization: Bearer ${TOKEN[hs256]}"
 count bare "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
-BARE_PROMISES=1 count promised "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+count bare-bearer "$BARE_PORT" /auth "$BEARER" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+export BARE_PROMISES=1
+count promised "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+count promised-bearer "$BARE_PORT" /auth "$BEARER" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+unset BARE_PROMISES
 count none "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 # The warm-up fills the verified-token cache, so the counted requests of
 # every algorithm are cache hits: their counts should match HS256's.
@@ -96,11 +104,14 @@ done
 # The access log at the default level (text, stderr to a file), as in
 # the load benchmark's `-log` scenarios; the writer thread is counted too.
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
-RUST_LOG=info count hs256-log "$GW_PORT" /auth "Authorization: Bearer ${TOKEN[hs256]}" -- "$BIN" serve --config "$WORK/gateway.toml"
+RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
 
-printf '%-10s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare promised none hs256 eddsa es256 rs256 none-log hs256-log; do
-  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare]}" -v p="${PER_REQUEST[promised]}" \
-    -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
-    'BEGIN {printf "%-10s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
+# Each scenario against the floors that got the same request: `bare` and
+# `promised` for `none`, their `-bearer` runs for a request with a token.
+printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
+for name in bare bare-bearer promised promised-bearer none hs256 eddsa es256 rs256 none-log hs256-log; do
+  case $name in none | none-log | bare | promised) floor="" ;; *) floor=-bearer ;; esac
+  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
+    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
+    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
 done
