@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: every proxy on core 0 (one worker thread), wrk / h2load and
 # a loopback nginx upstream on core 1, all scenarios interleaved round by
-# round in one run, so that machine noise hits every scenario alike.
+# round in one run, so that machine noise hits every scenario alike; each
+# round in a fresh random order, each run after one unmeasured second.
 #
 # Scenarios (plain HTTP/1.1, keep-alive):
 #   direct              wrk → nginx, no proxy
@@ -33,8 +34,10 @@
 #
 # Prints, per scenario, medians of req/s, p50/p99 latency and the proxy's
 # CPU time per request (utime+stime of its whole process over the run ÷
-# requests), ratios to `bare`, to `none` and to HAProxy on the same check,
-# and the verified-token cache misses of each authenticated scenario.
+# requests), ratios to the floors that got the same request (`bare`,
+# `promised` or their `-bearer` runs), to `none` and to HAProxy on the
+# same check, and the verified-token cache misses of each measured run of
+# an authenticated scenario (the unmeasured second takes the first).
 #
 # Usage: [COMPARE=0] [TLS=0] [MEMORY=0] [IDLE=10000] [BASELINE_BIN=path]
 #        scripts/bench-load.sh [ROUNDS=5] [SECONDS=4] [CONNECTIONS=32]
@@ -202,6 +205,9 @@ run() {
   local name=$1 proc=$2 url=$3; shift 3
   local pid="" before=0 after=0 out m0="" m1=""
   [ -n "$proc" ] && pid=${PID[$proc]}
+  # One unmeasured second first, on fresh connections like the measured
+  # run, so no run pays for its process having sat idle.
+  timeout 20 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "$@" "$url" >/dev/null
   [[ $proc == gw* ]] && m0=$(misses "$proc")
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(timeout $((SECONDS_PER_RUN + 20)) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" "$url")
@@ -221,6 +227,7 @@ run() {
 # run_h2 NAME PROC URL: one bounded h2load run (HTTP/2 over TLS).
 run_h2() {
   local name=$1 proc=$2 url=$3 before after out requests rps
+  timeout 20 taskset -c 1 h2load -c4 -m16 -D 1 "$url" >/dev/null
   before=$(cpu_ticks "${PID[$proc]}")
   out=$(timeout $((SECONDS_PER_RUN + 20)) taskset -c 1 h2load -c4 -m16 -D "$SECONDS_PER_RUN" "$url")
   after=$(cpu_ticks "${PID[$proc]}")
@@ -234,50 +241,63 @@ run_h2() {
 
 bearer() { echo "Authorization: Bearer ${TOKEN[$1]}"; }
 url() { echo "http://127.0.0.1:${PORT[$1]}$2"; }
+# The scenarios, each a `run` or `run_h2` command line. Every round runs
+# them all in a fresh random order, so no scenario always comes first
+# after its process sat idle or always follows the same neighbour: in a
+# fixed order, the first run of each process in a round came out the
+# costliest in every round.
+SCENARIOS=()
+scenario() { # RUNNER NAME PROC URL [wrk args…]
+  SCENARIOS+=("$(printf '%q ' "$@")")
+  echo "$2" >> "$WORK/order"
+}
+scenario run direct "" "http://127.0.0.1:$UP_PORT/none"
+scenario run bare bare "$(url bare /none)"
+scenario run promised promised "$(url promised /none)"
+scenario run bare-bearer bare "$(url bare /auth)" -H "$(bearer hs256)"
+scenario run promised-bearer promised "$(url promised /auth)" -H "$(bearer hs256)"
+scenario run none gw "$(url gw /none)"
+scenario run none-log gwlog "$(url gwlog /none)"
+scenario run bare-nosteal barens "$(url barens /none)"
+scenario run none-nosteal gwns "$(url gwns /none)"
+scenario run hs256 gw "$(url gw /auth)" -H "$(bearer hs256)"
+scenario run hs256-log gwlog "$(url gwlog /auth)" -H "$(bearer hs256)"
+scenario run eddsa gw "$(url gw /auth)" -H "$(bearer eddsa)"
+scenario run es256 gw "$(url gw /auth)" -H "$(bearer es256)"
+scenario run rs256 gw "$(url gw /auth)" -H "$(bearer rs256)"
+if [ "$COMPARE" = 1 ]; then
+  scenario run haproxy-none haproxy "http://127.0.0.1:${HAP_PORT[none]}/none"
+  for alg in hs256 es256 rs256; do
+    scenario run "haproxy-$alg" haproxy "http://127.0.0.1:${HAP_PORT[$alg]}/auth" -H "$(bearer "$alg")"
+  done
+fi
+if [ -n "${BASELINE_BIN:-}" ]; then scenario run baseline baseline "$(url baseline /auth)" -H "$(bearer hs256)"; fi
+if [ "$TLS" = 1 ]; then
+  for proxy in gwtls baretls haproxy; do
+    port=${PORT[$proxy]}; [ "$proxy" = haproxy ] && port=${HAP_PORT[tls]}
+    label=${proxy/gwtls/portcullis}; label=${label/baretls/bare}
+    scenario run "tls-$label-keepalive" "$proxy" "https://127.0.0.1:$port/none"
+    scenario run "tls-$label-handshake" "$proxy" "https://127.0.0.1:$port/none" -H "Connection: close"
+    scenario run_h2 "tls-$label-h2" "$proxy" "https://127.0.0.1:$port/none"
+  done
+fi
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
-  run direct "" "http://127.0.0.1:$UP_PORT/none"
-  run bare bare "$(url bare /none)"
-  run promised promised "$(url promised /none)"
-  run bare-bearer bare "$(url bare /auth)" -H "$(bearer hs256)"
-  run promised-bearer promised "$(url promised /auth)" -H "$(bearer hs256)"
-  run none gw "$(url gw /none)"
-  run none-log gwlog "$(url gwlog /none)"
-  run bare-nosteal barens "$(url barens /none)"
-  run none-nosteal gwns "$(url gwns /none)"
-  run hs256 gw "$(url gw /auth)" -H "$(bearer hs256)"
-  run hs256-log gwlog "$(url gwlog /auth)" -H "$(bearer hs256)"
-  run eddsa gw "$(url gw /auth)" -H "$(bearer eddsa)"
-  run es256 gw "$(url gw /auth)" -H "$(bearer es256)"
-  run rs256 gw "$(url gw /auth)" -H "$(bearer rs256)"
-  if [ "$COMPARE" = 1 ]; then
-    run haproxy-none haproxy "http://127.0.0.1:${HAP_PORT[none]}/none"
-    for alg in hs256 es256 rs256; do
-      run "haproxy-$alg" haproxy "http://127.0.0.1:${HAP_PORT[$alg]}/auth" -H "$(bearer "$alg")"
-    done
-  fi
-  if [ -n "${BASELINE_BIN:-}" ]; then run baseline baseline "$(url baseline /auth)" -H "$(bearer hs256)"; fi
-  if [ "$TLS" = 1 ]; then
-    for proxy in gwtls baretls haproxy; do
-      port=${PORT[$proxy]}; [ "$proxy" = haproxy ] && port=${HAP_PORT[tls]}
-      label=${proxy/gwtls/portcullis}; label=${label/baretls/bare}
-      run "tls-$label-keepalive" "$proxy" "https://127.0.0.1:$port/none"
-      run "tls-$label-handshake" "$proxy" "https://127.0.0.1:$port/none" -H "Connection: close"
-      run_h2 "tls-$label-h2" "$proxy" "https://127.0.0.1:$port/none"
-    done
-  fi
+  for i in $(shuf -i 0-$((${#SCENARIOS[@]} - 1))); do eval "${SCENARIOS[$i]}"; done
 done
 
 # Medians per scenario; CPU per request relative to bare pingora, to
 # `none` and to HAProxy on the same check, each the median of the ratios
 # within a round (runs seconds apart), not a ratio of medians taken from
 # different rounds.
-python3 - "$WORK/results" <<'PY'
+python3 - "$WORK/results" "$WORK/order" <<'PY'
 import statistics, sys
-rows = {}
+runs = {}
 for line in open(sys.argv[1]):
     name, rps, p50, p99, cpu, missed = line.split()
-    rows.setdefault(name, []).append((float(rps), p50, p99, float(cpu), missed))
+    runs.setdefault(name, []).append((float(rps), p50, p99, float(cpu), missed))
+# The scenarios in the order they were declared, not the order they ran.
+rows = {name: runs[name] for name in open(sys.argv[2]).read().split() if name in runs}
 def ms(v):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
