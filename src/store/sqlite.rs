@@ -559,17 +559,19 @@ mod tests {
 
     #[test]
     fn a_poll_of_the_change_log_reuses_its_compiled_statement() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_and_migrate(&dir.path().join("state.db")).unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut conn = open_and_migrate(&dir.path().join("state.db")).expect("store");
         // New values for both parameters, as the follower binds after each
         // batch and a resync binds another limit.
         for (after, limit) in [(0, 1000), (7, 1000), (7, 10), (42, 1)] {
             assert!(matches!(
-                read_changes(&mut conn, after, limit).unwrap(),
+                read_changes(&mut conn, after, limit).expect("read"),
                 Batch::Changes { .. }
             ));
         }
-        let stmt = conn.prepare_cached(CHANGES_AFTER).unwrap();
+        let stmt = conn
+            .prepare_cached(CHANGES_AFTER)
+            .expect("cached statement");
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
         assert_eq!(stmt.get_status(StatementStatus::Run), 4);
     }
