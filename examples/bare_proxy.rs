@@ -12,6 +12,8 @@
 //! upstream's connect, read, write and idle timeouts (the gateway's
 //! defaults). The gap between the two floors is what those promises cost
 //! in the engine; the gap above the second is the gateway's own code.
+//! `BARE_PROMISES=headers` or `=timeouts` keeps only one kind, to tell
+//! their costs apart.
 //!
 //! Usage: `bare_proxy LISTEN UPSTREAM [CERT KEY]` (with a certificate and
 //! key: TLS with HTTP/2 by ALPN, like the gateway). `BARE_THREADS` (default
@@ -34,13 +36,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: std::net::SocketAddr,
-    /// The README's per-request promises, kept (`BARE_PROMISES=1`).
-    promises: Option<PeerOptions>,
+    /// The forwarding headers and request ids, set.
+    headers: bool,
+    /// The upstream timeouts, set.
+    timeouts: Option<PeerOptions>,
 }
 
 #[async_trait]
 impl ProxyHttp for Bare {
-    /// The request id, when the promises are kept.
+    /// The request id, when the headers are kept.
     type CTX = String;
 
     fn new_ctx(&self) -> String {
@@ -52,7 +56,7 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         request_id: &mut String,
     ) -> Result<bool> {
-        if self.promises.is_some() {
+        if self.headers {
             let mut digits = [0u8; 32];
             let _ = hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits);
             request_id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
@@ -66,7 +70,7 @@ impl ProxyHttp for Bare {
         _ctx: &mut String,
     ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.upstream, false, String::new());
-        if let Some(options) = &self.promises {
+        if let Some(options) = &self.timeouts {
             peer.options = options.clone();
         }
         Ok(Box::new(peer))
@@ -78,7 +82,7 @@ impl ProxyHttp for Bare {
         upstream: &mut RequestHeader,
         request_id: &mut String,
     ) -> Result<()> {
-        if self.promises.is_none() {
+        if !self.headers {
             return Ok(());
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
@@ -98,7 +102,7 @@ impl ProxyHttp for Bare {
         response: &mut ResponseHeader,
         request_id: &mut String,
     ) -> Result<()> {
-        if self.promises.is_some() {
+        if self.headers {
             response.insert_header("x-request-id", request_id.as_str())?;
         }
         Ok(())
@@ -136,9 +140,18 @@ fn main() -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
+    let promises = std::env::var("BARE_PROMISES").unwrap_or_default();
+    let (headers, timeouts) = match promises.as_str() {
+        "" | "0" => (false, false),
+        "1" => (true, true),
+        "headers" => (true, false),
+        "timeouts" => (false, true),
+        other => anyhow::bail!("BARE_PROMISES={other}: expected 0, 1, headers or timeouts"),
+    };
     let bare = Bare {
         upstream: upstream.parse()?,
-        promises: (env_number("BARE_PROMISES", 0) == 1).then(promised_timeouts),
+        headers,
+        timeouts: timeouts.then(promised_timeouts),
     };
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, bare);
     match (args.get(2), args.get(3)) {

@@ -93,6 +93,9 @@ count bare-bearer "$BARE_PORT" /auth "$BEARER" -- "$BARE_BIN" "127.0.0.1:$BARE_P
 export BARE_PROMISES=1
 count promised "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
 count promised-bearer "$BARE_PORT" /auth "$BEARER" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+# The promises one kind at a time: what each costs in the engine.
+BARE_PROMISES=headers count promised-headers "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
+BARE_PROMISES=timeouts count promised-timeouts "$BARE_PORT" /none "" -- "$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT"
 unset BARE_PROMISES
 count none "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 # The warm-up fills the verified-token cache, so the counted requests of
@@ -109,8 +112,8 @@ RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --confi
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
 printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer none hs256 eddsa es256 rs256 none-log hs256-log; do
-  case $name in none | none-log | bare | promised) floor="" ;; *) floor=-bearer ;; esac
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log; do
+  case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
     -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
     'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
