@@ -19,7 +19,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::proxy::access_log::ACCESS_TARGET;
+use crate::log_queue::ACCESS_TARGET;
 
 /// `tracing-subscriber`'s full text format, with the access line written
 /// directly (same bytes).

@@ -19,6 +19,11 @@ use std::time::Duration;
 
 use crate::metrics::METRICS;
 
+/// The access line's target: operators filter on it (`RUST_LOG`), and
+/// `log_line` writes its lines directly. It lives here, below both the
+/// proxy that logs access lines and the formatter that writes them.
+pub const ACCESS_TARGET: &str = "portcullis::access";
+
 /// Bytes of log lines held for the writer; past this, lines are dropped.
 pub const DEFAULT_CAPACITY: usize = 4 * 1024 * 1024;
 

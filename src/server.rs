@@ -71,7 +71,7 @@ pub fn build(
     let view = background.open_view(&runtime)?;
     // Upstream names, resolved before the first request; one that does
     // not resolve yet is retried by `follow_dns`.
-    background.block_on(crate::config::runtime::upstream::resolve_all(&runtime));
+    background.block_on(runtime.resolve_upstreams());
     let certificate = match &settings.tls {
         Some(files) => Some(Arc::new(
             ReloadableCert::load(files).map_err(StartError::Tls)?,

@@ -97,7 +97,7 @@ impl AppState {
                 let current = self.runtime.load();
                 // Names resolved (by the resolver in use) before the swap,
                 // so no request meets an empty pool.
-                crate::config::runtime::upstream::resolve_fresh(&current, &fresh);
+                fresh.resolve_upstreams_after(&current);
                 let needs_restart = restart_only_changes(&current, &fresh);
                 // Listeners and the store stay as they are until a restart.
                 fresh.server = current.server.clone();

@@ -6,13 +6,10 @@
 use pingora_core::{Error, ErrorSource};
 use pingora_proxy::Session;
 
-use super::client_addr::resolve_client;
-use super::RequestContext;
+use super::context::RequestContext;
 use crate::metrics::UNROUTED;
 
-/// The access line's target: operators filter on it (`RUST_LOG`), and
-/// `log_line` writes its lines directly.
-pub const ACCESS_TARGET: &str = "portcullis::access";
+pub use crate::log_queue::ACCESS_TARGET;
 
 /// The failure lines' target: operators filter on it (`RUST_LOG`), so it
 /// stays what it has always been, wherever the code lives.
@@ -41,7 +38,7 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
     {
         return;
     }
-    resolve_client(session, ctx);
+    ctx.resolve_client(session);
     let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
     let client = ctx.client.as_ref().map(|c| c.ip);
     tracing::info!(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use http::header::HOST;
 use pingora_http::RequestHeader;
 
+use super::context::RequestContext;
 use super::respond::Refusal;
-use super::RequestContext;
 use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;

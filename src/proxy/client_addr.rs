@@ -12,9 +12,6 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use pingora_proxy::Session;
-
-use super::RequestContext;
 use crate::config::runtime::trusted::TrustedProxies;
 
 /// The client as far as the trusted chain vouches for it.
@@ -134,16 +131,6 @@ fn node_address(node: &str) -> Option<IpAddr> {
         return rest.split_once(']')?.0.parse().ok();
     }
     node.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
-}
-
-/// Resolves the request's client into `ctx.client` on first use: a retry
-/// and the access log ask again.
-pub(crate) fn resolve_client(session: &Session, ctx: &mut RequestContext) {
-    if ctx.client.is_none() {
-        if let Some(runtime) = &ctx.runtime {
-            ctx.client = of_session(session, &runtime.server.trusted_proxies);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admission;
 pub mod chunked;
 pub mod client_addr;
+pub mod context;
 pub mod cors;
 pub mod edge;
 pub mod endpoints;
@@ -30,45 +31,13 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::{unix_now, VerifiedToken};
-use crate::config::runtime::router::Route;
+use crate::auth::unix_now;
 use crate::config::Runtime;
 use crate::state::AppState;
+pub use context::RequestContext;
 use respond::{Refusal, ERROR, REQUEST_ID, REQUEST_ID_HEADER};
 
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
-
-/// Per-request state, written by `request_filter` and read by later hooks.
-pub struct RequestContext {
-    pub request_id: String,
-    pub started: Instant,
-    /// The configuration this request started with, kept until it ends.
-    pub runtime: Option<Arc<Runtime>>,
-    pub route: Option<Arc<Route>>,
-    /// Written only by authentication, read only by header injection.
-    pub identity: Option<Arc<VerifiedToken>>,
-    /// The normalised path plus the original query, for the upstream.
-    pub upstream_uri: Option<http::Uri>,
-    /// The contract code of a refusal, or `ok`.
-    pub outcome: &'static str,
-    /// The gateway answered one of its own endpoints: its route label.
-    pub endpoint: Option<&'static str>,
-    /// A token whose signature and claims verified, kept even when a later
-    /// check refused it, so the log names whom a refusal concerned.
-    pub verified: Option<Arc<VerifiedToken>>,
-    /// The authentication decision on a route that looks at tokens.
-    pub decision: Option<&'static str>,
-    /// When the upstream was chosen, for the upstream latency.
-    pub upstream_started: Option<Instant>,
-    /// The target of the current attempt.
-    pub backend: Option<pingora_load_balancing::Backend>,
-    pub connect_attempts: usize,
-    /// Every target of the pool is down: 503, not 502.
-    pub no_healthy_target: bool,
-    /// The client address, resolved once through the trusted proxies for
-    /// both `X-Forwarded-For` and the access log.
-    pub client: Option<client_addr::ClientAddress>,
-}
 
 /// The proxy: reads the current configuration (swapped whole on reload)
 /// and the revocation view from the shared state.
@@ -89,23 +58,7 @@ impl ProxyHttp for Gateway {
     type CTX = Box<RequestContext>;
 
     fn new_ctx(&self) -> Box<RequestContext> {
-        Box::new(RequestContext {
-            request_id: String::new(),
-            started: Instant::now(),
-            runtime: None,
-            route: None,
-            identity: None,
-            upstream_uri: None,
-            outcome: "ok",
-            endpoint: None,
-            verified: None,
-            decision: None,
-            upstream_started: None,
-            backend: None,
-            connect_attempts: 0,
-            no_healthy_target: false,
-            client: None,
-        })
+        Box::new(RequestContext::new())
     }
 
     async fn request_filter(
@@ -251,7 +204,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
         }
-        client_addr::resolve_client(session, ctx);
+        ctx.resolve_client(session);
         headers::set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::header_name;
 use crate::auth::IdentityHeaders;
 use crate::config::raw::RawIdentity;
 use crate::config::runtime::headers::FORWARDING;
@@ -84,4 +83,16 @@ fn identity_header(
         return None;
     }
     Some(parsed)
+}
+
+/// A header name from the configuration, or an error at its position.
+pub(super) fn header_name(name: &Spanned<String>, sink: &mut Diagnostics) -> Option<HeaderName> {
+    let parsed = HeaderName::from_bytes(name.get_ref().as_bytes()).ok();
+    if parsed.is_none() {
+        sink.at(
+            name.span(),
+            format!("{:?} is not a valid header name", name.get_ref()),
+        );
+    }
+    parsed
 }

@@ -19,9 +19,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use http::HeaderName;
-use toml::Spanned;
-
 use crate::auth::Verifier;
 use crate::config::raw::RawConfig;
 use crate::config::runtime::headers::HeaderRules;
@@ -86,16 +83,4 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         login,
         cors,
     })
-}
-
-/// A header name from the configuration, or an error at its position.
-fn header_name(name: &Spanned<String>, sink: &mut Diagnostics) -> Option<HeaderName> {
-    let parsed = HeaderName::from_bytes(name.get_ref().as_bytes()).ok();
-    if parsed.is_none() {
-        sink.at(
-            name.span(),
-            format!("{:?} is not a valid header name", name.get_ref()),
-        );
-    }
-    parsed
 }

@@ -4,7 +4,7 @@
 
 use http::HeaderName;
 
-use super::header_name;
+use super::identity::header_name;
 use super::upstreams::{named_pool, Pools};
 use crate::config::raw::{RawLogin, RawSessions};
 use crate::config::runtime::cors::CorsTable;

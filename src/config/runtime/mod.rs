@@ -130,6 +130,45 @@ pub struct LoginSettings {
 }
 
 impl Runtime {
+    /// Resolves every pool once, before this configuration serves: at
+    /// start and on reload. Names that fail are retried by the server's DNS
+    /// loop (`server::follow_dns`).
+    pub async fn resolve_upstreams(&self) {
+        for pool in self.pools() {
+            pool.resolve().await;
+        }
+    }
+
+    /// On reload, from the reload's own thread (outside any async
+    /// runtime): this configuration takes the resolver `current` uses and
+    /// the addresses it already knows, then resolves its names.
+    pub fn resolve_upstreams_after(&self, current: &Runtime) {
+        let pools = self.pools();
+        if !pools.iter().any(|pool| pool.follows_dns()) {
+            return;
+        }
+        if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
+            for pool in &pools {
+                pool.set_resolver(Arc::clone(&resolver));
+            }
+        }
+        let before = current.pools();
+        for pool in &pools {
+            if let Some(previous) = before.iter().find(|p| p.name == pool.name) {
+                pool.inherit_addresses(previous);
+            }
+        }
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(resolving) => resolving.block_on(self.resolve_upstreams()),
+            Err(e) => {
+                tracing::warn!(target: "portcullis::proxy::discovery", "cannot resolve upstream names now ({e}); retrying in the background")
+            }
+        }
+    }
+
     /// Every upstream pool in use: by routes and by `[login]`, each once.
     pub fn pools(&self) -> Vec<Arc<UpstreamPool>> {
         let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();

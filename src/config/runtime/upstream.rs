@@ -198,44 +198,6 @@ impl UpstreamPool {
     }
 }
 
-/// Resolves every pool of `runtime` once, before it serves: at start and
-/// on reload. Names that fail are retried by the server's DNS loop
-/// (`server::follow_dns`).
-pub async fn resolve_all(runtime: &crate::config::Runtime) {
-    for pool in runtime.pools() {
-        pool.resolve().await;
-    }
-}
-
-/// On reload, from the reload's own thread (outside any async runtime):
-/// `fresh` takes the resolver `current` uses, then [`resolve_all`].
-pub fn resolve_fresh(current: &crate::config::Runtime, fresh: &crate::config::Runtime) {
-    let pools = fresh.pools();
-    if !pools.iter().any(|pool| pool.follows_dns()) {
-        return;
-    }
-    if let Some(resolver) = current.pools().first().map(|pool| pool.resolver()) {
-        for pool in &pools {
-            pool.set_resolver(Arc::clone(&resolver));
-        }
-    }
-    let before = current.pools();
-    for pool in &pools {
-        if let Some(previous) = before.iter().find(|p| p.name == pool.name) {
-            pool.inherit_addresses(previous);
-        }
-    }
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(resolving) => resolving.block_on(resolve_all(fresh)),
-        Err(e) => {
-            tracing::warn!(target: "portcullis::proxy::discovery", "cannot resolve upstream names now ({e}); retrying in the background")
-        }
-    }
-}
-
 /// Sets `portcullis_upstream_target_healthy` for every target of `pools`
 /// (a name without an address yet is a target at 0, as `host:port`) and
 /// drops the series of addresses a pool no longer has (a name that moved):

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use http::Method;
 use pingora_proxy::Session;
 
+use super::context::RequestContext;
 use super::respond::Refusal;
-use super::RequestContext;
 use crate::config::Runtime;
 use crate::state::AppState;
 
@@ -100,7 +100,7 @@ pub async fn serve(
     let reply = match endpoint {
         Endpoint::Login => {
             // Resolved into the context: the access log reuses it.
-            super::client_addr::resolve_client(session, ctx);
+            ctx.resolve_client(session);
             let client = ctx.client.as_ref();
             return login::serve(state, runtime, session, &ctx.request_id, client).await;
         }

@@ -1,0 +1,97 @@
+//! What is wrong with a configuration file: each problem located by file,
+//! line and column, collected so that every one is reported at once.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One problem in a configuration file, located by line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Invalid(list) => list,
+            Self::Read { .. } => &[],
+        }
+    }
+}
+
+fn render(list: &[Diagnostic]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Collects diagnostics with positions computed from byte spans.
+pub(crate) struct Diagnostics<'a> {
+    file: &'a Path,
+    text: &'a str,
+    list: Vec<Diagnostic>,
+    /// Resolve upstream target names too (`check --resolve`); loading
+    /// otherwise never touches DNS.
+    pub(crate) resolve: bool,
+}
+
+impl<'a> Diagnostics<'a> {
+    pub(crate) fn new(file: &'a Path, text: &'a str, resolve: bool) -> Self {
+        Self {
+            file,
+            text,
+            list: Vec::new(),
+            resolve,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn into_list(self) -> Vec<Diagnostic> {
+        self.list
+    }
+
+    pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.list.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
