@@ -150,27 +150,40 @@ enum AdminAction {
     },
     /// Log a user out everywhere: every token they hold dies.
     RevokeUser {
+        /// The user's subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
         sub: String,
     },
     /// Refuse a user with 403 account_disabled until enabled again.
     Disable {
+        /// The user's subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
         sub: String,
     },
     Enable {
+        /// The user's subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
         sub: String,
     },
     /// A user's sessions (devices).
     Sessions {
+        /// The user's subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
         sub: String,
     },
     /// End one session: its refresh token stops working and its access
     /// tokens are revoked.
     EndSession {
+        /// The session id, as `admin sessions` lists it. Ids are base64url
+        /// and may begin with `-`, so a leading hyphen is part of the value.
+        #[arg(allow_hyphen_values = true)]
         sid: String,
     },
     /// Trusted issuance: open a session for a user another service
     /// authenticated, and print the token pair.
     Issue {
+        /// The user's subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
         sub: String,
         /// Comma-separated roles.
         #[arg(long, value_delimiter = ',')]

@@ -436,6 +436,15 @@ fn the_admin_command_line_says_what_is_wrong_and_covers_sessions_reload_and_issu
     assert!(text.starts_with("zoe has 1 session(s)"), "{text}");
     assert!(text.contains(&sid) && text.contains("ci runner"), "{text}");
 
+    // Session ids are base64url, so one may begin with `-`: it is a value,
+    // never read as a flag.
+    let hyphen = admin(Some(ADMIN_TOKEN), &["end-session", "-jNoSuchSession"]);
+    assert_eq!(
+        String::from_utf8_lossy(&hyphen.stdout).trim(),
+        "refused (404 not_found): no such session"
+    );
+    assert_eq!(hyphen.status.code(), Some(1));
+
     let ended = admin(Some(ADMIN_TOKEN), &["end-session", &sid]);
     assert!(ended.status.success(), "{}", stderr(&ended));
     assert_eq!(
