@@ -20,6 +20,7 @@ use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
 mod claims;
+mod forwarded;
 mod legacy;
 
 /// `(name, raw request, status, code)`.
