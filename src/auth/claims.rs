@@ -29,8 +29,10 @@ pub struct AccessClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     /// The user's token version when the token was issued. Other issuers
-    /// use `ver` for their own purposes (`"2.0"`): anything but a number
-    /// reads as absent, and external tokens have it cleared after checks.
+    /// use `ver` for their own purposes (`"2.0"`): anything but a `u64`
+    /// reads as absent here, external tokens have it cleared after checks,
+    /// and the verifier refuses the gateway's own tokens whose `ver` is
+    /// present but not a whole number in 0..2^63.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -76,7 +78,12 @@ fn number_or_nothing<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Accept `"admin"` as well as `["admin"]` for `roles`: identity providers
-/// write both.
+/// write both (oauth2-proxy and Spring Security read a lone string too).
+/// A string is exactly one role, never split: `"admin user"` is the role
+/// `admin user`, not `admin`; a `,` in it makes the token `token_invalid`
+/// (see `IdentityHeaders::headers_for`). Any other type (`null`, a
+/// number, an object, an array holding anything but strings) fails to
+/// deserialize and is `token_invalid` too.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

@@ -202,6 +202,7 @@ impl Verifier {
         if claims.jti.is_empty() || claims.iat == 0 {
             return Err(AuthError::Invalid("missing_claim"));
         }
+        check_own_version(token, &claims)?;
         Ok(claims)
     }
 
@@ -296,6 +297,39 @@ fn unverified_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+/// The largest `ver` a user record can hold (the stores keep it as a
+/// signed 64-bit integer).
+const MAX_VERSION: u64 = i64::MAX as u64;
+
+/// `ver` in the gateway's own tokens is absent or a whole number in
+/// 0..2^63. Anything else (`"1"`, `1.5`, `-1`, `null`, 2^63) would read
+/// as no version at all and skip the logout-everywhere check that `ver`
+/// exists for, so it is `token_invalid`. Claims hold `None` both for an
+/// absent `ver` and for one that is not a `u64`: only then is the payload
+/// read again, to tell the two apart (the gateway's tokens always carry
+/// one, so a well-formed token never pays for it).
+fn check_own_version(token: &str, claims: &AccessClaims) -> Result<(), AuthError> {
+    match claims.ver {
+        Some(ver) if ver > MAX_VERSION => Err(AuthError::Invalid("ver")),
+        Some(_) => Ok(()),
+        None if payload_has_member(token, "ver") => Err(AuthError::Invalid("ver")),
+        None => Ok(()),
+    }
+}
+
+/// Whether the (already verified) payload names `member`, whatever its value.
+fn payload_has_member(token: &str, member: &str) -> bool {
+    let payload = token.split('.').nth(1).unwrap_or("");
+    URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+        })
+        // Unreadable here after it decoded once: refuse rather than guess.
+        .is_none_or(|map| map.contains_key(member))
 }
 
 /// Header members refused by their mere presence, whatever their value:

@@ -510,8 +510,10 @@ pub enum PathMatch {
     Standard,
     /// For backends (IIS and other Windows-era servers) that match paths
     /// case-insensitively and ignore trailing dots and spaces: the prefix
-    /// matches in any case, and a segment ending in `.` or a space is
-    /// refused, so `/ADMIN` or `/admin.` cannot slip past `/admin`.
+    /// matches in any case, and the spellings such a backend reads as
+    /// another path (a trailing `.` or space, `::$DATA` streams, 8.3 short
+    /// names, `%25`, escaped non-ASCII; `runtime::path::legacy_ambiguous`)
+    /// are refused, so `/ADMIN` or `/admin.` cannot slip past `/admin`.
     Legacy,
 }
 

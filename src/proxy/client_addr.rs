@@ -63,7 +63,7 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientAddress {
     let mut chain = vec![peer.to_canonical()];
     if trusted.contains(peer) {
-        for hop in listed_hops(headers).into_iter().rev() {
+        for hop in listed_hops(headers) {
             let Some(hop) = hop else { break };
             chain.push(hop.to_canonical());
             if !trusted.contains(hop) {
@@ -88,28 +88,42 @@ pub fn of_session(
     Some(resolve(peer, &session.req_header().headers, trusted))
 }
 
-/// The hops a proxy listed, left to right (`None` for one that is not an
-/// address, such as `unknown` or an obfuscated `_id`): `X-Forwarded-For`
-/// or `Forwarded`'s `for=`. A request with both names no hop: a trusted
-/// proxy writes one of them, and the other then came from the client, who
-/// could otherwise pick the one it wrote.
+/// The most hops read from a trusted peer's forwarding headers, from the
+/// right. A real chain of proxies is a handful long; a header listing
+/// thousands (each one a trusted address) would otherwise be parsed whole
+/// and sent upstream as an `X-Forwarded-For` as long. When all of them are
+/// trusted, the leftmost hop read is the client, as when a shorter list is
+/// trusted throughout (NGINX's `real_ip_recursive` does the same).
+pub const MAX_FORWARDED_HOPS: usize = 64;
+
+/// The hops a proxy listed, right to left, at most [`MAX_FORWARDED_HOPS`]
+/// (`None` for one that is not an address, such as `unknown` or an
+/// obfuscated `_id`): `X-Forwarded-For` or `Forwarded`'s `for=`. A request
+/// with both names no hop: a trusted proxy writes one of them, and the
+/// other then came from the client, who could otherwise pick the one it
+/// wrote.
 fn listed_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     if headers.contains_key("x-forwarded-for") && headers.contains_key("forwarded") {
         return Vec::new();
     }
-    let values = |name: &str| -> Vec<&str> {
-        headers
+    let rightmost = |name: &str| -> Vec<&str> {
+        let lines: Vec<&str> = headers
             .get_all(name)
             .iter()
             .map(|v| v.to_str().unwrap_or("\u{0}"))
-            .flat_map(|v| v.split(','))
+            .collect();
+        lines
+            .into_iter()
+            .rev()
+            .flat_map(|v| v.rsplit(','))
+            .take(MAX_FORWARDED_HOPS)
             .collect()
     };
-    let xff = values("x-forwarded-for");
+    let xff = rightmost("x-forwarded-for");
     if !xff.is_empty() {
         return xff.into_iter().map(node_address).collect();
     }
-    values("forwarded")
+    rightmost("forwarded")
         .into_iter()
         .map(|element| {
             element
@@ -191,6 +205,26 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "198.51.100.7, garbage, 10.0.0.2")]);
         let client = resolve(ip("10.0.0.1"), &h, &trusted(&["10.0.0.0/8"]));
         assert_eq!(client.ip, ip("10.0.0.2"));
+    }
+
+    /// Thousands of trusted hops: only the rightmost 64 are read, the
+    /// leftmost of those is the client, and the chain sent upstream is 65
+    /// long (those hops and the peer).
+    #[test]
+    fn a_trusted_chain_is_read_to_a_bound() {
+        let mut listed: Vec<String> = vec!["198.51.100.7".into()];
+        listed.extend((0..5000).map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1)));
+        let mut h = HeaderMap::new();
+        let (first, rest) = listed.split_at(2500);
+        for part in [first, rest] {
+            let value = HeaderValue::from_str(&part.join(", ")).expect("value");
+            h.append("x-forwarded-for", value);
+        }
+        let client = resolve(ip("10.255.0.1"), &h, &trusted(&["10.0.0.0/8"]));
+        assert_eq!(client.chain.len(), MAX_FORWARDED_HOPS + 1);
+        let leftmost_read = &listed[listed.len() - MAX_FORWARDED_HOPS];
+        assert_eq!(client.ip, ip(leftmost_read));
+        assert_eq!(client.chain.last(), Some(&ip("10.255.0.1")));
     }
 
     #[test]

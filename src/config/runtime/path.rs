@@ -100,6 +100,46 @@ pub fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(cut.join("/"))
 }
 
+/// Whether a backend that reads paths the way IIS and other Windows-era
+/// servers do could take the normalised `path` for another one: what a
+/// `match = "legacy"` route refuses. Such a backend folds case (the route
+/// matches in any case for that) and also
+/// - drops a trailing `.` or space of a segment or `;` piece (`/admin.`);
+/// - reads `name:stream:$TYPE` as the file `name` (NTFS alternate data
+///   streams: `/admin::$DATA/x`, `/admin:$i30:$INDEX_ALLOCATION/x`, the
+///   IIS directory-authentication bypass), so any `:`, raw or `%3A`;
+/// - opens `SECRET~1` as `secretarea` (8.3 short names), so a `~` before
+///   a digit;
+/// - may decode twice (`%252e` as `.`; IIS refuses `%25` itself unless
+///   `allowDoubleEscaping`), so any `%25`;
+/// - may fold non-ASCII letters onto ASCII ones (dotless `ı` to `I`,
+///   fullwidth `Ａ` to `A`, the Kelvin sign to `k`), so any escape of a
+///   byte above 0x7F (raw ones never get this far).
+///
+/// Kept escapes are upper-case after [`normalize_path`], unreserved ones
+/// decoded (`%7E` is `~` here).
+pub fn legacy_ambiguous(path: &str) -> bool {
+    let trailing = path
+        .split(['/', ';'])
+        .any(|piece| piece.ends_with('.') || piece.ends_with("%20"));
+    let short_name = path
+        .as_bytes()
+        .windows(2)
+        .any(|pair| pair[0] == b'~' && pair[1].is_ascii_digit());
+    trailing || short_name || path.contains(':') || path.split('%').skip(1).any(legacy_escape)
+}
+
+/// The text after a `%`: `3A…` (`:`), `25…` (`%`), or `8…`–`F…` (a byte
+/// above 0x7F).
+fn legacy_escape(after: &str) -> bool {
+    after.starts_with("3A")
+        || after.starts_with("25")
+        || after
+            .as_bytes()
+            .first()
+            .is_some_and(|b| matches!(b, b'8'..=b'9' | b'A'..=b'F'))
+}
+
 fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -219,6 +259,38 @@ mod tests {
         );
         assert_eq!(without_parameters("/a;b;c"), "/a");
         assert_eq!(without_parameters("/plain/path"), "/plain/path");
+    }
+
+    #[test]
+    fn legacy_spellings_of_another_path_are_caught() {
+        for path in [
+            "/admin.",
+            "/admin%20",
+            "/admin;.",
+            "/admin::$DATA/x",
+            "/admin:$i30:$INDEX_ALLOCATION/x",
+            "/admin%3A%3A$DATA/x",
+            "/x/a:b",
+            "/SECRET~1/x",
+            "/a/b~9",
+            "/admin%252E/x",
+            "/%C4%B1/x",
+            "/%EF%BC%A1dmin",
+            "/%E2%84%AA",
+        ] {
+            let normal = normalize_path(path.as_bytes()).expect("normalises");
+            assert!(legacy_ambiguous(&normal), "{path} as {normal}");
+        }
+        for path in [
+            "/admin/x",
+            "/~user/x",
+            "/a~b",
+            "/a%22b",
+            "/a%3Bb",
+            "/docs/file.txt",
+        ] {
+            assert!(!legacy_ambiguous(path), "{path}");
+        }
     }
 
     proptest! {

@@ -39,12 +39,9 @@ impl Route {
     }
 
     /// Whether the backend could read `path` as another one: on a legacy
-    /// route, a segment (or `;` piece) ending in `.` or a space.
+    /// route, any spelling [`super::path::legacy_ambiguous`] lists.
     pub fn is_ambiguous(&self, path: &str) -> bool {
-        self.paths == PathMatch::Legacy
-            && path
-                .split(['/', ';'])
-                .any(|piece| piece.ends_with('.') || piece.ends_with("%20"))
+        self.paths == PathMatch::Legacy && super::path::legacy_ambiguous(path)
     }
 }
 
