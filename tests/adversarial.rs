@@ -865,8 +865,8 @@ fn token_cases() -> Vec<(&'static str, String, u16, &'static str)> {
         (
             "tab_after_bearer",
             format!("Authorization: Bearer\t{}", ours(json!({}))),
-            401,
-            "token_missing",
+            400,
+            "invalid_request",
         ),
         (
             "two_tokens_in_one_header",
