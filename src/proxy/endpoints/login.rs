@@ -79,7 +79,7 @@ pub async fn serve(
         .ok_or(Refusal::login_not_configured())?;
     let issuer = issuer(runtime)?;
     let cookie_mode = cookie_mode(runtime, session)?;
-    let body = read_body(session).await?;
+    let body = read_body(session, runtime.server.header_read_timeout).await?;
     let device = device_label(session, &body);
     let request = upstream_request(runtime, login, session, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
