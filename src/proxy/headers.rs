@@ -2,8 +2,10 @@
 //! (identity, forwarding, request id) removed in every spelling first, by
 //! the rules compiled in `config::runtime::headers`; the gateway's own
 //! credentials (refresh cookie, bearer token) removed; then this hop's
-//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself and
-//! the `Connection` nominations a client may make.
+//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself,
+//! the `Connection` nominations a client may make, and the one response
+//! rule about credentials: an upstream's `Set-Cookie` for the gateway's
+//! refresh cookie is removed.
 
 use http::header::{CONNECTION, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
