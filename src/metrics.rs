@@ -43,6 +43,7 @@ pub struct Metrics {
     pub jwks_key_age: prometheus::GaugeVec,
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
+    pub planted_cookies_stripped: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -233,6 +234,11 @@ impl Metrics {
                 r,
                 "portcullis_log_lines_dropped_total",
                 "Log lines dropped because the log writer's queue was full",
+            ),
+            planted_cookies_stripped: counter(
+                r,
+                "portcullis_planted_cookies_stripped_total",
+                "Set-Cookie headers for the gateway's own refresh cookie removed from upstream and login-backend responses",
             ),
             registry,
         };

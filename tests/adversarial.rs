@@ -20,8 +20,10 @@ use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
 mod claims;
+mod endpoints;
 mod forwarded;
 mod legacy;
+mod responses;
 
 /// `(name, raw request, status, code)`.
 type Case = (&'static str, String, u16, &'static str);
@@ -869,8 +871,8 @@ fn token_cases() -> Vec<(&'static str, String, u16, &'static str)> {
         (
             "tab_after_bearer",
             format!("Authorization: Bearer\t{}", ours(json!({}))),
-            401,
-            "token_missing",
+            400,
+            "invalid_request",
         ),
         (
             "two_tokens_in_one_header",

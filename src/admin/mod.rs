@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{unix_now, AuthError};
 use crate::metrics::METRICS;
-use crate::proxy::endpoints::common::{issuer, read_body};
+use crate::proxy::endpoints::common::{issuer, read_body, refuse_announced_too_large};
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::{Refusal, Reply, StoreCaller};
 use crate::session::service::NewSession;
@@ -97,6 +97,8 @@ impl AdminApi {
         let Some(rest) = path.strip_prefix("/admin/") else {
             return Err(Refusal::no_route());
         };
+        // Before anything else: a body announced too large is never waited for.
+        refuse_announced_too_large(session)?;
         self.authorize(session)?;
         let segments: Vec<String> = rest
             .split('/')
@@ -115,11 +117,11 @@ impl AdminApi {
     ) -> Result<Answer, Refusal> {
         match (method, segments) {
             (Method::POST, ["tokens", "revoke"]) => {
-                let body = read_body(session).await?;
+                let body = read_body(session, self.body_deadline()).await?;
                 self.revoke_token(&body).await
             }
             (Method::POST, ["sessions"]) => {
-                let body = read_body(session).await?;
+                let body = read_body(session, self.body_deadline()).await?;
                 self.open_session(issue_request(&body)?).await
             }
             (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
@@ -134,6 +136,11 @@ impl AdminApi {
     }
 
     /// Trusted issuance: a token pair for a user another service vouches for.
+    /// How long a body may take to arrive: the head's deadline.
+    fn body_deadline(&self) -> std::time::Duration {
+        self.state.runtime.load().server.header_read_timeout
+    }
+
     async fn open_session(&self, new: NewSession) -> Result<Answer, Refusal> {
         let runtime = self.state.runtime.load_full();
         let issuer = issuer(&runtime)?;

@@ -30,9 +30,12 @@ pub fn extract_bearer(
     // Spaces and tabs around the value (RFC 9110 §5.5): the only ASCII
     // whitespace a header value can hold.
     let trimmed = value.as_bytes().trim_ascii();
-    let (scheme, rest) = match trimmed.iter().position(|b| *b == b' ') {
-        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-        None => (trimmed, &[][..]),
+    // The scheme ends at a space or a tab: `Bearer<TAB>token` is a bearer
+    // credential spelled wrong (RFC 6750 §2.1 allows only spaces), not
+    // another scheme that would pass as the backend's own.
+    let (scheme, separator, rest) = match trimmed.iter().position(|b| matches!(b, b' ' | b'\t')) {
+        Some(i) => (&trimmed[..i], trimmed[i], &trimmed[i + 1..]),
+        None => (trimmed, b' ', &[][..]),
     };
     let visible = || value.to_str().is_ok();
     if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -40,6 +43,9 @@ pub fn extract_bearer(
             true => Ok(None),
             false => Err(AuthError::InvalidRequest("authorization_not_ascii")),
         };
+    }
+    if separator != b' ' {
+        return Err(AuthError::InvalidRequest("malformed_bearer"));
     }
     let spaces = rest.iter().take_while(|b| **b == b' ').count();
     let token = &rest[spaces..];
@@ -74,24 +80,29 @@ fn is_b64token(token: &[u8]) -> bool {
             .all(|chunk| chunk.iter().fold(true, |ok, b| ok & is_b64token_char(*b)))
 }
 
-/// Whether the query string carries an `access_token` parameter in any
-/// spelling a backend might read as one. Such requests are refused on every
-/// route so the token is never forwarded or logged.
+/// Whether the query string carries a parameter any backend might read as
+/// one of the gateway's credentials, `access_token` or `refresh_token`.
+/// Such requests are refused on every route so the token is never
+/// forwarded or logged.
 ///
 /// Backends split parameters on `;` as well as `&` (the HTML 4 and
 /// Servlet conventions), decode escapes more than once when proxies stack
 /// up, and frameworks fold a name's odd characters: PHP reads `access.token`
-/// and `access token` as `access_token`, and `access_token[]` as an array of
-/// it. So every parameter name is percent-decoded until it stops changing,
-/// cut at its first `[`, stripped of everything but letters and digits and
-/// compared case-insensitively with `accesstoken`.
+/// and `access token` as `access_token`, `access_token[]` as an array of
+/// it, and `a[access_token]` as a member of `a` that a framework may hand
+/// on as `access_token`; a Unicode-folding framework (NFKC) reads the
+/// fullwidth `ａccess_token` as `access_token`. So every parameter name is
+/// percent-decoded until it stops changing, split at its brackets, each
+/// part folded from fullwidth to ASCII, stripped of everything but letters
+/// and digits and compared case-insensitively with `accesstoken` and
+/// `refreshtoken`.
 ///
 /// A proxy that decodes once turns `x=%26access_token%3Dt` into
 /// `x=&access_token=t`, so the query is also read after decoding it whole.
 pub fn query_has_access_token(query: &str) -> bool {
     let names_one = |q: &str| {
         q.split(['&', ';'])
-            .any(|pair| reads_as_access_token(pair.split('=').next().unwrap_or(pair)))
+            .any(|pair| reads_as_credential(pair.split('=').next().unwrap_or(pair)))
     };
     // Without an escape, decoding changes nothing: one reading is enough.
     names_one(query) || (query.contains('%') && names_one(&decoded_whole(query)))
@@ -116,16 +127,41 @@ fn decoded_whole(query: &str) -> String {
 /// changes the name shortens it, so the loop ends anyway.
 const MAX_DECODE_PASSES: usize = 8;
 
-fn reads_as_access_token(name: &str) -> bool {
+/// The parameter names of the gateway's own credentials, folded.
+const CREDENTIAL_NAMES: [&str; 2] = ["accesstoken", "refreshtoken"];
+
+fn reads_as_credential(name: &str) -> bool {
     let name: std::borrow::Cow<[u8]> = match name.contains('%') {
         true => decoded_name(name).into(),
         false => name.as_bytes().into(),
     };
-    let base = name.split(|b| *b == b'[').next().unwrap_or(&name);
-    base.iter()
-        .filter(|b| b.is_ascii_alphanumeric())
-        .map(u8::to_ascii_lowercase)
-        .eq(b"accesstoken".iter().copied())
+    name.split(|b| matches!(b, b'[' | b']'))
+        .any(|part| CREDENTIAL_NAMES.iter().any(|c| folds_to(part, c)))
+}
+
+/// Whether `part`, folded (fullwidth to ASCII, letters and digits only,
+/// lower case), is `folded`.
+fn folds_to(part: &[u8], folded: &str) -> bool {
+    if part.is_ascii() {
+        return ascii_fold(part.iter().map(|b| char::from(*b))).eq(folded.chars());
+    }
+    let text = String::from_utf8_lossy(part);
+    ascii_fold(text.chars().map(fullwidth_to_ascii)).eq(folded.chars())
+}
+
+fn ascii_fold(chars: impl Iterator<Item = char>) -> impl Iterator<Item = char> {
+    chars
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+}
+
+/// The Halfwidth and Fullwidth Forms block's ASCII variants (U+FF01 to
+/// U+FF5E) as the ASCII characters NFKC folds them to.
+fn fullwidth_to_ascii(c: char) -> char {
+    match u32::from(c) {
+        code @ 0xFF01..=0xFF5E => char::from_u32(code - 0xFEE0).unwrap_or(c),
+        _ => c,
+    }
 }
 
 /// A parameter name percent-decoded until it stops changing (bounded).
@@ -250,6 +286,41 @@ mod tests {
             "x=%253Baccess_token%253Dt",
         ] {
             assert!(query_has_access_token(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn a_tab_after_bearer_is_invalid_request() {
+        for v in ["Bearer\tabc", "bearer\t abc", "Bearer \tabc"] {
+            let err = extract_bearer(&headers(&[v]), 100).expect_err(v);
+            assert_eq!(err.code(), "invalid_request", "{v:?}");
+        }
+        assert_eq!(extract_bearer(&headers(&["Basic\tabc"]), 100), Ok(None));
+    }
+
+    #[test]
+    fn refresh_tokens_and_bracketed_or_fullwidth_names_are_found() {
+        for query in [
+            "refresh_token=t",
+            "x=1&Refresh-Token=t",
+            "%2572efresh_token=t",
+            "a[access_token]=t",
+            "a[b][refresh_token]=t",
+            "a%5Baccess_token%5D=t",
+            "\u{ff41}ccess_token=t",
+            "%EF%BD%81ccess_token=t",
+            "\u{ff21}\u{ff23}\u{ff23}\u{ff25}\u{ff33}\u{ff33}\u{ff3f}\u{ff34}\u{ff2f}\u{ff2b}\u{ff25}\u{ff2e}=t",
+            "x=%26refresh_token%3Dt",
+        ] {
+            assert!(query_has_access_token(query), "{query}");
+        }
+        for query in [
+            "a[x]=1",
+            "refresh=1&token=2",
+            "refresh_token_hint=1",
+            "a[access]=1",
+        ] {
+            assert!(!query_has_access_token(query), "{query}");
         }
     }
 

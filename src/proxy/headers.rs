@@ -2,13 +2,15 @@
 //! (identity, forwarding, request id) removed in every spelling first, by
 //! the rules compiled in `config::runtime::headers`; the gateway's own
 //! credentials (refresh cookie, bearer token) removed; then this hop's
-//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself and
-//! the `Connection` nominations a client may make.
+//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself,
+//! the `Connection` nominations a client may make, and the one response
+//! rule about credentials: an upstream's `Set-Cookie` for the gateway's
+//! refresh cookie is removed.
 
-use http::header::{CONNECTION, HOST};
+use http::header::{CONNECTION, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 use pingora_core::Result;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::client_addr;
@@ -16,33 +18,73 @@ use super::respond::REQUEST_ID_HEADER;
 use crate::config::Runtime;
 
 /// Removes what authenticates a client to the gateway itself before a
-/// request goes upstream: the refresh cookie (cookie mode), and, when
-/// `bearer_too`, a bearer token unless `forward_token` (another scheme is
-/// the backend's own).
-pub fn strip_gateway_credentials(
-    request: &mut pingora_http::RequestHeader,
-    runtime: &crate::config::Runtime,
-    bearer_too: bool,
-) {
+/// request goes upstream: the refresh cookie (cookie mode), and a bearer
+/// token unless `forward_token` (another scheme is the backend's own), on
+/// every route, `auth = "none"` included: backends log headers, and the
+/// gateway's token is no credential of theirs.
+pub fn strip_gateway_credentials(request: &mut RequestHeader, runtime: &Runtime) {
     if let Some(cookie) = &runtime.sessions.settings.cookie {
-        let kept = cookie.other_cookies(&request.headers);
-        request.remove_header(&http::header::COOKIE);
-        if let Some(kept) = kept {
-            let _ = request.insert_header(http::header::COOKIE, kept);
+        if request.headers.contains_key(http::header::COOKIE) {
+            let kept = cookie.other_cookies(&request.headers);
+            request.remove_header(&http::header::COOKIE);
+            if let Some(kept) = kept {
+                let _ = request.insert_header(http::header::COOKIE, kept);
+            }
         }
     }
-    let bearer = request
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
-        });
-    if bearer_too && bearer && !runtime.identity.forward_token {
+    if !runtime.identity.forward_token && has_bearer(&request.headers) {
         request.remove_header(&http::header::AUTHORIZATION);
     }
+}
+
+/// Whether any `Authorization` names the bearer scheme, however it is
+/// spaced (a tab after the scheme included).
+fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|v| {
+            let value = v.as_bytes().trim_ascii_start();
+            value
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+                && value.get(6).is_none_or(|b| matches!(b, b' ' | b'\t'))
+        })
+}
+
+/// Removes every `Set-Cookie` that would set the gateway's own refresh
+/// cookie from an upstream's (or the login backend's) response: a page
+/// behind the gateway, careless or compromised, could otherwise plant a
+/// session of the attacker's choosing in a victim's browser (session
+/// fixation, OWASP). Other cookies pass. Logged at warn, without the
+/// value, and counted.
+pub fn strip_planted_cookies(runtime: &Runtime, response: &mut ResponseHeader, route: &str) {
+    let Some(cookie) = &runtime.sessions.settings.cookie else {
+        return;
+    };
+    let values = response.headers.get_all(SET_COOKIE);
+    if !values.iter().any(|v| cookie.is_set_by(v.as_bytes())) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = values
+        .iter()
+        .filter(|v| !cookie.is_set_by(v.as_bytes()))
+        .cloned()
+        .collect();
+    let removed = values.iter().count() - kept.len();
+    response.remove_header(&SET_COOKIE);
+    for value in kept {
+        // Values read from a valid header are valid again.
+        let _ = response.append_header(SET_COOKIE, value);
+    }
+    crate::metrics::METRICS
+        .planted_cookies_stripped
+        .inc_by(removed as u64);
+    tracing::warn!(
+        route,
+        removed,
+        "an upstream response tried to set the gateway's refresh cookie; removed"
+    );
 }
 
 /// Headers that a client's `Connection` may not nominate (RFC 9110 §7.6.1

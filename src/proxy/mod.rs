@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::AUTHORIZATION;
 use pingora_core::modules::http::compression::ResponseCompressionBuilder;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -190,20 +189,19 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no runtime");
         };
         headers::strip_reserved(runtime, upstream)?;
-        if runtime.sessions.settings.cookie.is_some() {
-            headers::strip_gateway_credentials(upstream, runtime, false);
-        }
+        // Removed first: the engine's copy of the request has no room to
+        // spare, and the slot a removed bearer token frees saves the first
+        // identity header a reallocation. No identity header may be
+        // `Authorization`.
+        headers::strip_gateway_credentials(upstream, runtime);
         if let Some(identity) = &ctx.identity {
-            // Removed first: the engine's copy of the request has no room
-            // to spare, and the slot it frees saves the first insert a
-            // reallocation. No identity header may be `Authorization`.
-            if !runtime.identity.forward_token {
-                upstream.remove_header(&AUTHORIZATION);
-            }
             for (name, value) in &identity.forwarded {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
         }
+        // A body read that makes no progress for the head's deadline ends
+        // the request (the engine's own wait is a minute per read).
+        session.set_read_timeout(Some(runtime.server.header_read_timeout));
         ctx.resolve_client(session);
         headers::set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
@@ -214,10 +212,33 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A proxied body must keep coming: after the head's deadline it must
+    /// have averaged `MIN_BODY_RATE`, or the request ends with 408 and the
+    /// upstream's connection is cut, never completed. A client sending a
+    /// few bytes a second would otherwise hold a client and an upstream
+    /// connection for as long as it likes.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Box<RequestContext>,
+    ) -> Result<()> {
+        let Some(runtime) = ctx.runtime.as_ref() else {
+            return Ok(());
+        };
+        let grace = runtime.server.header_read_timeout;
+        if !end_of_stream && body_too_slow(ctx.started.elapsed(), grace, session.body_bytes_read())
+        {
+            return Error::e_explain(ErrorType::HTTPStatus(408), "request body too slow");
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _response: &mut ResponseHeader,
+        response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
@@ -226,17 +247,21 @@ impl ProxyHttp for Gateway {
                 .upstream
                 .observe(started.elapsed().as_secs_f64());
         }
+        if let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) {
+            headers::strip_planted_cookies(runtime, response, &route.name);
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         // Only the gateway speaks with this header, so clients can trust it.
         response.remove_header(&ERROR);
+        speak_http11(session, response);
         if let Some(route) = &ctx.route {
             route.cors.strip_upstream(response);
         }
@@ -314,6 +339,40 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The slowest average rate a proxied body may arrive at once the head's
+/// deadline has passed: Apache's `mod_reqtimeout` default (`MinRate=500`),
+/// far below any real uplink.
+const MIN_BODY_RATE: u64 = 500;
+
+/// Whether a body with `read` bytes so far, `elapsed` after its request
+/// began, is slower than `grace` plus one second per `MIN_BODY_RATE` bytes.
+fn body_too_slow(elapsed: std::time::Duration, grace: std::time::Duration, read: usize) -> bool {
+    let earned = std::time::Duration::from_secs(read as u64 / MIN_BODY_RATE);
+    elapsed > grace + earned
+}
+
+/// An HTTP/1.x client gets the gateway's own version, `HTTP/1.1`, whatever
+/// the upstream spoke: an intermediary sends its own (RFC 9110 §2.5, RFC
+/// 9112 §2.3), and an `HTTP/1.0` status line beside `Connection:
+/// keep-alive` would leave a client unsure how the body ends. The engine
+/// already frames a close-delimited upstream body as chunked for the
+/// client; an HTTP/1.0 client cannot read chunked (RFC 9112 §6.1), so its
+/// answer is close-delimited instead, and the connection closes after it.
+fn speak_http11(session: &mut Session, response: &mut ResponseHeader) {
+    if session.is_http2() {
+        return;
+    }
+    response.set_version(http::Version::HTTP_11);
+    let chunked = response
+        .headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some();
+    if chunked && session.req_header().version < http::Version::HTTP_11 {
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+        session.set_keepalive(None);
+    }
+}
+
 /// A CORS preflight, granted or refused; `Ok(true)`: it has been answered.
 async fn answer_preflight(
     session: &mut Session,
@@ -361,14 +420,33 @@ fn request_id_of(request: &RequestHeader) -> String {
 fn refusal_for(e: &Error) -> Option<Refusal> {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
+        (_, HTTPStatus(408)) => Some(Refusal::request_timeout()),
         (_, HTTPStatus(code)) if *code < 500 => Some(Refusal::bad_request()),
         (ErrorSource::Upstream, ReadTimedout | WriteTimedout | ConnectTimedout) => {
             Some(Refusal::gateway_timeout())
         }
         (ErrorSource::Upstream, _) => Some(Refusal::bad_gateway()),
         (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, ReadTimedout) => Some(Refusal::request_timeout()),
         (ErrorSource::Downstream, _) => Some(Refusal::bad_request()),
         (_, ConnectNoRoute | ConnectRefused | ConnectError) => Some(Refusal::bad_gateway()),
         _ => Some(Refusal::internal()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::body_too_slow;
+
+    #[test]
+    fn a_body_earns_a_second_per_500_bytes_after_the_grace() {
+        let grace = Duration::from_secs(10);
+        assert!(!body_too_slow(Duration::from_secs(9), grace, 0));
+        assert!(body_too_slow(Duration::from_secs(11), grace, 0));
+        assert!(!body_too_slow(Duration::from_secs(11), grace, 1000));
+        assert!(body_too_slow(Duration::from_secs(80), grace, 5 * 75));
+        assert!(!body_too_slow(Duration::from_secs(80), grace, 1_000_000));
     }
 }

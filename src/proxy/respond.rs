@@ -222,7 +222,8 @@ impl Refusal {
         )
     }
 
-    /// A begun request head not complete within `header_read_timeout`.
+    /// A begun request head, or a body the gateway reads itself (its
+    /// endpoints, the admin API), not complete within `header_read_timeout`.
     pub const fn request_timeout() -> Self {
         Self::plain(
             StatusCode::REQUEST_TIMEOUT,
@@ -408,6 +409,9 @@ impl From<NotPresented> for Refusal {
         match error {
             NotPresented::Missing => Self::invalid_request("refresh_token is required"),
             NotPresented::CrossSite => Self::cross_site(),
+            NotPresented::BrowserBodyToken => {
+                Self::invalid_request("a browser presents its refresh token in the cookie only")
+            }
         }
     }
 }

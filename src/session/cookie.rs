@@ -5,7 +5,7 @@
 //! goes. Works on the request's `HeaderMap`; reading the request and
 //! writing the answer is the HTTP layer's.
 
-use http::header::{COOKIE, ORIGIN};
+use http::header::{COOKIE, HOST, ORIGIN};
 use http::HeaderMap;
 
 const SEC_FETCH_SITE: &str = "sec-fetch-site";
@@ -50,19 +50,54 @@ impl CookieSettings {
         )
     }
 
-    /// Cross-site protection for cookie-authenticated calls: an allowed
-    /// `Origin` (the `[cors]` origins and `sessions.allowed_origins`, one
-    /// list), or the browser's own word that the page is on the gateway's
-    /// origin (`Sec-Fetch-Site: same-origin`, which no script can set), or,
+    /// Cross-site protection for cookie-authenticated calls.
+    ///
+    /// A request with `Origin` passes only when it names one origin, and
+    /// that origin is allowed (the `[cors]` origins and
+    /// `sessions.allowed_origins`, one list) or is the gateway's own (its
+    /// host is the request's `Host`, which a browser sets and no page can
+    /// change): `Sec-Fetch-Site` cannot vouch for a foreign `Origin`, and
+    /// two `Origin` headers come from no browser. Without `Origin`, the
+    /// browser's own word that the page is on the gateway's origin
+    /// (`Sec-Fetch-Site: same-origin`, which no script can set) passes, and
     /// from a client that is no browser (neither header), the custom header.
     pub fn same_site_call(&self, headers: &HeaderMap) -> bool {
-        let same_origin = headers
-            .get(SEC_FETCH_SITE)
-            .is_some_and(|v| v.as_bytes() == b"same-origin");
-        match headers.get(ORIGIN).and_then(|v| v.to_str().ok()) {
-            Some(origin) => same_origin || self.allowed_origins.iter().any(|a| a == origin),
-            None => same_origin || headers.contains_key(&self.csrf_header),
+        let mut origins = headers.get_all(ORIGIN).iter();
+        match (origins.next(), origins.next()) {
+            (Some(_), Some(_)) => false,
+            (Some(origin), None) => origin
+                .to_str()
+                .is_ok_and(|origin| self.allowed_origin(origin, headers)),
+            (None, _) => {
+                headers
+                    .get(SEC_FETCH_SITE)
+                    .is_some_and(|v| v.as_bytes() == b"same-origin")
+                    || headers.contains_key(&self.csrf_header)
+            }
         }
+    }
+
+    /// An allowed origin, or the gateway's own: `http(s)://` and the
+    /// request's `Host`.
+    fn allowed_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
+        let own = || {
+            let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            matches!((host, authority), (Some(h), Some(a)) if h.eq_ignore_ascii_case(a))
+        };
+        self.allowed_origins.iter().any(|a| a == origin) || own()
+    }
+
+    /// Whether a `Set-Cookie` value (from an upstream) would set this
+    /// cookie in the browser: its name, trimmed, is this one's, or it has
+    /// no `=` at all (a browser then reads the text as a nameless value,
+    /// which the gateway's reader would still find by name).
+    pub fn is_set_by(&self, set_cookie: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(set_cookie);
+        let pair = text.split(';').next().unwrap_or_default();
+        self.names(pair)
     }
 
     fn names(&self, pair: &str) -> bool {
@@ -70,11 +105,14 @@ impl CookieSettings {
     }
 }
 
-/// A request made by a browser: it carries `Origin` or `Sec-Fetch-Site`,
-/// which browsers set on every cross-origin and every `POST` request and
-/// which a page's script can neither set nor remove.
+/// A request made by a browser: it carries `Origin` or a `Sec-Fetch-*`
+/// header, which browsers set on every cross-origin and every `POST`
+/// request and which a page's script can neither set nor remove.
 pub fn browser_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(ORIGIN) || headers.contains_key(SEC_FETCH_SITE)
+    headers.contains_key(ORIGIN)
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"))
 }
 
 /// The refresh token a refresh presents, and whether its answer goes in
@@ -108,12 +146,17 @@ pub enum NotPresented {
     Missing,
     /// In cookie mode, from a site that may not use the cookie.
     CrossSite,
+    /// In cookie mode, a browser's refresh token in the body: a browser
+    /// holds it in the `HttpOnly` cookie only, so one in the body was read
+    /// out of somewhere a script could reach.
+    BrowserBodyToken,
 }
 
 /// Per request: a browser's refresh (one that sends `Origin` or
-/// `Sec-Fetch-Site`) is always checked for its origin and answered in the
-/// cookie; another client's token travels in the body both ways, unless it
-/// presents the cookie (then the same-site check applies).
+/// `Sec-Fetch-*`) is always checked for its origin, must present the
+/// cookie (not a body token) and is answered in the cookie; another
+/// client's token travels in the body both ways, unless it presents the
+/// cookie (then the same-site check applies).
 pub fn presented_refresh_token<'a>(
     headers: &'a HeaderMap,
     in_body: Option<&'a str>,
@@ -131,6 +174,9 @@ pub fn presented_refresh_token<'a>(
     };
     if checked.is_some_and(|cookie| !cookie.same_site_call(headers)) {
         return Err(NotPresented::CrossSite);
+    }
+    if browser && cookie.is_some() && in_body.is_some() {
+        return Err(NotPresented::BrowserBodyToken);
     }
     Ok(Presented {
         token,
@@ -167,6 +213,62 @@ mod tests {
             headers.append(COOKIE, value.parse().expect("value"));
         }
         headers
+    }
+
+    #[test]
+    fn set_cookie_for_the_refresh_cookie_is_recognised_in_any_spacing() {
+        let cookie = settings();
+        for value in ["prt=x; Path=/auth", " prt =x", "prt", "prt=; Max-Age=0"] {
+            assert!(cookie.is_set_by(value.as_bytes()), "{value}");
+        }
+        for value in ["prtx=1", "theme=prt", "x=1; prt=2", "Prt=1"] {
+            assert!(!cookie.is_set_by(value.as_bytes()), "{value}");
+        }
+    }
+
+    #[test]
+    fn the_origin_check_refuses_two_origins_and_foreign_ones_whatever_sec_fetch_site_says() {
+        let mut cookie = settings();
+        cookie.allowed_origins = vec!["https://app.example".to_owned()];
+        let with = |lines: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, "gw.example".parse().expect("host"));
+            for (name, value) in lines {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).expect("name");
+                headers.append(name, value.parse().expect("value"));
+            }
+            headers
+        };
+        let same = ("sec-fetch-site", "same-origin");
+        assert!(cookie.same_site_call(&with(&[("origin", "https://app.example")])));
+        assert!(cookie.same_site_call(&with(&[("origin", "https://gw.example"), same])));
+        assert!(cookie.same_site_call(&with(&[same])));
+        assert!(!cookie.same_site_call(&with(&[("origin", "https://evil.example"), same])));
+        assert!(!cookie.same_site_call(&with(&[
+            ("origin", "https://app.example"),
+            ("origin", "https://app.example"),
+        ])));
+    }
+
+    #[test]
+    fn a_browser_may_not_present_the_refresh_token_in_the_body() {
+        let mut cookie = settings();
+        cookie.allowed_origins = vec!["https://app.example".to_owned()];
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, "https://app.example".parse().expect("origin"));
+        assert_eq!(
+            presented_refresh_token(&headers, Some("prt_x"), Some(&cookie)),
+            Err(NotPresented::BrowserBodyToken)
+        );
+        let mut fetch = HeaderMap::new();
+        fetch.insert("sec-fetch-mode", "cors".parse().expect("mode"));
+        fetch.insert("x-requested-with", "1".parse().expect("csrf"));
+        assert_eq!(
+            presented_refresh_token(&fetch, Some("prt_x"), Some(&cookie)),
+            Err(NotPresented::BrowserBodyToken)
+        );
+        let cli = HeaderMap::new();
+        assert!(presented_refresh_token(&cli, Some("prt_x"), Some(&cookie)).is_ok());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! issuer, request bodies and the token response. A leaf: it imports nothing from the endpoints beside it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::SET_COOKIE;
+use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::StatusCode;
 use pingora_core::protocols::http::ServerSession;
 use pingora_proxy::Session;
@@ -55,7 +56,41 @@ pub fn issuer(runtime: &Runtime) -> Result<Issuer<'_>, Refusal> {
 
 /// Reads the whole request body, refusing more than `MAX_BODY_BYTES`; the
 /// admin listener reads its bodies with this too.
-pub async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
+///
+/// A body announced larger (`Content-Length`) is refused at once, before a
+/// byte of it is read: waiting for it would hold the connection for
+/// nothing. The whole body must arrive within `deadline` (the head's
+/// `header_read_timeout`: these bodies are no larger than a head), so one
+/// that trickles in cannot hold the connection either; a slow body is
+/// refused with 408. Both refusals leave the body unread, and the engine
+/// closes the connection after them.
+pub async fn read_body(
+    session: &mut ServerSession,
+    deadline: Duration,
+) -> Result<Vec<u8>, Refusal> {
+    refuse_announced_too_large(session)?;
+    tokio::time::timeout(deadline, read_all(session))
+        .await
+        .map_err(|_| Refusal::request_timeout())?
+}
+
+/// 413 for a request whose `Content-Length` announces more than
+/// `MAX_BODY_BYTES`, whether or not its endpoint reads a body.
+pub fn refuse_announced_too_large(session: &ServerSession) -> Result<(), Refusal> {
+    match announced_length(session) {
+        Some(length) if length > MAX_BODY_BYTES as u64 => Err(Refusal::request_too_large()),
+        _ => Ok(()),
+    }
+}
+
+/// The request's `Content-Length`, when it has one the edge let through
+/// (plain digits, one value).
+fn announced_length(session: &ServerSession) -> Option<u64> {
+    let value = session.req_header().headers.get(CONTENT_LENGTH)?;
+    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
+}
+
+async fn read_all(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
     let mut body = Vec::new();
     while let Some(chunk) = session
         .read_request_body()

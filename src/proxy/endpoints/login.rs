@@ -23,7 +23,9 @@ use super::common::{deliver, issuer, read_body, token_reply};
 use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::set_forwarding;
-use crate::proxy::headers::{connection_nominations, strip_gateway_credentials};
+use crate::proxy::headers::{
+    connection_nominations, strip_gateway_credentials, strip_planted_cookies,
+};
 use crate::proxy::respond::{Refusal, StoreCaller, ERROR_HEADER, REQUEST_ID_HEADER};
 use crate::session::cookie::login_cookie_mode;
 use crate::session::service::NewSession;
@@ -79,7 +81,7 @@ pub async fn serve(
         .ok_or(Refusal::login_not_configured())?;
     let issuer = issuer(runtime)?;
     let cookie_mode = cookie_mode(runtime, session)?;
-    let body = read_body(session).await?;
+    let body = read_body(session, runtime.server.header_read_timeout).await?;
     let device = device_label(session, &body);
     let request = upstream_request(runtime, login, session, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
@@ -185,7 +187,7 @@ fn upstream_request(
                 request.append_header(name.clone(), value.clone())?;
             }
         }
-        strip_gateway_credentials(request, runtime, true);
+        strip_gateway_credentials(request, runtime);
         // The same forwarding headers as any proxied request.
         set_forwarding(session, request, id, client)?;
         request.insert_header(CONTENT_LENGTH, body_len)?;
@@ -328,6 +330,7 @@ async fn pass_through(
     }
     header.remove_header(&TRANSFER_ENCODING);
     runtime.cors.global.strip_upstream(&mut header);
+    strip_planted_cookies(runtime, &mut header, "_auth_login");
     let written = async {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         header.insert_header(REQUEST_ID_HEADER, id)?;

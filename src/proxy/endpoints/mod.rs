@@ -96,6 +96,7 @@ pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestContext,
 ) -> Result<&'static str, Refusal> {
+    common::refuse_announced_too_large(session)?;
     let id = ctx.request_id.as_str();
     let reply = match endpoint {
         Endpoint::Login => {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use pingora_proxy::Session;
@@ -24,7 +25,7 @@ pub async fn serve(
     id: &str,
 ) -> Result<Reply, Refusal> {
     let issuer = issuer(runtime)?;
-    let fields = grant_fields(session).await?;
+    let fields = grant_fields(session, runtime.server.header_read_timeout).await?;
     let headers = &session.req_header().headers;
     let cookie = runtime.sessions.settings.cookie.as_ref();
     let in_body = fields.get("refresh_token").map(String::as_str);
@@ -42,8 +43,11 @@ pub async fn serve(
 }
 
 /// The grant's parameters, once `grant_type` is known to be `refresh_token`.
-async fn grant_fields(session: &mut Session) -> Result<HashMap<String, String>, Refusal> {
-    let body = read_body(session).await?;
+async fn grant_fields(
+    session: &mut Session,
+    deadline: Duration,
+) -> Result<HashMap<String, String>, Refusal> {
+    let body = read_body(session, deadline).await?;
     let content_type = session
         .req_header()
         .headers
