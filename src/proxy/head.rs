@@ -228,12 +228,14 @@ fn framing(fields: &Fields, version: u8) -> Result<Framing, Refusal> {
         }
         _ => return Err(Refusal::bad_request()),
     };
-    // An upgrade's tunnel follows its body, whatever framed that.
-    Ok(if fields.upgrade {
-        Framing::Open
-    } else {
-        framing
-    })
+    // An upgrade's tunnel follows its body, and the edge follows neither:
+    // a chunked body there would be read by the engine alone, whose size
+    // parsing is laxer than the edge's (`chunked`), so it is refused.
+    match (fields.upgrade, framing) {
+        (false, framing) => Ok(framing),
+        (true, Framing::Chunked) => Err(Refusal::bad_request()),
+        (true, _) => Ok(Framing::Open),
+    }
 }
 
 fn trimmed(value: &[u8]) -> &[u8] {
@@ -380,6 +382,7 @@ mod tests {
             "Transfer-Encoding: gzip, chunked\r\n",
             "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Upgrade: websocket\r\nTransfer-Encoding: chunked\r\n",
         ] {
             assert_eq!(
                 verdict(&head(bad)),
@@ -387,6 +390,41 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_folding_to_framing_headers_are_refused() {
+        for line in [
+            "Transfer_Encoding: chunked",
+            "content_length: 5",
+            "Proxy_Connection: close",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{line}\r\n\r\n");
+            assert_eq!(
+                verdict(&head),
+                Scan::Refuse(header_names::refusal()),
+                "{line}"
+            );
+        }
+        let custom = "GET / HTTP/1.1\r\nHost: a\r\nX_Custom: 1\r\n\r\n";
+        assert!(matches!(verdict(custom), Scan::Admit { .. }));
+    }
+
+    #[test]
+    fn expect_continue_is_noted_on_http11_only() {
+        let head = |version: &str, expect: &str| {
+            format!("POST / HTTP/1.{version}\r\nHost: a\r\nExpect: {expect}\r\nContent-Length: 1\r\n\r\n")
+        };
+        let expects = |raw: String| match verdict(&raw) {
+            Scan::Admit {
+                expects_continue, ..
+            } => expects_continue,
+            other => panic!("{other:?}"),
+        };
+        assert!(expects(head("1", "100-continue")));
+        assert!(expects(head("1", "100-Continue ")));
+        assert!(!expects(head("0", "100-continue")));
+        assert!(!expects(head("1", "200-ok")));
     }
 
     #[test]

@@ -217,8 +217,14 @@ fn underscore_cases() -> Vec<Case> {
     };
     let get = |line: &str| format!("{}{line}\r\n\r\n", host("GET /public HTTP/1.1"));
     let refused = |name, request| (name, request, 400, "invalid_request");
+    let upgrade = format!(
+        "{}Upgrade: websocket\r\nConnection: upgrade\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
+        host("POST /public HTTP/1.1")
+    );
     vec![
         refused("issue_20_smuggling", smuggling_request()),
+        // The engine alone would read this body, an empty size as 0.
+        refused("upgrade_with_chunked_body", upgrade),
         refused("transfer_encoding", post("Transfer_Encoding: chunked")),
         refused(
             "transfer_encoding_lower",
@@ -271,7 +277,8 @@ fn underscore_cases() -> Vec<Case> {
 
 /// A header name that folds (any case, `_` for `-`) to a framing, routing
 /// or forwarding header is refused before anything goes upstream, and so
-/// is a `Host` port outside 1–65535 (RFC 9110 §4.2.1).
+/// are a `Host` port outside 1–65535 (RFC 9110 §4.2.1) and an upgrade
+/// with a chunked body, which the edge would not follow.
 #[test]
 fn names_folding_to_framing_headers_and_bad_ports_are_refused() {
     let (upstream, gateway) = public_and_admin();
