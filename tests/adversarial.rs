@@ -19,9 +19,11 @@ use crate::support::http::{connect, read_response};
 use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
+mod chunked;
 mod claims;
 mod endpoints;
 mod forwarded;
+mod framing;
 mod legacy;
 mod responses;
 

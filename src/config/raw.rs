@@ -97,6 +97,26 @@ pub struct RawServer {
     /// The engine's work-stealing runtime (one shared queue for all
     /// worker threads) rather than one runtime per thread.
     pub work_stealing: bool,
+    /// Request headers named with `_`: drop (default), reject or allow.
+    pub headers_with_underscores: HeadersWithUnderscores,
+}
+
+/// What the gateway does with a request header whose name has `_` in it
+/// (`[server] headers_with_underscores`). Servers that follow CGI (WSGI,
+/// PHP, some Java stacks) read `_` as `-`, so `X_User_Id` may reach them
+/// as `X-User-Id`; nginx drops such headers by default, Envoy lets the
+/// operator pick the same three answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadersWithUnderscores {
+    /// Remove the header and forward the rest (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request: 400 `invalid_request`.
+    Reject,
+    /// Forward it unchanged (a name that folds to a framing, routing or
+    /// forwarding header is refused whatever this says).
+    Allow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +148,7 @@ impl Default for RawServer {
             keepalive_timeout: HumanDuration::from_secs(60),
             access_log_sample: Spanned::new(0..0, 1.0),
             work_stealing: true,
+            headers_with_underscores: HeadersWithUnderscores::Drop,
         }
     }
 }

@@ -4,46 +4,40 @@
 //! judged like any other, never read by pingora as stray body bytes.
 //!
 //! The scanner only finds the boundary; pingora still decodes the body.
-//! Anything it does not recognise makes it give up (`Unknown`), and the
-//! edge then lets pingora read the connection as before.
+//! Chunk-size lines are parsed by `httparse::parse_chunk_size`, the
+//! function pingora's own body reader uses, so the two read sizes alike;
+//! the scanner is stricter where httparse leaves the choice to its caller
+//! (a size with no digit, a bare LF in an extension, a line or trailer
+//! section past a bound). What it does not recognise is `Malformed`, and
+//! the edge refuses the request: it never hands on framing it cannot
+//! follow. `tests/adversarial/chunked.rs` holds the scanner and the
+//! engine's reader together on a corpus of bodies split every way.
 
-/// Hex digits in a chunk size at most, as httparse allows.
-const MAX_SIZE_DIGITS: u8 = 16;
+/// The longest chunk-size line, extensions and CRLF included. pingora
+/// gives up on a size line it has read 8 KiB of without its end; half of
+/// that keeps every line the edge lets through readable by the engine
+/// however the reads split it.
+pub const MAX_SIZE_LINE: usize = 4 * 1024;
+/// The longest trailer section (pingora: 64 KiB). pingora drops trailers
+/// rather than forwarding them, so a client has no use for more.
+pub const MAX_TRAILERS: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// In the chunk size: its value so far and the digits read.
-    Size {
-        value: u64,
-        digits: u8,
-    },
-    /// Spaces after the size, before `;` or CR.
-    SizeSpace {
-        value: u64,
-    },
-    /// In a chunk extension, until CR.
-    Extension {
-        value: u64,
-    },
-    /// The CR of the size line was read; LF is next.
-    SizeLf {
-        value: u64,
-    },
+    /// In a chunk-size line, its bytes so far in `line`.
+    SizeLine,
     /// In chunk data: bytes left.
     Data {
         left: u64,
     },
+    /// The CRLF after chunk data.
     DataCr,
     DataLf,
-    /// At the start of a trailer field line, or of the final empty line.
-    TrailerLineStart,
-    /// In a trailer field line, until CR.
-    TrailerLine,
-    TrailerLf,
-    /// The CR of the final empty line was read; LF ends the body.
-    FinalLf,
+    /// After the last chunk: trailer lines, then an empty line; the
+    /// current line's bytes in `line`.
+    Trailers,
     Done,
-    Unknown,
+    Malformed,
 }
 
 /// What the bytes scanned so far say about the body's end.
@@ -53,23 +47,27 @@ pub enum Scanned {
     More,
     /// The body ends after this many of the bytes given.
     EndsAfter(usize),
-    /// The framing is not one the scanner follows.
-    Unknown,
+    /// The framing is malformed, or not one the scanner follows: the
+    /// request is refused.
+    Malformed,
 }
 
 /// Follows one chunked body across reads.
 #[derive(Debug, Clone)]
 pub struct ChunkedEnd {
     state: State,
+    /// The size or trailer line being read (bounded by `MAX_SIZE_LINE`
+    /// and `MAX_TRAILERS`).
+    line: Vec<u8>,
+    trailer_bytes: usize,
 }
 
 impl Default for ChunkedEnd {
     fn default() -> Self {
         Self {
-            state: State::Size {
-                value: 0,
-                digits: 0,
-            },
+            state: State::SizeLine,
+            line: Vec::new(),
+            trailer_bytes: 0,
         }
     }
 }
@@ -77,67 +75,118 @@ impl Default for ChunkedEnd {
 impl ChunkedEnd {
     /// Scans the next bytes of the body.
     pub fn scan(&mut self, bytes: &[u8]) -> Scanned {
-        let mut i = 0;
-        while i < bytes.len() {
-            if let State::Data { left } = self.state {
-                let take = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len() - i);
-                i += take;
-                let left = left - take as u64;
-                self.state = if left == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { left }
-                };
-                continue;
-            }
-            self.state = step(self.state, bytes[i]);
-            i += 1;
+        let mut at = 0;
+        loop {
             match self.state {
-                State::Done => return Scanned::EndsAfter(i),
-                State::Unknown => return Scanned::Unknown,
-                _ => {}
+                State::Done => return Scanned::EndsAfter(at),
+                State::Malformed => return Scanned::Malformed,
+                _ if at == bytes.len() => return Scanned::More,
+                State::SizeLine => at += self.size_line(&bytes[at..]),
+                State::Data { left } => at += self.data(left, &bytes[at..]),
+                State::DataCr => at += self.expect(bytes[at], b'\r', State::DataLf),
+                State::DataLf => at += self.expect(bytes[at], b'\n', State::SizeLine),
+                State::Trailers => at += self.trailer_line(&bytes[at..]),
             }
         }
-        Scanned::More
+    }
+
+    /// Takes bytes of the current line, up to and with its LF, and says
+    /// whether the line is complete; a line past `most` bytes is malformed.
+    fn take_line(&mut self, bytes: &[u8], most: usize) -> (usize, bool) {
+        let (take, complete) = match memchr::memchr(b'\n', bytes) {
+            Some(lf) => (lf + 1, true),
+            None => (bytes.len(), false),
+        };
+        if self.line.len() + take > most {
+            self.state = State::Malformed;
+            return (take, false);
+        }
+        self.line.extend_from_slice(&bytes[..take]);
+        (take, complete)
+    }
+
+    fn size_line(&mut self, bytes: &[u8]) -> usize {
+        let (used, complete) = self.take_line(bytes, MAX_SIZE_LINE);
+        if self.state == State::Malformed {
+            return used;
+        }
+        self.state = match (complete, size_of(&self.line)) {
+            (false, Ok(None)) => State::SizeLine,
+            (true, Ok(Some(0))) => State::Trailers,
+            (true, Ok(Some(size))) => State::Data { left: size },
+            _ => State::Malformed,
+        };
+        if complete {
+            self.line.clear();
+        }
+        used
+    }
+
+    fn data(&mut self, left: u64, bytes: &[u8]) -> usize {
+        let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+        let left = left - take as u64;
+        self.state = match left {
+            0 => State::DataCr,
+            left => State::Data { left },
+        };
+        take
+    }
+
+    fn expect(&mut self, byte: u8, wanted: u8, next: State) -> usize {
+        self.state = if byte == wanted {
+            next
+        } else {
+            State::Malformed
+        };
+        1
+    }
+
+    /// A trailer line is any bytes but CR and LF, ended by CRLF (pingora
+    /// reads them so and drops them); an empty line ends the body.
+    fn trailer_line(&mut self, bytes: &[u8]) -> usize {
+        let (used, complete) = self.take_line(bytes, MAX_TRAILERS - self.trailer_bytes);
+        if self.state == State::Malformed {
+            return used;
+        }
+        let content = match complete {
+            true => self.line.strip_suffix(b"\r\n"),
+            false => Some(self.line.strip_suffix(b"\r").unwrap_or(&self.line)),
+        };
+        self.state = match content {
+            Some(c) if c.contains(&b'\r') || c.contains(&b'\n') => State::Malformed,
+            None => State::Malformed,
+            Some([]) if complete => State::Done,
+            Some(_) => State::Trailers,
+        };
+        if complete {
+            self.trailer_bytes += self.line.len();
+            self.line.clear();
+        }
+        used
     }
 }
 
-fn hex(byte: u8) -> Option<u64> {
-    (byte as char).to_digit(16).map(u64::from)
-}
-
-fn step(state: State, byte: u8) -> State {
-    use State::*;
-    match (state, byte) {
-        (Size { value, digits }, b) if hex(b).is_some() && digits < MAX_SIZE_DIGITS => Size {
-            value: value
-                .checked_mul(16)
-                .and_then(|v| v.checked_add(hex(b).unwrap_or(0)))
-                .unwrap_or(u64::MAX),
-            digits: digits + 1,
-        },
-        (Size { value, digits }, b' ' | b'\t') if digits > 0 => SizeSpace { value },
-        (SizeSpace { value }, b' ' | b'\t') => SizeSpace { value },
-        (Size { value, digits }, b';') if digits > 0 => Extension { value },
-        (SizeSpace { value }, b';') => Extension { value },
-        (Size { value, digits }, b'\r') if digits > 0 => SizeLf { value },
-        (SizeSpace { value } | Extension { value }, b'\r') => SizeLf { value },
-        (Extension { value }, b) if b != b'\n' => Extension { value },
-        (SizeLf { value: 0 }, b'\n') => TrailerLineStart,
-        (SizeLf { value }, b'\n') if value != u64::MAX => Data { left: value },
-        (DataCr, b'\r') => DataLf,
-        (DataLf, b'\n') => Size {
-            value: 0,
-            digits: 0,
-        },
-        (TrailerLineStart, b'\r') => FinalLf,
-        (TrailerLineStart | TrailerLine, b) if b != b'\r' && b != b'\n' => TrailerLine,
-        (TrailerLine, b'\r') => TrailerLf,
-        (TrailerLf, b'\n') => TrailerLineStart,
-        (FinalLf, b'\n') => Done,
-        _ => Unknown,
+/// The size a chunk-size line announces: `Ok(None)` while the line may
+/// still become valid, `Err` once it cannot. On top of httparse: the line
+/// starts with a hex digit (httparse reads an empty size as 0), is ended
+/// by its first LF and that LF follows a CR (httparse lets a bare LF pass
+/// inside an extension), and the size leaves room for its own line and
+/// CRLF in a `usize` (pingora refuses it otherwise).
+fn size_of(line: &[u8]) -> Result<Option<u64>, ()> {
+    if line.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+        return Err(());
+    }
+    let complete = line.ends_with(b"\n");
+    match httparse::parse_chunk_size(line) {
+        Ok(httparse::Status::Complete((len, size))) if complete && len == line.len() => {
+            let room = u64::try_from(line.len() + 2).map_err(|_| ())?;
+            match size.checked_add(room).map(usize::try_from) {
+                Some(Ok(_)) => Ok(Some(size)),
+                _ => Err(()),
+            }
+        }
+        Ok(httparse::Status::Partial) if !complete => Ok(None),
+        _ => Err(()),
     }
 }
 
@@ -165,24 +214,49 @@ mod tests {
         assert_eq!(end_of(body), Scanned::EndsAfter(body.len()));
     }
 
+    /// Every size line and chunk the edge cannot follow is refused, never
+    /// handed on (issue #20: an empty size once read as 0).
     #[test]
-    fn malformed_framing_is_not_followed() {
+    fn malformed_framing_is_refused() {
         for bad in [
             &b"x\r\n"[..],
             b"\r\n",
+            b";x\r\n",
+            b" \r\n",
+            b"5;a\nb\r\n",
+            b"5\n",
             b"5\nhello\r\n",
-            b"5\r\nhelloX\r\n",
             b"11111111111111111\r\n",
-            b"0\r\nbad\n",
+            b"0x5\r\nhello\r\n",
+            b"-5\r\nhello\r\n",
+            b"+5\r\nhello\r\n",
+            b"g\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
             b"0\r\n\n",
+            b"0\r\nbad\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+            b"5\rx",
+            b"ffffffffffffffff\r\n",
         ] {
             assert_eq!(
                 end_of(bad),
-                Scanned::Unknown,
+                Scanned::Malformed,
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn lines_past_their_bounds_are_refused() {
+        let long = [&b"5;"[..], &vec![b'x'; MAX_SIZE_LINE]].concat();
+        assert_eq!(end_of(&long), Scanned::Malformed);
+        let mut scanner = ChunkedEnd::default();
+        assert_eq!(scanner.scan(b"0\r\n"), Scanned::More);
+        let trailer = [&b"X: "[..], &vec![b'y'; MAX_TRAILERS]].concat();
+        assert_eq!(scanner.scan(&trailer), Scanned::Malformed);
     }
 
     proptest! {
@@ -211,7 +285,7 @@ mod tests {
                 match scanner.scan(&body[at..end]) {
                     Scanned::More => {}
                     Scanned::EndsAfter(n) => { found = Some(at + n); break; }
-                    Scanned::Unknown => break,
+                    Scanned::Malformed => break,
                 }
                 at = end;
                 if at == body.len() { break; }

@@ -45,6 +45,8 @@ const READ_ROOM: usize = 4096;
 const SCAN_STEP: usize = 1024;
 /// Bytes of a pipelined next request held while the current one is served.
 const HOLD_BYTES: usize = 64 * 1024;
+/// The interim answer to `Expect: 100-continue` (RFC 9110 §15.2.1).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The proxy listener's application: the head check in front of pingora.
 pub struct EdgeApp {
@@ -105,16 +107,16 @@ impl ServerApp for EdgeApp {
             shutdown: shutdown.clone(),
         };
         loop {
-            let framing = match read_head(&mut conn, self, first, &mut waits).await {
+            let admitted = match read_head(&mut conn, self, first, &mut waits).await {
                 HeadRead::Closed => return None,
                 HeadRead::Refused(refusal) => {
                     refuse(*conn, &refusal).await;
                     return None;
                 }
-                HeadRead::Admitted(len, framing) => (len, framing),
+                HeadRead::Admitted(admitted) => admitted,
             };
             first = false;
-            conn.admit(framing.0, framing.1);
+            conn.admit(&admitted);
             let mut session = ServerSession::new_http1(conn);
             carried.apply(&mut session, *shutdown.borrow());
             let reused = self.proxy.process_new_http(session, shutdown).await?;
@@ -174,7 +176,35 @@ struct Waits {
 enum HeadRead {
     Closed,
     Refused(Refusal),
-    Admitted(usize, Framing),
+    Admitted(Admitted),
+}
+
+/// A head the engine may read: `len` bytes, then a body framed so.
+struct Admitted {
+    len: usize,
+    framing: Framing,
+    /// The client waits for `100 Continue` before it sends the body.
+    owed_continue: bool,
+}
+
+impl Admitted {
+    /// The verdict on a complete head, with what is already held of its
+    /// body: pingora writes the head upstream before it reads the body,
+    /// so chunked framing that is already malformed in the bytes held is
+    /// refused here, before the upstream sees anything (issue #20).
+    fn judge(held: &[u8], len: usize, framing: Framing, expects_continue: bool) -> HeadRead {
+        let body = &held[len..];
+        if framing == Framing::Chunked && ChunkedEnd::default().scan(body) == Scanned::Malformed {
+            return HeadRead::Refused(Refusal::bad_request());
+        }
+        let has_body = matches!(framing, Framing::Chunked | Framing::Length(1..));
+        HeadRead::Admitted(Self {
+            len,
+            framing,
+            // A client that sent body bytes already is not waiting.
+            owed_continue: expects_continue && has_body && body.is_empty(),
+        })
+    }
 }
 
 /// Reads until the head is complete, refused, or the client goes away.
@@ -209,7 +239,11 @@ async fn read_head(
             scanned = conn.pending.len();
             match head::scan(&conn.pending, &app.limits) {
                 Scan::Partial => {}
-                Scan::Admit { len, framing } => return HeadRead::Admitted(len, framing),
+                Scan::Admit {
+                    len,
+                    framing,
+                    expects_continue,
+                } => return Admitted::judge(&conn.pending, len, framing, expects_continue),
                 Scan::Refuse(refusal) => return HeadRead::Refused(refusal),
             }
         }
@@ -281,6 +315,47 @@ pub struct EdgeStream {
     /// How much pingora may still read.
     allowance: Allowance,
     eof: bool,
+    /// A `100 Continue` the client waits for.
+    owed_continue: Option<Continue>,
+}
+
+/// A `100 Continue` owed to a client that sent `Expect: 100-continue`
+/// (RFC 9110 §10.1.1), written when the engine first reads the body, as
+/// nginx does: a request refused before that gets its final answer at
+/// once and never sends its body. Dropped once an answer has started.
+#[derive(Debug)]
+struct Continue {
+    /// Head bytes the engine has still to read.
+    head_left: u64,
+    /// Bytes of `CONTINUE` written so far.
+    sent: usize,
+}
+
+/// What the engine reads in place of a chunked body the edge found
+/// malformed: it fails the request, and the proxy answers 400 if no
+/// response has started (see `is_malformed_body`).
+#[derive(Debug)]
+struct MalformedBody;
+
+impl std::fmt::Display for MalformedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed chunked request body")
+    }
+}
+
+impl std::error::Error for MalformedBody {}
+
+fn malformed_body() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, MalformedBody)
+}
+
+/// Whether the engine's error is the edge refusing a malformed chunked
+/// body (and not a client that went away).
+pub fn is_malformed_body(e: &pingora_core::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<MalformedBody>())
 }
 
 /// How far pingora may read into the connection.
@@ -290,9 +365,11 @@ enum Allowance {
     Bytes(u64),
     /// `head` more bytes of head, then a chunked body up to its last byte.
     Chunked { head: u64, body: ChunkedEnd },
-    /// No end the gateway follows (an upgrade, or chunked framing the
-    /// scanner does not recognise).
+    /// No end the gateway follows: an upgrade, whose connection belongs
+    /// to the new protocol after a 101.
     Open,
+    /// A chunked body found malformed: every read fails.
+    Malformed,
 }
 
 impl EdgeStream {
@@ -302,6 +379,7 @@ impl EdgeStream {
             pending: BytesMut::new(),
             allowance: Allowance::Bytes(0),
             eof: false,
+            owed_continue: None,
         }
     }
 
@@ -327,9 +405,13 @@ impl EdgeStream {
     }
 
     /// Lets pingora read the head of `len` bytes and the body it announced.
-    fn admit(&mut self, len: usize, framing: Framing) {
-        let head = len as u64;
-        self.allowance = match framing {
+    fn admit(&mut self, admitted: &Admitted) {
+        let head = admitted.len as u64;
+        self.owed_continue = admitted.owed_continue.then_some(Continue {
+            head_left: head,
+            sent: 0,
+        });
+        self.allowance = match admitted.framing {
             Framing::Length(body) => Allowance::Bytes(head.saturating_add(body)),
             Framing::Chunked => Allowance::Chunked {
                 head,
@@ -360,12 +442,46 @@ impl EdgeStream {
         let (give, next) = match body.scan(&self.pending[..offered]) {
             Scanned::More => (offered, None),
             Scanned::EndsAfter(end) => (end, Some(Allowance::Bytes(0))),
-            Scanned::Unknown => (offered, Some(Allowance::Open)),
+            Scanned::Malformed => {
+                self.allowance = Allowance::Malformed;
+                return Poll::Ready(Err(malformed_body()));
+            }
         };
         buf.put_slice(&self.pending[..give]);
         self.pending.advance(give);
         if let Some(next) = next {
             self.allowance = next;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the `100 Continue` owed, unless the client has sent body
+    /// bytes already; then forgets it.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some(owed) = &mut self.owed_continue {
+            if owed.sent == 0 && !self.pending.is_empty() {
+                self.owed_continue = None;
+            } else if owed.sent == CONTINUE.len() {
+                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+                self.owed_continue = None;
+            } else {
+                let rest = &CONTINUE[owed.sent..];
+                match ready!(Pin::new(&mut self.inner).poll_write(cx, rest))? {
+                    0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    n => owed.sent += n,
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Before the engine writes: an answer that starts before the body is
+    /// read makes the `100 Continue` moot, and one begun is finished first.
+    fn poll_before_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &self.owed_continue {
+            Some(owed) if owed.sent == 0 => self.owed_continue = None,
+            Some(_) => ready!(self.poll_continue(cx))?,
+            None => {}
         }
         Poll::Ready(Ok(()))
     }
@@ -393,7 +509,15 @@ impl AsyncRead for EdgeStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this
+            .owed_continue
+            .as_ref()
+            .is_some_and(|c| c.head_left == 0)
+        {
+            ready!(this.poll_continue(cx))?;
+        }
         let room = match &this.allowance {
+            Allowance::Malformed => return Poll::Ready(Err(malformed_body())),
             Allowance::Bytes(0) => return this.poll_held(cx),
             Allowance::Chunked { head: 0, .. } => return this.poll_chunked(cx, buf),
             Allowance::Bytes(left) | Allowance::Chunked { head: left, .. } => {
@@ -421,6 +545,9 @@ impl AsyncRead for EdgeStream {
             this.pending.advance(n);
         }
         let served = (buf.filled().len() - before) as u64;
+        if let Some(owed) = &mut this.owed_continue {
+            owed.head_left = owed.head_left.saturating_sub(served);
+        }
         if let Allowance::Bytes(left) | Allowance::Chunked { head: left, .. } = &mut this.allowance
         {
             *left = left.saturating_sub(served);
@@ -435,6 +562,7 @@ impl AsyncWrite for EdgeStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_before_write(cx))?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -451,6 +579,7 @@ impl AsyncWrite for EdgeStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_before_write(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

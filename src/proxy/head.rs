@@ -8,6 +8,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::header_names;
 use super::respond::Refusal;
 
 /// The most header fields a head may have (`Limits::headers` above this
@@ -56,6 +57,9 @@ pub enum Scan {
     Admit {
         len: usize,
         framing: Framing,
+        /// An HTTP/1.1 `Expect: 100-continue` (RFC 9110 §10.1.1): the
+        /// client may wait for `100 Continue` before sending the body.
+        expects_continue: bool,
     },
     Refuse(Refusal),
 }
@@ -70,7 +74,11 @@ pub fn scan(buf: &[u8], limits: &Limits) -> Scan {
     let mut request = httparse::Request::new(&mut []);
     match request.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(len)) => match judge(&request, &buf[..len], limits) {
-            Ok(framing) => Scan::Admit { len, framing },
+            Ok((framing, expects_continue)) => Scan::Admit {
+                len,
+                framing,
+                expects_continue,
+            },
             Err(refusal) => Scan::Refuse(refusal),
         },
         Ok(httparse::Status::Partial) => partial(buf, limits),
@@ -90,7 +98,12 @@ fn partial(buf: &[u8], limits: &Limits) -> Scan {
     }
 }
 
-fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Framing, Refusal> {
+/// The body's framing, and whether the client waits for `100 Continue`.
+fn judge(
+    request: &httparse::Request,
+    head: &[u8],
+    limits: &Limits,
+) -> Result<(Framing, bool), Refusal> {
     if head.len() > limits.head_bytes {
         return Err(Refusal::headers_too_large());
     }
@@ -115,8 +128,12 @@ fn judge(request: &httparse::Request, head: &[u8], limits: &Limits) -> Result<Fr
     }
     let version = request.version.unwrap_or(0);
     let fields = Fields::of(request.headers);
+    if fields.reserved_with_underscore {
+        return Err(header_names::refusal());
+    }
     check_host(&fields, version)?;
-    framing(&fields, version)
+    let expects_continue = fields.expects_continue && version == 1;
+    Ok((framing(&fields, version)?, expects_continue))
 }
 
 /// How often a framing-relevant field occurs, and its value when once.
@@ -142,6 +159,10 @@ struct Fields<'h> {
     content_length: Field<'h>,
     transfer_encoding: Field<'h>,
     upgrade: bool,
+    expects_continue: bool,
+    /// A name that folds to a framing or routing header (see
+    /// `header_names`), such as `Transfer_Encoding`.
+    reserved_with_underscore: bool,
 }
 
 impl<'h> Fields<'h> {
@@ -151,6 +172,8 @@ impl<'h> Fields<'h> {
             content_length: Field::Absent,
             transfer_encoding: Field::Absent,
             upgrade: false,
+            expects_continue: false,
+            reserved_with_underscore: false,
         };
         for header in headers {
             let name = header.name;
@@ -161,12 +184,25 @@ impl<'h> Fields<'h> {
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 &mut fields.transfer_encoding
             } else {
-                fields.upgrade |= name.eq_ignore_ascii_case("upgrade");
+                fields.note(name, header.value);
                 continue;
             };
             *slot = slot.add(header.value);
         }
         fields
+    }
+}
+
+impl Fields<'_> {
+    /// The fields that do not frame the body but still matter here.
+    fn note(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("upgrade") {
+            self.upgrade = true;
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expects_continue |= trimmed(value).eq_ignore_ascii_case(b"100-continue");
+        } else if header_names::smuggles_a_reserved_name(name.as_bytes()) {
+            self.reserved_with_underscore = true;
+        }
     }
 }
 
@@ -192,12 +228,14 @@ fn framing(fields: &Fields, version: u8) -> Result<Framing, Refusal> {
         }
         _ => return Err(Refusal::bad_request()),
     };
-    // An upgrade's tunnel follows its body, whatever framed that.
-    Ok(if fields.upgrade {
-        Framing::Open
-    } else {
-        framing
-    })
+    // An upgrade's tunnel follows its body, and the edge follows neither:
+    // a chunked body there would be read by the engine alone, whose size
+    // parsing is laxer than the edge's (`chunked`), so it is refused.
+    match (fields.upgrade, framing) {
+        (false, framing) => Ok(framing),
+        (true, Framing::Chunked) => Err(Refusal::bad_request()),
+        (true, _) => Ok(Framing::Open),
+    }
 }
 
 fn trimmed(value: &[u8]) -> &[u8] {
@@ -265,8 +303,15 @@ pub fn valid_host(value: &[u8]) -> bool {
     label_len > 0
 }
 
+/// A port of 1 to 65535 in digits (RFC 9110 §4.2.1 names no port 0, and
+/// a longer number would be cut to 16 bits by some backends).
 fn valid_port(port: Option<&str>) -> bool {
-    port.is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+    port.is_some_and(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    })
 }
 
 #[cfg(test)]
@@ -286,12 +331,32 @@ mod tests {
             "a:8080",
             "[::1]:80",
             "10.0.0.1",
+            "a:1",
+            "a:65535",
         ] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
         for bad in [
-            "", "a/x", "a..", "%2e", "a@b", "é.com", "a:", "a:x", "[::1", ".", "a b", "a..b", ".a",
-            "a.b..", "..",
+            "",
+            "a/x",
+            "a..",
+            "%2e",
+            "a@b",
+            "é.com",
+            "a:",
+            "a:x",
+            "[::1",
+            ".",
+            "a b",
+            "a..b",
+            ".a",
+            "a.b..",
+            "..",
+            "a:0",
+            "a:65536",
+            "a:99999",
+            "[::1]:0",
+            "[::1]:65536",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
@@ -317,6 +382,7 @@ mod tests {
             "Transfer-Encoding: gzip, chunked\r\n",
             "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Upgrade: websocket\r\nTransfer-Encoding: chunked\r\n",
         ] {
             assert_eq!(
                 verdict(&head(bad)),
@@ -324,6 +390,41 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_folding_to_framing_headers_are_refused() {
+        for line in [
+            "Transfer_Encoding: chunked",
+            "content_length: 5",
+            "Proxy_Connection: close",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{line}\r\n\r\n");
+            assert_eq!(
+                verdict(&head),
+                Scan::Refuse(header_names::refusal()),
+                "{line}"
+            );
+        }
+        let custom = "GET / HTTP/1.1\r\nHost: a\r\nX_Custom: 1\r\n\r\n";
+        assert!(matches!(verdict(custom), Scan::Admit { .. }));
+    }
+
+    #[test]
+    fn expect_continue_is_noted_on_http11_only() {
+        let head = |version: &str, expect: &str| {
+            format!("POST / HTTP/1.{version}\r\nHost: a\r\nExpect: {expect}\r\nContent-Length: 1\r\n\r\n")
+        };
+        let expects = |raw: String| match verdict(&raw) {
+            Scan::Admit {
+                expects_continue, ..
+            } => expects_continue,
+            other => panic!("{other:?}"),
+        };
+        assert!(expects(head("1", "100-continue")));
+        assert!(expects(head("1", "100-Continue ")));
+        assert!(!expects(head("0", "100-continue")));
+        assert!(!expects(head("1", "200-ok")));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cors;
 pub mod edge;
 pub mod endpoints;
 pub mod head;
+pub mod header_names;
 pub mod headers;
 pub mod proxy_protocol;
 pub mod respond;
@@ -73,6 +74,12 @@ impl ProxyHttp for Gateway {
         let global_cors = runtime.cors.global.enabled();
         if global_cors {
             cors::attach(session, &runtime.cors.global);
+        }
+        // Before anything reads a header: HTTP/2 requests reach this hook
+        // without the edge's head check.
+        let underscores = runtime.server.headers_with_underscores;
+        if let Err(refusal) = header_names::screen(session.req_header_mut(), underscores) {
+            return Box::pin(refuse(session, refusal, ctx)).await;
         }
         // The gateway's own answers (preflights, endpoints, refusals) are
         // boxed futures of their own: this hook's future is allocated and
@@ -426,6 +433,11 @@ fn refusal_for(e: &Error) -> Option<Refusal> {
             Some(Refusal::gateway_timeout())
         }
         (ErrorSource::Upstream, _) => Some(Refusal::bad_gateway()),
+        // A chunked body the edge found malformed after the head went
+        // upstream: the client gets its 400 if no answer has started.
+        (ErrorSource::Downstream, ReadError) if edge::is_malformed_body(e) => {
+            Some(Refusal::bad_request())
+        }
         (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
         (ErrorSource::Downstream, ReadTimedout) => Some(Refusal::request_timeout()),
         (ErrorSource::Downstream, _) => Some(Refusal::bad_request()),

@@ -45,6 +45,7 @@ pub(super) fn server_settings(
         keepalive_timeout: whole_seconds(&raw.keepalive_timeout),
         access_log_sample: access_log_sample(raw, sink),
         work_stealing: raw.work_stealing,
+        headers_with_underscores: raw.headers_with_underscores,
     }
 }
 

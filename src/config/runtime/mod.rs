@@ -53,6 +53,8 @@ pub struct ServerSettings {
     pub access_log_sample: f64,
     /// The engine's work-stealing runtime for the proxy.
     pub work_stealing: bool,
+    /// Request headers named with `_` (see `proxy::header_names`).
+    pub headers_with_underscores: crate::config::raw::HeadersWithUnderscores,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
