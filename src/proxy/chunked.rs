@@ -190,6 +190,34 @@ fn size_of(line: &[u8]) -> Result<Option<u64>, ()> {
     }
 }
 
+/// What the engine reads in place of a chunked body the edge found
+/// malformed: it fails the request, and the proxy answers 400 if no
+/// response has started (see `is_malformed_body`); it lives here, below both the edge that
+/// raises it and the proxy hook that answers it.
+#[derive(Debug)]
+struct MalformedBody;
+
+impl std::fmt::Display for MalformedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed chunked request body")
+    }
+}
+
+impl std::error::Error for MalformedBody {}
+
+pub(super) fn malformed_body() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, MalformedBody)
+}
+
+/// Whether the engine's error is the edge refusing a malformed chunked
+/// body (and not a client that went away).
+pub fn is_malformed_body(e: &pingora_core::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<MalformedBody>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::chunked::{ChunkedEnd, Scanned};
+use super::chunked::{malformed_body, ChunkedEnd, Scanned};
 use super::head::{self, Framing, Limits, Scan};
 use super::respond::Refusal;
 use super::Gateway;
@@ -329,33 +329,6 @@ struct Continue {
     head_left: u64,
     /// Bytes of `CONTINUE` written so far.
     sent: usize,
-}
-
-/// What the engine reads in place of a chunked body the edge found
-/// malformed: it fails the request, and the proxy answers 400 if no
-/// response has started (see `is_malformed_body`).
-#[derive(Debug)]
-struct MalformedBody;
-
-impl std::fmt::Display for MalformedBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("malformed chunked request body")
-    }
-}
-
-impl std::error::Error for MalformedBody {}
-
-fn malformed_body() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, MalformedBody)
-}
-
-/// Whether the engine's error is the edge refusing a malformed chunked
-/// body (and not a client that went away).
-pub fn is_malformed_body(e: &pingora_core::Error) -> bool {
-    e.root_cause()
-        .downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-        .is_some_and(|inner| inner.is::<MalformedBody>())
 }
 
 /// How far pingora may read into the connection.

@@ -435,7 +435,7 @@ fn refusal_for(e: &Error) -> Option<Refusal> {
         (ErrorSource::Upstream, _) => Some(Refusal::bad_gateway()),
         // A chunked body the edge found malformed after the head went
         // upstream: the client gets its 400 if no answer has started.
-        (ErrorSource::Downstream, ReadError) if edge::is_malformed_body(e) => {
+        (ErrorSource::Downstream, ReadError) if chunked::is_malformed_body(e) => {
             Some(Refusal::bad_request())
         }
         (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
