@@ -19,6 +19,8 @@ use crate::support::http::{connect, read_response};
 use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
+pub(crate) mod http2;
+
 /// `(name, raw request, status, code)`.
 type Case = (&'static str, String, u16, &'static str);
 

@@ -13,6 +13,7 @@ pub mod client_addr;
 pub mod cors;
 pub mod edge;
 pub mod endpoints;
+pub mod h2_guard;
 pub mod head;
 pub mod headers;
 pub mod proxy_protocol;
