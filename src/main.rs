@@ -521,18 +521,15 @@ fn report(error: &ConfigError) -> ExitCode {
 /// `RUST_LOG` filters (default `info`); the access log is the
 /// `portcullis::access` target.
 ///
-/// The engine's own lines are capped at `warn` whatever the level: its
-/// debug lines quote raw request bytes (paths, queries, header values,
-/// tokens). A `RUST_LOG` that names the engine (`pingora_core=debug`)
-/// opts in to them, for debugging the engine itself.
+/// The crates that read client bytes log them at `debug` and `trace`: the
+/// engine quotes raw request heads, `h2` a malformed `:path` or
+/// `:authority` with its query, `rustls` the records of a handshake. Their
+/// lines are capped at `warn` whatever `RUST_LOG` says (see
+/// [`capped_filter`]), so no level or directive puts a client's token in
+/// the log.
 fn init_logging(format: LogFormat, queued: bool) -> Option<LogWriterGuard> {
     let requested = std::env::var("RUST_LOG").ok();
-    let mut filter = tracing_subscriber::EnvFilter::new(requested.as_deref().unwrap_or("info"));
-    if !requested.is_some_and(|r| r.contains("pingora")) {
-        if let Ok(cap) = "pingora=warn".parse() {
-            filter = filter.add_directive(cap);
-        }
-    }
+    let filter = capped_filter(requested.as_deref().unwrap_or("info"));
     // Colours only for a person at a terminal, never into a file or a pipe.
     let ansi = std::io::stderr().is_terminal();
     // A long-running gateway writes through the queue (off the request
@@ -552,6 +549,57 @@ fn init_logging(format: LogFormat, queued: bool) -> Option<LogWriterGuard> {
     }
 }
 
+/// Log targets (prefixes) of the dependencies that handle a client's bytes
+/// before the gateway has judged them: the engine (`pingora_core`,
+/// `pingora_proxy`, …), HTTP/2 framing, TLS, and the HTTP/1 parser.
+/// `hyper` is not a dependency today; it is listed so that one pulled in
+/// later is capped too.
+const CAPPED_TARGETS: [&str; 6] = [
+    "pingora",
+    "h2",
+    "rustls",
+    "tokio_rustls",
+    "httparse",
+    "hyper",
+];
+
+/// `requested` without its directives that could open the capped
+/// targets, plus a `warn` cap for each: a directive that names one
+/// (`h2=debug`, `pingora_core=trace`) would otherwise win over the cap, as
+/// the more specific one.
+fn capped_filter(requested: &str) -> tracing_subscriber::EnvFilter {
+    let kept = requested
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !opens_capped_target(directive))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut filter = tracing_subscriber::EnvFilter::new(kept);
+    for target in CAPPED_TARGETS {
+        if let Ok(cap) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
+    filter
+}
+
+/// Whether a `RUST_LOG` directive (`target[span]=level`) could enable a
+/// capped target's lines: one that names it, or a span filter without a
+/// target (`[span]=debug` enables every crate's events inside the span,
+/// and `h2` logs inside spans of its own, past any per-target cap).
+fn opens_capped_target(directive: &str) -> bool {
+    let target = directive
+        .split(['[', '='])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let untargeted_span = target.is_empty() && directive.contains('[');
+    untargeted_span
+        || CAPPED_TARGETS
+            .iter()
+            .any(|capped| target.starts_with(capped))
+}
+
 fn install_logging<W>(
     format: LogFormat,
     filter: tracing_subscriber::EnvFilter,
@@ -567,5 +615,35 @@ fn install_logging<W>(
     match format {
         LogFormat::Text => builder.event_format(log_line::TextLines::new()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opens_capped_target;
+
+    #[test]
+    fn directives_that_could_open_a_capped_target_are_dropped() {
+        for opens in [
+            "h2=debug",
+            "pingora_core=trace",
+            "pingora",
+            "rustls::server=debug",
+            "tokio_rustls=trace",
+            "httparse=debug",
+            "[conn]=trace",
+            "[{peer}]=debug",
+        ] {
+            assert!(opens_capped_target(opens), "{opens}");
+        }
+        for keeps in [
+            "debug",
+            "info",
+            "portcullis=debug",
+            "portcullis[req]=trace",
+            "redis=warn",
+        ] {
+            assert!(!opens_capped_target(keeps), "{keeps}");
+        }
     }
 }

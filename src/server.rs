@@ -164,11 +164,19 @@ impl Background {
     }
 }
 
+/// pingora's shutdown, entered once `shutdown_grace` is over (see
+/// [`DrainFirst`]): listeners stop accepting, keep-alive ends, HTTP/2
+/// connections get GOAWAY, and requests in flight have its
+/// `grace_period_seconds` (our `shutdown_timeout`) to finish before the
+/// runtimes are stopped. pingora counts whole seconds, so a part is
+/// rounded up.
 fn server_conf(settings: &ServerSettings) -> ServerConf {
     ServerConf {
         threads: settings.threads,
-        grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
+        grace_period_seconds: Some(whole_seconds(settings.shutdown_timeout)),
+        // Stopping a runtime drops its tasks at once; this only waits for
+        // blocking work.
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: settings.upstream_keepalive_pool,
         work_stealing: settings.work_stealing,
         ..ServerConf::default()
@@ -269,11 +277,21 @@ fn edge_app(
     }
 }
 
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 impl Instance {
-    /// Runs until SIGTERM (graceful: drains in-flight requests), SIGINT
-    /// (fast) or SIGQUIT (graceful upgrade).
+    /// Runs until SIGTERM (graceful, see [`DrainFirst`]), SIGINT (fast) or
+    /// SIGQUIT (graceful upgrade).
     pub fn run_until_signal(self) {
-        self.run(RunArgs::default());
+        let signals = DrainFirst {
+            state: Arc::clone(&self.state),
+            grace: self.state.runtime.load().server.shutdown_grace,
+        };
+        self.run(RunArgs {
+            shutdown_signal: Box::new(signals),
+        });
     }
 
     /// Runs until `trigger.stop()`; for tests and embedding.
@@ -374,6 +392,52 @@ async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Futu
                 let state = Arc::clone(&state);
                 tokio::spawn(async move { state.reload_detached().await });
             }
+        }
+    }
+}
+
+/// SIGTERM as a Kubernetes rollout needs it. The pod leaves the Service's
+/// endpoints while it is told to stop, and the two happen in no set order:
+/// kube-proxies, ingress controllers and load balancers keep sending new
+/// connections for a few seconds after SIGTERM. So for `shutdown_grace`
+/// the gateway keeps accepting and serving while `/readyz` answers 503 at
+/// once (no new traffic is routed to it); only then does pingora's
+/// shutdown begin (see [`server_conf`]): no new connections, requests in
+/// flight get `shutdown_timeout`, then the process exits. A connection
+/// refused during a rollout would be an error every client sees.
+///
+/// SIGINT stops at once, also during the grace; SIGQUIT is pingora's
+/// graceful upgrade, unchanged.
+struct DrainFirst {
+    state: Arc<AppState>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainFirst {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            return pingora_core::server::UnixShutdownSignalWatch.recv().await;
+        };
+        tokio::select! {
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+            _ = term.recv() => {}
+        }
+        self.state.start_draining();
+        tracing::info!(
+            target: "portcullis::server",
+            grace_ms = self.grace.as_millis() as u64,
+            "SIGTERM: not ready; serving new connections until the grace ends, then draining"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(self.grace) => ShutdownSignal::GracefulTerminate,
+            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
         }
     }
 }

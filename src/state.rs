@@ -8,6 +8,7 @@
 //! worker keeps the revocation view fresh, nor on the admin API's.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub certificate: Option<Arc<ReloadableCert>>,
     /// One reload at a time, so the last one asked for is the one in force.
     reloading: Mutex<()>,
+    /// Set by SIGTERM: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// What a successful reload changed, for the log and the admin answer.
@@ -55,7 +58,18 @@ impl AppState {
             config_path,
             certificate,
             reloading: Mutex::new(()),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// The process is stopping: report not ready, so no new traffic is
+    /// routed here while the requests already coming are served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// [`Self::reload`] on a thread of its own; the caller's runtime keeps

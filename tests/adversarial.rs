@@ -24,6 +24,7 @@ mod claims;
 mod endpoints;
 mod forwarded;
 mod framing;
+pub(crate) mod http2;
 mod legacy;
 mod responses;
 

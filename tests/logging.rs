@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::operations::{serve_config_process, serve_process_to};
+use crate::operations::{serve_config_process, serve_process_to, serve_with};
 use crate::support::http::Recorded;
 use crate::support::{bearer, claims, get, post, sign, EchoUpstream};
 
@@ -97,6 +97,97 @@ fn failure_lines_never_carry_the_query_a_header_or_the_path() {
     assert_eq!(access["outcome"], "bad_gateway");
     assert_eq!(access["method"], "GET");
     assert_eq!(access["status"], 502);
+}
+
+/// The `h2` crate quotes a malformed `:path` or `:authority` at `debug`
+/// (`malformed headers: malformed path ("/x?access_token=…")`), and TLS
+/// libraries trace the records they read: every crate that reads a
+/// client's bytes is capped at `warn`, even when `RUST_LOG` names it.
+#[test]
+fn malformed_http2_and_tls_input_never_reaches_the_log() {
+    let upstream = EchoUpstream::start();
+    let log = "trace,h2=trace,rustls=trace,tokio_rustls=trace,pingora_core=debug,[conn]=trace";
+    let served = serve_with(
+        &crate::support::standard_config(upstream.addr),
+        &crate::support::tls_listener(),
+        &["--log-format", "json"],
+        log,
+    );
+    send_malformed_http2(served.addr.port());
+    for garbage in [
+        &b"GET /public?access_token=TLSPLAINSECRET HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        // A handshake record whose ClientHello is the secret itself.
+        &[
+            &[0x16, 0x03, 0x01, 0x00, 0x16, 0x01, 0x00, 0x00, 0x12][..],
+            b"TLSHELLOSECRET....",
+        ]
+        .concat(),
+    ] {
+        let mut raw = TcpStream::connect(served.addr).expect("connect");
+        raw.write_all(garbage).expect("write");
+        let _ = raw.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = raw.read_to_end(&mut Vec::new());
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "nothing malformed reached the upstream"
+    );
+    let (log, _) = stop_and_read_log(served.child);
+    assert!(!log.is_empty(), "the gateway logged nothing at all");
+    for secret in [
+        "H2PATHSECRET",
+        "H2AUTHSECRET",
+        "H2HEADERSECRET",
+        "TLSPLAINSECRET",
+        "TLSHELLOSECRET",
+    ] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(secret)).collect();
+        assert!(lines.is_empty(), "{secret} reached the log:\n{lines:#?}");
+    }
+}
+
+/// Requests `h2` refuses while decoding them, each carrying a secret: a
+/// space in `:path`, a space in `:authority`, an upper-case header name.
+fn send_malformed_http2(port: u16) {
+    use crate::adversarial::http2::{connect_h2, read_frame, request, settings, PREFACE};
+    let base = |path: &'static str, authority: &'static str| {
+        vec![
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", authority),
+            (":path", path),
+        ]
+    };
+    let mut header = base("/public", "localhost");
+    header.push(("X-Upper", "H2HEADERSECRET"));
+    let requests = [
+        base("/public?access_token=H2PATHSECRET b", "localhost"),
+        base("/public", "local host H2AUTHSECRET"),
+        header,
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for fields in requests {
+            let mut conn = connect_h2(port).await;
+            let bytes = [PREFACE, &settings(), &request(1, &fields)].concat();
+            tokio::io::AsyncWriteExt::write_all(&mut conn, &bytes)
+                .await
+                .expect("write");
+            // Until the stream is reset or the connection ends.
+            let read = async {
+                while let Some((kind, ..)) = read_frame(&mut conn).await {
+                    if kind == 0x3 || kind == 0x7 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
+    });
 }
 
 fn slow_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {

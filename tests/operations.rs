@@ -275,6 +275,32 @@ pub(crate) fn serve_config_process(
     log: &str,
     grace: &str,
 ) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    let served = serve_with(
+        config,
+        &format!("shutdown_grace = \"{grace}\""),
+        extra_args,
+        log,
+    );
+    (served.child, served.addr, served.dir)
+}
+
+/// A `portcullis serve` process and where it listens.
+pub(crate) struct Served {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// `portcullis serve` as its own process with `config` (everything but
+/// `[server]` and `[store]`) and `server_lines` added to its `[server]`,
+/// stderr captured.
+pub(crate) fn serve_with(
+    config: &str,
+    server_lines: &str,
+    extra_args: &[&str],
+    log: &str,
+) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, admin) = (
         crate::support::gateway::free_addr(),
@@ -282,7 +308,7 @@ pub(crate) fn serve_config_process(
     );
     let fixtures = crate::support::tokens::fixtures_dir();
     let text = format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"{grace}\"\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n{server_lines}\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
         config.replace("{fixtures}", &fixtures.display().to_string())
     );
     let path = dir.path().join("portcullis.toml");
@@ -300,7 +326,12 @@ pub(crate) fn serve_config_process(
         assert!(std::time::Instant::now() < deadline, "serve did not listen");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    (child, addr, dir)
+    Served {
+        child,
+        addr,
+        admin,
+        dir,
+    }
 }
 
 #[test]
@@ -507,32 +538,90 @@ fn tls_and_http2_end_to_end() {
     assert!(seen.iter().all(|r| r.values("x-user-id") == ["alice"]));
 }
 
-fn slow_upstream(_: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+/// Slow for `/public/slow`, at once for everything else.
+fn slow_upstream(seen: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    if seen.target == "/public/slow" {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
     (200, vec![], b"slow but complete".to_vec())
 }
 
-/// SIGTERM lets a request in flight finish (within `shutdown_grace`)
-/// before the process exits.
+/// Whether a new connection to `addr` gets no answer (refused, closed, or
+/// silent for a second).
+fn unanswered(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let _ = stream.write_all(b"GET /public HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut answer = [0u8; 16];
+    !matches!(stream.read(&mut answer), Ok(n) if n > 0)
+}
+
+/// SIGTERM in a rollout (see `server::DrainFirst`): for `shutdown_grace`
+/// the gateway still accepts and serves new connections while `/readyz`
+/// reports not ready; then it stops accepting, requests in flight finish
+/// within `shutdown_timeout`, and the process exits.
 #[test]
-fn graceful_shutdown_drains_requests_in_flight() {
+fn sigterm_serves_through_the_grace_then_drains_and_exits() {
+    use std::time::{Duration, Instant};
     let upstream = EchoUpstream::start_with(slow_upstream);
-    let (mut child, addr, _dir) = serve_process_with_grace(&upstream, &[], "warn", "3s");
-    let token = sign("test-eddsa", &claims("alice"));
-    let in_flight = std::thread::spawn(move || get(addr, "/orders", &[&bearer(&token)]));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut served = serve_with(
+        &standard_config(upstream.addr),
+        "shutdown_grace = \"2s\"\nshutdown_timeout = \"2s\"",
+        &[],
+        "warn",
+    );
+    let addr = served.addr;
+    let slow = move || std::thread::spawn(move || get(addr, "/public/slow", &[]));
+    assert_eq!(get(served.admin, "/readyz", &[]).status, 200);
+    let before = slow();
+    std::thread::sleep(Duration::from_millis(300));
     let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(term.success());
-    let response = in_flight.join().expect("request");
+    let signalled = Instant::now();
+
+    std::thread::sleep(Duration::from_millis(500));
+    let during = get(addr, "/public", &[]);
     assert_eq!(
-        (response.status, response.text()),
-        (200, "slow but complete".to_owned())
+        during.status, 200,
+        "a new connection in the grace is served"
     );
-    let exited = child.wait().expect("wait");
+    let ready = get(served.admin, "/readyz", &[]);
+    assert_eq!(
+        (ready.status, ready.json()["draining"].clone()),
+        (503, json!(true))
+    );
+    // Begun in the grace, answered after it (1.5 s upstream).
+    std::thread::sleep(Duration::from_millis(700));
+    let across = slow();
+
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(signalled.elapsed()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        unanswered(addr),
+        "a new connection after the grace is served"
+    );
+    for (name, request) in [("before", before), ("across", across)] {
+        let response = request.join().expect("request");
+        assert_eq!(
+            (response.status, response.text()),
+            (200, "slow but complete".to_owned()),
+            "{name} SIGTERM"
+        );
+    }
+    let exited = served.child.wait().expect("wait");
     assert!(exited.success(), "{exited:?}");
+    // The grace, the drain period, and the runtimes' stop (one second).
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
 }
 
 /// TLS to an upstream, its certificate verified against `ca_file`: the

@@ -236,7 +236,8 @@ impl AdminApi {
             .external_issuers()
             .iter()
             .all(|i| i.jwks.as_ref().is_none_or(|j| j.has_keys()));
-        let ready = view.is_fresh() && keys && jwks_ok;
+        let draining = self.state.is_draining();
+        let ready = !draining && view.is_fresh() && keys && jwks_ok;
         let status = if ready {
             StatusCode::OK
         } else {
@@ -251,6 +252,7 @@ impl AdminApi {
                 "max_staleness_ms": view.max_staleness().as_millis() as u64,
                 "revoked_tokens": view.revoked_len(),
                 "issuer_keys_loaded": jwks_ok,
+                "draining": draining,
             }),
         )
     }

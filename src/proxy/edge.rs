@@ -93,7 +93,10 @@ impl ServerApp for EdgeApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.proxy.process_new(stream, shutdown).await;
+            return self
+                .proxy
+                .process_new(super::h2_guard::guard(stream), shutdown)
+                .await;
         }
         // Boxed once per connection: each request's session takes the same box.
         let mut conn = Box::new(EdgeStream::new(stream));

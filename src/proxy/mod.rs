@@ -14,6 +14,7 @@ pub mod context;
 pub mod cors;
 pub mod edge;
 pub mod endpoints;
+pub mod h2_guard;
 pub mod head;
 pub mod header_names;
 pub mod headers;
