@@ -53,6 +53,7 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Serve {
+        /// The configuration file (TOML).
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
     },
@@ -60,18 +61,26 @@ enum Command {
     /// names are checked for their form, not resolved (a compose or
     /// Kubernetes name checks in CI).
     Check {
+        /// The configuration file (TOML).
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
         /// Also resolve every upstream target name here, and report each
         /// one that does not resolve.
         #[arg(long)]
         resolve: bool,
+        /// Check everything but the presence of secret files and variables
+        /// (keys, TLS certificates, CA bundles, the admin token file), so a
+        /// deployment's configuration checks in CI without its secrets.
+        #[arg(long)]
+        skip_files: bool,
     },
     /// Write a new signing key (or HS256 secret) and print its config entry.
     Keygen {
         /// EdDSA, ES256, RS256 or HS256, in any case.
         #[arg(long, value_parser = |s: &str| s.parse::<KeyAlgorithm>())]
         algorithm: KeyAlgorithm,
+        /// The folder the key is written into (created if missing); the
+        /// private key is mode 0600, and never overwritten.
         #[arg(long)]
         out: PathBuf,
         /// Key id; default: the algorithm and a random suffix.
@@ -86,9 +95,11 @@ enum Command {
     /// Print an access token signed with the configured signing key
     /// (for scripts, load tests and trying routes by hand).
     Token {
+        /// The configuration file whose signing key signs the token.
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
-        #[arg(long)]
+        /// The user the token is for (its `sub` claim).
+        #[arg(long, allow_hyphen_values = true)]
         sub: String,
         /// Comma-separated roles.
         #[arg(long, value_delimiter = ',')]
@@ -121,15 +132,19 @@ enum Command {
     },
     /// Run only the demo backend (for docker-compose and scripts).
     DemoBackend {
+        /// Where the demo backend listens.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
     },
     /// Run the gateway in front of a built-in demo backend.
     Demo {
+        /// Where the gateway listens (the address to open in a browser).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Where the demo backend listens, behind the gateway.
         #[arg(long, default_value = "127.0.0.1:8081")]
         backend_listen: String,
+        /// Where the gateway's admin API and metrics listen.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: String,
     },
@@ -139,6 +154,7 @@ enum Command {
 enum AdminAction {
     /// Revoke one access token, by jti and exp or by the token itself.
     RevokeToken {
+        /// The token's id (its `jti` claim); needs --exp.
         #[arg(long, requires = "exp", conflicts_with = "access_token")]
         jti: Option<String>,
         /// The token's exp (Unix seconds): the revocation is kept until then.
@@ -160,6 +176,7 @@ enum AdminAction {
         #[arg(allow_hyphen_values = true)]
         sub: String,
     },
+    /// Let a disabled user in again.
     Enable {
         /// The user's subject (`sub`).
         #[arg(allow_hyphen_values = true)]
@@ -209,7 +226,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("portcullis: {e:#}");
+            complain(&format!("portcullis: {e:#}"));
             ExitCode::from(1)
         }
     }
@@ -218,7 +235,17 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(&config),
-        Command::Check { config, resolve } => Ok(check(&config, resolve)),
+        Command::Check {
+            config,
+            resolve,
+            skip_files,
+        } => Ok(check(
+            &config,
+            config::LoadOptions {
+                resolve,
+                skip_files,
+            },
+        )),
         Command::Keygen {
             algorithm,
             out,
@@ -228,11 +255,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let kid = kid.unwrap_or_else(|| keygen::default_kid(algorithm));
             let config_dir = config.as_deref().map(|c| c.parent().unwrap_or(c));
             let key = keygen::generate(algorithm, &out, &kid, config_dir).context("keygen")?;
-            eprintln!("wrote {}", key.private_path.display());
+            complain(&format!("wrote {}", key.private_path.display()));
             if let Some(public) = &key.public_path {
-                eprintln!("wrote {}", public.display());
+                complain(&format!("wrote {}", public.display()));
             }
-            println!("{}", key.snippet);
+            say(&key.snippet);
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
@@ -312,7 +339,7 @@ fn token(
         ..Grant::default()
     };
     let (token, _) = mint(signer, grant, &runtime.issuer, &runtime.audience, ttl)?;
-    println!("{token}");
+    say(&token);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -383,9 +410,9 @@ fn admin(
         AdminAction::Health => client.get("/readyz")?,
     };
     if json {
-        println!("{body}");
+        say(&body.to_string());
     } else {
-        println!("{}", describe(&action, status, &body));
+        say(&describe(&action, status, &body));
     }
     Ok(if (200..300).contains(&status) {
         ExitCode::SUCCESS
@@ -464,7 +491,7 @@ fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> Stri
             body["access_token"].as_str().unwrap_or("?"),
             body["refresh_token"].as_str().unwrap_or("?"),
         ),
-        AdminAction::Reload => format!("configuration reloaded ({} routes)", body["routes"]),
+        AdminAction::Reload => describe_reload(body),
         AdminAction::Health => format!(
             "{} (store {}, view {} ms old, bound {} ms, {} revoked tokens)",
             if body["ready"] == true {
@@ -480,7 +507,25 @@ fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> Stri
     }
 }
 
-/// One line per session: id, device, and when it was last used.
+/// A reload's answer, with what it could not apply: those settings take
+/// effect only when the gateway restarts.
+fn describe_reload(body: &serde_json::Value) -> String {
+    let mut out = format!("configuration reloaded ({} routes)", body["routes"]);
+    let pending: Vec<&str> = body["needs_restart"]
+        .as_array()
+        .map(|list| list.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\nnot applied until a restart: {}",
+            pending.join(", ")
+        ));
+    }
+    out
+}
+
+/// One line per session: id, device, when it opened, when it was last
+/// used and when it ends, as UTC times a person reads.
 fn describe_sessions(sub: &str, body: &serde_json::Value) -> String {
     let list = body["sessions"]
         .as_array()
@@ -489,24 +534,62 @@ fn describe_sessions(sub: &str, body: &serde_json::Value) -> String {
     let mut out = format!("{sub} has {} session(s)", list.len());
     for session in list {
         out.push_str(&format!(
-            "\n  {}  {}  last used {}",
+            "\n  {}  {}  opened {}  last used {}  ends {}",
             session["sid"].as_str().unwrap_or("?"),
             session["device"].as_str().unwrap_or("-"),
-            session["last_used"],
+            readable_time(&session["created"]),
+            readable_time(&session["last_used"]),
+            readable_time(&session["expires_at"]),
         ));
     }
     out
 }
 
-fn check(path: &std::path::Path, resolve: bool) -> ExitCode {
-    let loaded = match resolve {
-        true => config::load_resolving(path),
-        false => config::load(path),
+/// Unix seconds as `2026-12-07 14:30:00 UTC`; anything else as it came.
+fn readable_time(seconds: &serde_json::Value) -> String {
+    let Some(at) = seconds
+        .as_u64()
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s)))
+    else {
+        return seconds.to_string();
     };
-    match loaded {
+    // RFC 3339 (`2026-12-07T14:30:00Z`) with the T and Z spelled out.
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{} UTC", stamp.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
+/// Writes a line to standard output. A reader that has gone away
+/// (`portcullis check … | head -1`) ends the command quietly, with the
+/// status a shell gives a tool ended by SIGPIPE, instead of a panic.
+fn say(line: &str) {
+    say_raw(&format!("{line}\n"));
+}
+
+/// Writes a line to standard error; with nobody reading it, there is
+/// nobody to tell, and the command goes on to its exit status.
+fn complain(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `say` without the line end.
+fn say_raw(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        complain(&format!("portcullis: cannot write the output: {e}"));
+        std::process::exit(1);
+    }
+}
+
+fn check(path: &std::path::Path, options: config::LoadOptions) -> ExitCode {
+    match config::load_with(path, options) {
         Ok(runtime) => {
-            println!("{}: ok", path.display());
-            print!("{}", runtime.route_table());
+            say(&format!("{}: ok", path.display()));
+            say_raw(&runtime.route_table());
             ExitCode::SUCCESS
         }
         Err(e) => report(&e),
@@ -514,7 +597,7 @@ fn check(path: &std::path::Path, resolve: bool) -> ExitCode {
 }
 
 fn report(error: &ConfigError) -> ExitCode {
-    eprintln!("{error}");
+    complain(&error.to_string());
     ExitCode::from(2)
 }
 
@@ -620,7 +703,8 @@ fn install_logging<W>(
 
 #[cfg(test)]
 mod tests {
-    use super::opens_capped_target;
+    use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn directives_that_could_open_a_capped_target_are_dropped() {
@@ -645,5 +729,52 @@ mod tests {
         ] {
             assert!(!opens_capped_target(keeps), "{keeps}");
         }
+    }
+
+    /// Every subcommand and every argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "portcullis", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    #[test]
+    fn times_read_as_utc_and_anything_else_as_it_came() {
+        assert_eq!(
+            readable_time(&serde_json::json!(1_796_652_600u64)),
+            "2026-12-07 14:10:00 UTC"
+        );
+        assert_eq!(readable_time(&serde_json::json!(null)), "null");
+    }
+
+    #[test]
+    fn a_reload_says_what_waits_for_a_restart() {
+        let applied = serde_json::json!({"routes": 3, "needs_restart": []});
+        assert_eq!(
+            describe_reload(&applied),
+            "configuration reloaded (3 routes)"
+        );
+        let pending =
+            serde_json::json!({"routes": 3, "needs_restart": ["server.listen", "store.url"]});
+        assert_eq!(
+            describe_reload(&pending),
+            "configuration reloaded (3 routes)\nnot applied until a restart: server.listen, store.url"
+        );
     }
 }

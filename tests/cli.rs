@@ -18,6 +18,13 @@ fn stderr(output: &Output) -> String {
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    if text.contains("\"signing.pem\"") {
+        // A signing key of the config's own, readable by its owner only, so
+        // `check` has no warning to print beside the errors under test.
+        let key = dir.join("signing.pem");
+        std::fs::copy(fixtures.join("test-eddsa.pem"), &key).expect("copy key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let path = dir.join("portcullis.toml");
     std::fs::write(
         &path,
@@ -471,11 +478,11 @@ fn the_admin_command_line_says_what_is_wrong_and_covers_sessions_reload_and_issu
 const UNRESOLVED_NAMES: &str = r#"[tokens]
 issuer = "i"
 audience = "a"
-
+signing_key = "k"
 [[tokens.keys]]
 kid = "k"
 algorithm = "EdDSA"
-public_key_file = "{fixtures}/test-eddsa.pub.pem"
+private_key_file = "signing.pem"
 
 [[upstreams]]
 name = "legacy"
@@ -646,4 +653,104 @@ fn the_demo_prints_admin_commands_that_work_as_printed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// An unknown key is reported and reading goes on, so the errors after it
+/// (another unknown key, a cross-check between tables) are reported in the
+/// same run, each at its own line and column.
+#[test]
+fn an_unknown_key_does_not_hide_the_errors_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[server]\nlisen = 3\n[tokens]\nissuer = \"i\"\naudience = \"a\"\n[[upstreams]]\nname = \"legacy\"\ntargets = [\"127.0.0.1:8081\"]\n\n[[routes]]\npath = \"/c\"\nupstream = \"legacy\"\nauth = \"none\"\nroles = [\"admin\"]\ncors = { allowed_origins = [\"https://a.test\"], max_agee = \"1m\" }\n";
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:2:1: unknown field `lisen`"),
+        format!("{file}:15:48: unknown field `max_agee`"),
+        format!("{file}:11:8: roles and scopes need auth"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{err}"
+        );
+    }
+}
+
+/// `/auth/login` answers with tokens the gateway signs: a `[login]` with
+/// no signing key would be a 404 at run time, so it is a `check` error.
+#[test]
+fn a_login_without_a_signing_key_is_a_check_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[tokens]\nissuer = \"i\"\naudience = \"a\"\n\n[[tokens.keys]]\nkid = \"v\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"{fixtures}/test-eddsa.pub.pem\"\n\n[[upstreams]]\nname = \"legacy\"\ntargets = [\"127.0.0.1:8081\"]\n\n[login]\nupstream = \"legacy\"\npath = \"/login\"\n";
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let expected = format!(
+        "{}:15:12: [login] needs [tokens] signing_key: a login answers with tokens this gateway signs",
+        path.display()
+    );
+    assert_eq!(stderr(&out).trim(), expected);
+}
+
+/// The shipped deployment configurations name production key files
+/// (`/keys/…`, `/run/credentials/…`) that do not exist here:
+/// `--skip-files` checks everything else in them, as shipped, and still
+/// reports a key file that is there but broken.
+#[test]
+fn shipped_configurations_check_as_shipped_without_their_secret_files() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for shipped in [
+        "deploy/compose/portcullis.toml",
+        "deploy/systemd/portcullis.toml",
+    ] {
+        let path = repo.join(shipped);
+        let path = path.to_str().expect("utf-8");
+        let strict = portcullis(&["check", "--config", path]);
+        assert_eq!(
+            strict.status.code(),
+            Some(2),
+            "{shipped} names files absent here"
+        );
+        let out = portcullis(&["check", "--skip-files", "--config", path]);
+        assert!(out.status.success(), "{shipped}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PATH"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("broken.pem"), "not a key").expect("write");
+    let text = "[tokens]\nissuer = \"i\"\naudience = \"a\"\nsigning_key = \"there\"\n\n[[tokens.keys]]\nkid = \"there\"\nalgorithm = \"EdDSA\"\nprivate_key_file = \"broken.pem\"\n\n[[tokens.keys]]\nkid = \"absent\"\nalgorithm = \"EdDSA\"\nprivate_key_file = \"absent.pem\"\n\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n";
+    let path = write_config(dir.path(), text);
+    let out = portcullis(&[
+        "check",
+        "--skip-files",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let expected = format!("{}:9:20: key \"there\"", path.display());
+    assert!(err.lines().any(|l| l.starts_with(&expected)), "{err}");
+    assert!(!err.contains("absent"), "{err}");
+}
+
+/// `portcullis check … | head -1`: the reader goes away before the route
+/// table is written, and the command ends quietly (the status a shell
+/// gives a tool ended by SIGPIPE), with no panic.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/minimal.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", example.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run portcullis");
+    // Closing the only read end now: the command's first write fails.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
 }

@@ -62,16 +62,32 @@ pub(crate) struct Diagnostics<'a> {
     /// Resolve upstream target names too (`check --resolve`); loading
     /// otherwise never touches DNS.
     pub(crate) resolve: bool,
+    /// A secret file or variable that is not there is passed over
+    /// (`check --skip-files`).
+    skip_files: bool,
 }
 
 impl<'a> Diagnostics<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str, resolve: bool) -> Self {
+    pub(crate) fn new(file: &'a Path, text: &'a str, options: super::LoadOptions) -> Self {
         Self {
             file,
             text,
             list: Vec::new(),
-            resolve,
+            resolve: options.resolve,
+            skip_files: options.skip_files,
         }
+    }
+
+    /// Whether the secret file at `path` is to be passed over: it is not
+    /// there, and this is `check --skip-files`.
+    pub(crate) fn skips_file(&self, path: &Path) -> bool {
+        self.skip_files && !path.exists()
+    }
+
+    /// Whether the secret variable `name` is to be passed over: it is not
+    /// set, and this is `check --skip-files`.
+    pub(crate) fn skips_variable(&self, name: &str) -> bool {
+        self.skip_files && std::env::var_os(name).is_none()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

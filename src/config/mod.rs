@@ -12,6 +12,7 @@ mod diagnostics;
 pub mod duration;
 pub mod raw;
 pub mod runtime;
+mod unknown_keys;
 
 use std::path::Path;
 
@@ -29,29 +30,38 @@ pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
     load_str(&text, path)
 }
 
-/// [`load`], and every target name resolved: one that does not is an
-/// error at its position (`portcullis check --resolve`).
-pub fn load_resolving(path: &Path) -> Result<Runtime, ConfigError> {
+/// How `portcullis check` loads a file; `serve` loads with the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Resolve every upstream target name: one that does not is an error
+    /// at its position (`check --resolve`).
+    pub resolve: bool,
+    /// Check everything but the presence of secret files (keys, TLS
+    /// certificates, CA bundles, the admin token file) and secret
+    /// variables, so a deployment's configuration checks in CI without
+    /// its production secrets (`check --skip-files`). A file that is
+    /// there is still read and checked.
+    pub skip_files: bool,
+}
+
+/// [`load`] with the options `check` takes.
+pub fn load_with(path: &Path, options: LoadOptions) -> Result<Runtime, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    compile_text(&text, path, true)
+    compile_text(&text, path, options)
 }
 
 /// Compiles configuration text as if it had been read from `path`.
 pub fn load_str(text: &str, path: &Path) -> Result<Runtime, ConfigError> {
-    compile_text(text, path, false)
+    compile_text(text, path, LoadOptions::default())
 }
 
-fn compile_text(text: &str, path: &Path, resolve: bool) -> Result<Runtime, ConfigError> {
-    let mut sink = Diagnostics::new(path, text, resolve);
-    let raw: raw::RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            sink.at(e.span().unwrap_or(0..0), toml_message(&e));
-            return Err(ConfigError::Invalid(sink.into_list()));
-        }
+fn compile_text(text: &str, path: &Path, options: LoadOptions) -> Result<Runtime, ConfigError> {
+    let mut sink = Diagnostics::new(path, text, options);
+    let Some(raw) = parse(text, &mut sink) else {
+        return Err(ConfigError::Invalid(sink.into_list()));
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let runtime = compile::compile(raw, base, &mut sink);
@@ -59,6 +69,31 @@ fn compile_text(text: &str, path: &Path, resolve: bool) -> Result<Runtime, Confi
         Some(runtime) if sink.is_empty() => Ok(runtime),
         _ => Err(ConfigError::Invalid(sink.into_list())),
     }
+}
+
+/// Unknown keys reported past, at most: a file this wrong is not worth
+/// parsing again and again.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// The file as serde types. An unknown key is reported and blanked out,
+/// and the text is read again, so the checks after it still run; any
+/// other syntax error stops here.
+fn parse(text: &str, sink: &mut Diagnostics) -> Option<raw::RawConfig> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_UNKNOWN_KEYS {
+        let e = match toml::from_str(&text) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let span = e.span().unwrap_or(0..0);
+        sink.at(span.clone(), toml_message(&e));
+        let unknown = e.message().starts_with("unknown field");
+        text = std::borrow::Cow::Owned(match unknown {
+            true => unknown_keys::without_entry(&text, &span)?,
+            false => return None,
+        });
+    }
+    None
 }
 
 /// The toml crate's message followed by its source excerpt with the caret.

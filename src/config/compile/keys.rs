@@ -69,9 +69,30 @@ fn signing_key(
 /// Loads `key` into `keyring`; a failure is reported at the value at fault,
 /// else at the key's `kid`.
 pub(super) fn add_key(key: &RawKey, base: &Path, keyring: &mut Keyring, sink: &mut Diagnostics) {
+    if source_skipped(key, base, sink) {
+        return;
+    }
     if let Err((span, message)) = load_key(key, base, keyring) {
         sink.at(span.unwrap_or(key.kid.span()), message);
     }
+}
+
+/// Whether the key's one secret source is absent and `check --skip-files`
+/// passes it over: the key is then not loaded, and a `signing_key` naming
+/// it is not reported either (see [`signing_key`]).
+fn source_skipped(key: &RawKey, base: &Path, sink: &Diagnostics) -> bool {
+    let files = [
+        &key.private_key_file,
+        &key.public_key_file,
+        &key.secret_file,
+    ];
+    let file_skipped = files
+        .into_iter()
+        .flatten()
+        .any(|path| sink.skips_file(&base.join(path.get_ref())));
+    let variable_skipped =
+        (key.secret_env.as_ref()).is_some_and(|var| sink.skips_variable(var.get_ref()));
+    file_skipped || variable_skipped
 }
 
 /// Where a key failed (`None`: the key as a whole), and why.

@@ -53,6 +53,13 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let router = Router::new(routes);
     let sessions = sessions::sessions(&raw.sessions, &cors, sink);
     let login = (raw.login.as_ref()).and_then(|login| sessions::login(login, &pools, sink));
+    if let (Some(login), None) = (&raw.login, &tokens.signing_key) {
+        // Checked here, not left to `/auth/login` answering 404 at run time.
+        sink.at(
+            login.upstream.span(),
+            "[login] needs [tokens] signing_key: a login answers with tokens this gateway signs",
+        );
+    }
     let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);
     tokens::check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
     // Every check above ran, so `check` lists every problem; only now does

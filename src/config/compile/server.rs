@@ -193,6 +193,9 @@ fn read_file(
     sink: &mut Diagnostics,
 ) -> Option<(PathBuf, Vec<u8>)> {
     let full = base.join(file.get_ref());
+    if sink.skips_file(&full) {
+        return None;
+    }
     match std::fs::read(&full) {
         Ok(bytes) => Some((full, bytes)),
         Err(e) => {

@@ -221,6 +221,9 @@ fn trusted_cas(
     sink: &mut Diagnostics,
 ) -> Option<Arc<[WrappedX509]>> {
     let full = base.join(file.get_ref());
+    if sink.skips_file(&full) {
+        return None;
+    }
     let ders: Vec<Vec<u8>> = std::fs::read(&full)
         .ok()
         .and_then(|bytes| pem::parse_many(bytes).ok())
