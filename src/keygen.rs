@@ -57,8 +57,12 @@ pub fn generate(
     let der = private_pkcs8(algorithm)?;
     let private_path = dir.join(format!("{kid}.pem"));
     let public_path = dir.join(format!("{kid}.pub.pem"));
-    let private_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
-    let public_pem = public_pem_of(algorithm, &der).map_err(|_| KeygenError::Generate)?;
+    let private_pem = unix_pem(&pem::Pem::new("PRIVATE KEY", der.clone()));
+    let public_pem = public_pem_of(algorithm, &der)
+        .ok()
+        .and_then(|text| pem::parse(text).ok())
+        .map(|public| unix_pem(&public))
+        .ok_or(KeygenError::Generate)?;
     write_new(&private_path, private_pem.as_bytes(), 0o600)?;
     write_new(&public_path, public_pem.as_bytes(), 0o644)?;
     let snippet = format!(
@@ -74,11 +78,23 @@ pub fn generate(
     })
 }
 
+/// PEM with `\n` line ends, as OpenSSL writes it (the pem crate's default
+/// is `\r\n`, which every reader accepts but diff and editors show).
+fn unix_pem(block: &pem::Pem) -> String {
+    pem::encode_config(
+        block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 fn private_pkcs8(algorithm: KeyAlgorithm) -> Result<Vec<u8>, KeygenError> {
     let rng = SystemRandom::new();
     let der = match algorithm {
+        // RFC 8410's form (PKCS#8 v1, no public key inside): OpenSSL 3,
+        // PyJWT and every JOSE library read it; the v2 form aws-lc-rs
+        // writes by default is one some of them refuse.
         KeyAlgorithm::EdDSA => {
-            signature::Ed25519KeyPair::generate_pkcs8(&rng).map(|doc| doc.as_ref().to_vec())
+            signature::Ed25519KeyPair::generate_pkcs8v1(&rng).map(|doc| doc.as_ref().to_vec())
         }
         KeyAlgorithm::ES256 => signature::EcdsaKeyPair::generate_pkcs8(
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -118,11 +134,25 @@ fn generate_secret(
 }
 
 /// `key` (absolute) relative to the configuration's folder when inside it.
+/// Both are compared as the file system resolves them, so `--config
+/// portcullis.toml` (whose folder is the empty path) and `..` or symbolic
+/// links in either argument still find the key inside.
 fn as_config_names_it(key: &Path, config_dir: Option<&Path>) -> PathBuf {
     config_dir
-        .and_then(|dir| std::path::absolute(dir).ok())
-        .and_then(|dir| key.strip_prefix(dir).ok().map(Path::to_owned))
+        .map(|dir| match dir.as_os_str().is_empty() {
+            true => Path::new("."),
+            false => dir,
+        })
+        .and_then(|dir| relative_to(key, dir))
         .unwrap_or_else(|| key.to_owned())
+}
+
+fn relative_to(key: &Path, dir: &Path) -> Option<PathBuf> {
+    let resolved = |path: &Path| fs::canonicalize(path).or_else(|_| std::path::absolute(path));
+    let (key_dir, name) = (key.parent()?, key.file_name()?);
+    let inside = resolved(key_dir).ok()?;
+    let inside = inside.strip_prefix(resolved(dir).ok()?).ok()?;
+    Some(inside.join(name))
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeygenError> {

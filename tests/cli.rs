@@ -299,6 +299,107 @@ fn keygen_names_the_key_as_the_config_will_read_it() {
         elsewhere.path().display()
     );
     assert!(relative.contains(&expected), "{relative}");
+
+    // Both arguments relative, as the README's Quick start types them: the
+    // configuration's folder is the current one.
+    let both_relative = keygen("keys", Some(Path::new("portcullis.toml")));
+    assert!(
+        both_relative.contains("private_key_file = \"keys/"),
+        "{both_relative}"
+    );
+    // The same folder reached two ways still counts as inside.
+    let name = elsewhere
+        .path()
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8");
+    let roundabout = keygen(
+        "./more-keys",
+        Some(&Path::new("..").join(name).join("portcullis.toml")),
+    );
+    assert!(
+        roundabout.contains("private_key_file = \"more-keys/"),
+        "{roundabout}"
+    );
+    let outside = keygen("outside", Some(&dir.path().join("portcullis.toml")));
+    assert!(
+        outside.contains(&expected.replace("local-keys", "outside")),
+        "{outside}"
+    );
+}
+
+/// Keys other tools read: OpenSSL 3 parses each private key and derives
+/// the public key keygen wrote beside it, and PyJWT signs with the private
+/// key a token that verifies with that public key (RFC 8410's PKCS#8 v1
+/// form for EdDSA; the v2 form is one OpenSSL 3 and PyJWT refuse).
+#[test]
+fn keygen_writes_keys_openssl_and_pyjwt_read() {
+    for (algorithm, jose) in [("eddsa", "EdDSA"), ("es256", "ES256"), ("rs256", "RS256")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = portcullis(&[
+            "keygen",
+            "--algorithm",
+            algorithm,
+            "--out",
+            dir.path().to_str().expect("utf-8"),
+            "--kid",
+            "k1",
+        ]);
+        assert!(out.status.success(), "{algorithm}: {}", stderr(&out));
+        let (private, public) = (dir.path().join("k1.pem"), dir.path().join("k1.pub.pem"));
+        let derived = external(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&private),
+        );
+        assert!(
+            derived.status.success(),
+            "{algorithm}: openssl pkey: {}",
+            stderr(&derived)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&derived.stdout),
+            std::fs::read_to_string(&public).expect("public key"),
+            "{algorithm}: OpenSSL derives the public key keygen wrote"
+        );
+        let pyjwt = external(
+            Command::new(venv_python())
+                .args(["-c", PYJWT_ROUND_TRIP, jose])
+                .args([&private, &public]),
+        );
+        assert!(
+            pyjwt.status.success(),
+            "{algorithm}: PyJWT: {}",
+            stderr(&pyjwt)
+        );
+        assert_eq!(String::from_utf8_lossy(&pyjwt.stdout).trim(), "k1-subject");
+    }
+}
+
+/// Signs with the private key, verifies with the public one, prints `sub`.
+const PYJWT_ROUND_TRIP: &str = "import sys, jwt
+alg, private, public = sys.argv[1:4]
+token = jwt.encode({'sub': 'k1-subject'}, open(private).read(), algorithm=alg)
+print(jwt.decode(token, open(public).read(), algorithms=[alg])['sub'])";
+
+/// The venv scripts/test.sh makes holds PyJWT and cryptography.
+fn venv_python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python3");
+    assert!(
+        venv.exists(),
+        "{} is missing: scripts/test.sh makes it with PyJWT and cryptography",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs a tool the test needs; a missing one fails saying where it comes from.
+fn external(command: &mut Command) -> Output {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::support::*;
 
 mod docker;
 mod kubernetes;
+mod licence;
 mod monitoring;
 mod systemd;
 

@@ -7,6 +7,7 @@ mod adversarial;
 mod cli;
 mod contract;
 mod cors;
+mod demo;
 mod deployment;
 mod discovery;
 mod edge;

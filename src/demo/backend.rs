@@ -2,6 +2,8 @@
 //! checks passwords its own way at `POST /login`, and shows what the
 //! gateway told it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -18,7 +20,25 @@ const LOGIN_PAGE: &str = include_str!("login.html");
 /// The browser client the page is built on, served from this repository's copy.
 const CLIENT_LIBRARY: &str = include_str!("../../clients/js/index.js");
 
-pub struct DemoBackend;
+/// The backend, with its page written for the gateway in front of it.
+pub struct DemoBackend {
+    page: String,
+}
+
+impl DemoBackend {
+    /// `refresh_hint` is the gateway's `[tokens] refresh_hint`, so the page
+    /// states the window the gateway really uses; `None` where that
+    /// configuration is not known here (the standalone `demo-backend`).
+    pub fn new(refresh_hint: Option<Duration>) -> Self {
+        let window = match refresh_hint {
+            Some(hint) => format!("{} seconds", hint.as_secs()),
+            None => "stretch (the gateway's <code>refresh_hint</code>)".to_owned(),
+        };
+        Self {
+            page: LOGIN_PAGE.replace("{{REFRESH_HINT}}", &window),
+        }
+    }
+}
 
 #[async_trait]
 impl ServeHttp for DemoBackend {
@@ -31,7 +51,7 @@ impl ServeHttp for DemoBackend {
             return respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                LOGIN_PAGE.as_bytes().to_vec(),
+                self.page.as_bytes().to_vec(),
                 &[],
             );
         }

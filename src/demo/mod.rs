@@ -102,8 +102,10 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let runtime = config::load(&config_path)?;
     print_instructions(&runtime, options, &config_path, &admin_token)?;
 
+    let hint = Duration::from_secs(runtime.refresh_hint_secs);
     let mut instance = crate::server::build(runtime, Some(config_path.clone()))?;
-    let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
+    let page = DemoBackend::new(Some(hint));
+    let mut backend = ListeningService::new("demo backend".to_owned(), page);
     backend.add_tcp(&options.backend_listen);
     instance.server.add_service(backend);
     instance.run_until_signal();
@@ -122,7 +124,8 @@ pub fn run_backend(listen: &str) {
         },
     );
     server.bootstrap();
-    let mut backend = ListeningService::new("demo backend".to_owned(), DemoBackend);
+    let page = DemoBackend::new(None);
+    let mut backend = ListeningService::new("demo backend".to_owned(), page);
     backend.add_tcp(listen);
     server.add_service(backend);
     server.run(pingora_core::server::RunArgs::default());
@@ -159,6 +162,7 @@ fn print_instructions(
     println!("configuration: {}\n", config_path.display());
     println!("{}", runtime.route_table());
     print_request_tour(&base, &user_token, &admin_token);
+    print_session_tour(&base, runtime);
     print_admin_tour(options, api_token);
     println!("Press Ctrl-C to stop.");
     Ok(())
@@ -183,6 +187,23 @@ fn print_request_tour(base: &str, user_token: &str, admin_token: &str) {
     println!("  curl -i -H 'Authorization: Bearer {admin_token}' {base}/admin\n");
     println!("  # a tampered token: 401 token_invalid");
     println!("  curl -i -H 'Authorization: Bearer {user_token}x' {base}/echo\n");
+}
+
+/// Logging in and the session endpoints. The commands keep the token pair
+/// in the shell variables `ACCESS_TOKEN` and `REFRESH_TOKEN`, taken from
+/// each answer (with sed: no JSON tool needs installing), so every line
+/// runs as printed, in order, in one shell.
+fn print_session_tour(base: &str, runtime: &Runtime) {
+    let ttl = runtime.access_ttl.as_secs();
+    let quiet = ttl.saturating_sub(runtime.refresh_hint_secs);
+    let take = |var: &str, field: &str| {
+        format!("{var}=$(echo \"$ANSWER\" | sed -E 's/.*\"{field}\":\"([^\"]+)\".*/\\1/')")
+    };
+    let keep_pair = format!(
+        "  {}\n  {}",
+        take("ACCESS_TOKEN", "access_token"),
+        take("REFRESH_TOKEN", "refresh_token")
+    );
     println!("  # log in through the backend's own check (alice/wonderland or root/changeme):");
     println!(
         "  # the page at {base}/public/ does the whole flow in a browser with portcullis-client"
@@ -190,14 +211,21 @@ fn print_request_tour(base: &str, user_token: &str, admin_token: &str) {
     println!(
         "  # (cookie mode): watch the token's remaining life, the refresh ahead, and the page"
     );
-    println!("  # dropping to its login form when you run the revoke-user command below");
-    println!("  curl -s -X POST -d 'username=alice&password=wonderland&device_name=terminal' {base}/auth/login");
-    println!("  # with the access_token from that answer: call, and watch for X-Token-Expires-In after 15 s");
-    println!("  curl -i -H 'Authorization: Bearer ACCESS_TOKEN' {base}/echo");
-    println!("  # refresh (rotates the refresh token), list devices, log out");
-    println!("  curl -s -X POST -d 'grant_type=refresh_token&refresh_token=REFRESH_TOKEN' {base}/auth/token");
-    println!("  curl -s -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/sessions");
-    println!("  curl -s -X POST -H 'Authorization: Bearer ACCESS_TOKEN' {base}/auth/logout\n");
+    println!("  # dropping to its login form when you run the revoke-user command below.");
+    println!("  # In a terminal, paste these lines in order into one shell: the login answer's");
+    println!("  # access_token and refresh_token land in $ACCESS_TOKEN and $REFRESH_TOKEN");
+    println!("  ANSWER=$(curl -s -X POST -d 'username=alice&password=wonderland&device_name=terminal' {base}/auth/login); echo \"$ANSWER\"");
+    println!("{keep_pair}");
+    println!(
+        "  # call; the token lives {ttl} s, and answers carry X-Token-Expires-In after {quiet} s"
+    );
+    println!("  curl -i -H \"Authorization: Bearer $ACCESS_TOKEN\" {base}/echo");
+    println!("  # refresh: the refresh token rotates, so keep the new pair");
+    println!("  ANSWER=$(curl -s -X POST -d \"grant_type=refresh_token&refresh_token=$REFRESH_TOKEN\" {base}/auth/token); echo \"$ANSWER\"");
+    println!("{keep_pair}");
+    println!("  # list devices, log out");
+    println!("  curl -s -w '\\n' -H \"Authorization: Bearer $ACCESS_TOKEN\" {base}/auth/sessions");
+    println!("  curl -s -w '\\n' -X POST -H \"Authorization: Bearer $ACCESS_TOKEN\" {base}/auth/logout\n");
 }
 
 /// Logging a user out everywhere and disabling an account, by the admin API
@@ -213,8 +241,10 @@ fn print_admin_tour(options: &DemoOptions, api_token: &str) {
     let cli = command_name();
     println!("  # or with the command line:");
     println!("  {cli} admin --url {admin} --token {api_token} revoke-user alice\n");
-    println!("  # disable the admin account: 403 account_disabled");
-    println!("  {cli} admin --url {admin} --token {api_token} disable root\n");
+    println!("  # disable the admin account: its token above now gets 403 account_disabled");
+    println!("  {cli} admin --url {admin} --token {api_token} disable root");
+    println!("  # and enable it again: the same token is admitted again");
+    println!("  {cli} admin --url {admin} --token {api_token} enable root\n");
 }
 
 /// How a shell reaches this binary: `portcullis` once it is on the `PATH`

@@ -213,3 +213,45 @@ fn compose_healthchecks_pass_on_running_services_and_fail_without_them() {
     redis.kill();
     assert!(!passes(&argv, &[]), "{argv:?} with no redis");
 }
+
+/// The build context leaves out build output and installed packages at any
+/// depth, and nothing the Dockerfile copies.
+#[test]
+fn dockerignore_leaves_out_build_output_and_packages_but_nothing_copied() {
+    let text = read(".dockerignore");
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    for needed in ["**/target", "**/node_modules", ".git/"] {
+        assert!(patterns.contains(&needed), "{needed} in .dockerignore");
+    }
+    let dockerfile = read("Dockerfile");
+    // Every COPY's sources: all its words but the destination.
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("COPY "))
+        .filter(|args| !args.starts_with("--from="))
+        .flat_map(|args| {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(copied.contains(&"src"), "{copied:?}");
+    for source in &copied {
+        for pattern in &patterns {
+            // The patterns here name a folder at any depth, `.git/`, or a
+            // suffix (`*.db`).
+            let name = pattern.trim_start_matches("**/").trim_end_matches('/');
+            let hit = match name.strip_prefix('*') {
+                Some(suffix) => source.ends_with(suffix.trim_end_matches('*')),
+                None => source.split('/').any(|part| part == name),
+            };
+            assert!(
+                !hit,
+                "{pattern} leaves out {source}, which the Dockerfile copies"
+            );
+        }
+    }
+}

@@ -57,8 +57,8 @@ fn manifests_match_the_kubernetes_schemas() {
     for name in [
         "configmap",
         "deployment",
+        "networkpolicy",
         "poddisruptionbudget",
-        "secret",
         "service",
     ] {
         assert!(
@@ -79,48 +79,79 @@ fn manifests_match_the_kubernetes_schemas() {
     );
 }
 
+/// The Secret as deployment.yaml's header creates it: its name and the
+/// keys of its `--from-file=KEY=PATH` arguments.
+fn documented_secret() -> (String, Vec<String>) {
+    let text = read(&format!("{KUBERNETES}/deployment.yaml"));
+    let command: Vec<&str> = text
+        .lines()
+        .map(|line| line.trim_start_matches('#').trim())
+        .skip_while(|line| !line.starts_with("kubectl create secret generic "))
+        .scan(true, |more, line| {
+            let this = (*more).then_some(line);
+            *more = line.ends_with('\\');
+            this
+        })
+        .collect();
+    let words: Vec<&str> = command.iter().flat_map(|l| l.split_whitespace()).collect();
+    assert!(
+        words.len() > 4,
+        "deployment.yaml documents `kubectl create secret generic`"
+    );
+    let keys = words
+        .iter()
+        .filter_map(|word| word.strip_prefix("--from-file="))
+        .map(|arg| {
+            arg.split_once('=')
+                .expect("--from-file=KEY=PATH")
+                .0
+                .to_owned()
+        })
+        .collect();
+    (words[4].to_owned(), keys)
+}
+
 #[test]
-fn config_map_checks_once_the_secret_is_filled_in() {
+fn config_map_checks_with_the_documented_secret() {
     let dir = secrets();
     let mount = dir.path().to_str().expect("utf-8");
     // Checked as shipped: `check` does not resolve the cluster's names.
     let text = replaced(&config_map_toml(), &[(SECRET_MOUNT, mount)]);
     let out = check(&text);
     assert_success(&out, "portcullis check on the ConfigMap's configuration");
-    // Every file the configuration reads is a key of the shipped Secret.
-    let secret = manifest("Secret");
-    let keys = secret["stringData"].as_object().expect("stringData");
+    // Every file the configuration reads is a key of the Secret the
+    // documented command creates, and the README shows the same command.
+    let (name, keys) = documented_secret();
     for file in ["signing-key.pem", "admin-token"] {
         assert!(config_map_toml().contains(&format!("{SECRET_MOUNT}/{file}")));
-        assert!(keys.contains_key(file), "the Secret has {file}");
-    }
-}
-
-#[test]
-fn secret_placeholders_refuse_to_start() {
-    // Applied as shipped, the Secret's empty values must stop the gateway
-    // rather than run it with an empty admin token or no key.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = manifest("Secret");
-    for (name, value) in secret["stringData"].as_object().expect("stringData") {
-        std::fs::write(dir.path().join(name), value.as_str().expect("a string")).expect("write");
-    }
-    let mount = dir.path().to_str().expect("utf-8");
-    let text = replaced(&config_map_toml(), &[(SECRET_MOUNT, mount)]);
-    let out = check(&text);
-    assert_eq!(out.status.code(), Some(2), "check refuses the placeholders");
-    // One error on each line that names a placeholder file.
-    let errors = String::from_utf8_lossy(&out.stderr);
-    for key in ["admin_token_file", "private_key_file"] {
-        let line = 1 + text
-            .lines()
-            .position(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("{key} in the ConfigMap"));
         assert!(
-            errors.contains(&format!("portcullis.toml:{line}:")),
-            "{key}: {errors}"
+            keys.iter().any(|k| k == file),
+            "the Secret has {file}: {keys:?}"
         );
     }
+    assert!(read("README.md").contains(&format!("kubectl create secret generic {name} ")));
+}
+
+/// Keys never go into a tracked manifest: no file under deploy/ is a
+/// Secret, so nobody fills one in and commits it.
+#[test]
+fn no_tracked_manifest_holds_a_secret() {
+    let mut folders = vec![repo().join("deploy")];
+    let mut yaml = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("deploy/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                yaml += 1;
+                let text = std::fs::read_to_string(&path).expect("read");
+                let secret = text.lines().any(|l| l.trim() == "kind: Secret");
+                assert!(!secret, "{} is a Secret", path.display());
+            }
+        }
+    }
+    assert!(yaml >= 5, "the deploy/ YAML files were found");
 }
 
 #[test]
@@ -205,10 +236,10 @@ fn manifests_wire_the_shipped_config_map_secret_and_pods() {
     let mounts = &container(&deployment)["volumeMounts"];
     let config_name = &manifest("ConfigMap")["metadata"]["name"];
     assert_eq!(&named(volumes, "config")["configMap"]["name"], config_name);
-    let secret_name = &manifest("Secret")["metadata"]["name"];
+    let (secret_name, _) = documented_secret();
     assert_eq!(
-        &named(volumes, "secrets")["secret"]["secretName"],
-        secret_name
+        named(volumes, "secrets")["secret"]["secretName"],
+        secret_name.as_str()
     );
     assert_eq!(named(mounts, "secrets")["mountPath"], SECRET_MOUNT);
     // The container reads the ConfigMap's file where it is mounted.
@@ -235,6 +266,95 @@ fn pods_run_unprivileged_on_a_read_only_root() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+}
+
+/// The admin port admits only the pods named in the policy; the proxy port
+/// is open. A rule without `ports` would open every port, and a peer
+/// without a pod selector whole namespaces or the world.
+#[test]
+fn network_policy_admits_the_admin_port_only_from_where_it_is_scraped_and_administered() {
+    let deployment = manifest("Deployment");
+    let policy = manifest("NetworkPolicy");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selector = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    assert!(selector.iter().all(|(k, v)| &pod_labels[k] == v));
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let container_ports: Vec<&Value> = container(&deployment)["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|port| &port["name"])
+        .collect();
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress");
+    let mut admin_rules = 0;
+    for rule in rules {
+        let ports = rule["ports"]
+            .as_array()
+            .expect("every rule names its ports");
+        for port in ports {
+            assert!(container_ports.contains(&&port["port"]), "{port}");
+        }
+        if ports.iter().any(|port| port["port"] == "admin") {
+            admin_rules += 1;
+            let peers = rule["from"]
+                .as_array()
+                .expect("the admin port names its peers");
+            assert!(!peers.is_empty());
+            for peer in peers {
+                let pods = peer["podSelector"]["matchLabels"].as_object();
+                assert!(pods.is_some_and(|p| !p.is_empty()), "{peer}");
+                assert!(peer.get("ipBlock").is_none(), "{peer}");
+            }
+        } else {
+            assert!(ports.iter().all(|port| port["port"] == "http"), "{rule}");
+        }
+    }
+    assert_eq!(admin_rules, 1);
+    // Prometheus is one of the admitted peers: the pods carry the scrape
+    // annotation for the admin port.
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    let admin_port = named(&container(&deployment)["ports"], "admin")["containerPort"].to_string();
+    assert_eq!(annotations["prometheus.io/port"], admin_port.as_str());
+    assert!(rules
+        .iter()
+        .any(|rule| rule["from"]
+            .as_array()
+            .is_some_and(
+                |peers| peers.iter().any(|peer| peer["podSelector"]["matchLabels"]
+                    ["app.kubernetes.io/name"]
+                    == "prometheus")
+            )));
+}
+
+/// Two replicas on one node are one failure: the scheduler must put them
+/// on different nodes.
+#[test]
+fn replicas_spread_over_nodes() {
+    let deployment = manifest("Deployment");
+    assert!(deployment["spec"]["replicas"].as_u64().expect("replicas") >= 2);
+    let pod = &deployment["spec"]["template"];
+    let constraints = pod["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints");
+    let by_node = constraints
+        .iter()
+        .find(|c| c["topologyKey"] == "kubernetes.io/hostname")
+        .expect("a spread over nodes");
+    assert_eq!(by_node["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(by_node["maxSkew"], 1);
+    let selector = by_node["labelSelector"]["matchLabels"]
+        .as_object()
+        .expect("labelSelector");
+    assert!(!selector.is_empty());
+    assert!(selector
+        .iter()
+        .all(|(k, v)| &pod["metadata"]["labels"][k] == v));
 }
 
 fn port_of(addr: &toml::Value) -> u64 {

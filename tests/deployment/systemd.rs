@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::gateway::free_addr;
+
 use super::*;
 
 const UNIT: &str = "deploy/systemd/portcullis.service";
@@ -133,4 +135,100 @@ fn example_configuration_checks_with_the_units_credentials_and_state() {
         &check(&text),
         "portcullis check on deploy/systemd/portcullis.toml",
     );
+}
+
+/// The unit's header says how to run `portcullis admin` with the root-only
+/// token file: that line, with the credentials folder a test can read,
+/// works against a gateway running the unit's configuration.
+#[test]
+fn the_units_admin_command_works_against_its_configuration() {
+    let unit = read(UNIT);
+    let documented = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(str::trim)
+        .find(|line| line.contains("portcullis admin "))
+        .expect("the unit's header shows a `portcullis admin` command");
+    assert!(
+        !documented.contains("--token"),
+        "a token in argv: {documented}"
+    );
+    let text = read("deploy/systemd/portcullis.toml");
+    let default_url = "127.0.0.1:9090";
+    assert!(text.contains(&format!("admin_listen = \"{default_url}\"")));
+    let help = run(Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["admin", "--help"]));
+    assert!(String::from_utf8_lossy(&help.stdout).contains(&format!("http://{default_url}")));
+
+    let secrets = secrets();
+    // As `openssl rand -hex 32` makes it: a token a Bearer header carries
+    // (the shared fixture's `!` is outside RFC 6750's token characters).
+    std::fs::write(secrets.path().join("admin-token"), "5f".repeat(32)).expect("token");
+    let store = tempfile::tempdir().expect("tempdir");
+    let (listen, admin) = (free_addr(), free_addr());
+    let folder = secrets.path().to_str().expect("utf-8");
+    let config = replaced(
+        &text,
+        &[
+            ("/run/credentials/portcullis.service", folder),
+            ("/var/lib/portcullis", store.path().to_str().expect("utf-8")),
+            ("0.0.0.0:8080", &listen.to_string()),
+            (default_url, &admin.to_string()),
+        ],
+    );
+    let config_path = store.path().join("portcullis.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut gateway = Gateway(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(admin).is_err() {
+        assert!(Instant::now() < deadline, "the admin listener did not open");
+        assert!(
+            gateway.0.try_wait().expect("wait").is_none(),
+            "serve exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // As an operator without sudo in a test: the same file, read directly.
+    let command = replaced(
+        documented,
+        &[
+            ("sudo cat ", "cat "),
+            ("/etc/portcullis/credentials", folder),
+        ],
+    );
+    let binary_dir = Path::new(env!("CARGO_BIN_EXE_portcullis"))
+        .parent()
+        .expect("folder");
+    let path = format!("{}:/usr/bin:/bin", binary_dir.display());
+    let out = run(Command::new("bash")
+        .args(["-c", &command])
+        .env("PATH", path)
+        .env("PORTCULLIS_ADMIN_URL", format!("http://{admin}"))
+        .env_remove("PORTCULLIS_ADMIN_TOKEN"));
+    assert_success(&out, &command);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("alice is logged out everywhere"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(gateway);
+}
+
+/// Stops the gateway however the test ends.
+struct Gateway(std::process::Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

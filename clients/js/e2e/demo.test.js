@@ -61,6 +61,24 @@ after(async () => {
   }
 });
 
+test('a first visit makes no refused request and logs no logout', { timeout: 30_000 }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const problems = [];
+  page.on('console', (message) => { if (message.type() === 'error') problems.push(`console: ${message.text()}`); });
+  page.on('pageerror', (error) => problems.push(`page: ${error.message}`));
+  page.on('response', (response) => { if (response.status() >= 400) problems.push(`${response.status()} ${response.url()}`); });
+  await page.goto(`${base}/public/`);
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'logged out');
+  // An absence has no event to wait for: give a late request (the
+  // browser's own favicon fetch) a second to show up before looking.
+  await page.waitForTimeout(1000);
+  assert.deepEqual(problems, []);
+  assert.equal(await page.textContent('#events'), '', 'no event before anyone logged in');
+  await context.close();
+});
+
 test('the demo page: login, reload keeps the session, an admin revocation logs it out', { timeout: 60_000 }, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
