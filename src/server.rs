@@ -426,7 +426,7 @@ impl ShutdownSignalWatch for DrainFirst {
         };
         tokio::select! {
             _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
-            _ = interrupt.recv() => return ShutdownSignal::FastShutdown,
+            _ = interrupt.recv() => return fast_shutdown(),
             _ = term.recv() => {}
         }
         self.state.start_draining();
@@ -436,10 +436,21 @@ impl ShutdownSignalWatch for DrainFirst {
             "SIGTERM: not ready; serving new connections until the grace ends, then draining"
         );
         tokio::select! {
-            () = tokio::time::sleep(self.grace) => ShutdownSignal::GracefulTerminate,
-            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            () = tokio::time::sleep(self.grace) => {}
+            _ = interrupt.recv() => return fast_shutdown(),
         }
+        tracing::info!(
+            target: "portcullis::server",
+            "shutdown grace over: no longer accepting; draining requests in flight"
+        );
+        ShutdownSignal::GracefulTerminate
     }
+}
+
+/// SIGINT: the process stops now, and says so.
+fn fast_shutdown() -> ShutdownSignal {
+    tracing::info!(target: "portcullis::server", "SIGINT: stopping now");
+    ShutdownSignal::FastShutdown
 }
 
 /// A shutdown signal that code can pull (fast shutdown).
