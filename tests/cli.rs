@@ -855,3 +855,62 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+/// The complete configuration the README gives a newcomer checks as it
+/// stands, with the key its own `keygen` command writes.
+#[test]
+fn the_readmes_complete_configuration_checks() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let marker = "<!-- the test suite checks the block below: tests/cli.rs -->\n```toml\n";
+    let start = readme
+        .find(marker)
+        .expect("the README's complete configuration")
+        + marker.len();
+    let block = &readme[start..start + readme[start..].find("```").expect("block end")];
+    for section in [
+        "[server]",
+        "[store]",
+        "[[tokens.keys]]",
+        "[login]",
+        "[sessions]",
+        "roles = [\"admin\"]",
+        "auth = \"none\"",
+    ] {
+        assert!(
+            block.contains(section),
+            "{section} in the README's configuration"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("portcullis.toml"), block).expect("write");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args([
+            "keygen",
+            "--algorithm",
+            "eddsa",
+            "--out",
+            "keys",
+            "--kid",
+            "k1",
+            "--config",
+            "portcullis.toml",
+        ])
+        .output()
+        .expect("keygen");
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    assert!(
+        String::from_utf8_lossy(&keygen.stdout).contains("private_key_file = \"keys/k1.pem\""),
+        "{}",
+        String::from_utf8_lossy(&keygen.stdout)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["check", "--config", "portcullis.toml"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no warning either");
+}

@@ -228,7 +228,7 @@ fn secrets() -> tempfile::TempDir {
     .expect("rename key");
     std::fs::write(
         dir.path().join("admin-token"),
-        "an-admin-token-of-32-characters!",
+        "an-admin-token-of-32-characters.",
     )
     .expect("token");
     dir

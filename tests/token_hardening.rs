@@ -378,6 +378,21 @@ fn an_admin_token_under_32_bytes_is_a_configuration_error() {
         portcullis::config::load(&path).is_ok(),
         "32 bytes are enough"
     );
+    // A character no `Bearer` header can carry would make every admin
+    // request a 400: refused here, not found out at run time.
+    std::fs::write(
+        dir.path().join("admin.token"),
+        format!("{}!", "x".repeat(32)),
+    )
+    .expect("write");
+    let err = match portcullis::config::load(&path) {
+        Ok(_) => panic!("an admin token with `!` was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("the admin token has a character a Bearer token cannot carry"),
+        "{err}"
+    );
 }
 
 /// A subject or role the gateway would refuse (or mangle) in a token is

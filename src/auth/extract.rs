@@ -69,7 +69,8 @@ fn is_b64token_char(b: u8) -> bool {
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
-fn is_b64token(token: &[u8]) -> bool {
+/// (RFC 6750 §2.1): what a bearer credential may be made of.
+pub fn is_b64token(token: &[u8]) -> bool {
     let padding = token.iter().rev().take_while(|b| **b == b'=').count();
     let body = &token[..token.len() - padding];
     // Folded without stopping early, in chunks, so the compiler can

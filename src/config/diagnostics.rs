@@ -54,6 +54,20 @@ fn render(list: &[Diagnostic]) -> String {
         .join("\n")
 }
 
+/// How `portcullis check` loads a file; `serve` loads with the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Resolve every upstream target name: one that does not is an error
+    /// at its position (`check --resolve`).
+    pub resolve: bool,
+    /// Check everything but the presence of secret files (keys, TLS
+    /// certificates, CA bundles, the admin token file) and secret
+    /// variables, so a deployment's configuration checks in CI without
+    /// its production secrets (`check --skip-files`). A file that is
+    /// there is still read and checked.
+    pub skip_files: bool,
+}
+
 /// Collects diagnostics with positions computed from byte spans.
 pub(crate) struct Diagnostics<'a> {
     file: &'a Path,
@@ -68,7 +82,7 @@ pub(crate) struct Diagnostics<'a> {
 }
 
 impl<'a> Diagnostics<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str, options: super::LoadOptions) -> Self {
+    pub(crate) fn new(file: &'a Path, text: &'a str, options: LoadOptions) -> Self {
         Self {
             file,
             text,

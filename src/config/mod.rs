@@ -17,7 +17,7 @@ mod unknown_keys;
 use std::path::Path;
 
 pub(crate) use diagnostics::Diagnostics;
-pub use diagnostics::{ConfigError, Diagnostic};
+pub use diagnostics::{ConfigError, Diagnostic, LoadOptions};
 pub use runtime::{AdminToken, LoginSettings, Runtime, ServerSettings, StoreSettings};
 
 /// Reads, parses and compiles a configuration file. Relative paths inside
@@ -28,20 +28,6 @@ pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
         source,
     })?;
     load_str(&text, path)
-}
-
-/// How `portcullis check` loads a file; `serve` loads with the defaults.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadOptions {
-    /// Resolve every upstream target name: one that does not is an error
-    /// at its position (`check --resolve`).
-    pub resolve: bool,
-    /// Check everything but the presence of secret files (keys, TLS
-    /// certificates, CA bundles, the admin token file) and secret
-    /// variables, so a deployment's configuration checks in CI without
-    /// its production secrets (`check --skip-files`). A file that is
-    /// there is still read and checked.
-    pub skip_files: bool,
 }
 
 /// [`load`] with the options `check` takes.

@@ -146,18 +146,27 @@ fn admin_token(raw: &RawServer, base: &Path, sink: &mut Diagnostics) -> Option<A
 /// The variable is not in the file, so its error points at the file's start.
 fn admin_token_from_env(var: &str, value: OsString, sink: &mut Diagnostics) -> Option<AdminToken> {
     let token = AdminToken(value.into_encoded_bytes());
-    if token.0.len() < AdminToken::MIN_BYTES {
-        sink.at(
-            0..0,
-            format!(
-                "the admin token in ${var} has {} bytes; at least {} are needed (e.g. 64 hex digits from a CSPRNG)",
-                token.0.len(),
-                AdminToken::MIN_BYTES
-            ),
-        );
+    if let Some(problem) = admin_token_problem(&token.0) {
+        sink.at(0..0, format!("the admin token in ${var} {problem}"));
         return None;
     }
     Some(token)
+}
+
+/// What makes `token` unusable as the admin API's bearer credential: too
+/// short to resist guessing, or a character a `Bearer` header cannot carry
+/// (every request with it would be refused 400 `invalid_request`).
+fn admin_token_problem(token: &[u8]) -> Option<String> {
+    if token.len() < AdminToken::MIN_BYTES {
+        return Some(format!(
+            "has {} bytes; at least {} are needed (e.g. 64 hex digits from a CSPRNG)",
+            token.len(),
+            AdminToken::MIN_BYTES
+        ));
+    }
+    (!crate::auth::extract::is_b64token(token)).then(|| {
+        "has a character a Bearer token cannot carry (RFC 6750: letters, digits, - . _ ~ + / and = at the end)".to_owned()
+    })
 }
 
 /// Trailing whitespace (the newline an editor adds) is not part of the token.
@@ -170,15 +179,10 @@ fn admin_token_from_file(
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }
-    if bytes.len() < AdminToken::MIN_BYTES {
+    if let Some(problem) = admin_token_problem(&bytes) {
         sink.at(
             file.span(),
-            format!(
-                "{}: the admin token has {} bytes; at least {} are needed",
-                full.display(),
-                bytes.len(),
-                AdminToken::MIN_BYTES
-            ),
+            format!("{}: the admin token {problem}", full.display()),
         );
         return None;
     }
