@@ -195,11 +195,18 @@ fn replaced(text: &str, replacements: &[(&str, &str)]) -> String {
 
 /// `portcullis check` on configuration text, as an operator runs it.
 fn check(text: &str) -> Output {
+    check_with(text, &[])
+}
+
+/// `portcullis check` with more options (`--skip-files`).
+fn check_with(text: &str, options: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, text).expect("write config");
     run(Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--config"])
+        .arg("check")
+        .args(options)
+        .arg("--config")
         .arg(&path)
         .env_remove("PORTCULLIS_ADMIN_TOKEN")
         .env("RUST_LOG", "warn"))

@@ -113,6 +113,12 @@ fn documented_secret() -> (String, Vec<String>) {
 
 #[test]
 fn config_map_checks_with_the_documented_secret() {
+    // As shipped, without the Secret: everything but the secret files.
+    let out = check_with(&config_map_toml(), &["--skip-files"]);
+    assert_success(
+        &out,
+        "portcullis check --skip-files on the ConfigMap as shipped",
+    );
     let dir = secrets();
     let mount = dir.path().to_str().expect("utf-8");
     // Checked as shipped: `check` does not resolve the cluster's names.
