@@ -914,3 +914,30 @@ fn the_readmes_complete_configuration_checks() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "no warning either");
 }
+
+/// A listener key that is not its certificate's would fail every TLS
+/// handshake (and a start or a reload): `check` names it at the key.
+#[test]
+fn a_tls_key_that_is_not_the_certificates_is_a_check_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let text = format!(
+        "[server]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n[tokens]\nissuer = \"i\"\naudience = \"a\"\n[[tokens.keys]]\nkid = \"v\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"{{fixtures}}/test-eddsa.pub.pem\"\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n",
+        cert = tls.join("test-cert.pem").display(),
+        key = tls.join("test-key-2.pem").display(),
+    );
+    let path = write_config(dir.path(), &text);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    // Line 2, at the key file's value (columns count from 1).
+    let line_start = text.find('\n').expect("line 1") + 1;
+    let value = text.find("key = \"").expect("key") + "key = ".len();
+    let expected = format!("{}:2:{}: ", path.display(), value - line_start + 1);
+    assert!(err.starts_with(&expected), "{expected} in {err}");
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    let good = text.replace("test-key-2.pem", "test-key.pem");
+    let path = write_config(dir.path(), &good);
+    let out = portcullis(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -112,10 +112,15 @@ fn whole_seconds(value: &HumanDuration) -> Duration {
 fn tls_files(raw: &RawTls, base: &Path, sink: &mut Diagnostics) -> Option<TlsFiles> {
     let cert = pem_file(&raw.cert, "certificate", base, sink);
     let key = pem_file(&raw.key, "private key", base, sink);
-    Some(TlsFiles {
+    let files = TlsFiles {
         cert: cert?,
         key: key?,
-    })
+    };
+    if let Err(problem) = crate::config::runtime::tls::check_pair(&files) {
+        sink.at(raw.key.span(), problem);
+        return None;
+    }
+    Some(files)
 }
 
 /// The full path of `file` when it holds at least one PEM block.

@@ -40,7 +40,19 @@ fn certified(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
         .key_provider
         .load_private_key(private)
         .map_err(|e| format!("{key}: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    let pair = CertifiedKey::new(chain, signing);
+    // A key that is not the certificate's would fail every handshake.
+    pair.keys_match().map_err(|_| {
+        format!("{key}: this private key does not belong to the certificate in {cert}")
+    })?;
+    Ok(Arc::new(pair))
+}
+
+/// Whether the files hold a certificate chain and the private key that
+/// belongs to it, as the listener will load them: `check` reports what a
+/// start or a reload would otherwise refuse.
+pub fn check_pair(files: &TlsFiles) -> Result<(), String> {
+    certified(files).map(|_| ())
 }
 
 impl ResolvesServerCert for ReloadableCert {
