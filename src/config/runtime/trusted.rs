@@ -89,12 +89,18 @@ mod tests {
         assert!(block.contains(ip("10.200.1.2")));
         assert!(block.contains(ip("::ffff:10.1.1.1")));
         assert!(!block.contains(ip("11.0.0.1")));
-        assert!(!block.contains(ip("::a00:1")), "an IPv6 address is not an IPv4 one");
+        assert!(
+            !block.contains(ip("::a00:1")),
+            "an IPv6 address is not an IPv4 one"
+        );
         let single: Cidr = "192.0.2.7".parse().expect("one address");
         assert!(single.contains(ip("192.0.2.7")));
         assert!(!single.contains(ip("192.0.2.8")));
         let every: Cidr = "::/0".parse().expect("all of IPv6");
         assert!(every.contains(ip("2001:db8::1")));
-        assert!(!every.contains(ip("::ffff:10.1.1.1")), "mapped IPv4 is IPv4");
+        assert!(
+            !every.contains(ip("::ffff:10.1.1.1")),
+            "mapped IPv4 is IPv4"
+        );
     }
 }
