@@ -9,7 +9,9 @@ use serde::Deserialize;
 /// A duration written as a string such as `"90s"` or `"1h 30m"`.
 ///
 /// Parse errors surface through serde, so the toml crate reports them with
-/// the line and column of the offending value.
+/// the line and column of the offending value. Not `humantime-serde`: its
+/// visitor drops humantime's reason (`unknown time unit "parsecs"`, with
+/// the units it knows) for serde's `expected a duration`; this keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -62,6 +64,11 @@ mod tests {
             .err()
             .expect("must fail");
         assert!(err.to_string().contains("invalid duration"), "{err}");
+        // humantime's own reason, which says what to write instead.
+        assert!(
+            err.to_string().contains("unknown time unit \"parsecs\""),
+            "{err}"
+        );
         assert!(toml::from_str::<Holder>("d = 5").is_err());
     }
 }

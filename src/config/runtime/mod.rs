@@ -84,10 +84,10 @@ impl AdminToken {
     /// digests are compared, not the tokens: comparing bytes of differing
     /// lengths ends early and would tell a prober the token's length.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        let expected = Sha256::digest(&self.0);
-        bool::from(Sha256::digest(presented).ct_eq(&expected))
+        use aws_lc_rs::constant_time::verify_slices_are_equal;
+        use aws_lc_rs::digest::{digest, SHA256};
+        let expected = digest(&SHA256, &self.0);
+        verify_slices_are_equal(digest(&SHA256, presented).as_ref(), expected.as_ref()).is_ok()
     }
 }
 
@@ -224,5 +224,24 @@ impl Runtime {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AdminToken;
+
+    #[test]
+    fn the_admin_token_matches_itself_only() {
+        let token = AdminToken(b"a-long-enough-admin-token-of-32-bytes".to_vec());
+        assert!(token.matches(b"a-long-enough-admin-token-of-32-bytes"));
+        for other in [
+            &b"a-long-enough-admin-token-of-32-byteS"[..],
+            b"a-long-enough-admin-token-of-32-bytes ",
+            b"a-long-enough-admin-token-of-32-byte",
+            b"",
+        ] {
+            assert!(!token.matches(other), "{other:?}");
+        }
     }
 }

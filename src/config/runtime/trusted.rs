@@ -1,65 +1,49 @@
 //! `[server] trusted_proxies`: the CIDR blocks of peers whose forwarding
 //! headers are believed. Compiled from the configuration; reading the
-//! headers themselves is `proxy::client_addr`'s job.
+//! headers themselves is `proxy::client_addr`'s job. The block arithmetic
+//! is the `ipnet` crate's; what is ours is the stricter reading below.
 
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// One CIDR block, such as `10.0.0.0/8`, `2001:db8::/32` or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl FromStr for Cidr {
     type Err = String;
 
+    /// `ipnet` reads `a/n`; a bare address is a block of one (`ipnet` wants
+    /// the prefix). A block with bits set past its prefix (`10.0.0.1/8`) is
+    /// refused, where `ipnet` would keep it: it is most likely a typo for a
+    /// single address or a narrower block, and trusting the wider one
+    /// silently would believe forwarding headers from more peers than meant.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
+        let block = match text.parse::<IpNet>() {
+            Ok(block) => block,
+            Err(_) => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                format!(
+                    "{text:?} is not an address or CIDR block such as \"10.0.0.0/8\" \
+                     (a prefix length of 0 to 32 for IPv4, 0 to 128 for IPv6)"
+                )
+            })?,
         };
-        let network: IpAddr = address.parse().map_err(|_| {
-            format!("{text:?} is not an address or CIDR block such as \"10.0.0.0/8\"")
-        })?;
-        let width = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {width}"))?,
-        };
-        let host_bits = u32::from(width - prefix);
-        let host_mask = 1u128.checked_shl(host_bits).map_or(u128::MAX, |b| b - 1);
-        if bits(network) & host_mask != 0 {
+        if block.trunc() != block {
+            let prefix = block.prefix_len();
             return Err(format!("{text:?} has bits set past its /{prefix} prefix"));
         }
-        Ok(Self { network, prefix })
+        Ok(Self(block))
     }
 }
 
 impl Cidr {
+    /// An IPv4-mapped IPv6 peer (`::ffff:10.1.1.1`, as a dual-stack socket
+    /// reports IPv4 clients) is matched as the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.network.is_ipv4()
-            && mask(ip, self.prefix) == mask(self.network, self.prefix)
+        self.0.contains(&ip.to_canonical())
     }
-}
-
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> u128 {
-    let width: u32 = if ip.is_ipv4() { 32 } else { 128 };
-    let host_bits = width - u32::from(prefix);
-    bits(ip).checked_shr(host_bits).unwrap_or(0)
 }
 
 /// `[server] trusted_proxies`: peers whose forwarding headers are believed.
@@ -92,6 +76,11 @@ mod tests {
             "10.0.0/8",
             "x",
             "10.0.0.0/-1",
+            "010.0.0.0/8",
+            "10.0.0.0/",
+            "/8",
+            "::1/129",
+            "2001:db8::1/32",
             "",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
@@ -100,5 +89,18 @@ mod tests {
         assert!(block.contains(ip("10.200.1.2")));
         assert!(block.contains(ip("::ffff:10.1.1.1")));
         assert!(!block.contains(ip("11.0.0.1")));
+        assert!(
+            !block.contains(ip("::a00:1")),
+            "an IPv6 address is not an IPv4 one"
+        );
+        let single: Cidr = "192.0.2.7".parse().expect("one address");
+        assert!(single.contains(ip("192.0.2.7")));
+        assert!(!single.contains(ip("192.0.2.8")));
+        let every: Cidr = "::/0".parse().expect("all of IPv6");
+        assert!(every.contains(ip("2001:db8::1")));
+        assert!(
+            !every.contains(ip("::ffff:10.1.1.1")),
+            "mapped IPv4 is IPv4"
+        );
     }
 }
