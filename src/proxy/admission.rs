@@ -29,6 +29,14 @@ pub(super) struct Target {
 
 /// Normalises the path and refuses tokens in the query string.
 pub(super) fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Target, Refusal> {
+    // HTTP/1.x heads had their `Host` judged at the edge; an HTTP/2
+    // request's `:authority` is judged by the same rule here.
+    let h2_authority = (request.version == http::Version::HTTP_2)
+        .then(|| request.uri.authority())
+        .flatten();
+    if h2_authority.is_some_and(|a| !super::head::valid_host(a.as_str().as_bytes())) {
+        return Err(Refusal::bad_request());
+    }
     let raw = request.raw_path();
     let (raw_path, query) = match raw.iter().position(|b| *b == b'?') {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
@@ -68,7 +76,7 @@ pub(super) async fn admit(
         .router
         .find(host_of(request), &path::without_parameters(&target.path))
         .ok_or(Refusal::no_route())?;
-    if route.is_ambiguous(&target.path) {
+    if runtime.router.is_ambiguous(host_of(request), &target.path) {
         return Err(Refusal::bad_path());
     }
     ctx.route = Some(Arc::clone(route));

@@ -367,6 +367,30 @@ fn http2_refuses_names_folding_to_framing_headers() {
     assert!(upstream.only().folded("x-custom").is_empty());
 }
 
+/// An HTTP/2 `:authority` meets the same port rule as an HTTP/1.1 `Host`.
+#[test]
+fn http2_authorities_with_a_port_out_of_range_are_refused() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(&standard_config(upstream.addr), &tls_listener());
+    for host in ["gateway.test:0", "gateway.test:65536", "gateway.test:99999"] {
+        let answer = curl_https(
+            gateway.addr.port(),
+            "/public",
+            "%{http_version} %{http_code} %header{x-portcullis-error}",
+            &["--http2", "-H", &format!("Host: {host}")],
+        );
+        assert_eq!(answer, "2 400 invalid_request", "{host}");
+        assert_eq!(upstream.count(), 0, "{host}");
+    }
+    let answer = curl_https(
+        gateway.addr.port(),
+        "/public",
+        "%{http_version} %{http_code}",
+        &["--http2", "-H", "Host: gateway.test:65535"],
+    );
+    assert_eq!(answer, "2 200");
+}
+
 /// Reads until the end of one response head, or `None` after `wait`.
 fn head_within(stream: &TcpStream, wait: Duration) -> Option<String> {
     stream.set_read_timeout(Some(wait)).expect("timeout");

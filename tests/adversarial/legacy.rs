@@ -72,6 +72,44 @@ fn legacy_routes_refuse_streams_short_names_double_encoding_and_lookalikes() {
     }
 }
 
+/// The refusal belongs to the host's table, not to the route a path falls
+/// on: with a legacy `/admin` beside a standard public `/`, the stream
+/// spelling falls on `/`, yet the Windows backend behind it would read
+/// `/admin/x`.
+#[test]
+fn a_standard_neighbour_of_a_legacy_route_refuses_its_spellings_too() {
+    let upstream = EchoUpstream::start();
+    let routes = r#"
+[[routes]]
+path = "/"
+upstream = "echo"
+auth = "none"
+
+[[routes]]
+path = "/admin"
+upstream = "echo"
+auth = "required"
+match = "legacy"
+"#;
+    let gateway = TestGateway::start(&config_with_routes(upstream.addr, routes));
+    for target in [
+        "/admin::$DATA/x",
+        "/ADMIN%3A%3A$DATA/x",
+        "/adm%C4%B1n/x",
+        "/x/a:b",
+    ] {
+        upstream.clear();
+        assert_refused(
+            &get(gateway.addr, target, &[]),
+            400,
+            "invalid_request",
+            &upstream,
+        );
+    }
+    let response = get(gateway.addr, "/docs/file.txt", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
 /// A standard route keeps comparing byte for byte and passes these
 /// spellings on: the refusal is the legacy mode's, for backends that read
 /// them as another path.

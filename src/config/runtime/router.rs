@@ -6,7 +6,7 @@
 //! wins, so `/admin` matches `/admin` and `/admin/x` but not
 //! `/administrator`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::cors::CorsPolicy;
@@ -37,18 +37,16 @@ impl Route {
             PathMatch::Legacy => legacy_prefix_matches(&self.prefix, path),
         }
     }
-
-    /// Whether the backend could read `path` as another one: on a legacy
-    /// route, any spelling [`super::path::legacy_ambiguous`] lists.
-    pub fn is_ambiguous(&self, path: &str) -> bool {
-        self.paths == PathMatch::Legacy && super::path::legacy_ambiguous(path)
-    }
 }
 
 #[derive(Default)]
 pub struct Router {
     by_host: HashMap<String, Vec<Arc<Route>>>,
     any_host: Vec<Arc<Route>>,
+    /// The hosts whose table has a `match = "legacy"` route.
+    legacy_hosts: HashSet<String>,
+    /// The table without a host has one.
+    legacy_any_host: bool,
 }
 
 impl Router {
@@ -64,7 +62,32 @@ impl Router {
         for routes in router.by_host.values_mut().chain([&mut router.any_host]) {
             routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         }
+        let legacy = |routes: &[Arc<Route>]| routes.iter().any(|r| r.paths == PathMatch::Legacy);
+        router.legacy_hosts = (router.by_host.iter())
+            .filter(|(_, routes)| legacy(routes))
+            .map(|(host, _)| host.clone())
+            .collect();
+        router.legacy_any_host = legacy(&router.any_host);
         router
+    }
+
+    /// Whether a backend behind this host's table could read `path` as
+    /// another one: any spelling [`super::path::legacy_ambiguous`] lists,
+    /// once the table has a legacy route. Judged for the table, not for
+    /// the route the path falls on: `/admin::$DATA/x` falls on `/`, and a
+    /// Windows backend reads it as `/admin/x`, whatever `/` says.
+    pub fn is_ambiguous(&self, host: Option<&str>, path: &str) -> bool {
+        // Nothing to judge (and nothing allocated) without a legacy route.
+        if self.legacy_hosts.is_empty() && !self.legacy_any_host {
+            return false;
+        }
+        if !super::path::legacy_ambiguous(path) {
+            return false;
+        }
+        match host.map(table_key).filter(|h| self.by_host.contains_key(h)) {
+            Some(host) => self.legacy_hosts.contains(&host),
+            None => self.legacy_any_host,
+        }
     }
 
     /// The route for a normalised path; `host` may carry a port and any case.
@@ -95,6 +118,11 @@ pub fn legacy_prefix_matches(prefix: &str, path: &str) -> bool {
             .get(..prefix.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// The key of a host's table: its name without port, in lower case.
+fn table_key(host: &str) -> String {
+    strip_port(host).to_ascii_lowercase()
 }
 
 /// The host name without port, brackets or the root's trailing dot
