@@ -3,6 +3,7 @@
 //! The modules form a stack; each uses only the ones below it (checked by
 //! `tests/layers.rs`):
 //!
+//! - `vocabulary`: the header names the gateway speaks, spelled once;
 //! - `metrics`, `config::duration`, `config::raw`: plain data, including the
 //!   vocabulary every layer shares (`KeyAlgorithm`, `AuthMode`, `PathMatch`,
 //!   `OnUnavailable`); `log_queue` writes log lines off the request thread;
@@ -35,3 +36,4 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod vocabulary;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
+use crate::vocabulary::CSRF_HEADER;
 
 /// What to do when the view cannot be confirmed fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,7 +259,7 @@ impl Default for RawSessions {
             cookie: false,
             cookie_name: "portcullis_refresh".to_owned(),
             allowed_origins: Vec::new(),
-            csrf_header: Spanned::new(0..0, "X-Portcullis-CSRF".to_owned()),
+            csrf_header: Spanned::new(0..0, CSRF_HEADER.to_owned()),
         }
     }
 }

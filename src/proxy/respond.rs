@@ -29,15 +29,8 @@ use crate::metrics::METRICS;
 use crate::session::cookie::NotPresented;
 use crate::session::{LogoutError, RefreshError, SessionError};
 use crate::store::StoreError;
+use crate::vocabulary::{ERROR, REQUEST_ID};
 
-pub const ERROR_HEADER: &str = "x-portcullis-error";
-/// [`ERROR_HEADER`] as a name: removed from every upstream response, and a
-/// name is looked up without being parsed again.
-pub const ERROR: HeaderName = HeaderName::from_static(ERROR_HEADER);
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// [`REQUEST_ID_HEADER`] as a name, for lookups and the gateway's own
-/// replies.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 pub const SERVER_NAME: &str = "portcullis";
 
 /// A response the gateway produces instead of the upstream's.
@@ -453,8 +446,8 @@ impl Refusal {
             (CONTENT_TYPE, "application/json"),
             (CACHE_CONTROL, "no-store"),
             (SERVER, SERVER_NAME),
-            (HeaderName::from_static(ERROR_HEADER), self.code),
-            (HeaderName::from_static(REQUEST_ID_HEADER), request_id),
+            (ERROR, self.code),
+            (REQUEST_ID, request_id),
         ]
         .into_iter()
         .chain(self.challenge.as_deref().map(|c| (WWW_AUTHENTICATE, c)))
@@ -497,10 +490,7 @@ impl Reply {
         let headers = vec![
             (CONTENT_TYPE, "application/json".to_owned()),
             (SERVER, SERVER_NAME.to_owned()),
-            (
-                HeaderName::from_static(REQUEST_ID_HEADER),
-                request_id.to_owned(),
-            ),
+            (REQUEST_ID, request_id.to_owned()),
             (CACHE_CONTROL, "no-store".to_owned()),
             (PRAGMA, "no-cache".to_owned()),
         ];
