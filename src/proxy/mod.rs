@@ -32,7 +32,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 use crate::config::Runtime;
 use crate::state::AppState;
 use crate::vocabulary::{REQUEST_ID, TOKEN_EXPIRES_IN_HEADER};

@@ -369,22 +369,10 @@ impl Refusal {
             }
         }
     }
-}
 
-impl From<StoreError> for Refusal {
-    fn from(error: StoreError) -> Self {
-        Self::store_failed(&error, StoreCaller::Endpoint)
-    }
-}
-
-impl From<SessionError> for Refusal {
-    fn from(error: SessionError) -> Self {
-        Self::session_failed(error, StoreCaller::Endpoint)
-    }
-}
-
-impl From<RefreshError> for Refusal {
-    fn from(error: RefreshError) -> Self {
+    /// The refresh grant failed: a refused or limited token, or a fault
+    /// (a store failure is logged and counted as `refresh`).
+    pub fn refresh_failed(error: RefreshError) -> Self {
         match error {
             RefreshError::InvalidGrant(_) => Self::invalid_grant(),
             RefreshError::Limited(wait) => Self::too_many_requests(wait),
@@ -393,6 +381,17 @@ impl From<RefreshError> for Refusal {
                 tracing::error!(target: "portcullis::proxy::endpoints", what, "refresh failed");
                 Self::internal()
             }
+        }
+    }
+
+    /// Logout failed: a token it cannot end, or a store failure (logged
+    /// and counted with the endpoints).
+    pub fn logout_failed(error: LogoutError) -> Self {
+        match error {
+            LogoutError::NoJti => Self::invalid_request(
+                "this token carries no jti and cannot be logged out; revoke the user instead",
+            ),
+            LogoutError::Store(e) => Self::store_failed(&e, StoreCaller::Endpoint),
         }
     }
 }
@@ -405,17 +404,6 @@ impl From<NotPresented> for Refusal {
             NotPresented::BrowserBodyToken => {
                 Self::invalid_request("a browser presents its refresh token in the cookie only")
             }
-        }
-    }
-}
-
-impl From<LogoutError> for Refusal {
-    fn from(error: LogoutError) -> Self {
-        match error {
-            LogoutError::NoJti => Self::invalid_request(
-                "this token carries no jti and cannot be logged out; revoke the user instead",
-            ),
-            LogoutError::Store(e) => e.into(),
         }
     }
 }
