@@ -7,7 +7,9 @@
 //! `X-Request-Id` and `Cache-Control: no-store`. The text is fixed per code:
 //! no library error string or key material can end up in a body. A store or
 //! session failure an endpoint or the admin API meets is logged and counted
-//! here, once, on its way to becoming a refusal (the revocation view and its
+//! here, once, on its way to becoming a refusal, by a call its site names
+//! (`Refusal::store_failed` and its kin; no `From` hides it behind a `?`)
+//! (the revocation view and its
 //! follower report their own, as `auth_unavailable` reaches here through
 //! [`Refusal::auth`]). A [`Reply`] is the finished status, headers and body; the
 //! proxy writes it with [`Reply::send`], the admin listener with
