@@ -381,4 +381,44 @@ mod tests {
             assert_eq!(refused, Err(Refusal::bad_request()), "{connection}");
         }
     }
+
+    /// A runtime with the refresh cookie and a global CORS policy on.
+    fn runtime() -> Runtime {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("hs.secret");
+        std::fs::write(&secret, [7u8; 32]).expect("secret");
+        let text = format!(
+            "[tokens]\nissuer = \"https://i.test\"\naudience = \"api\"\n\
+             [[tokens.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = {secret:?}\n\
+             [sessions]\ncookie = true\n\
+             [cors]\nallowed_origins = [\"https://app.test\"]\n\
+             [[upstreams]]\nname = \"echo\"\ntargets = [\"127.0.0.1:9\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n"
+        );
+        crate::config::load_str(&text, std::path::Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn an_upstream_answer_loses_what_only_the_gateway_may_say() {
+        let runtime = runtime();
+        let mut response = ResponseHeader::build(401, None).expect("response");
+        for (name, value) in [
+            ("x-portcullis-error", "forged"),
+            ("access-control-allow-origin", "*"),
+            ("set-cookie", "portcullis_refresh=planted; Path=/"),
+            ("set-cookie", "theirs=1"),
+            ("x-request-id", "theirs"),
+        ] {
+            response.append_header(name, value).expect("header");
+        }
+        from_upstream(&runtime, &runtime.cors.global, &mut response, "r", "id-1")
+            .expect("sanitised");
+        let headers = &response.headers;
+        assert!(headers.get("x-portcullis-error").is_none());
+        assert!(headers.get("access-control-allow-origin").is_none());
+        let cookies: Vec<_> = headers.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["theirs=1"]);
+        let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["id-1"]);
+    }
 }
