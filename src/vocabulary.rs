@@ -28,6 +28,17 @@ pub const CSRF_HEADER: &str = "x-portcullis-csrf";
 /// A login's device label when the body names none.
 pub const DEVICE_NAME_HEADER: &str = "x-device-name";
 
+// The defaults of `[identity]`: where the verified identity goes upstream.
+pub const USER_ID_HEADER: &str = "x-user-id";
+pub const USER_ROLES_HEADER: &str = "x-user-roles";
+pub const USER_SCOPES_HEADER: &str = "x-user-scopes";
+pub const SESSION_ID_HEADER: &str = "x-session-id";
+
+// The defaults of `[login]`: where the login backend names the user.
+pub const LOGIN_SUBJECT_HEADER: &str = "x-auth-subject";
+pub const LOGIN_ROLES_HEADER: &str = "x-auth-roles";
+pub const LOGIN_CLAIMS_HEADER: &str = "x-auth-claims";
+
 // The forwarding headers. The engine copies and parses an inserted name
 // whatever its type; a `&'static str` is the cheapest to hand it.
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
