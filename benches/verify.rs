@@ -143,7 +143,7 @@ fn full_check(c: &mut Criterion) {
     view.confirm_fresh(std::time::Instant::now());
 
     let before = rss_bytes();
-    let exp = portcullis::auth::unix_now() + 3600;
+    let exp = portcullis::clock::unix_now() + 3600;
     view.reset((0..ENTRIES).map(|i| (format!("{i:032x}"), exp)).collect());
     let after_revoked = rss_bytes();
     rt.block_on(async {

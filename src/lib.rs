@@ -3,6 +3,8 @@
 //! The modules form a stack; each uses only the ones below it (checked by
 //! `tests/layers.rs`):
 //!
+//! - `vocabulary`, `clock`: the header names the gateway speaks, spelled
+//!   once, and the one clock every rule reads (settable in unit tests);
 //! - `metrics`, `config::duration`, `config::raw`: plain data, including the
 //!   vocabulary every layer shares (`KeyAlgorithm`, `AuthMode`, `PathMatch`,
 //!   `OnUnavailable`); `log_queue` writes log lines off the request thread;
@@ -24,6 +26,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod keygen;
@@ -35,3 +38,4 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod vocabulary;

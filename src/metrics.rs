@@ -367,7 +367,10 @@ impl RouteMetrics {
 }
 
 /// Metrics for requests that matched no route.
-pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("_unrouted"));
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new(UNROUTED_LABEL));
+/// The route label of a request no route or endpoint took: its metrics
+/// and its access line.
+pub const UNROUTED_LABEL: &str = "_unrouted";
 
 /// The gateway's own endpoints, each under its own route label, and the
 /// admin API's refusals.

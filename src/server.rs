@@ -369,7 +369,7 @@ async fn measure_store(state: &AppState, count_sessions: bool) {
             .set(position.entries_until(&head) as i64);
     }
     if count_sessions {
-        if let Ok(count) = store.active_sessions(crate::auth::unix_now()).await {
+        if let Ok(count) = store.active_sessions(crate::clock::unix_now()).await {
             METRICS.active_sessions.set(count as i64);
         }
     }

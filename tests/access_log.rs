@@ -246,3 +246,52 @@ fn queued_lines_are_written_before_a_graceful_exit() {
         );
     }
 }
+
+/// A head the edge refuses gets the same access line as a request the
+/// proxy refuses: one writer, one field set (issue #22), the outcome
+/// naming the refusal where the edge's line once had a message of its own.
+#[test]
+fn a_head_refused_at_the_edge_gets_the_same_access_line_as_the_proxy() {
+    use std::io::Read;
+    let upstream = EchoUpstream::start();
+    let (child, addr, _admin, _dir) = serve(&upstream, "", &["--log-format", "json"]);
+    let refused = get(addr, "/orders", &[]);
+    assert_refused(&refused, 401, "token_missing", &upstream);
+    let proxy_id = refused.header("x-request-id").expect("id").to_owned();
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let edge_id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id:\n{answer}"))
+        .trim()
+        .to_owned();
+    let log = stop_and_read_log(child);
+    let access = access_lines(&log);
+    let line = |id: &str| {
+        access
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"))
+            .clone()
+    };
+    let (proxy, edge) = (line(&proxy_id), line(&edge_id));
+    let keys = |l: &Value| {
+        let mut keys: Vec<String> = l.as_object().expect("object").keys().cloned().collect();
+        keys.retain(|k| k != "error" && k != "timestamp");
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&edge), keys(&proxy), "edge {edge}\nproxy {proxy}");
+    assert!(edge.get("message").is_none(), "{edge}");
+    assert_eq!(edge["route"], "_unrouted");
+    assert_eq!(edge["outcome"], "method_not_allowed");
+    assert_eq!(edge["status"], 405);
+    assert_eq!(edge["method"], "-");
+    assert_eq!(edge["subject"], "-");
+    assert_eq!(upstream.count(), 0);
+}

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use what is listed before it, and its own
 /// unit; the longest matching prefix names a path's unit.
 const LAYERS: &[&[&str]] = &[
+    &["vocabulary", "clock"],
     &["metrics", "config::duration"],
     &["config::raw"],
     &["log_queue"],

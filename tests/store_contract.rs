@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::auth::unix_now;
+use portcullis::clock::unix_now;
 use portcullis::store::{
     self, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, Store,
     StoreLocation,

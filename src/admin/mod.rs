@@ -18,7 +18,8 @@ use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{unix_now, AuthError};
+use crate::auth::AuthError;
+use crate::clock::unix_now;
 use crate::metrics::METRICS;
 use crate::proxy::endpoints::common::{issuer, read_body, refuse_announced_too_large};
 use crate::proxy::headers::new_request_id;

@@ -6,7 +6,8 @@ use serde_json::Map;
 
 use super::claims::Audience;
 use super::keys::{KeyError, SigningKey};
-use super::{unix_now, AccessClaims};
+use super::AccessClaims;
+use crate::clock::unix_now;
 
 /// Who a token is for and what it may do.
 #[derive(Debug, Clone, Default)]
@@ -50,4 +51,24 @@ pub fn mint(
 ) -> Result<(String, AccessClaims), KeyError> {
     let claims = claims_for(grant, issuer, audience, ttl);
     Ok((signer.sign(&claims)?, claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::frozen_at;
+
+    #[test]
+    fn a_token_is_dated_by_the_clock() {
+        let grant = Grant {
+            sub: "alice".to_owned(),
+            ..Grant::default()
+        };
+        let ttl = Duration::from_secs(300);
+        let claims = frozen_at(1_700_000_000_999, || {
+            claims_for(grant, "https://issuer", "api", ttl)
+        });
+        assert_eq!(claims.iat, 1_700_000_000);
+        assert_eq!(claims.exp, 1_700_000_300);
+    }
 }

@@ -21,9 +21,6 @@ pub use keys::{KeyError, Keyring, SigningKey};
 pub use policy::Requirement;
 pub use verify::{VerifiedToken, Verifier};
 
-/// Seconds since the Unix epoch, the unit of every JWT time claim.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// The clock (`crate::clock`), under the name the integration tests and
+/// benchmarks have long used.
+pub use crate::clock::unix_now;

@@ -18,7 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use moka::sync::Cache;
 
 use super::external::{ExternalIssuer, JwksSource};
-use super::{unix_now, AccessClaims, AuthError, IdentityHeaders, Keyring};
+use super::{AccessClaims, AuthError, IdentityHeaders, Keyring};
+use crate::clock::unix_now;
 use crate::metrics::METRICS;
 
 /// A token whose signature and claims have been checked, with the identity

@@ -12,6 +12,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::HumanDuration;
+use crate::vocabulary::{
+    CSRF_HEADER, LOGIN_CLAIMS_HEADER, LOGIN_ROLES_HEADER, LOGIN_SUBJECT_HEADER, SESSION_ID_HEADER,
+    USER_ID_HEADER, USER_ROLES_HEADER, USER_SCOPES_HEADER,
+};
 
 /// What to do when the view cannot be confirmed fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,7 +262,7 @@ impl Default for RawSessions {
             cookie: false,
             cookie_name: "portcullis_refresh".to_owned(),
             allowed_origins: Vec::new(),
-            csrf_header: Spanned::new(0..0, "X-Portcullis-CSRF".to_owned()),
+            csrf_header: Spanned::new(0..0, CSRF_HEADER.to_owned()),
         }
     }
 }
@@ -279,13 +283,13 @@ pub struct RawLogin {
 }
 
 fn default_subject_header() -> Spanned<String> {
-    Spanned::new(0..0, "X-Auth-Subject".to_owned())
+    Spanned::new(0..0, LOGIN_SUBJECT_HEADER.to_owned())
 }
 fn default_roles_header() -> Spanned<String> {
-    Spanned::new(0..0, "X-Auth-Roles".to_owned())
+    Spanned::new(0..0, LOGIN_ROLES_HEADER.to_owned())
 }
 fn default_claims_header() -> Spanned<String> {
-    Spanned::new(0..0, "X-Auth-Claims".to_owned())
+    Spanned::new(0..0, LOGIN_CLAIMS_HEADER.to_owned())
 }
 fn default_login_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
@@ -404,10 +408,10 @@ impl Default for RawIdentity {
     fn default() -> Self {
         let header = |name: &str| Spanned::new(0..0, name.to_owned());
         Self {
-            subject: header("X-User-Id"),
-            roles: header("X-User-Roles"),
-            scopes: header("X-User-Scopes"),
-            session: header("X-Session-Id"),
+            subject: header(USER_ID_HEADER),
+            roles: header(USER_ROLES_HEADER),
+            scopes: header(USER_SCOPES_HEADER),
+            session: header(SESSION_ID_HEADER),
             claims: BTreeMap::new(),
             forward_token: false,
         }

@@ -10,6 +10,10 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::vocabulary::{
+    LOGIN_CLAIMS_HEADER, LOGIN_ROLES_HEADER, LOGIN_SUBJECT_HEADER, USER_ID_HEADER,
+};
+
 /// The demo's users: name, password, roles.
 pub const DEMO_USERS: [(&str, &str, &str); 2] = [
     ("alice", "wonderland", "user"),
@@ -76,7 +80,7 @@ impl ServeHttp for DemoBackend {
             .collect();
         let user = request
             .headers
-            .get("x-user-id")
+            .get(USER_ID_HEADER)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = if path.starts_with("/public") {
             json!({ "page": "public", "message": "anyone may read this; the gateway checked no token" })
@@ -120,9 +124,10 @@ async fn login(session: &mut ServerSession) -> Response<Vec<u8>> {
         Some((user, _, roles)) => {
             let claims = format!("{{\"email\":\"{user}@demo.example\"}}");
             let headers = [
-                ("x-auth-subject", *user),
-                ("x-auth-roles", *roles),
-                ("x-auth-claims", claims.as_str()),
+                // The gateway's `[login]` defaults, which the demo keeps.
+                (LOGIN_SUBJECT_HEADER, *user),
+                (LOGIN_ROLES_HEADER, *roles),
+                (LOGIN_CLAIMS_HEADER, claims.as_str()),
             ];
             respond(StatusCode::OK, "text/plain", b"welcome".to_vec(), &headers)
         }

@@ -1,13 +1,17 @@
 //! What a finished request leaves behind: its route's metrics, the failure
 //! line in the engine's stead, and the access line (`portcullis::access`),
 //! which names the route, the outcome and the subject, never the path,
-//! query or header values.
+//! query or header values. Every access line, the edge's for a refused
+//! head included, is written by [`AccessLine::write`], with one field set.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use pingora_core::{Error, ErrorSource};
 use pingora_proxy::Session;
 
 use super::context::RequestContext;
-use crate::metrics::UNROUTED;
+use crate::metrics::{UNROUTED, UNROUTED_LABEL};
 
 pub use crate::log_queue::ACCESS_TARGET;
 
@@ -40,20 +44,63 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
     }
     ctx.resolve_client(session);
     let subject = ctx.identity.as_ref().or(ctx.verified.as_ref());
-    let client = ctx.client.as_ref().map(|c| c.ip);
-    tracing::info!(
-        target: ACCESS_TARGET,
-        request_id = %ctx.request_id,
-        client = %OrDash(client),
-        method = %session.req_header().method,
-        route = route_label(ctx),
+    let upstream = ctx
+        .route
+        .as_ref()
+        .filter(|_| ctx.upstream_started.is_some());
+    AccessLine {
+        request_id: &ctx.request_id,
+        client: ctx.client.as_ref().map(|c| c.ip),
+        method: session.req_header().method.as_str(),
+        route: route_label(ctx),
         status,
-        outcome = ctx.outcome,
-        subject = subject.map_or("-", |i| i.claims.sub.as_str()),
-        upstream = ctx.route.as_ref().filter(|_| ctx.upstream_started.is_some()).map_or("-", |r| r.upstream.name.as_str()),
-        latency_us = elapsed.as_micros() as u64,
-        error = error.map(|e| e.etype().as_str()),
-    );
+        outcome: ctx.outcome,
+        subject: subject.map(|i| i.claims.sub.as_str()),
+        upstream: upstream.map(|r| r.upstream.name.as_str()),
+        latency: elapsed,
+        error: error.map(|e| e.etype().as_str()),
+    }
+    .write();
+}
+
+/// One request's access line: the same fields for every request, whoever
+/// answered it (`-` for what is not known).
+pub(super) struct AccessLine<'a> {
+    pub request_id: &'a str,
+    /// The client through the trusted proxies (`[server] trusted_proxies`).
+    pub client: Option<IpAddr>,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    /// `ok`, or the contract code of the refusal.
+    pub outcome: &'a str,
+    pub subject: Option<&'a str>,
+    /// The upstream pool, once one was chosen.
+    pub upstream: Option<&'a str>,
+    pub latency: Duration,
+    /// The kind of failure, if any.
+    pub error: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Writes the line at info under `portcullis::access`. Its fields are
+    /// what the direct writer (`log_line`) and the README describe: no
+    /// `message`.
+    pub(super) fn write(&self) {
+        tracing::info!(
+            target: ACCESS_TARGET,
+            request_id = %self.request_id,
+            client = %OrDash(self.client),
+            method = %self.method,
+            route = self.route,
+            status = self.status,
+            outcome = self.outcome,
+            subject = self.subject.unwrap_or("-"),
+            upstream = self.upstream.unwrap_or("-"),
+            latency_us = self.latency.as_micros() as u64,
+            error = self.error,
+        );
+    }
 }
 
 /// Whether a finished request gets its access line: always for a refusal,
@@ -86,7 +133,7 @@ pub(super) fn route_label(ctx: &RequestContext) -> &str {
     match (&ctx.route, ctx.endpoint) {
         (_, Some(endpoint)) => endpoint,
         (Some(route), None) => route.name.as_str(),
-        (None, None) => "_unrouted",
+        (None, None) => UNROUTED_LABEL,
     }
 }
 

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 
 use crate::config::runtime::trusted::TrustedProxies;
+use crate::vocabulary::{FORWARDED, X_FORWARDED_FOR};
 
 /// The client as far as the trusted chain vouches for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub const MAX_FORWARDED_HOPS: usize = 64;
 /// other then came from the client, who could otherwise pick the one it
 /// wrote.
 fn listed_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    if headers.contains_key("x-forwarded-for") && headers.contains_key("forwarded") {
+    if headers.contains_key(X_FORWARDED_FOR) && headers.contains_key(FORWARDED) {
         return Vec::new();
     }
     let rightmost = |name: &str| -> Vec<&str> {
@@ -119,11 +120,11 @@ fn listed_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
             .take(MAX_FORWARDED_HOPS)
             .collect()
     };
-    let xff = rightmost("x-forwarded-for");
+    let xff = rightmost(X_FORWARDED_FOR);
     if !xff.is_empty() {
         return xff.into_iter().map(node_address).collect();
     }
-    rightmost("forwarded")
+    rightmost(FORWARDED)
         .into_iter()
         .map(|element| {
             element

@@ -25,11 +25,12 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::access_log::AccessLine;
 use super::chunked::{malformed_body, ChunkedEnd, Scanned};
 use super::head::{self, Framing, Limits, Scan};
 use super::respond::Refusal;
 use super::Gateway;
-use crate::metrics::UNROUTED;
+use crate::metrics::{UNROUTED, UNROUTED_LABEL};
 
 /// How much of a refused request is read and dropped before closing, so
 /// the refusal is not lost to a TCP reset (nginx's lingering close).
@@ -112,8 +113,8 @@ impl ServerApp for EdgeApp {
         loop {
             let admitted = match read_head(&mut conn, self, first, &mut waits).await {
                 HeadRead::Closed => return None,
-                HeadRead::Refused(refusal) => {
-                    refuse(*conn, &refusal).await;
+                HeadRead::Refused(refusal, began) => {
+                    refuse(*conn, &refusal, began).await;
                     return None;
                 }
                 HeadRead::Admitted(admitted) => admitted,
@@ -178,7 +179,8 @@ struct Waits {
 
 enum HeadRead {
     Closed,
-    Refused(Refusal),
+    /// Refused, with when the head began.
+    Refused(Refusal, tokio::time::Instant),
     Admitted(Admitted),
 }
 
@@ -195,10 +197,16 @@ impl Admitted {
     /// body: pingora writes the head upstream before it reads the body,
     /// so chunked framing that is already malformed in the bytes held is
     /// refused here, before the upstream sees anything (issue #20).
-    fn judge(held: &[u8], len: usize, framing: Framing, expects_continue: bool) -> HeadRead {
+    fn judge(
+        held: &[u8],
+        len: usize,
+        framing: Framing,
+        expects_continue: bool,
+        began: tokio::time::Instant,
+    ) -> HeadRead {
         let body = &held[len..];
         if framing == Framing::Chunked && ChunkedEnd::default().scan(body) == Scanned::Malformed {
-            return HeadRead::Refused(Refusal::bad_request());
+            return HeadRead::Refused(Refusal::bad_request(), began);
         }
         let has_body = matches!(framing, Framing::Chunked | Framing::Length(1..));
         HeadRead::Admitted(Self {
@@ -240,14 +248,17 @@ async fn read_head(
             || conn.pending[scanned.saturating_sub(3)..].contains(&b'\n');
         if grown && worth {
             scanned = conn.pending.len();
+            // The head's first bytes are here (set below otherwise, in the
+            // same turn): the start of its deadline and of its latency.
+            let began = *head_started.get_or_insert_with(tokio::time::Instant::now);
             match head::scan(&conn.pending, &app.limits) {
                 Scan::Partial => {}
                 Scan::Admit {
                     len,
                     framing,
                     expects_continue,
-                } => return Admitted::judge(&conn.pending, len, framing, expects_continue),
-                Scan::Refuse(refusal) => return HeadRead::Refused(refusal),
+                } => return Admitted::judge(&conn.pending, len, framing, expects_continue, began),
+                Scan::Refuse(refusal) => return HeadRead::Refused(refusal, began),
             }
         }
         if !conn.pending.is_empty() {
@@ -267,9 +278,9 @@ async fn read_head(
             () = waits.timer.as_mut() => None,
             _ = waits.shutdown.wait_for(|down| *down), if !started => return HeadRead::Closed,
         };
-        match read {
-            Some(Ok(n)) if n > 0 => {}
-            None if started => return HeadRead::Refused(Refusal::request_timeout()),
+        match (read, head_started) {
+            (Some(Ok(n)), _) if n > 0 => {}
+            (None, Some(began)) => return HeadRead::Refused(Refusal::request_timeout(), began),
             _ => return HeadRead::Closed,
         }
     }
@@ -277,19 +288,26 @@ async fn read_head(
 
 /// Writes the refusal, closes our side, and drops what the client still
 /// sends for a moment so the answer is not lost to a reset.
-async fn refuse(mut conn: EdgeStream, refusal: &Refusal) {
+async fn refuse(mut conn: EdgeStream, refusal: &Refusal, began: tokio::time::Instant) {
     let request_id = super::headers::new_request_id();
     let bytes = refusal.reply(&request_id).into_closing_http1();
     UNROUTED.count(refusal.status.as_u16(), refusal.code);
-    tracing::info!(
-        target: super::access_log::ACCESS_TARGET,
-        request_id = %request_id,
-        method = "-",
-        route = "_unrouted",
-        status = refusal.status.as_u16(),
-        outcome = refusal.code,
-        "request head refused"
-    );
+    // The proxy's access line, with what a refused head cannot tell: no
+    // method or client was read (the client's address depends on headers
+    // through trusted proxies), no subject, no upstream.
+    AccessLine {
+        request_id: &request_id,
+        client: None,
+        method: "-",
+        route: UNROUTED_LABEL,
+        status: refusal.status.as_u16(),
+        outcome: refusal.code,
+        subject: None,
+        upstream: None,
+        latency: began.elapsed(),
+        error: None,
+    }
+    .write();
     if conn.inner.write_all(&bytes).await.is_err() || conn.inner.flush().await.is_err() {
         return;
     }

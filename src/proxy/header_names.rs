@@ -17,7 +17,7 @@ use pingora_http::RequestHeader;
 
 use super::respond::Refusal;
 use crate::config::raw::HeadersWithUnderscores;
-use crate::config::runtime::headers::FORWARDING;
+use crate::vocabulary::FORWARDING;
 
 /// Folded names whose `_` spelling is refused: framing (RFC 9112 §6),
 /// hop-by-hop and connection (RFC 9110 §7.6.1), routing (`Host`).

@@ -1,28 +1,144 @@
-//! The request headers the upstream gets: every header the gateway owns
-//! (identity, forwarding, request id) removed in every spelling first, by
-//! the rules compiled in `config::runtime::headers`; the gateway's own
-//! credentials (refresh cookie, bearer token) removed; then this hop's
-//! `X-Forwarded-*` and `X-Request-Id` set. Also the request id itself,
-//! the `Connection` nominations a client may make, and the one response
-//! rule about credentials: an upstream's `Set-Cookie` for the gateway's
-//! refresh cookie is removed.
+//! Everything that crosses between a client and an upstream (a route's
+//! pool or the login backend), sanitised here, once, for the proxy's hooks
+//! and the login endpoint alike.
+//!
+//! On the way up ([`to_upstream`]): every header the gateway owns
+//! (identity, forwarding, request id) removed in every spelling, by the
+//! rules compiled in `config::runtime::headers`; the gateway's own
+//! credentials (refresh cookie, bearer token) removed; then the verified
+//! identity and this hop's `X-Forwarded-*` and `X-Request-Id` set. A
+//! request the gateway copies itself (the login call) first loses its
+//! hop-by-hop headers ([`copy_end_to_end`]), as the engine removes them
+//! from a proxied one. On the way down ([`from_upstream`]): the contract's
+//! error header and, under a CORS policy, `Access-Control-*` removed, an
+//! upstream's `Set-Cookie` for the gateway's refresh cookie removed, the
+//! request id set. Also the request id itself.
 
-use http::header::{CONNECTION, HOST, SET_COOKIE};
-use http::{HeaderMap, HeaderValue};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::client_addr;
-use super::respond::REQUEST_ID_HEADER;
+use super::respond::Refusal;
+use crate::config::runtime::cors::CorsPolicy;
 use crate::config::Runtime;
+use crate::vocabulary::{
+    ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2), never copied
+/// from one connection to the next. This is the engine's own list:
+/// pingora 0.9 removes the same set, and the `Connection` nominations,
+/// from every request it proxies (`strip_standard_hop_by_hop_headers` and
+/// `ConnectionNominations` in pingora-proxy's `proxy_common.rs`), but both
+/// are private to that crate and run only on the proxy path; the login
+/// call goes through the engine's `Connector`, which removes nothing. So
+/// the rule is kept here, in one place, for what the gateway copies itself.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    HeaderName::from_static(KEEP_ALIVE),
+    HeaderName::from_static(PROXY_CONNECTION),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    CONNECTION,
+    UPGRADE,
+    HeaderName::from_static(HTTP2_SETTINGS),
+];
+/// The framing of a message the gateway reads whole and sends again with
+/// its own `Content-Length`. `Expect` goes too: the body has been read
+/// already, and a backend's `100 Continue` would only be one more answer
+/// to skip.
+const REFRAMED: [HeaderName; 2] = [CONTENT_LENGTH, EXPECT];
+
+/// Whether `name` belongs to one connection or to a message the gateway
+/// frames anew.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || REFRAMED.contains(name)
+}
+
+/// Copies a client's request headers onto a request the gateway sends
+/// itself, less the hop-by-hop ones, those its `Connection` nominates and
+/// the framing: what the engine does for a proxied request. A nomination
+/// the engine would refuse is refused with 400, as on routes.
+pub fn copy_end_to_end(inbound: &HeaderMap, request: &mut RequestHeader) -> Result<(), Refusal> {
+    let nominated = connection_nominations(inbound).ok_or_else(Refusal::bad_request)?;
+    for (name, value) in inbound {
+        if !is_hop_by_hop(name) && !nominated.iter().any(|n| n == name.as_str()) {
+            request
+                .append_header(name.clone(), value.clone())
+                .map_err(|_| Refusal::bad_request())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop headers and the framing from an answer the
+/// gateway read whole and writes again itself (the login backend's).
+pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
+    for name in HOP_BY_HOP.iter().chain(&REFRAMED) {
+        response.remove_header(name);
+    }
+}
+
+/// Everything a request gets on its way to an upstream, the engine's copy
+/// of a proxied request and the login call alike: the gateway's own
+/// headers in every spelling and its credentials out, then `identity`
+/// (the verified token's headers, none for the login call) and this hop's
+/// forwarding headers in.
+pub fn to_upstream(
+    runtime: &Runtime,
+    session: &Session,
+    upstream: &mut RequestHeader,
+    identity: &[(HeaderName, HeaderValue)],
+    request_id: &str,
+    client: Option<&client_addr::ClientAddress>,
+) -> Result<()> {
+    strip_reserved(runtime, upstream)?;
+    // Removed first: the engine's copy of the request has no room to
+    // spare, and the slot a removed bearer token frees saves the first
+    // identity header a reallocation. No identity header may be
+    // `Authorization`.
+    strip_gateway_credentials(upstream, runtime);
+    for (name, value) in identity {
+        upstream.insert_header(name.clone(), value.clone())?;
+    }
+    set_forwarding(session, upstream, request_id, client)
+}
+
+/// Everything an upstream's answer (a proxied one, or the login backend's
+/// passed through) gets on its way to the client, under the CORS `policy`
+/// that applies to it: `X-Portcullis-Error` removed (only the gateway
+/// speaks with it, so clients can trust it), the upstream's own
+/// `Access-Control-*` removed when the policy is on, a planted refresh
+/// cookie removed (logged under `route`), and `X-Request-Id` set.
+pub fn from_upstream(
+    runtime: &Runtime,
+    policy: &CorsPolicy,
+    response: &mut ResponseHeader,
+    route: &str,
+    request_id: &str,
+) -> Result<()> {
+    response.remove_header(&ERROR);
+    policy.strip_upstream(response);
+    strip_planted_cookies(runtime, response, route);
+    // A `&'static str` name: the engine copies a `HeaderName`'s bytes.
+    response.insert_header(REQUEST_ID_HEADER, request_id)
+}
 
 /// Removes what authenticates a client to the gateway itself before a
 /// request goes upstream: the refresh cookie (cookie mode), and a bearer
 /// token unless `forward_token` (another scheme is the backend's own), on
 /// every route, `auth = "none"` included: backends log headers, and the
 /// gateway's token is no credential of theirs.
-pub fn strip_gateway_credentials(request: &mut RequestHeader, runtime: &Runtime) {
+fn strip_gateway_credentials(request: &mut RequestHeader, runtime: &Runtime) {
     if let Some(cookie) = &runtime.sessions.settings.cookie {
         if request.headers.contains_key(http::header::COOKIE) {
             let kept = cookie.other_cookies(&request.headers);
@@ -58,7 +174,7 @@ fn has_bearer(headers: &HeaderMap) -> bool {
 /// session of the attacker's choosing in a victim's browser (session
 /// fixation, OWASP). Other cookies pass. Logged at warn, without the
 /// value, and counted.
-pub fn strip_planted_cookies(runtime: &Runtime, response: &mut ResponseHeader, route: &str) {
+fn strip_planted_cookies(runtime: &Runtime, response: &mut ResponseHeader, route: &str) {
     let Some(cookie) = &runtime.sessions.settings.cookie else {
         return;
     };
@@ -88,12 +204,13 @@ pub fn strip_planted_cookies(runtime: &Runtime, response: &mut ResponseHeader, r
 }
 
 /// Headers that a client's `Connection` may not nominate (RFC 9110 §7.6.1
-/// lets a proxy refuse): the same rule the proxy engine applies on routes.
-const NOT_NOMINABLE: [&str; 4] = [
-    "host",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
+/// lets a proxy refuse): the same rule the proxy engine applies on routes
+/// (private there too, beside its hop-by-hop list).
+const NOT_NOMINABLE: [HeaderName; 4] = [
+    HOST,
+    HeaderName::from_static(X_FORWARDED_FOR),
+    HeaderName::from_static(X_FORWARDED_HOST),
+    HeaderName::from_static(X_FORWARDED_PROTO),
 ];
 /// The engine's bound on nominations, so parsing stays cheap.
 const MAX_NOMINATIONS: usize = 10;
@@ -102,7 +219,7 @@ const MAX_NOMINATIONS: usize = 10;
 /// hop-by-hop, for a request the gateway builds itself (the login call).
 /// `None` when one may not be nominated, is not an HTTP token, or there
 /// are too many: refused with 400, as on routes.
-pub fn connection_nominations(headers: &HeaderMap) -> Option<Vec<String>> {
+fn connection_nominations(headers: &HeaderMap) -> Option<Vec<String>> {
     let tokens: Vec<&[u8]> = headers
         .get_all(CONNECTION)
         .iter()
@@ -120,7 +237,7 @@ pub fn connection_nominations(headers: &HeaderMap) -> Option<Vec<String>> {
                 .ok()
                 .filter(|t| t.bytes().all(is_tchar))
                 .map(str::to_ascii_lowercase)
-                .filter(|name| !NOT_NOMINABLE.contains(&name.as_str()))
+                .filter(|name| !NOT_NOMINABLE.iter().any(|n| n.as_str() == name))
         })
         .collect()
 }
@@ -149,14 +266,9 @@ pub fn new_request_id() -> String {
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
-// The engine copies and parses an inserted name whatever its type; a
-// `&'static str` is the cheapest to hand it (no copy of the bytes).
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// Removes every header the gateway owns from the upstream request, in
 /// every spelling (see `config::runtime::headers`).
-pub(super) fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
+fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) -> Result<()> {
     let plan = runtime.header_rules.plan(&upstream.headers);
     for name in &plan.remove {
         upstream.remove_header(name.as_str());
@@ -176,7 +288,7 @@ pub(super) fn strip_reserved(runtime: &Runtime, upstream: &mut RequestHeader) ->
 /// `X-Forwarded-*` describe this hop only: a client's own values are never
 /// trusted or appended to. `X-Forwarded-For` is the client and the trusted
 /// proxies between it and the gateway (`[server] trusted_proxies`).
-pub(crate) fn set_forwarding(
+fn set_forwarding(
     session: &Session,
     upstream: &mut RequestHeader,
     request_id: &str,
@@ -220,5 +332,93 @@ mod tests {
         }
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    fn inbound(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn copied(pairs: &[(&'static str, &'static str)]) -> Result<Vec<String>, Refusal> {
+        let mut request = RequestHeader::build("POST", b"/login", None).expect("request");
+        copy_end_to_end(&inbound(pairs), &mut request)?;
+        let mut names: Vec<String> = request.headers.keys().map(|n| n.to_string()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    #[test]
+    fn a_copied_request_loses_hop_by_hop_nominated_and_framing_headers() {
+        let names = copied(&[
+            ("connection", "keep-alive, X-Private-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-private-hop", "secret"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("expect", "100-continue"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "1"),
+            ("content-type", "application/json"),
+        ])
+        .expect("copied");
+        assert_eq!(names, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn a_nomination_the_engine_refuses_is_refused() {
+        for connection in [
+            "Host",
+            "x-forwarded-for",
+            "\"x-kept\"",
+            "a,b,c,d,e,f,g,h,i,j",
+        ] {
+            let refused = copied(&[("connection", connection)]);
+            assert_eq!(refused, Err(Refusal::bad_request()), "{connection}");
+        }
+    }
+
+    /// A runtime with the refresh cookie and a global CORS policy on.
+    fn runtime() -> Runtime {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("hs.secret");
+        std::fs::write(&secret, [7u8; 32]).expect("secret");
+        let text = format!(
+            "[tokens]\nissuer = \"https://i.test\"\naudience = \"api\"\n\
+             [[tokens.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = {secret:?}\n\
+             [sessions]\ncookie = true\n\
+             [cors]\nallowed_origins = [\"https://app.test\"]\n\
+             [[upstreams]]\nname = \"echo\"\ntargets = [\"127.0.0.1:9\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"none\"\n"
+        );
+        crate::config::load_str(&text, std::path::Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn an_upstream_answer_loses_what_only_the_gateway_may_say() {
+        let runtime = runtime();
+        let mut response = ResponseHeader::build(401, None).expect("response");
+        for (name, value) in [
+            ("x-portcullis-error", "forged"),
+            ("access-control-allow-origin", "*"),
+            ("set-cookie", "portcullis_refresh=planted; Path=/"),
+            ("set-cookie", "theirs=1"),
+            ("x-request-id", "theirs"),
+        ] {
+            response.append_header(name, value).expect("header");
+        }
+        from_upstream(&runtime, &runtime.cors.global, &mut response, "r", "id-1")
+            .expect("sanitised");
+        let headers = &response.headers;
+        assert!(headers.get("x-portcullis-error").is_none());
+        assert!(headers.get("access-control-allow-origin").is_none());
+        let cookies: Vec<_> = headers.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["theirs=1"]);
+        let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["id-1"]);
     }
 }

@@ -32,13 +32,12 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 use crate::config::Runtime;
 use crate::state::AppState;
+use crate::vocabulary::{REQUEST_ID, TOKEN_EXPIRES_IN_HEADER};
 pub use context::RequestContext;
-use respond::{Refusal, ERROR, REQUEST_ID, REQUEST_ID_HEADER};
-
-pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
+use respond::Refusal;
 
 /// The proxy: reads the current configuration (swapped whole on reload)
 /// and the revocation view from the shared state.
@@ -193,25 +192,23 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
+        ctx.resolve_client(session);
         let Some(runtime) = ctx.runtime.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no runtime");
         };
-        headers::strip_reserved(runtime, upstream)?;
-        // Removed first: the engine's copy of the request has no room to
-        // spare, and the slot a removed bearer token frees saves the first
-        // identity header a reallocation. No identity header may be
-        // `Authorization`.
-        headers::strip_gateway_credentials(upstream, runtime);
-        if let Some(identity) = &ctx.identity {
-            for (name, value) in &identity.forwarded {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
-        }
         // A body read that makes no progress for the head's deadline ends
         // the request (the engine's own wait is a minute per read).
         session.set_read_timeout(Some(runtime.server.header_read_timeout));
-        ctx.resolve_client(session);
-        headers::set_forwarding(session, upstream, &ctx.request_id, ctx.client.as_ref())?;
+        let identity = ctx.identity.as_ref().map_or(&[][..], |i| &i.forwarded);
+        let client = ctx.client.as_ref();
+        headers::to_upstream(
+            runtime,
+            session,
+            upstream,
+            identity,
+            &ctx.request_id,
+            client,
+        )?;
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -246,7 +243,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        response: &mut ResponseHeader,
+        _response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
@@ -254,9 +251,6 @@ impl ProxyHttp for Gateway {
                 .metrics
                 .upstream
                 .observe(started.elapsed().as_secs_f64());
-        }
-        if let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) {
-            headers::strip_planted_cookies(runtime, response, &route.name);
         }
         Ok(())
     }
@@ -267,14 +261,13 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
-        // Only the gateway speaks with this header, so clients can trust it.
-        response.remove_header(&ERROR);
+        let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) else {
+            // Only a routed request reaches an upstream (`upstream_peer`).
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
         speak_http11(session, response);
-        if let Some(route) = &ctx.route {
-            route.cors.strip_upstream(response);
-        }
-        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        if let (Some(identity), Some(runtime)) = (&ctx.identity, &ctx.runtime) {
+        headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
+        if let Some(identity) = &ctx.identity {
             let left = identity.claims.exp.saturating_sub(unix_now());
             if left < runtime.refresh_hint_secs {
                 response.insert_header(TOKEN_EXPIRES_IN_HEADER, left.to_string())?;

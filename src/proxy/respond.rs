@@ -7,7 +7,9 @@
 //! `X-Request-Id` and `Cache-Control: no-store`. The text is fixed per code:
 //! no library error string or key material can end up in a body. A store or
 //! session failure an endpoint or the admin API meets is logged and counted
-//! here, once, on its way to becoming a refusal (the revocation view and its
+//! here, once, on its way to becoming a refusal, by a call its site names
+//! (`Refusal::store_failed` and its kin; no `From` hides it behind a `?`)
+//! (the revocation view and its
 //! follower report their own, as `auth_unavailable` reaches here through
 //! [`Refusal::auth`]). A [`Reply`] is the finished status, headers and body; the
 //! proxy writes it with [`Reply::send`], the admin listener with
@@ -29,15 +31,8 @@ use crate::metrics::METRICS;
 use crate::session::cookie::NotPresented;
 use crate::session::{LogoutError, RefreshError, SessionError};
 use crate::store::StoreError;
+use crate::vocabulary::{ERROR, REQUEST_ID};
 
-pub const ERROR_HEADER: &str = "x-portcullis-error";
-/// [`ERROR_HEADER`] as a name: removed from every upstream response, and a
-/// name is looked up without being parsed again.
-pub const ERROR: HeaderName = HeaderName::from_static(ERROR_HEADER);
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// [`REQUEST_ID_HEADER`] as a name, for lookups and the gateway's own
-/// replies.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 pub const SERVER_NAME: &str = "portcullis";
 
 /// A response the gateway produces instead of the upstream's.
@@ -376,22 +371,10 @@ impl Refusal {
             }
         }
     }
-}
 
-impl From<StoreError> for Refusal {
-    fn from(error: StoreError) -> Self {
-        Self::store_failed(&error, StoreCaller::Endpoint)
-    }
-}
-
-impl From<SessionError> for Refusal {
-    fn from(error: SessionError) -> Self {
-        Self::session_failed(error, StoreCaller::Endpoint)
-    }
-}
-
-impl From<RefreshError> for Refusal {
-    fn from(error: RefreshError) -> Self {
+    /// The refresh grant failed: a refused or limited token, or a fault
+    /// (a store failure is logged and counted as `refresh`).
+    pub fn refresh_failed(error: RefreshError) -> Self {
         match error {
             RefreshError::InvalidGrant(_) => Self::invalid_grant(),
             RefreshError::Limited(wait) => Self::too_many_requests(wait),
@@ -400,6 +383,17 @@ impl From<RefreshError> for Refusal {
                 tracing::error!(target: "portcullis::proxy::endpoints", what, "refresh failed");
                 Self::internal()
             }
+        }
+    }
+
+    /// Logout failed: a token it cannot end, or a store failure (logged
+    /// and counted with the endpoints).
+    pub fn logout_failed(error: LogoutError) -> Self {
+        match error {
+            LogoutError::NoJti => Self::invalid_request(
+                "this token carries no jti and cannot be logged out; revoke the user instead",
+            ),
+            LogoutError::Store(e) => Self::store_failed(&e, StoreCaller::Endpoint),
         }
     }
 }
@@ -412,17 +406,6 @@ impl From<NotPresented> for Refusal {
             NotPresented::BrowserBodyToken => {
                 Self::invalid_request("a browser presents its refresh token in the cookie only")
             }
-        }
-    }
-}
-
-impl From<LogoutError> for Refusal {
-    fn from(error: LogoutError) -> Self {
-        match error {
-            LogoutError::NoJti => Self::invalid_request(
-                "this token carries no jti and cannot be logged out; revoke the user instead",
-            ),
-            LogoutError::Store(e) => e.into(),
         }
     }
 }
@@ -453,8 +436,8 @@ impl Refusal {
             (CONTENT_TYPE, "application/json"),
             (CACHE_CONTROL, "no-store"),
             (SERVER, SERVER_NAME),
-            (HeaderName::from_static(ERROR_HEADER), self.code),
-            (HeaderName::from_static(REQUEST_ID_HEADER), request_id),
+            (ERROR, self.code),
+            (REQUEST_ID, request_id),
         ]
         .into_iter()
         .chain(self.challenge.as_deref().map(|c| (WWW_AUTHENTICATE, c)))
@@ -497,10 +480,7 @@ impl Reply {
         let headers = vec![
             (CONTENT_TYPE, "application/json".to_owned()),
             (SERVER, SERVER_NAME.to_owned()),
-            (
-                HeaderName::from_static(REQUEST_ID_HEADER),
-                request_id.to_owned(),
-            ),
+            (REQUEST_ID, request_id.to_owned()),
             (CACHE_CONTROL, "no-store".to_owned()),
             (PRAGMA, "no-cache".to_owned()),
         ];

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sessions;
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 use crate::store::{RevocationView, SessionRecord, Store, StoreError};
 
 /// Longest device label kept.

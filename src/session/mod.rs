@@ -69,10 +69,3 @@ impl Grants {
         self
     }
 }
-
-/// Unix time in milliseconds.
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

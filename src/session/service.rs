@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::ratelimit::{FailureLimiter, TokenKey};
 use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id};
-use super::{unix_now_ms, Grants, SessionSettings, TokenPair};
+use super::{Grants, SessionSettings, TokenPair};
 use crate::auth::issue::{mint, Grant};
-use crate::auth::{unix_now, AccessClaims, SigningKey};
+use crate::auth::{AccessClaims, SigningKey};
+use crate::clock::{unix_now, unix_now_ms};
 use crate::metrics::METRICS;
 use crate::store::{
     RevocationView, RotateOutcome, Rotation, SessionRecord, SessionStatus, Store, StoreError,

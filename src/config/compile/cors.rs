@@ -12,9 +12,10 @@ use super::routes::route_key;
 use crate::config::raw::{RawCors, RawRoute};
 use crate::config::runtime::cors::{CorsPolicy, CorsTable};
 use crate::config::Diagnostics;
+use crate::vocabulary::REQUEST_ID_HEADER;
 
 const DEFAULT_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
-const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", "x-request-id"];
+const DEFAULT_HEADERS: [&str; 3] = ["authorization", "content-type", REQUEST_ID_HEADER];
 const DEFAULT_MAX_AGE_SECS: u64 = 600;
 
 /// The compiled policies; `csrf_header` is allowed by default, since the

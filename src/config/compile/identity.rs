@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use crate::auth::IdentityHeaders;
 use crate::config::raw::RawIdentity;
-use crate::config::runtime::headers::FORWARDING;
 use crate::config::Diagnostics;
+use crate::vocabulary::{ERROR_HEADER, FORWARDING, TOKEN_EXPIRES_IN_HEADER};
 
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials, or are the gateway's own. The forwarding
@@ -26,8 +26,8 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 12] = [
     "te",
     "upgrade",
     "proxy-authorization",
-    "x-portcullis-error",
-    "x-token-expires-in",
+    ERROR_HEADER,
+    TOKEN_EXPIRES_IN_HEADER,
 ];
 
 /// `None` when any header is unusable; every one is checked first, so that

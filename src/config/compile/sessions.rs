@@ -11,6 +11,7 @@ use crate::config::runtime::cors::CorsTable;
 use crate::config::runtime::LoginSettings;
 use crate::config::Diagnostics;
 use crate::session::{CookieSettings, SessionSettings, Sessions};
+use crate::vocabulary::CSRF_HEADER;
 
 pub(super) fn sessions(raw: &RawSessions, cors: &CorsTable, sink: &mut Diagnostics) -> Sessions {
     let mut settings = session_settings(raw, sink);
@@ -28,8 +29,8 @@ pub(super) fn sessions(raw: &RawSessions, cors: &CorsTable, sink: &mut Diagnosti
 }
 
 fn session_settings(raw: &RawSessions, sink: &mut Diagnostics) -> SessionSettings {
-    let csrf_header = header_name(&raw.csrf_header, sink)
-        .unwrap_or_else(|| HeaderName::from_static("x-portcullis-csrf"));
+    let csrf_header =
+        header_name(&raw.csrf_header, sink).unwrap_or_else(|| HeaderName::from_static(CSRF_HEADER));
     if raw.max_age.0.is_zero() || raw.refresh_ttl.0.is_zero() {
         sink.at(
             raw.csrf_header.span(),

@@ -8,16 +8,7 @@ use http::header::CONNECTION;
 use http::{HeaderMap, HeaderValue};
 
 use crate::auth::IdentityHeaders;
-
-/// Forwarding headers the gateway writes itself and never takes from a client.
-pub const FORWARDING: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-real-ip",
-    "x-request-id",
-];
+use crate::vocabulary::FORWARDING;
 
 pub struct HeaderRules {
     /// Lower-case, `-`-separated names.

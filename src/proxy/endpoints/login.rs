@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, USER_AGENT};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use pingora_core::connectors::http::Connector;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -22,15 +22,13 @@ use serde_json::Value;
 use super::common::{deliver, issuer, read_body, token_reply};
 use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
-use crate::proxy::headers::set_forwarding;
-use crate::proxy::headers::{
-    connection_nominations, strip_gateway_credentials, strip_planted_cookies,
-};
-use crate::proxy::respond::{Refusal, StoreCaller, ERROR_HEADER, REQUEST_ID_HEADER};
+use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to_upstream};
+use crate::proxy::respond::{Refusal, StoreCaller};
 use crate::session::cookie::login_cookie_mode;
 use crate::session::service::NewSession;
 use crate::session::{clean_device_label, Grants};
 use crate::state::AppState;
+use crate::vocabulary::DEVICE_NAME_HEADER;
 
 /// This endpoint's log target, kept from before it moved into
 /// `endpoints/`: operators filter on it.
@@ -38,24 +36,6 @@ const TARGET: &str = "portcullis::proxy::login";
 
 /// Largest login response the gateway reads from the backend.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never copied between connections;
-/// the client's `Connection` may name more.
-/// `Expect` is dropped too: the gateway has read the whole body already,
-/// and a backend's `100 Continue` would only be one more answer to skip.
-const HOP_BY_HOP: [&str; 12] = [
-    "expect",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "content-length",
-];
 
 fn connector() -> &'static Connector {
     static CONNECTOR: OnceLock<Connector> = OnceLock::new();
@@ -136,7 +116,7 @@ fn device_label(session: &Session, body: &[u8]) -> String {
     let from_body = body_fields(header(CONTENT_TYPE.as_str()), body).remove("device_name");
     let label = from_body
         .as_deref()
-        .or_else(|| header("x-device-name"))
+        .or_else(|| header(DEVICE_NAME_HEADER))
         .or_else(|| header(USER_AGENT.as_str()))
         .unwrap_or("unknown device");
     clean_device_label(label)
@@ -161,10 +141,11 @@ fn body_fields(content_type: Option<&str>, body: &[u8]) -> HashMap<String, Strin
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-/// The client's request for the backend: its headers minus hop-by-hop
-/// ones (its `Connection` nominations included), gateway-owned ones and
-/// the gateway's own credentials (the refresh cookie; a bearer token
-/// unless `forward_token`), plus this hop's forwarding headers.
+/// The client's request for the backend: its headers less the hop-by-hop
+/// ones (its `Connection` nominations included), then what every request
+/// to an upstream gets (`proxy::headers::to_upstream`: gateway-owned
+/// headers and the gateway's own credentials out, this hop's forwarding
+/// headers in), and the length of the body read.
 fn upstream_request(
     runtime: &Runtime,
     login: &LoginSettings,
@@ -173,25 +154,12 @@ fn upstream_request(
     id: &str,
     client: Option<&ClientAddress>,
 ) -> Result<RequestHeader, Refusal> {
-    let inbound = session.req_header();
-    let nominated = connection_nominations(&inbound.headers).ok_or_else(Refusal::bad_request)?;
     let mut request = RequestHeader::build("POST", login.path.as_bytes(), None)
         .map_err(|_| Refusal::internal())?;
+    copy_end_to_end(&session.req_header().headers, &mut request)?;
     let build = |request: &mut RequestHeader| -> pingora_core::Result<()> {
-        for (name, value) in inbound.headers.iter() {
-            let name_str = name.as_str();
-            if !HOP_BY_HOP.contains(&name_str)
-                && !nominated.iter().any(|n| n == name_str)
-                && !runtime.header_rules.is_reserved(name_str)
-            {
-                request.append_header(name.clone(), value.clone())?;
-            }
-        }
-        strip_gateway_credentials(request, runtime);
-        // The same forwarding headers as any proxied request.
-        set_forwarding(session, request, id, client)?;
-        request.insert_header(CONTENT_LENGTH, body_len)?;
-        Ok(())
+        to_upstream(runtime, session, request, &[], id, client)?;
+        request.insert_header(CONTENT_LENGTH, body_len)
     };
     build(&mut request).map_err(|_| Refusal::bad_request())?;
     Ok(request)
@@ -308,8 +276,10 @@ fn claims(text: &str) -> Result<serde_json::Map<String, Value>, Refusal> {
     }
 }
 
-/// A non-2xx answer goes back as it came, less hop-by-hop headers and the
-/// identity headers (which only mean something on success).
+/// A non-2xx answer goes back as it came, less the hop-by-hop headers and
+/// the identity headers (which only mean something on success), and with
+/// what every upstream answer gets (`proxy::headers::from_upstream`, under
+/// the global CORS policy: the endpoints have no route of their own).
 async fn pass_through(
     session: &mut Session,
     runtime: &Runtime,
@@ -318,9 +288,7 @@ async fn pass_through(
     id: &str,
 ) {
     let mut header = response.header;
-    for name in HOP_BY_HOP.iter().copied().chain([ERROR_HEADER]) {
-        header.remove_header(name);
-    }
+    strip_hop_by_hop(&mut header);
     for name in [
         &login.subject_header,
         &login.roles_header,
@@ -328,12 +296,15 @@ async fn pass_through(
     ] {
         header.remove_header(name);
     }
-    header.remove_header(&TRANSFER_ENCODING);
-    runtime.cors.global.strip_upstream(&mut header);
-    strip_planted_cookies(runtime, &mut header, "_auth_login");
     let written = async {
+        from_upstream(
+            runtime,
+            &runtime.cors.global,
+            &mut header,
+            "_auth_login",
+            id,
+        )?;
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
-        header.insert_header(REQUEST_ID_HEADER, id)?;
         session
             .write_response_header(Box::new(header), false)
             .await?;

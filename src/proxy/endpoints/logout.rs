@@ -25,7 +25,8 @@ pub async fn serve(
     runtime
         .sessions
         .logout(&state.view, claims, runtime.access_ttl)
-        .await?;
+        .await
+        .map_err(Refusal::logout_failed)?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %claims.sub, sid = claims.sid.as_deref().unwrap_or("-"), "logout");
     let reply = Reply::json(StatusCode::OK, &json!({"logged_out": true}), id);
     Ok(match &runtime.sessions.settings.cookie {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::common::caller;
 use crate::config::Runtime;
-use crate::proxy::respond::{Refusal, Reply};
+use crate::proxy::respond::{Refusal, Reply, StoreCaller};
 use crate::state::AppState;
 
 /// The caller's live sessions, the current one marked.
@@ -29,7 +29,8 @@ pub async fn list(
             &claims.sub,
             claims.sid.as_deref(),
         )
-        .await?;
+        .await
+        .map_err(|e| Refusal::store_failed(&e, StoreCaller::Endpoint))?;
     Ok(Reply::json(StatusCode::OK, &devices, id))
 }
 
@@ -46,7 +47,8 @@ pub async fn end(
     let ended = runtime
         .sessions
         .end_own(&state.view, sub, sid, runtime.access_ttl)
-        .await?;
+        .await
+        .map_err(|e| Refusal::store_failed(&e, StoreCaller::Endpoint))?;
     if !ended {
         return Err(Refusal::no_such_session());
     }

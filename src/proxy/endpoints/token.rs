@@ -38,7 +38,8 @@ pub async fn serve(
             &state.refresh_failures,
             presented.token,
         )
-        .await?;
+        .await
+        .map_err(Refusal::refresh_failed)?;
     Ok(token_reply(runtime, &pair, presented.cookie_mode, id))
 }
 

@@ -1,0 +1,66 @@
+//! The header names the gateway itself speaks, each spelled once, at the
+//! bottom of the stack so that every layer (the configuration's checks
+//! included) names the same constant: the contract's headers, the
+//! forwarding headers it sets for the upstream, and the hop-by-hop names
+//! `http::header` has no constant for. Names only; the rules that use
+//! them live with their layer (`proxy::headers` for what crosses to and
+//! from an upstream).
+
+use http::HeaderName;
+
+/// The contract code of a refusal (shared/DESIGN.md). Only the gateway
+/// speaks with it: removed from every upstream's response.
+pub const ERROR_HEADER: &str = "x-portcullis-error";
+/// [`ERROR_HEADER`] as a name: looked up without being parsed again.
+pub const ERROR: HeaderName = HeaderName::from_static(ERROR_HEADER);
+
+/// The request id, on every answer and every upstream request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a name, for lookups and the gateway's own replies.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// Seconds an access token has left, on answers near its end.
+pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
+
+/// The default of `[sessions] csrf_header`.
+pub const CSRF_HEADER: &str = "x-portcullis-csrf";
+
+/// A login's device label when the body names none.
+pub const DEVICE_NAME_HEADER: &str = "x-device-name";
+
+// The defaults of `[identity]`: where the verified identity goes upstream.
+pub const USER_ID_HEADER: &str = "x-user-id";
+pub const USER_ROLES_HEADER: &str = "x-user-roles";
+pub const USER_SCOPES_HEADER: &str = "x-user-scopes";
+pub const SESSION_ID_HEADER: &str = "x-session-id";
+
+// The defaults of `[login]`: where the login backend names the user.
+pub const LOGIN_SUBJECT_HEADER: &str = "x-auth-subject";
+pub const LOGIN_ROLES_HEADER: &str = "x-auth-roles";
+pub const LOGIN_CLAIMS_HEADER: &str = "x-auth-claims";
+
+// The forwarding headers. The engine copies and parses an inserted name
+// whatever its type; a `&'static str` is the cheapest to hand it.
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+/// RFC 7239.
+pub const FORWARDED: &str = "forwarded";
+pub const X_REAL_IP: &str = "x-real-ip";
+
+/// Forwarding headers the gateway writes itself and never takes from a
+/// client (the request id with them).
+pub const FORWARDING: [&str; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    FORWARDED,
+    X_REAL_IP,
+    REQUEST_ID_HEADER,
+];
+
+// Hop-by-hop names (RFC 9110 §7.6.1, RFC 9113 §3.2.1) without a constant
+// in `http::header`.
+pub const KEEP_ALIVE: &str = "keep-alive";
+pub const PROXY_CONNECTION: &str = "proxy-connection";
+pub const HTTP2_SETTINGS: &str = "http2-settings";
