@@ -255,7 +255,7 @@ async fn a_follower_resyncs_when_a_promoted_replica_lacks_entries_it_read() {
             assert_eq!(changes.len(), 4);
             cursor
         }
-        Batch::Behind => panic!("not behind before the failover"),
+        other => panic!("no resync before the failover: {other:?}"),
     };
 
     primary.kill();
@@ -285,7 +285,7 @@ async fn a_follower_resyncs_when_a_promoted_replica_lacks_entries_it_read() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
-        matches!(batch, Batch::Behind),
+        matches!(batch, Batch::Diverged),
         "a follower must not continue from a position the new primary never had: {batch:?}"
     );
     let snapshot: Vec<String> = store
