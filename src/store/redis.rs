@@ -144,9 +144,10 @@ impl RedisStore {
             pipe
         };
         let values: Vec<Value> = match pipeline(false).query_async(&mut conn).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => pipeline(true).query_async(&mut conn).await?,
-            other => other?,
-        };
+            Err(e) if e.code() == Some("NOSCRIPT") => pipeline(true).query_async(&mut conn).await,
+            other => other,
+        }
+        .inspect_err(|_| self.writes.forget_idle())?;
         self.writes.give_back(conn);
         self.confirmed(values, wrote)
     }
@@ -203,18 +204,25 @@ impl RedisStore {
     /// neither resyncs nor counts it.
     fn replication_first_seen(&self, id: String) {
         if let Ok(mut known) = self.replication_id.lock() {
+            if known.as_ref().is_some_and(|k| *k != id) {
+                self.writes.forget_idle();
+            }
             known.get_or_insert(id);
         }
     }
 
     /// Records the replication id the follower read the log under; true
-    /// when it differs from the one before.
+    /// when it differs from the one before (and then the idle write
+    /// connections, which may reach the old primary, are dropped).
     fn replication_changed(&self, id: String) -> bool {
         let Ok(mut known) = self.replication_id.lock() else {
             return true;
         };
         let changed = known.as_ref().is_some_and(|k| *k != id);
         *known = Some(id);
+        if changed {
+            self.writes.forget_idle();
+        }
         changed
     }
 }
@@ -316,6 +324,7 @@ impl Store for RedisStore {
         if replication.replica && conn.forget() {
             // A demoted primary still answers reads: ask the sentinels
             // for the new one rather than follow a replica.
+            self.writes.forget_idle();
             return Err(StoreError::Demoted);
         }
         if self.replication_changed(replication.id) || info.ends_before(cursor) {

@@ -48,6 +48,16 @@ impl WriteLinks {
         }
     }
 
+    /// Drops every idle connection: the primary they reach may be gone or
+    /// demoted (a failover, a restart), and a write must not be the one
+    /// to find out. The next writes open connections to the primary the
+    /// sentinels name now.
+    pub(super) fn forget_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// Returns a connection whose last exchange completed. One that
     /// failed, or whose write was abandoned half way, is dropped instead
     /// (and closed with it), never handed to the next write.
