@@ -8,7 +8,8 @@
 //! times out waited its own `replica_timeout` on top (with a replica
 //! stopped, answers took two and three times the configured bound), and so
 //! did every read. Each write takes an idle connection here, or opens one
-//! when all are busy, and gives it back when its answer is complete.
+//! when all are busy, and gives it back when its answer is complete; idle
+//! ones are dropped when another primary takes over.
 
 use std::sync::Mutex;
 use std::time::Duration;
