@@ -71,10 +71,10 @@ impl RedisStore {
                 return Err(StoreError::Task("not a Redis location".into()))
             }
         };
-        let commands = Link::open(&target, Duration::from_secs(5)).await?;
+        let commands = Link::open(&target, Duration::from_secs(5), 3).await?;
         // The follower's reads block for up to 5 s (a quarter of
         // max_staleness, capped): its timeout must outlast them.
-        let follower = Link::open(&target, Duration::from_secs(15)).await?;
+        let follower = Link::open(&target, Duration::from_secs(15), 3).await?;
         // A durable write's answer includes its `WAIT`.
         let writes =
             WriteLinks::open(target, Duration::from_secs(5) + options.replica_timeout).await?;

@@ -32,7 +32,7 @@ impl WriteLinks {
     /// Opens the first connection, so a store that cannot be reached fails
     /// at start as before.
     pub(super) async fn open(target: Target, response_timeout: Duration) -> RedisResult<Self> {
-        let first = Link::open(&target, response_timeout).await?;
+        let first = Link::open(&target, response_timeout, 0).await?;
         Ok(Self {
             target,
             response_timeout,
@@ -45,7 +45,7 @@ impl WriteLinks {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(link) => Ok(link),
-            None => Link::open(&self.target, self.response_timeout).await,
+            None => Link::open(&self.target, self.response_timeout, 0).await,
         }
     }
 
