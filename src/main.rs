@@ -663,8 +663,23 @@ fn capped_filter(requested: &str) -> tracing_subscriber::EnvFilter {
             filter = filter.add_directive(cap);
         }
     }
+    for target in POOL_TARGETS {
+        if let Ok(off) = format!("{target}=off").parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     filter
 }
+
+/// The engine's upstream connection pool, whose lines name no request:
+/// `failed to acquire reusable stream` (ERROR: a pooled connection was
+/// still held by the task watching it idle, a race inside the engine) and
+/// the data an upstream sent on an idle connection. Either way the engine
+/// closes that connection and the request goes on over a new one; nothing
+/// failed. A request whose upstream connection does fail gets the
+/// gateway's own `upstream failed` line, with its request id, method,
+/// route and target (issue #22).
+const POOL_TARGETS: [&str; 2] = ["pingora_core::connectors", "pingora_pool"];
 
 /// Whether a `RUST_LOG` directive (`target[span]=level`) could enable a
 /// capped target's lines: one that names it, or a span filter without a
@@ -728,6 +743,44 @@ mod tests {
             "redis=warn",
         ] {
             assert!(!opens_capped_target(keeps), "{keeps}");
+        }
+    }
+
+    /// The engine's pool lines name no request and are left out, even at
+    /// ERROR (`failed to acquire reusable stream`); its other lines keep
+    /// the `warn` cap, and the gateway's own lines the requested level.
+    #[test]
+    fn the_engine_pool_lines_are_left_out_at_every_level() {
+        #[derive(Clone, Default)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("capture").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(capped_filter("trace"))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+            tracing::warn!(target: "pingora_pool::connection", "Data received on idle client connection");
+            tracing::debug!(target: "pingora_core::protocols", "raw bytes");
+            tracing::error!(target: "pingora_core::server", "engine fault");
+            tracing::debug!(target: "portcullis::proxy", "own line");
+        });
+        let written = String::from_utf8_lossy(&capture.0.lock().expect("capture")).into_owned();
+        for gone in ["reusable stream", "idle client connection", "raw bytes"] {
+            assert!(!written.contains(gone), "{gone}: {written}");
+        }
+        for kept in ["engine fault", "own line"] {
+            assert!(written.contains(kept), "{kept}: {written}");
         }
     }
 

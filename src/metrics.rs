@@ -28,7 +28,7 @@ pub struct Metrics {
     pub verified_cache_hits: IntCounter,
     pub verified_cache_misses: IntCounter,
     pub view_staleness: prometheus::Gauge,
-    pub change_log_behind: IntCounter,
+    pub change_log_resyncs: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub refreshes: IntCounterVec,
     pub reuse_detections: IntCounter,
@@ -140,10 +140,13 @@ impl Metrics {
                 "Tokens verified in full (signature and claims)",
             ),
             view_staleness: staleness,
-            change_log_behind: counter(
+            change_log_resyncs: counter_vec(
                 r,
                 "portcullis_change_log_resyncs_total",
-                "Times the follower fell behind the change log's retention and reloaded a snapshot",
+                "Snapshots the follower reloaded, by reason: primary_changed (a failover or a restart \
+                 put another primary in place), trimmed (the log was trimmed past its position), \
+                 unreadable_entry",
+                &["reason"],
             ),
             store_errors: counter_vec(
                 r,
@@ -263,6 +266,9 @@ impl Metrics {
         for outcome in REFRESH_OUTCOMES {
             self.refreshes.with_label_values(&[outcome]);
         }
+        for reason in RESYNC_REASONS {
+            self.change_log_resyncs.with_label_values(&[reason]);
+        }
     }
 
     /// The text exposition format.
@@ -280,6 +286,9 @@ impl Metrics {
 
 /// The `operation` labels of `portcullis_store_errors_total`.
 pub const STORE_OPERATIONS: [&str; 5] = ["admin", "load_user", "follow", "refresh", "endpoint"];
+
+/// The `reason` labels of `portcullis_change_log_resyncs_total`.
+pub const RESYNC_REASONS: [&str; 3] = ["primary_changed", "trimmed", "unreadable_entry"];
 
 /// The `outcome` labels of `portcullis_refreshes_total`.
 pub const REFRESH_OUTCOMES: [&str; 5] = [

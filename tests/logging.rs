@@ -378,3 +378,92 @@ fn logins_and_logouts_are_logged_with_their_real_outcome() {
     assert_eq!(logout["sub"], "alice");
     assert_eq!(logout["sid"], login["sid"]);
 }
+
+/// Reads one request head (the gateway sends no body here); false at EOF.
+fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// An upstream whose first connection sends a stray byte while idle in
+/// the gateway's pool, and whose second connection is closed when its
+/// second request arrives, unanswered; later connections answer 200.
+fn pool_spoiling_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for (n, stream) in listener.incoming().flatten().enumerate() {
+            thread::spawn(move || serve_spoiling(n, stream));
+        }
+    });
+    addr
+}
+
+fn serve_spoiling(n: usize, mut stream: TcpStream) {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let mut answered = 0;
+    while read_head(&mut stream) {
+        if n == 1 && answered == 1 {
+            return; // closed with the request unanswered
+        }
+        if stream.write_all(OK).is_err() {
+            return;
+        }
+        answered += 1;
+        if n == 0 {
+            thread::sleep(Duration::from_millis(100));
+            let _ = stream.write_all(b"X");
+        }
+    }
+}
+
+/// The engine's connection pool logs without a request: `failed to
+/// acquire reusable stream` (an ERROR), data on an idle connection. Its
+/// lines are left out, since the request goes on over a new connection;
+/// a request whose pooled connection does fail is logged by the gateway
+/// with its request id, method and route, so every line an operator reads
+/// at warn or above names the request it concerns.
+#[test]
+fn upstream_pool_trouble_is_logged_with_the_request_it_concerns() {
+    let (child, addr, _dir) = serve_process_to(
+        pool_spoiling_upstream(),
+        &["--log-format", "json"],
+        "info",
+        "0s",
+    );
+    assert_eq!(get(addr, "/public/one", &[]).status, 200);
+    // The stray byte reaches the idle pooled connection, which the engine
+    // closes: the next request goes over a new one.
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(get(addr, "/public/two", &[]).status, 200);
+    let failed = post(addr, "/public/three", &[], "");
+    assert_eq!(failed.status, 502, "the reused connection was closed");
+    assert_eq!(failed.header("x-portcullis-error"), Some("bad_gateway"));
+
+    let (log, lines) = stop_and_read_log(child);
+    let engine = |l: &&Value| {
+        l["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("pingora"))
+    };
+    let loud = |l: &&Value| l["level"] == "WARN" || l["level"] == "ERROR";
+    assert!(
+        !lines.iter().any(|l| engine(&l) && loud(&l)),
+        "an engine line without a request at warn or above:\n{log}"
+    );
+    let id = failed.header("x-request-id").expect("request id");
+    let failure = lines
+        .iter()
+        .find(|l| l["message"] == "upstream failed" && l["request_id"] == id)
+        .unwrap_or_else(|| panic!("the failure names its request:\n{log}"));
+    assert_eq!(failure["level"], "WARN");
+    assert_eq!(failure["method"], "POST");
+    assert_eq!(failure["route"], "/public");
+}

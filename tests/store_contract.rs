@@ -203,7 +203,7 @@ async fn changes_after(store: &dyn Store, cursor: Cursor) -> (Vec<Change>, Curso
         .expect("read log")
     {
         Batch::Changes { changes, cursor } => (changes, cursor),
-        Batch::Behind => panic!("unexpectedly behind"),
+        other => panic!("unexpectedly told to resync: {other:?}"),
     }
 }
 

@@ -4,7 +4,8 @@
 //! poll that returns confirms the view as fresh as of the moment it began.
 //! When the log was trimmed past our position, when a failover put a
 //! primary with another history in place, or at start, the view is
-//! rebuilt from a snapshot. While the store is unreachable the view ages,
+//! rebuilt from a snapshot; every resync but the first is counted by
+//! reason (`portcullis_change_log_resyncs_total`). While the store is unreachable the view ages,
 //! and requests are answered per `on_unavailable` once it is too old.
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub async fn run_from(
                 // follower on the same position forever: start over from a
                 // snapshot, which moves past it.
                 Err(StoreError::Corrupt(what)) => {
+                    METRICS.change_log_resyncs.with_label_values(&["unreadable_entry"]).inc();
                     tracing::error!(what, "unreadable change log entry; resyncing");
                     cursor = None;
                     tokio::time::sleep(backoff).await;
@@ -105,10 +107,24 @@ async fn follow(
             Ok(Some(cursor))
         }
         Batch::Behind => {
-            METRICS.change_log_behind.inc();
+            METRICS
+                .change_log_resyncs
+                .with_label_values(&["trimmed"])
+                .inc();
+            tracing::warn!(
+                "the change log was trimmed past this instance's position \
+                 (raise store.change_log_entries or find what slows this instance); resyncing"
+            );
+            Ok(None)
+        }
+        Batch::Diverged => {
+            METRICS
+                .change_log_resyncs
+                .with_label_values(&["primary_changed"])
+                .inc();
             tracing::warn!(
                 "the change log no longer continues from this instance's position \
-                 (trimmed past it, or a failover); resyncing"
+                 (a failover or a restart put another primary in place); resyncing"
             );
             Ok(None)
         }

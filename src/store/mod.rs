@@ -12,6 +12,7 @@ pub mod redis;
 pub mod redis_link;
 mod redis_log;
 mod redis_records;
+mod redis_writes;
 pub mod sqlite;
 pub mod view;
 
@@ -73,6 +74,11 @@ pub enum Batch {
     },
     /// Entries after the cursor were trimmed: the reader must resync.
     Behind,
+    /// The log no longer continues the history the cursor was read in:
+    /// another primary holds it (a failover, a restart), or it went
+    /// backwards. The reader must resync, even when nothing was lost, so
+    /// the move is seen (and counted) on every instance.
+    Diverged,
 }
 
 #[derive(Debug, thiserror::Error)]

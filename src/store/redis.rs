@@ -9,11 +9,12 @@
 //! replication id). Durable writes wait for `min_replicas` replicas.
 //! Connections (one server, Sentinel or Cluster: `redis_link`) reconnect
 //! by themselves; the follower has its own connection because a blocking
-//! `XREAD` would hold up every command queued behind it.
+//! `XREAD` would hold up every command queued behind it, and each durable
+//! write takes one of its own for the same reason (`WAIT` blocks too).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -25,6 +26,7 @@ use super::redis_log::{parse_change, parse_id, parse_log_state, LogInfo, Replica
 use super::redis_records::{
     parse_session, session_fields, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
 };
+use super::redis_writes::WriteLinks;
 use super::{
     session_marker, Batch, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, Store,
     StoreError, StoreLocation, UserRecord,
@@ -33,11 +35,14 @@ use super::{
 pub struct RedisStore {
     commands: Link,
     follower: Link,
+    /// Durable writes, one connection each (`redis_writes`).
+    writes: WriteLinks,
     keys: Keys,
     options: RedisOptions,
-    /// The replication id of the primary the follower last read from: a
-    /// new one means a failover or a restart, after which the log may not
-    /// continue from a position read before.
+    /// The replication id of the primary the follower last read from (or,
+    /// before its first read, the first head was read from): a new one
+    /// means a failover or a restart, after which the log may not continue
+    /// from a position read before.
     replication_id: Mutex<Option<String>>,
     update_user: Script,
     revoke_token: Script,
@@ -52,29 +57,31 @@ impl RedisStore {
         retention: Retention,
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
-        let sentinel;
-        let nodes;
         let (target, cluster) = match location {
             StoreLocation::Sentinel(url) => {
-                sentinel = SentinelSpec::parse(url).map_err(|e| StoreError::Task(e.0))?;
-                (Target::Sentinel(&sentinel), false)
+                let spec = SentinelSpec::parse(url).map_err(|e| StoreError::Task(e.0))?;
+                (Target::Sentinel(spec), false)
             }
             StoreLocation::Cluster(url) => {
-                nodes = cluster_nodes(url).map_err(|e| StoreError::Task(e.0))?;
-                (Target::Cluster(&nodes), true)
+                let nodes = cluster_nodes(url).map_err(|e| StoreError::Task(e.0))?;
+                (Target::Cluster(nodes), true)
             }
-            StoreLocation::Redis(url) => (Target::Single(url), false),
+            StoreLocation::Redis(url) => (Target::Single(url.clone()), false),
             StoreLocation::Sqlite(_) => {
                 return Err(StoreError::Task("not a Redis location".into()))
             }
         };
-        let commands = Link::open(target, Duration::from_secs(5)).await?;
+        let commands = Link::open(&target, Duration::from_secs(5), 3).await?;
         // The follower's reads block for up to 5 s (a quarter of
         // max_staleness, capped): its timeout must outlast them.
-        let follower = Link::open(target, Duration::from_secs(15)).await?;
+        let follower = Link::open(&target, Duration::from_secs(15), 3).await?;
+        // A durable write's answer includes its `WAIT`.
+        let writes =
+            WriteLinks::open(target, Duration::from_secs(5) + options.replica_timeout).await?;
         Ok(Self {
             commands,
             follower,
+            writes,
             keys: Keys::new(key_base(options.key_prefix.as_deref(), cluster)),
             options,
             replication_id: Mutex::new(None),
@@ -107,16 +114,20 @@ impl RedisStore {
     }
 
     /// Runs a write script and, when `min_replicas` is set, `WAIT` in the
-    /// same pipeline (so on the same connection, which is what `WAIT`
-    /// counts from). `wrote` says whether the answer changed anything;
-    /// only then must the replicas confirm it.
+    /// same pipeline, on a connection of its own (`WAIT` counts from the
+    /// connection's last write, and holds the connection while it waits).
+    /// `wrote` says whether the answer changed anything; only then must
+    /// the replicas confirm it. The answer comes within `replica_timeout`
+    /// (plus round trips and Redis's timer tick): a script Redis had to
+    /// load first waits only for what is left of it.
     async fn durable<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         invocation: &ScriptInvocation<'_>,
         wrote: impl Fn(&T) -> bool,
     ) -> Result<T, StoreError> {
-        let mut conn = self.commands.clone();
+        let mut conn = self.writes.take().await?;
+        let deadline = Instant::now() + self.options.replica_timeout;
         let pipeline = |load: bool| {
             let mut pipe = redis::pipe();
             if load {
@@ -124,16 +135,30 @@ impl RedisStore {
             }
             pipe.invoke_script(invocation);
             if self.options.min_replicas > 0 {
+                // `WAIT 0` would wait for ever: at least a millisecond.
+                let left = deadline.saturating_duration_since(Instant::now());
                 pipe.cmd("WAIT")
                     .arg(self.options.min_replicas)
-                    .arg(self.options.replica_timeout.as_millis().max(1) as u64);
+                    .arg(left.as_millis().max(1) as u64);
             }
             pipe
         };
         let values: Vec<Value> = match pipeline(false).query_async(&mut conn).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => pipeline(true).query_async(&mut conn).await?,
-            other => other?,
-        };
+            Err(e) if e.code() == Some("NOSCRIPT") => pipeline(true).query_async(&mut conn).await,
+            other => other,
+        }
+        .inspect_err(|_| self.writes.forget_idle())?;
+        self.writes.give_back(conn);
+        self.confirmed(values, wrote)
+    }
+
+    /// The script's answer, or `NotReplicated` when fewer replicas than
+    /// `min_replicas` confirmed a write that changed something.
+    fn confirmed<T: redis::FromRedisValue>(
+        &self,
+        values: Vec<Value>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
         let mut values = values.into_iter();
         let answer = values
             .next()
@@ -172,14 +197,32 @@ impl RedisStore {
             .arg("replication");
     }
 
-    /// Records the replication id the log was read under; true when it
-    /// differs from the one before.
+    /// Records the replication id the first position was read under.
+    /// Later heads (the lag is measured every second on the command
+    /// connection, which may reach a new primary first) must not record
+    /// theirs: that would hide a failover from the follower, which then
+    /// neither resyncs nor counts it.
+    fn replication_first_seen(&self, id: String) {
+        if let Ok(mut known) = self.replication_id.lock() {
+            if known.as_ref().is_some_and(|k| *k != id) {
+                self.writes.forget_idle();
+            }
+            known.get_or_insert(id);
+        }
+    }
+
+    /// Records the replication id the follower read the log under; true
+    /// when it differs from the one before (and then the idle write
+    /// connections, which may reach the old primary, are dropped).
     fn replication_changed(&self, id: String) -> bool {
         let Ok(mut known) = self.replication_id.lock() else {
             return true;
         };
         let changed = known.as_ref().is_some_and(|k| *k != id);
         *known = Some(id);
+        if changed {
+            self.writes.forget_idle();
+        }
         changed
     }
 }
@@ -240,7 +283,7 @@ impl Store for RedisStore {
     async fn head(&self) -> Result<Cursor, StoreError> {
         let mut conn = self.commands.clone();
         let (info, replication) = self.log_state(&mut conn).await?;
-        self.replication_changed(replication.id);
+        self.replication_first_seen(replication.id);
         Ok(Cursor(info.last.0, info.last.1, info.added))
     }
 
@@ -281,10 +324,13 @@ impl Store for RedisStore {
         if replication.replica && conn.forget() {
             // A demoted primary still answers reads: ask the sentinels
             // for the new one rather than follow a replica.
+            self.writes.forget_idle();
             return Err(StoreError::Demoted);
         }
-        let moved = self.replication_changed(replication.id);
-        if moved || info.trimmed_past(cursor) || info.ends_before(cursor) {
+        if self.replication_changed(replication.id) || info.ends_before(cursor) {
+            return Ok(Batch::Diverged);
+        }
+        if info.trimmed_past(cursor) {
             return Ok(Batch::Behind);
         }
         let mut changes = Vec::new();

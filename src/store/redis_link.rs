@@ -226,27 +226,35 @@ pub enum Link {
     Sentinel(Arc<SentinelLink>),
 }
 
-/// Where a link goes.
-#[derive(Clone, Copy)]
-pub enum Target<'a> {
-    Single(&'a str),
-    Sentinel(&'a SentinelSpec),
-    Cluster(&'a [String]),
+/// Where a link goes; kept to open more links later (durable writes get
+/// connections of their own).
+#[derive(Clone)]
+pub enum Target {
+    Single(String),
+    Sentinel(SentinelSpec),
+    Cluster(Vec<String>),
 }
 
 impl Link {
     /// Connects; `response_timeout` bounds every command (the follower's
-    /// blocking reads need a longer one).
-    pub async fn open(target: Target<'_>, response_timeout: Duration) -> RedisResult<Self> {
+    /// blocking reads need a longer one). `reconnects`: attempts one
+    /// server's connection makes after a failed connect before it gives up
+    /// (a write's own connection makes none: it is dropped when it fails,
+    /// and a write during an outage must not wait through a backoff).
+    pub async fn open(
+        target: &Target,
+        response_timeout: Duration,
+        reconnects: usize,
+    ) -> RedisResult<Self> {
         let connect_timeout = Duration::from_secs(1);
         match target {
             Target::Single(url) => {
-                let info = redis::IntoConnectionInfo::into_connection_info(url)?
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
                     .set_tcp_settings(nodelay());
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(3)
+                    .set_number_of_retries(reconnects)
                     .set_max_delay(Duration::from_secs(2));
                 let client = redis::Client::open(info)?;
                 Ok(Self::Single(

@@ -81,17 +81,18 @@ impl LogInfo {
 
     /// Whether the entry after `cursor` may be gone. Trimming removes
     /// entries from the front only, so the entries present are the last
-    /// `length` of the `added`; fewer than the cursor's count means the
-    /// stream itself was reset.
+    /// `length` of the `added`.
     pub(super) fn trimmed_past(&self, cursor: Cursor) -> bool {
         let first_present = self.added.saturating_sub(self.length) + 1;
-        first_present > cursor.2 + 1 || self.added < cursor.2
+        first_present > cursor.2 + 1
     }
 
     /// Whether the log ends before `cursor`: its ids went backwards, as on
-    /// a promoted replica that never received the last entries.
+    /// a promoted replica that never received the last entries, or fewer
+    /// entries were ever added than the cursor counted (the stream itself
+    /// was reset).
     pub(super) fn ends_before(&self, cursor: Cursor) -> bool {
-        (self.last.0, self.last.1) < (cursor.0, cursor.1)
+        (self.last.0, self.last.1) < (cursor.0, cursor.1) || self.added < cursor.2
     }
 }
 
