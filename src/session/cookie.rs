@@ -24,11 +24,15 @@ pub struct CookieSettings {
 }
 
 impl CookieSettings {
-    /// The refresh token a request presents in its cookie.
+    /// The refresh token a request presents in its cookie. Two cookies of
+    /// this name mean one was planted beside the gateway's own (a browser
+    /// sends the one with the longer path first): neither is used.
     pub fn refresh_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        cookie_pairs(headers)
-            .filter(|pair| self.names(pair))
-            .find_map(|pair| pair.split_once('=').map(|(_, value)| value))
+        let mut ours = cookie_pairs(headers).filter(|pair| self.names(pair));
+        match (ours.next(), ours.next()) {
+            (Some(pair), None) => pair.split_once('=').map(|(_, value)| value),
+            _ => None,
+        }
     }
 
     /// The request's other cookies, as one `Cookie` value (`None` when
@@ -93,11 +97,14 @@ impl CookieSettings {
     /// Whether a `Set-Cookie` value (from an upstream) would set this
     /// cookie in the browser: its name, trimmed, is this one's, or it has
     /// no `=` at all (a browser then reads the text as a nameless value,
-    /// which the gateway's reader would still find by name).
+    /// which the gateway's reader would still find by name), or its name is
+    /// empty (`=portcullis_refresh=X`: the browser keeps a nameless cookie
+    /// and sends its value back, `portcullis_refresh=X`, RFC 6265bis §5.6).
     pub fn is_set_by(&self, set_cookie: &[u8]) -> bool {
         let text = String::from_utf8_lossy(set_cookie);
         let pair = text.split(';').next().unwrap_or_default();
-        self.names(pair)
+        let sent_back = pair.trim_start().trim_start_matches(['=', ' ', '\t']);
+        self.names(pair) || self.names(sent_back)
     }
 
     fn names(&self, pair: &str) -> bool {
@@ -218,12 +225,36 @@ mod tests {
     #[test]
     fn set_cookie_for_the_refresh_cookie_is_recognised_in_any_spacing() {
         let cookie = settings();
-        for value in ["prt=x; Path=/auth", " prt =x", "prt", "prt=; Max-Age=0"] {
+        for value in [
+            "prt=x; Path=/auth",
+            " prt =x",
+            "prt",
+            "prt=; Max-Age=0",
+            "=prt=x; Path=/auth/token",
+            " = prt=x",
+        ] {
             assert!(cookie.is_set_by(value.as_bytes()), "{value}");
         }
         for value in ["prtx=1", "theme=prt", "x=1; prt=2", "Prt=1"] {
             assert!(!cookie.is_set_by(value.as_bytes()), "{value}");
         }
+    }
+
+    #[test]
+    fn two_refresh_cookies_present_none() {
+        let cookie = settings();
+        assert_eq!(
+            cookie.refresh_token(&cookies(&["prt=a; theme=x"])),
+            Some("a")
+        );
+        assert_eq!(
+            cookie.refresh_token(&cookies(&["prt=planted; prt=a"])),
+            None
+        );
+        assert_eq!(
+            cookie.refresh_token(&cookies(&["prt=planted", "prt=a"])),
+            None
+        );
     }
 
     #[test]
