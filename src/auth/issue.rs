@@ -10,7 +10,7 @@ use super::{unix_now, AccessClaims};
 
 /// Who a token is for and what it may do.
 #[derive(Debug, Clone, Default)]
-pub struct Grant {
+pub struct Issuance {
     pub sub: String,
     pub roles: Vec<String>,
     pub scope: Option<String>,
@@ -22,32 +22,32 @@ pub struct Grant {
 }
 
 /// Claims for a new access token with a fresh random `jti`.
-pub fn claims_for(grant: Grant, issuer: &str, audience: &str, ttl: Duration) -> AccessClaims {
+pub fn claims_for(issuance: Issuance, issuer: &str, audience: &str, ttl: Duration) -> AccessClaims {
     let now = unix_now();
     AccessClaims {
         iss: issuer.to_owned(),
         aud: Audience::One(audience.to_owned()),
-        sub: grant.sub,
+        sub: issuance.sub,
         jti: format!("{:032x}", rand::random::<u128>()),
         iat: now,
         exp: now + ttl.as_secs(),
         nbf: None,
-        sid: grant.sid,
-        ver: Some(grant.ver),
-        roles: grant.roles,
-        scope: grant.scope,
-        extra: grant.extra,
+        sid: issuance.sid,
+        ver: Some(issuance.ver),
+        roles: issuance.roles,
+        scope: issuance.scope,
+        extra: issuance.extra,
     }
 }
 
 /// Signs a new access token; returns the token and its claims.
 pub fn mint(
     signer: &SigningKey,
-    grant: Grant,
+    issuance: Issuance,
     issuer: &str,
     audience: &str,
     ttl: Duration,
 ) -> Result<(String, AccessClaims), KeyError> {
-    let claims = claims_for(grant, issuer, audience, ttl);
+    let claims = claims_for(issuance, issuer, audience, ttl);
     Ok((signer.sign(&claims)?, claims))
 }

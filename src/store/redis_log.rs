@@ -52,7 +52,8 @@ pub(super) struct Replication {
 
 #[derive(Debug, Default)]
 pub(super) struct LogInfo {
-    pub(super) last: Cursor,
+    /// The last stream id, `(ms, seq)`.
+    pub(super) last: (u64, u64),
     pub(super) added: u64,
     length: u64,
 }
@@ -84,24 +85,30 @@ impl LogInfo {
     /// `length` of the `added`; fewer than the cursor's count means the
     /// stream itself was reset.
     pub(super) fn trimmed_past(&self, cursor: Cursor) -> bool {
+        let Cursor::Stream { added, .. } = cursor else {
+            return true;
+        };
         let first_present = self.added.saturating_sub(self.length) + 1;
-        first_present > cursor.2 + 1 || self.added < cursor.2
+        first_present > added + 1 || self.added < added
     }
 
     /// Whether the log ends before `cursor`: its ids went backwards, as on
     /// a promoted replica that never received the last entries.
     pub(super) fn ends_before(&self, cursor: Cursor) -> bool {
-        (self.last.0, self.last.1) < (cursor.0, cursor.1)
+        let Cursor::Stream { ms, seq, .. } = cursor else {
+            return true;
+        };
+        self.last < (ms, seq)
     }
 }
 
-/// A stream id; the entry count is filled in by the caller.
-pub(super) fn parse_id(id: &str) -> Option<Cursor> {
+/// A stream id, `(ms, seq)`.
+pub(super) fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
-    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?, 0))
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn parse_id_value(value: &Value) -> Option<Cursor> {
+fn parse_id_value(value: &Value) -> Option<(u64, u64)> {
     match value {
         Value::BulkString(bytes) => parse_id(std::str::from_utf8(bytes).ok()?),
         Value::SimpleString(s) => parse_id(s),
