@@ -1,6 +1,7 @@
 //! Shared test harness: real gateway, real upstream, real sockets.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod gateway;
 pub mod http;
 pub mod redis;
