@@ -49,11 +49,22 @@ impl Lines {
 
     /// The first line that satisfies `pred`, waiting up to `timeout`.
     fn wait_for(&self, pred: &dyn Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        self.wait_for_n(pred, 1, timeout)?.pop()
+    }
+
+    /// The first `n` lines that satisfy `pred`, waiting up to `timeout`.
+    fn wait_for_n(
+        &self,
+        pred: &dyn Fn(&str) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<Vec<String>> {
         let deadline = Instant::now() + timeout;
         let mut seen = self.seen.lock().expect("lines");
         loop {
-            if let Some(line) = seen.0.iter().find(|l| pred(l)) {
-                return Some(line.clone());
+            let found: Vec<String> = seen.0.iter().filter(|l| pred(l)).take(n).cloned().collect();
+            if found.len() == n {
+                return Some(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if seen.1 || left.is_zero() {
@@ -137,6 +148,19 @@ impl RunningBinary {
         self.stderr
             .wait_for(&pred, timeout)
             .unwrap_or_else(|| panic!("no such line within {timeout:?}:\n{}", self.log()))
+    }
+
+    /// The first `n` JSON stderr lines that satisfy `pred`, waiting up to
+    /// [`PATIENCE`].
+    #[track_caller]
+    pub fn wait_for_json_lines(&self, pred: impl Fn(&Value) -> bool, n: usize) -> Vec<Value> {
+        let pred = |l: &str| serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v));
+        self.stderr
+            .wait_for_n(&pred, n, PATIENCE)
+            .unwrap_or_else(|| panic!("fewer than {n} such lines:\n{}", self.log()))
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect()
     }
 
     /// The first JSON stderr line that satisfies `pred` (`--log-format json`).
@@ -236,6 +260,18 @@ impl Drop for RunningBinary {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `portcullis demo-backend` (the demo's credential check) on a free port.
+pub fn demo_backend() -> (RunningBinary, SocketAddr) {
+    let addr = free_addr();
+    let mut backend = RunningBinary::portcullis(
+        &["demo-backend", "--listen", &addr.to_string()],
+        "warn",
+        false,
+    );
+    backend.wait_listening(addr);
+    (backend, addr)
 }
 
 /// How to start `portcullis serve`: a configuration without `[server]`
