@@ -512,10 +512,12 @@ fn sigterm_serves_through_the_grace_then_drains_and_exits() {
     }
     let exited = served.wait_exit(Duration::from_secs(20));
     assert!(exited.success(), "{exited:?}");
-    // The grace, the drain period, and the runtimes' stop (one second).
+    // The grace and the drain period (4 s), and the runtimes' stop (one
+    // second), are the promise: at least the first, and, with a generous
+    // margin for a loaded machine, not much more than all three.
     let took = signalled.elapsed();
     assert!(
-        took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
         "{took:?}"
     );
 }
