@@ -375,8 +375,15 @@ fn a_health_checked_pool_ejects_a_dead_target_and_takes_it_back() {
         page.lines()
             .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
     };
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(health(dead).as_deref(), Some("0"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while health(dead).as_deref() != Some("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead target was never marked down: {:?}",
+            health(dead)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(health(alive.addr).as_deref(), Some("1"));
 
     let back = EchoUpstream::start_at(dead, crate::support::http::echo_ok);

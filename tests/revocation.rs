@@ -414,7 +414,13 @@ fn allow_cached_keeps_deciding_from_the_view_during_an_outage() {
     assert_eq!(status_and_code(&gateway, &known).0, 200);
 
     redis.kill();
-    std::thread::sleep(Duration::from_millis(800));
+    // Until the view is stale (`/readyz` says so), any answer would come
+    // from a fresh view and prove nothing about `allow_cached`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(gateway.admin, "/readyz", &[]).status != 503 {
+        assert!(Instant::now() < deadline, "the view never went stale");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         status_and_code(&gateway, &known).0,
         200,
