@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::support::gateway::config_with_routes;
-use crate::support::http::{connect, read_response};
+use crate::support::http::{self, connect, read_response};
 use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
@@ -1016,18 +1016,44 @@ fn slow_clients_do_not_starve_others() {
     drop(slow);
 }
 
-/// The gateway's own endpoints read bounded bodies.
+/// The gateway's own endpoints read bounded bodies: a 200 KB body sent
+/// to any `/auth/*` endpoint with its `Content-Length` is refused before
+/// a byte of it is read, and one sent chunked (no length to judge by) to
+/// the endpoints that read a body (token and login) is refused once
+/// 64 KiB have arrived. Nothing reaches the upstream, which is also the
+/// login backend here. (Logout and the session endpoints never read a
+/// body, so a chunked one costs them nothing.)
 #[test]
 fn oversized_bodies_to_auth_endpoints_are_refused() {
-    let (upstream, gateway) = public_and_admin();
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&format!(
+        "{}\n[login]\nupstream = \"echo\"\npath = \"/login\"\n",
+        standard_config(upstream.addr)
+    ));
     let body = "a".repeat(200_000);
-    let response = post(
-        gateway.addr,
-        "/auth/token",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        &body,
-    );
-    assert_refused(&response, 413, "request_too_large", &upstream);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    for (method, target) in [
+        ("POST", "/auth/token"),
+        ("POST", "/auth/login"),
+        ("POST", "/auth/logout"),
+        ("GET", "/auth/sessions"),
+        ("DELETE", "/auth/sessions/some-session"),
+    ] {
+        let head = http::request(
+            method,
+            target,
+            &[form, &format!("Content-Length: {}", body.len())],
+        );
+        let response = send(gateway.addr, &format!("{head}{body}"));
+        assert_refused(&response, 413, "request_too_large", &upstream);
+    }
+    let chunk = "a".repeat(8_000);
+    let chunked: String = std::iter::repeat_n(format!("1f40\r\n{chunk}\r\n"), 25).collect();
+    for target in ["/auth/token", "/auth/login"] {
+        let head = http::request("POST", target, &[form, "Transfer-Encoding: chunked"]);
+        let response = send(gateway.addr, &format!("{head}{chunked}0\r\n\r\n"));
+        assert_refused(&response, 413, "request_too_large", &upstream);
+    }
 }
 
 proptest! {
