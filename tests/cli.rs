@@ -368,11 +368,13 @@ fn keygen_writes_keys_openssl_and_pyjwt_read() {
                 .args(["-c", PYJWT_ROUND_TRIP, jose])
                 .args([&private, &public]),
         );
+        let said = stderr(&pyjwt);
         assert!(
-            pyjwt.status.success(),
-            "{algorithm}: PyJWT: {}",
-            stderr(&pyjwt)
+            !said.contains("ModuleNotFoundError"),
+            "PyJWT or cryptography is missing from target/venv: install them \
+             (scripts/test.sh does, pinned): {said}"
         );
+        assert!(pyjwt.status.success(), "{algorithm}: PyJWT: {said}");
         assert_eq!(String::from_utf8_lossy(&pyjwt.stdout).trim(), "k1-subject");
     }
 }
@@ -394,12 +396,9 @@ fn venv_python() -> PathBuf {
     venv
 }
 
-/// Runs a tool the test needs; a missing one fails saying where it comes from.
+/// Runs a tool the test needs; a missing one fails saying what to install.
 fn external(command: &mut Command) -> Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
+    crate::support::tool::output(command)
 }
 
 #[test]

@@ -26,13 +26,9 @@ fn repo() -> &'static Path {
 
 #[test]
 fn docker_compose_file_is_valid() {
-    let out = Command::new("docker-compose")
+    let out = run(Command::new("docker-compose")
         .args(["config", "-q"])
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("docker-compose is needed ({e}); scripts/test.sh installs Debian's package")
-        });
+        .current_dir(repo()));
     assert!(
         out.status.success(),
         "docker-compose config -q: {}",
@@ -154,12 +150,9 @@ fn tool(name: &str) -> PathBuf {
     }
 }
 
-/// Runs a checker; a missing one fails with where it comes from.
+/// Runs a checker; a missing one fails saying what to install.
 fn run(command: &mut Command) -> Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
+    crate::support::tool::output(command)
 }
 
 #[track_caller]

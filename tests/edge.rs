@@ -248,11 +248,9 @@ fn a_stalled_reload_does_not_stall_revocation() {
     // The next configuration makes /public protected and reads a key from
     // a FIFO: the reload blocks in that read until the test writes.
     let fifo = dir.path().join("slow-key.pem");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success());
+    assert!(crate::support::tool::succeeds(
+        std::process::Command::new("mkfifo").arg(&fifo)
+    ));
     let path = stalled.config_path();
     let text = std::fs::read_to_string(&path).expect("config");
     let text = text

@@ -125,15 +125,13 @@ fn metrics_cover_every_family_after_real_traffic_and_pass_promtool() {
         assert!(!line.contains("alice"), "no user in a label: {line}");
     }
 
-    let mut promtool = Command::new("promtool")
+    let mut promtool = Command::new("promtool");
+    promtool
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed ({e}); scripts/test.sh installs Debian's prometheus package")
-        });
+        .stderr(Stdio::piped());
+    let mut promtool = crate::support::tool::spawn(&mut promtool);
     std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), text.as_bytes())
         .expect("write");
     let out = promtool.wait_with_output().expect("promtool");
@@ -593,12 +591,12 @@ fn a_reload_swaps_the_tls_certificate() {
         ),
     );
     let subject = || {
-        let out = Command::new("curl")
-            .args(["-sv", "-o", "/dev/null", "--cacert"])
-            .arg(fixtures.join("test-ca.pem"))
-            .arg(format!("https://localhost:{}/public", gateway.addr.port()))
-            .output()
-            .expect("curl");
+        let out = crate::support::tool::output(
+            Command::new("curl")
+                .args(["-sv", "-o", "/dev/null", "--cacert"])
+                .arg(fixtures.join("test-ca.pem"))
+                .arg(format!("https://localhost:{}/public", gateway.addr.port())),
+        );
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         log.lines()
             .find_map(|l| {

@@ -93,12 +93,12 @@ impl RunningBinary {
         } else {
             Stdio::null()
         };
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {command:?}: {e}"));
+        let mut child = super::tool::spawn(
+            command
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(Stdio::piped()),
+        );
         let (stderr, err_reader) = Lines::collect(child.stderr.take().expect("stderr"));
         let mut readers = vec![err_reader];
         let stdout = child.stdout.take().map(|out| {
@@ -213,11 +213,10 @@ impl RunningBinary {
 
     /// Sends a signal by name (`HUP`, `TERM`).
     pub fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .expect("kill (procps) sends the signal");
-        assert!(sent.success(), "kill -{name}");
+        let sent = super::tool::succeeds(
+            Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]),
+        );
+        assert!(sent, "kill -{name}");
     }
 
     /// Waits for the process to exit by itself, up to `timeout`.

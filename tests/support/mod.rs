@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod http;
 pub mod redis;
 pub mod tokens;
+pub mod tool;
 
 pub use gateway::{standard_config, TestGateway};
 pub use http::{curl_https, get, post, send, tls_fixtures, tls_listener, EchoUpstream, Response};
