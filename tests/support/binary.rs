@@ -127,6 +127,7 @@ impl RunningBinary {
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_to_end();
                 panic!(
                     "the process exited ({status}) before listening on {addr}:\n{}",
                     self.log()
@@ -225,10 +226,7 @@ impl RunningBinary {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                // Its output ends with it: read to the end.
-                for reader in self.readers.drain(..) {
-                    let _ = reader.join();
-                }
+                self.read_to_end();
                 return status;
             }
             assert!(
@@ -243,12 +241,18 @@ impl RunningBinary {
     /// Kills the process and returns its whole log, read to the end.
     pub fn stop(mut self) -> String {
         self.kill();
+        self.read_to_end();
         self.log()
     }
 
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the output threads, which end when the process's output
+    /// does (only after it exited).
+    fn read_to_end(&mut self) {
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
@@ -256,6 +260,8 @@ impl RunningBinary {
 }
 
 impl Drop for RunningBinary {
+    /// Kills the process; its output threads end on their own (a process
+    /// it started could hold the output open, and a drop must not hang).
     fn drop(&mut self) {
         self.kill();
     }
