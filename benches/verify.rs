@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis::auth::issue::{mint, Grant};
+use portcullis::auth::issue::{mint, Issuance};
 use portcullis::config::runtime::path::normalize_path;
 use portcullis::config::{self, Runtime};
 use portcullis::store::view::OnUnavailable;
@@ -35,15 +35,15 @@ fn runtime(kid: &str, algorithm: &str, file_key: &str, file: &str, routes: usize
 }
 
 fn token(runtime: &Runtime) -> String {
-    let grant = Grant {
+    let issuance = Issuance {
         sub: "bench-user".into(),
         roles: vec!["user".into()],
-        ..Grant::default()
+        ..Issuance::default()
     };
     let signer = runtime.signer.as_ref().expect("signer");
     mint(
         signer,
-        grant,
+        issuance,
         &runtime.issuer,
         &runtime.audience,
         Duration::from_secs(3600),
@@ -169,16 +169,16 @@ fn full_check(c: &mut Criterion) {
     );
 
     let runtime = runtime("test-hs256", "HS256", "secret_file", "test-hs256.secret", 0);
-    let grant = Grant {
+    let issuance = Issuance {
         sub: "user-424242".into(),
         roles: vec!["user".into()],
         ver: 1,
-        ..Grant::default()
+        ..Issuance::default()
     };
     let signer = runtime.signer.as_ref().expect("signer");
     let token = mint(
         signer,
-        grant,
+        issuance,
         &runtime.issuer,
         &runtime.audience,
         Duration::from_secs(3600),

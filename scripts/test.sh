@@ -19,6 +19,9 @@ command -v docker-compose >/dev/null || needed+=(docker-compose)
 # curl is the HTTP/2 client of the TLS test; python3 finds free ports in
 # scripts/topology.sh.
 command -v curl >/dev/null || needed+=(curl)
+# procps's kill signals the gateway processes the tests start (the
+# shell's builtin answers `command -v`, so look for the program).
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || needed+=(procps)
 command -v python3 >/dev/null || needed+=(python3)
 # openssl reads the keys `portcullis keygen` writes, as operators' tools do.
 command -v openssl >/dev/null || needed+=(openssl)

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::admin::client::{session_path, user_path, AdminClient};
-use portcullis::auth::issue::{mint, Grant};
+use portcullis::auth::issue::{mint, Issuance};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
 use portcullis::log_line;
@@ -331,14 +331,14 @@ fn token(
     if user.disabled {
         anyhow::bail!("{sub} is disabled: the gateway would refuse the token");
     }
-    let grant = Grant {
+    let issuance = Issuance {
         sub,
         roles,
         scope,
         ver: user.version,
-        ..Grant::default()
+        ..Issuance::default()
     };
-    let (token, _) = mint(signer, grant, &runtime.issuer, &runtime.audience, ttl)?;
+    let (token, _) = mint(signer, issuance, &runtime.issuer, &runtime.audience, ttl)?;
     say(&token);
     Ok(ExitCode::SUCCESS)
 }

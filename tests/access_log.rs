@@ -4,70 +4,19 @@
 //! and what is queued is written before the process exits.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use portcullis::log_queue;
 
+use crate::support::binary::{RunningGateway, PATIENCE};
 use crate::support::gateway::{free_addr, standard_config};
 use crate::support::tokens::fixtures_dir;
 use crate::support::{assert_refused, get, EchoUpstream};
-
-/// `portcullis serve` as its own process with extra `[server]` lines, the
-/// standard routes to `upstream`, and stderr captured.
-pub(crate) fn serve(
-    upstream: &EchoUpstream,
-    server_lines: &str,
-    args: &[&str],
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-    tempfile::TempDir,
-) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (addr, admin) = (free_addr(), free_addr());
-    let text = format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n{server_lines}\n\n[store]\nurl = \"sqlite://g.db\"\n{}",
-        standard_config(upstream.addr).replace("{fixtures}", &fixtures_dir().display().to_string())
-    );
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, text).expect("write");
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .args(["serve", "--config", path.to_str().expect("utf-8")])
-        .env("RUST_LOG", "info")
-        .env_remove("NO_COLOR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr, admin, dir)
-}
-
-/// Kills the gateway a moment after the last request and returns its log.
-fn stop_and_read_log(mut child: std::process::Child) -> String {
-    thread::sleep(Duration::from_millis(300));
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn access_lines(log: &str) -> Vec<Value> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "portcullis::access")
-        .collect()
-}
 
 /// The text log used to carry ANSI colour codes into files and pipes
 /// (`ESC[2m…ESC[0m` around every field name): a log shipper saw escape
@@ -75,17 +24,17 @@ fn access_lines(log: &str) -> Vec<Value> {
 #[test]
 fn text_log_has_no_escape_codes_when_stderr_is_not_a_terminal() {
     let upstream = EchoUpstream::start();
-    let (child, addr, _admin, _dir) = serve(&upstream, "", &[]);
-    let ok = get(addr, "/public/page", &[]);
+    let gateway = RunningGateway::standard(upstream.addr).start();
+    let ok = get(gateway.addr, "/public/page", &[]);
     assert_eq!(ok.status, 200);
     let id = ok.header("x-request-id").expect("id").to_owned();
-    let log = stop_and_read_log(child);
-    let line = log
-        .lines()
-        .find(|l| l.contains("portcullis::access") && l.contains(&id))
-        .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"));
+    let line = gateway.wait_for_line(
+        |l| l.contains("portcullis::access") && l.contains(&id),
+        PATIENCE,
+    );
     assert!(line.contains(&format!("request_id={id}")), "{line}");
     assert!(line.contains("status=200"), "{line}");
+    let log = gateway.stop();
     assert!(!log.contains('\u{1b}'), "an escape code in the log:\n{log}");
 }
 
@@ -94,11 +43,11 @@ fn text_log_has_no_escape_codes_when_stderr_is_not_a_terminal() {
 #[test]
 fn sampling_drops_successful_lines_but_keeps_every_refusal() {
     let upstream = EchoUpstream::start();
-    let (child, addr, admin, _dir) = serve(
-        &upstream,
-        "access_log_sample = 0.0",
-        &["--log-format", "json"],
-    );
+    let gateway = RunningGateway::standard(upstream.addr)
+        .server("shutdown_grace = \"0s\"\naccess_log_sample = 0.0")
+        .json()
+        .start();
+    let (addr, admin) = (gateway.addr, gateway.admin);
     let refused = get(addr, "/orders", &[]);
     assert_refused(&refused, 401, "token_missing", &upstream);
     let refused_id = refused.header("x-request-id").expect("id").to_owned();
@@ -121,20 +70,31 @@ fn sampling_drops_successful_lines_but_keeps_every_refusal() {
         metrics.contains("portcullis_log_lines_dropped_total 0"),
         "{metrics}"
     );
-    let log = stop_and_read_log(child);
-    let access = access_lines(&log);
-    assert!(
-        access.iter().any(|l| l["request_id"] == refused_id.as_str()
-            && l["outcome"] == "token_missing"
-            && l["status"] == 401),
-        "the refusal's line is missing:\n{log}"
+    // Lines leave in order: once a later refusal's line is written, a
+    // line of any successful request before it would have been too.
+    let last = get(addr, "/orders", &[]);
+    assert_eq!(last.status, 401);
+    let refusal = gateway.wait_for_access_line(&refused_id);
+    assert_eq!(
+        (&refusal["outcome"], &refusal["status"]),
+        (&json!("token_missing"), &json!(401))
     );
+    gateway.wait_for_access_line(last.header("x-request-id").expect("id"));
+    let log = gateway.stop();
+    let access = access_lines(&log);
     for id in &ok_ids {
         assert!(
             !access.iter().any(|l| l["request_id"] == id.as_str()),
             "a successful request was logged at sample 0.0:\n{log}"
         );
     }
+}
+
+fn access_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .collect()
 }
 
 /// A share outside 0.0..=1.0 is a configuration error with its position,
@@ -223,21 +183,18 @@ fn a_full_log_queue_drops_and_counts_lines_instead_of_blocking() {
 #[test]
 fn queued_lines_are_written_before_a_graceful_exit() {
     let upstream = EchoUpstream::start();
-    let (child, addr, _admin, _dir) = serve(&upstream, "", &["--log-format", "json"]);
+    let mut gateway = RunningGateway::standard(upstream.addr).json().start();
+    let addr = gateway.addr;
     let ids: Vec<String> = (0..3)
         .map(|_| {
             let ok = get(addr, "/public/page", &[]);
             ok.header("x-request-id").expect("id").to_owned()
         })
         .collect();
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success(), "exit: {:?}", out.status);
-    let log = String::from_utf8_lossy(&out.stderr);
+    gateway.signal("TERM");
+    let exit = gateway.wait_exit(PATIENCE);
+    assert!(exit.success(), "exit: {exit:?}");
+    let log = gateway.log();
     let access = access_lines(&log);
     for id in &ids {
         assert!(
@@ -254,7 +211,8 @@ fn queued_lines_are_written_before_a_graceful_exit() {
 fn a_head_refused_at_the_edge_gets_the_same_access_line_as_the_proxy() {
     use std::io::Read;
     let upstream = EchoUpstream::start();
-    let (child, addr, _admin, _dir) = serve(&upstream, "", &["--log-format", "json"]);
+    let gateway = RunningGateway::standard(upstream.addr).json().start();
+    let addr = gateway.addr;
     let refused = get(addr, "/orders", &[]);
     assert_refused(&refused, 401, "token_missing", &upstream);
     let proxy_id = refused.header("x-request-id").expect("id").to_owned();
@@ -270,7 +228,7 @@ fn a_head_refused_at_the_edge_gets_the_same_access_line_as_the_proxy() {
         .unwrap_or_else(|| panic!("no request id:\n{answer}"))
         .trim()
         .to_owned();
-    let log = stop_and_read_log(child);
+    let log = gateway.stop();
     let access = access_lines(&log);
     let line = |id: &str| {
         access

@@ -368,11 +368,13 @@ fn keygen_writes_keys_openssl_and_pyjwt_read() {
                 .args(["-c", PYJWT_ROUND_TRIP, jose])
                 .args([&private, &public]),
         );
+        let said = stderr(&pyjwt);
         assert!(
-            pyjwt.status.success(),
-            "{algorithm}: PyJWT: {}",
-            stderr(&pyjwt)
+            !said.contains("ModuleNotFoundError"),
+            "PyJWT or cryptography is missing from target/venv: install them \
+             (scripts/test.sh does, pinned): {said}"
         );
+        assert!(pyjwt.status.success(), "{algorithm}: PyJWT: {said}");
         assert_eq!(String::from_utf8_lossy(&pyjwt.stdout).trim(), "k1-subject");
     }
 }
@@ -394,12 +396,9 @@ fn venv_python() -> PathBuf {
     venv
 }
 
-/// Runs a tool the test needs; a missing one fails saying where it comes from.
+/// Runs a tool the test needs; a missing one fails saying what to install.
 fn external(command: &mut Command) -> Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed ({e}); scripts/test.sh installs it"))
+    crate::support::tool::output(command)
 }
 
 #[test]
@@ -700,9 +699,9 @@ fn a_zero_resolve_interval_is_refused_at_its_position() {
 /// the build: before `cargo install` they name the binary's own path.
 #[test]
 fn the_demo_prints_admin_commands_that_work_as_printed() {
-    use std::io::BufRead;
     let free = || crate::support::gateway::free_addr().to_string();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
         .args([
             "demo",
             "--listen",
@@ -713,17 +712,9 @@ fn the_demo_prints_admin_commands_that_work_as_printed() {
             &free(),
         ])
         .env("PATH", "/usr/bin:/bin")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("demo");
-    let stdout = demo.stdout.take().expect("stdout");
-    let printed: Vec<String> = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .take_while(|line| !line.starts_with("Press Ctrl-C"))
-        .collect();
+        .env("RUST_LOG", "warn");
+    let mut demo = crate::support::binary::RunningBinary::spawn(command, true);
+    let printed = demo.stdout_until(|line| line.starts_with("Press Ctrl-C"));
     let revoke = printed
         .iter()
         .map(|l| l.trim())
@@ -734,20 +725,12 @@ fn the_demo_prints_admin_commands_that_work_as_printed() {
     assert_eq!(words[0], env!("CARGO_BIN_EXE_portcullis"), "{revoke}");
     // The instructions come first; wait for the admin listener itself.
     let admin = words[3].trim_start_matches("http://");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo's admin API did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    demo.wait_listening(admin.parse().expect("the admin address"));
     let out = Command::new(words[0])
         .args(&words[1..])
         .output()
         .expect("run the printed command");
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(demo);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("alice is logged out everywhere"),

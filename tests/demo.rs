@@ -2,17 +2,16 @@
 //! printed and does what its comment says, and its page states the window
 //! the demo's configuration really uses.
 
-use std::io::BufRead;
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::process::Command;
 
+use crate::support::binary::RunningBinary;
 use crate::support::gateway::free_addr;
 use crate::support::{bearer, get};
 
 /// A running demo and what it printed before "Press Ctrl-C"; killed on drop.
 struct Demo {
-    child: Child,
+    _process: RunningBinary,
     printed: Vec<String>,
     gateway: SocketAddr,
 }
@@ -20,31 +19,29 @@ struct Demo {
 impl Demo {
     fn start() -> Self {
         let (gateway, backend, admin) = (free_addr(), free_addr(), free_addr());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["demo", "--listen", &gateway.to_string()])
-            .args(["--backend-listen", &backend.to_string()])
-            .args(["--admin-listen", &admin.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("demo");
-        let stdout = child.stdout.take().expect("stdout");
-        let printed = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take_while(|line| !line.starts_with("Press Ctrl-C"))
-            .collect();
-        let demo = Self {
-            child,
-            printed,
-            gateway,
-        };
+        let mut process = RunningBinary::portcullis(
+            &[
+                "demo",
+                "--listen",
+                &gateway.to_string(),
+                "--backend-listen",
+                &backend.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ],
+            "warn",
+            true,
+        );
+        let printed = process.stdout_until(|line| line.starts_with("Press Ctrl-C"));
         // The instructions come first; then the listeners.
         for addr in [gateway, backend, admin] {
-            wait_for(addr);
+            process.wait_listening(addr);
         }
-        demo
+        Self {
+            _process: process,
+            printed,
+            gateway,
+        }
     }
 
     /// The printed command lines (comments and blank lines left out) from
@@ -81,24 +78,6 @@ impl Demo {
         humantime::parse_duration(value)
             .expect("duration")
             .as_secs()
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

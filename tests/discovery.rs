@@ -359,16 +359,6 @@ fn a_reload_during_a_resolver_failure_keeps_the_last_addresses() {
     assert_eq!(upstream.count(), 2);
 }
 
-/// Stops the gateway process however the test ends.
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The production path end to end, with a name that really moves:
 /// `portcullis serve` runs in a mount namespace of its own where
 /// `/etc/hosts` is a file the test rewrites (the machine's is untouched),
@@ -396,7 +386,8 @@ fn with_the_system_resolver_a_name_that_moves_is_followed_without_a_reload() {
     );
     let config_path = dir.path().join("portcullis.toml");
     std::fs::write(&config_path, config).expect("config");
-    let child = std::process::Command::new("unshare")
+    let mut command = std::process::Command::new("unshare");
+    command
         .args(["--mount", "--map-root-user", "sh", "-c"])
         .arg("mount --bind \"$1\" /etc/hosts && exec \"$2\" serve --config \"$3\"")
         .arg("sh")
@@ -405,17 +396,11 @@ fn with_the_system_resolver_a_name_that_moves_is_followed_without_a_reload() {
             Path::new(env!("CARGO_BIN_EXE_portcullis")),
             &config_path,
         ])
-        .env("RUST_LOG", "error")
-        .spawn()
-        .expect("unshare (util-linux) runs the gateway in a mount namespace of its own");
-    let mut serving = Serving(child);
-    eventually("the gateway listens", || {
-        assert!(
-            serving.0.try_wait().expect("wait").is_none(),
-            "the gateway exited: a private mount namespace needs root or user namespaces"
-        );
-        std::net::TcpStream::connect(listen).is_ok()
-    });
+        .env("RUST_LOG", "error");
+    // unshare (util-linux) runs the gateway in a mount namespace of its
+    // own; that needs root or user namespaces (its error is in the log).
+    let mut serving = crate::support::binary::RunningBinary::spawn(command, false);
+    serving.wait_listening(listen);
     assert_eq!(get(listen, "/first", &[]).status, 200);
     assert_eq!(old.only().target, "/first");
 

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::support::binary::Launch;
 use crate::support::gateway::{config_with_routes, free_addr};
 use crate::support::*;
 
@@ -198,56 +199,6 @@ auth = "none"
     }
 }
 
-/// A `portcullis serve` process for `config` (the `[server]` table is
-/// added), killed on drop.
-struct ServeProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl ServeProcess {
-    fn start(dir: &std::path::Path, config: &str) -> Self {
-        let (addr, admin) = (free_addr(), free_addr());
-        let text = format!(
-            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n{}",
-            config.replace(
-                "{fixtures}",
-                &crate::support::tokens::fixtures_dir().display().to_string()
-            )
-        );
-        let path = dir.join("portcullis.toml");
-        std::fs::write(&path, text).expect("write config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config", path.to_str().expect("utf-8")])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("serve");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "serve did not listen");
-            thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self { child, addr }
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Opens the FIFO for writing once a reader waits on it (`O_NONBLOCK`
 /// fails with ENXIO until then).
 fn writer_when_read(fifo: &std::path::Path) -> std::fs::File {
@@ -284,7 +235,7 @@ fn a_stalled_reload_does_not_stall_revocation() {
         db.display()
     );
     let config = format!("{store}\n{}", standard_config(upstream.addr));
-    let stalled = ServeProcess::start(dir.path(), &config);
+    let stalled = Launch::new(&config).log("warn").start();
     let other = TestGateway::start(&config);
 
     let doomed = sign("test-eddsa", &claims("alice"));
@@ -297,12 +248,10 @@ fn a_stalled_reload_does_not_stall_revocation() {
     // The next configuration makes /public protected and reads a key from
     // a FIFO: the reload blocks in that read until the test writes.
     let fifo = dir.path().join("slow-key.pem");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success());
-    let path = dir.path().join("portcullis.toml");
+    assert!(crate::support::tool::succeeds(
+        std::process::Command::new("mkfifo").arg(&fifo)
+    ));
+    let path = stalled.config_path();
     let text = std::fs::read_to_string(&path).expect("config");
     let text = text
         .replace(

@@ -3,7 +3,7 @@
 //! Each runs in a process of its own, as in production: the engine's
 //! runtimes are not meant to share a process with other gateways.
 
-use crate::access_log::serve;
+use crate::support::binary::RunningGateway;
 use crate::support::{assert_refused, bearer, claims, get, sign, EchoUpstream};
 
 /// `work_stealing = false` gives each worker thread its own runtime
@@ -12,7 +12,10 @@ use crate::support::{assert_refused, bearer, claims, get, sign, EchoUpstream};
 #[test]
 fn a_gateway_without_work_stealing_serves_and_refuses_as_usual() {
     let upstream = EchoUpstream::start();
-    let (mut child, addr, _admin, _dir) = serve(&upstream, "work_stealing = false", &[]);
+    let gateway = RunningGateway::standard(upstream.addr)
+        .server("shutdown_grace = \"0s\"\nwork_stealing = false")
+        .start();
+    let addr = gateway.addr;
     let refused = get(addr, "/orders", &[]);
     assert_refused(&refused, 401, "token_missing", &upstream);
     let token = sign("test-eddsa", &claims("alice"));
@@ -21,8 +24,7 @@ fn a_gateway_without_work_stealing_serves_and_refuses_as_usual() {
         assert_eq!(ok.status, 200);
     }
     assert_eq!(get(addr, "/public/page", &[]).status, 200);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(gateway);
     let seen = upstream.requests();
     assert_eq!(seen.len(), 4);
     assert!(seen[..3].iter().all(|r| r.values("x-user-id") == ["alice"]));

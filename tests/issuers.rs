@@ -130,13 +130,17 @@ fn idp_token_with(kid: &str, alg: Algorithm, key: &EncodingKey, claims: Value) -
 
 fn setup(jwks: &JwksServer) -> (EchoUpstream, TestGateway) {
     let upstream = EchoUpstream::start();
-    let config = format!(
+    let gateway = TestGateway::start(&issuer_config(&upstream, jwks));
+    (upstream, gateway)
+}
+
+/// The standard configuration plus the provider at `jwks`.
+fn issuer_config(upstream: &EchoUpstream, jwks: &JwksServer) -> String {
+    format!(
         "{}\n[[issuers]]\nissuer = \"{IDP}\"\naudience = \"api.test\"\njwks_url = \"http://{}/jwks.json\"\ntyp = [\"JWT\", \"at+jwt\"]\nunknown_kid_cooldown = \"1s\"\n",
         standard_config(upstream.addr),
         jwks.addr
-    );
-    let gateway = TestGateway::start(&config);
-    (upstream, gateway)
+    )
 }
 
 fn status(gateway: &TestGateway, token: &str) -> (u16, Option<String>) {
@@ -282,14 +286,20 @@ fn external_tokens_go_through_revocation_and_their_issuers_rules() {
 }
 
 /// A provider cannot hand out a shared secret: `oct` keys in a JWKS are
-/// ignored, so an HS256 token signed with it is refused.
+/// ignored, so an HS256 token signed with it is refused as invalid (the
+/// provider answered; it is not unavailable), the fetch is logged and
+/// counted as failed (no usable signing key), and `/readyz` says the
+/// issuer has no keys.
 #[test]
 fn symmetric_keys_from_a_jwks_are_never_used() {
     let jwks = JwksServer::start(&[("idp-1", "test-rs256")]);
     let secret = b"0123456789abcdef0123456789abcdef";
     let oct = json!({"keys": [{"kty": "oct", "kid": "shared", "alg": "HS256", "k": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)}]});
     jwks.state.lock().expect("lock").body = oct.to_string();
-    let (upstream, gateway) = setup(&jwks);
+    let upstream = EchoUpstream::start();
+    let gateway = crate::support::binary::Launch::new(&issuer_config(&upstream, &jwks))
+        .json()
+        .start();
     let token = idp_token_with(
         "shared",
         Algorithm::HS256,
@@ -297,8 +307,29 @@ fn symmetric_keys_from_a_jwks_are_never_used() {
         json!({"iss": IDP, "aud": "api.test", "sub": "jo", "iat": now(), "exp": now() + 300}),
     );
     let response = get(gateway.addr, "/orders", &[&bearer(&token)]);
-    assert_eq!(upstream.count(), 0);
-    assert_ne!(response.status, 200);
+    assert_refused(&response, 401, "token_invalid", &upstream);
+    assert!(jwks.hits() >= 1, "the JWKS was fetched");
+    let failed = gateway.wait_for_json(|l| {
+        l["level"] == "WARN"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("holds no usable signing key"))
+    });
+    assert_eq!(
+        failed["message"],
+        "JWKS fetch failed; serving the last good keys"
+    );
+    let metrics = get(gateway.admin, "/metrics", &[]).text();
+    let fetches = |outcome: &str| -> u64 {
+        let series = format!("portcullis_jwks_fetches_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}"))
+    };
+    assert!(fetches("error") >= 1, "the fetch is counted as failed");
+    assert_eq!(fetches("ok"), 0);
+    assert_eq!(get(gateway.admin, "/readyz", &[]).status, 503);
 }
 
 /// Other issuers use `ver` and `sid` for their own purposes: a string

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::operations::{serve_config_process, serve_process_to, serve_with};
+use crate::support::binary::{Launch, RunningGateway};
 use crate::support::http::Recorded;
 use crate::support::{bearer, claims, get, post, sign, EchoUpstream};
 
@@ -27,17 +27,30 @@ fn closing_upstream() -> SocketAddr {
     addr
 }
 
-/// Stops the gateway process and returns its log lines as JSON.
-fn stop_and_read_log(mut child: std::process::Child) -> (String, Vec<Value>) {
-    thread::sleep(Duration::from_millis(300));
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines = log
+/// Stops the gateway once every line about the test's requests is
+/// written, and returns its log, as text and as JSON. Lines leave through
+/// one queue in order: once the access line of one more request (a
+/// refusal that reaches no upstream) is written, every earlier line is.
+/// That request's own lines are left out.
+fn stop_and_read_log(gateway: RunningGateway) -> (String, Vec<Value>) {
+    let last = get(gateway.addr, "/orders", &[]);
+    assert_eq!(last.status, 401, "{}", last.text());
+    let id = last.header("x-request-id").expect("id").to_owned();
+    gateway.wait_for_access_line(&id);
+    read_log(&gateway.stop(), Some(&id))
+}
+
+/// The log as text and as JSON, without the lines of request `skip`.
+fn read_log(log: &str, skip: Option<&str>) -> (String, Vec<Value>) {
+    let kept: Vec<&str> = log
         .lines()
+        .filter(|l| skip.is_none_or(|id| !l.contains(id)))
+        .collect();
+    let lines = kept
+        .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect();
-    (log, lines)
+    (kept.join("\n"), lines)
 }
 
 fn access_line<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
@@ -54,8 +67,11 @@ fn access_line<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
 /// line carries a query, a header value or a path.
 #[test]
 fn failure_lines_never_carry_the_query_a_header_or_the_path() {
-    let (child, addr, _dir) =
-        serve_process_to(closing_upstream(), &["--log-format", "json"], "debug", "0s");
+    let gateway = RunningGateway::standard(closing_upstream())
+        .json()
+        .log("debug")
+        .start();
+    let addr = gateway.addr;
     let failed = get(
         addr,
         "/public/reset-password?email=victim%40example.com&code=QUERYSECRET",
@@ -75,7 +91,7 @@ fn failure_lines_never_carry_the_query_a_header_or_the_path() {
         "malformed header refused"
     );
 
-    let (log, lines) = stop_and_read_log(child);
+    let (log, lines) = stop_and_read_log(gateway);
     for secret in [
         "QUERYSECRET",
         "HEADERSECRET",
@@ -107,12 +123,11 @@ fn failure_lines_never_carry_the_query_a_header_or_the_path() {
 fn malformed_http2_and_tls_input_never_reaches_the_log() {
     let upstream = EchoUpstream::start();
     let log = "trace,h2=trace,rustls=trace,tokio_rustls=trace,pingora_core=debug,[conn]=trace";
-    let served = serve_with(
-        &crate::support::standard_config(upstream.addr),
-        &crate::support::tls_listener(),
-        &["--log-format", "json"],
-        log,
-    );
+    let served = RunningGateway::standard(upstream.addr)
+        .server(&crate::support::tls_listener())
+        .json()
+        .log(log)
+        .start();
     send_malformed_http2(served.addr.port());
     for garbage in [
         &b"GET /public?access_token=TLSPLAINSECRET HTTP/1.1\r\nHost: t\r\n\r\n"[..],
@@ -133,7 +148,13 @@ fn malformed_http2_and_tls_input_never_reaches_the_log() {
         0,
         "nothing malformed reached the upstream"
     );
-    let (log, _) = stop_and_read_log(served.child);
+    // A last request, refused: once its line is written, every earlier
+    // line is (one queue, in order).
+    let last = crate::support::curl_https(served.addr.port(), "/orders", "%{http_code}", &[]);
+    assert_eq!(last, "401");
+    served
+        .wait_for_json(|v| v["target"] == "portcullis::access" && v["outcome"] == "token_missing");
+    let log = served.stop();
     assert!(!log.is_empty(), "the gateway logged nothing at all");
     for secret in [
         "H2PATHSECRET",
@@ -190,7 +211,11 @@ fn send_malformed_http2(port: u16) {
     });
 }
 
+/// Requests `slow_ok` has begun to answer (only one test uses it).
+static SLOW_BEGUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn slow_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    SLOW_BEGUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     thread::sleep(Duration::from_millis(800));
     (200, vec![], b"late".to_vec())
 }
@@ -200,19 +225,36 @@ fn slow_ok(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
 #[test]
 fn a_client_that_leaves_before_its_answer_is_not_an_error() {
     let upstream = EchoUpstream::start_with(slow_ok);
-    let (child, addr, _dir) =
-        serve_process_to(upstream.addr, &["--log-format", "json"], "info", "0s");
-    for _ in 0..3 {
+    let gateway = RunningGateway::standard(upstream.addr).json().start();
+    let addr = gateway.addr;
+    for i in 1..=3 {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream
             .write_all(b"GET /public/slow HTTP/1.1\r\nHost: t\r\n\r\n")
             .expect("write");
-        thread::sleep(Duration::from_millis(100));
+        // Hang up once the upstream has the request, before its answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while SLOW_BEGUN.load(std::sync::atomic::Ordering::SeqCst) < i {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request {i} never arrived"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
         drop(stream);
     }
-    thread::sleep(Duration::from_millis(1200));
-    assert_eq!(upstream.count(), 3, "each request reached the upstream");
-    let (log, lines) = stop_and_read_log(child);
+    gateway.wait_for_json_lines(|l| l["target"] == "portcullis::access", 3);
+    // The upstream records each request once it has answered it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while upstream.count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} answered",
+            upstream.count()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (log, lines) = stop_and_read_log(gateway);
     assert!(
         lines.iter().all(|l| l["level"] != "ERROR"),
         "a client that left was logged as an error:\n{log}"
@@ -229,8 +271,8 @@ fn a_client_that_leaves_before_its_answer_is_not_an_error() {
 #[test]
 fn refusals_of_verified_tokens_name_the_subject_and_are_counted_by_code() {
     let upstream = EchoUpstream::start();
-    let (child, addr, _dir) =
-        serve_process_to(upstream.addr, &["--log-format", "json"], "info", "0s");
+    let gateway = RunningGateway::standard(upstream.addr).json().start();
+    let addr = gateway.addr;
     let token = sign("test-eddsa", &claims("mallory"));
     let refused = get(addr, "/admin/panel", &[&bearer(&token)]);
     assert_eq!(refused.status, 403);
@@ -239,7 +281,7 @@ fn refusals_of_verified_tokens_name_the_subject_and_are_counted_by_code() {
         Some("insufficient_scope")
     );
     assert_eq!(upstream.count(), 0);
-    let (log, lines) = stop_and_read_log(child);
+    let (log, lines) = stop_and_read_log(gateway);
     let access = access_line(&lines, refused.header("x-request-id").expect("id"));
     assert_eq!(access["subject"], "mallory", "{log}");
     assert_eq!(access["outcome"], "insufficient_scope");
@@ -252,9 +294,9 @@ fn refusals_of_verified_tokens_name_the_subject_and_are_counted_by_code() {
 #[test]
 fn startup_names_the_build_listeners_store_and_routes() {
     let upstream = EchoUpstream::start();
-    let (child, addr, _dir) =
-        serve_process_to(upstream.addr, &["--log-format", "json"], "info", "0s");
-    let (log, lines) = stop_and_read_log(child);
+    let gateway = RunningGateway::standard(upstream.addr).json().start();
+    let addr = gateway.addr;
+    let (log, lines) = stop_and_read_log(gateway);
     let start = lines
         .iter()
         .find(|l| l["message"] == "portcullis starting")
@@ -274,51 +316,19 @@ fn startup_names_the_build_listeners_store_and_routes() {
     );
 }
 
-/// Starts `portcullis demo-backend` (a login form's credential check) on a
-/// free port; killed with the returned guard.
-struct DemoBackend(std::process::Child, SocketAddr);
-
-impl DemoBackend {
-    fn start() -> Self {
-        let addr = crate::support::gateway::free_addr();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["demo-backend", "--listen", &addr.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("demo-backend");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "demo-backend did not listen"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        Self(child, addr)
-    }
-}
-
-impl Drop for DemoBackend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A wrong password is the backend's answer, passed through unchanged, and
 /// was once logged and counted as `ok`. Logins, logouts and sessions ended
 /// by their user each get a line naming whom they concerned, as admin
 /// actions do.
 #[test]
 fn logins_and_logouts_are_logged_with_their_real_outcome() {
-    let backend = DemoBackend::start();
+    let (_backend, backend_addr) = crate::support::binary::demo_backend();
     let config = format!(
         "{}\n[login]\nupstream = \"echo\"\npath = \"/login\"\n",
-        crate::support::standard_config(backend.1)
+        crate::support::standard_config(backend_addr)
     );
-    let (child, addr, _dir) =
-        serve_config_process(&config, &["--log-format", "json"], "info", "0s");
+    let gateway = Launch::new(&config).json().start();
+    let addr = gateway.addr;
     let form = ["Content-Type: application/x-www-form-urlencoded"];
     let wrong = post(addr, "/auth/login", &form, "username=alice&password=guess");
     assert_eq!(
@@ -346,7 +356,7 @@ fn logins_and_logouts_are_logged_with_their_real_outcome() {
     let out = post(addr, "/auth/logout", &[&bearer(&access)], "");
     assert_eq!(out.status, 200, "{}", out.text());
 
-    let (log, lines) = stop_and_read_log(child);
+    let (log, lines) = stop_and_read_log(gateway);
     let id = |r: &crate::support::Response| r.header("x-request-id").expect("id").to_owned();
     let refused = access_line(&lines, &id(&wrong));
     assert_eq!(refused["outcome"], "login_refused", "{log}");
@@ -432,12 +442,10 @@ fn serve_spoiling(n: usize, mut stream: TcpStream) {
 /// at warn or above names the request it concerns.
 #[test]
 fn upstream_pool_trouble_is_logged_with_the_request_it_concerns() {
-    let (child, addr, _dir) = serve_process_to(
-        pool_spoiling_upstream(),
-        &["--log-format", "json"],
-        "info",
-        "0s",
-    );
+    let gateway = RunningGateway::standard(pool_spoiling_upstream())
+        .json()
+        .start();
+    let addr = gateway.addr;
     assert_eq!(get(addr, "/public/one", &[]).status, 200);
     // The stray byte reaches the idle pooled connection, which the engine
     // closes: the next request goes over a new one.
@@ -447,7 +455,7 @@ fn upstream_pool_trouble_is_logged_with_the_request_it_concerns() {
     assert_eq!(failed.status, 502, "the reused connection was closed");
     assert_eq!(failed.header("x-portcullis-error"), Some("bad_gateway"));
 
-    let (log, lines) = stop_and_read_log(child);
+    let (log, lines) = stop_and_read_log(gateway);
     let engine = |l: &&Value| {
         l["target"]
             .as_str()

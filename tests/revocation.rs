@@ -33,16 +33,52 @@ fn status_and_code(gateway: &TestGateway, token: &str) -> (u16, Option<String>) 
     )
 }
 
-/// Polls until `token` gets `code` at `gateway`; returns how long it took.
-fn wait_for_code(gateway: &TestGateway, token: &str, code: &str, limit: Duration) -> Duration {
+/// Polls until `token` gets `code` at `gateway`.
+fn wait_for_code(gateway: &TestGateway, token: &str, code: &str, limit: Duration) {
     let started = Instant::now();
     loop {
         if status_and_code(gateway, token).1.as_deref() == Some(code) {
-            return started.elapsed();
+            return;
         }
         assert!(
             started.elapsed() < limit,
             "{code} did not arrive within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The promise of `max_staleness` (`bound`) for a change written when
+/// `written`: no request sent to `gateway` later than `bound` after the
+/// write admits `token` (each gets `code`, or 503 `auth_unavailable` from
+/// an instance that could not confirm its view fresh: fail closed), and
+/// `code` does arrive. How fast it arrives is the propagation benchmark's
+/// figure; a loaded machine only delays answers, which cannot turn a
+/// refusal into an admission.
+#[track_caller]
+fn assert_honoured_within(
+    gateway: &TestGateway,
+    token: &str,
+    code: &str,
+    written: Instant,
+    bound: Duration,
+) {
+    loop {
+        let sent = written.elapsed();
+        let answer = status_and_code(gateway, token);
+        if answer.1.as_deref() == Some(code) {
+            return;
+        }
+        if sent > bound {
+            assert_eq!(
+                answer,
+                (503, Some("auth_unavailable".to_owned())),
+                "a request sent {sent:?} after the write, past the {bound:?} bound"
+            );
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "{code} never arrived"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -262,16 +298,13 @@ fn two_instances_on_one_redis_see_each_others_revocations_within_the_bound() {
         "B caches the token and the user"
     );
 
+    let bound = Duration::from_millis(500);
     admin_post(
         &a,
         "/admin/tokens/revoke",
         Some(&json!({"jti": heidi["jti"], "exp": heidi["exp"]})),
     );
-    let took = wait_for_code(&b, &token, "token_revoked", Duration::from_secs(5));
-    assert!(
-        took <= Duration::from_millis(500),
-        "revocation reached B in {took:?}, bound 500ms"
-    );
+    assert_honoured_within(&b, &token, "token_revoked", Instant::now(), bound);
 
     let other = sign(
         "test-eddsa",
@@ -279,20 +312,12 @@ fn two_instances_on_one_redis_see_each_others_revocations_within_the_bound() {
     );
     assert_eq!(status_and_code(&b, &other).0, 200);
     revoke_user(&a, "ivan");
-    let took = wait_for_code(&b, &other, "token_revoked", Duration::from_secs(5));
-    assert!(
-        took <= Duration::from_millis(500),
-        "logout-everywhere reached B in {took:?}"
-    );
+    assert_honoured_within(&b, &other, "token_revoked", Instant::now(), bound);
 
     let judy = sign("test-eddsa", &claims("judy"));
     assert_eq!(status_and_code(&b, &judy).0, 200);
     admin_post(&a, "/admin/users/judy/disable", None);
-    let took = wait_for_code(&b, &judy, "account_disabled", Duration::from_secs(5));
-    assert!(
-        took <= Duration::from_millis(500),
-        "disable reached B in {took:?}"
-    );
+    assert_honoured_within(&b, &judy, "account_disabled", Instant::now(), bound);
 }
 
 #[test]
@@ -317,16 +342,13 @@ fn redis_outage_fails_closed_then_recovers_without_losing_a_revocation() {
     redis.kill();
     let killed = Instant::now();
     // Within the bound the view is fresh (it was confirmed at most a
-    // quarter of the bound before the kill): decisions go on from memory.
-    assert_eq!(
-        status_and_code(&gateway, &good).0,
-        200,
-        "a fresh view keeps answering"
-    );
-    assert!(
-        killed.elapsed() < Duration::from_millis(300),
-        "the check above ran inside the bound"
-    );
+    // quarter of the bound before the kill, so for 375 ms after it):
+    // decisions go on from memory. An answer that came later (a loaded
+    // machine) says nothing about that promise, and is not judged here.
+    let fresh = status_and_code(&gateway, &good).0;
+    if killed.elapsed() < Duration::from_millis(375) {
+        assert_eq!(fresh, 200, "a fresh view keeps answering");
+    }
     assert_eq!(
         status_and_code(&gateway, &revoked),
         (401, Some("token_revoked".into()))
@@ -392,7 +414,13 @@ fn allow_cached_keeps_deciding_from_the_view_during_an_outage() {
     assert_eq!(status_and_code(&gateway, &known).0, 200);
 
     redis.kill();
-    std::thread::sleep(Duration::from_millis(800));
+    // Until the view is stale (`/readyz` says so), any answer would come
+    // from a fresh view and prove nothing about `allow_cached`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(gateway.admin, "/readyz", &[]).status != 503 {
+        assert!(Instant::now() < deadline, "the view never went stale");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         status_and_code(&gateway, &known).0,
         200,

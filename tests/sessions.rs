@@ -916,54 +916,21 @@ fn fifty_failed_refreshes_from_one_address_never_refuse_a_valid_token() {
     assert_eq!(ok.status, 200, "{}", ok.text());
 }
 
-/// Starts `portcullis serve` as a process (JSON logs on stderr), with a
-/// signing key and a refresh limit of 2 failures.
-fn serve_logging(
-    dir: &std::path::Path,
-    log: std::fs::File,
-) -> (std::process::Child, std::net::SocketAddr) {
-    let upstream = EchoUpstream::start();
-    let (addr, admin) = (
-        crate::support::gateway::free_addr(),
-        crate::support::gateway::free_addr(),
-    );
-    let text = format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\nshutdown_grace = \"0s\"\n\n[store]\nurl = \"sqlite://g.db\"\n\n[sessions]\nmax_failures = 2\n{}",
-        standard_config(upstream.addr).replace(
-            "{fixtures}",
-            &crate::support::tokens::fixtures_dir().display().to_string()
-        )
-    );
-    let path = dir.join("portcullis.toml");
-    std::fs::write(&path, text).expect("write");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("serve");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
-}
-
 /// A 429 is logged with its code, like every refusal.
 #[test]
 fn a_slowed_refresh_is_logged_as_too_many_requests() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log_path = dir.path().join("stderr.log");
-    let log_file = std::fs::File::create(&log_path).expect("log file");
-    let (mut child, addr) = serve_logging(dir.path(), log_file);
+    let upstream = EchoUpstream::start();
+    let gateway = crate::support::binary::Launch::new(&format!(
+        "[store]\nurl = \"sqlite://g.db\"\n\n[sessions]\nmax_failures = 2\n{}",
+        standard_config(upstream.addr)
+    ))
+    .json()
+    .start();
     let form = ["Content-Type: application/x-www-form-urlencoded"];
     let statuses: Vec<u16> = (0..3)
         .map(|_| {
             post(
-                addr,
+                gateway.addr,
                 "/auth/token",
                 &form,
                 "grant_type=refresh_token&refresh_token=prt_dead",
@@ -973,35 +940,25 @@ fn a_slowed_refresh_is_logged_as_too_many_requests() {
         .collect();
     assert_eq!(statuses, [400, 400, 429]);
     // The access line is written after the answer: wait for all three.
-    let access_lines = || -> Vec<(u64, String)> {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "portcullis::access")
-            .map(|v| {
-                (
-                    v["status"].as_u64().unwrap_or_default(),
-                    v["outcome"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while access_lines().len() < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let access: Vec<(u64, String)> = gateway
+        .wait_for_json_lines(|v| v["target"] == "portcullis::access", 3)
+        .iter()
+        .map(|v| {
+            (
+                v["status"].as_u64().unwrap_or_default(),
+                v["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
-        access_lines(),
+        access,
         [
             (400, "invalid_grant".to_owned()),
             (400, "invalid_grant".to_owned()),
             (429, "too_many_requests".to_owned()),
         ],
         "{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
+        gateway.log()
     );
 }
 

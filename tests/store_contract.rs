@@ -120,6 +120,7 @@ contract!(
     change_log_is_ordered_and_resumable,
     a_waiting_reader_gets_a_change_written_meanwhile,
     reader_behind_a_trimmed_log_is_told_to_resync,
+    a_position_from_the_other_backend_is_behind,
     active_sessions_are_counted,
     a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace,
 );
@@ -307,6 +308,28 @@ async fn change_log_is_ordered_and_resumable(backend: Backend) {
     let (none, same) = changes_after(&*store, cursor).await;
     assert!(none.is_empty());
     assert_eq!(same, cursor);
+}
+
+/// A change-log position means something only to the backend that gave
+/// it (a SQLite row, a Redis stream id and entry count): one from the
+/// other backend is behind, so the follower resyncs rather than read from
+/// a position that names nothing here.
+async fn a_position_from_the_other_backend_is_behind(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let foreign = match store.head().await.expect("head") {
+        Cursor::Row { seq } => Cursor::Stream {
+            ms: seq,
+            seq: 0,
+            added: seq,
+        },
+        Cursor::Stream { added, .. } => Cursor::Row { seq: added },
+    };
+    let batch = store
+        .changes_since(foreign, Duration::ZERO, 1000)
+        .await
+        .expect("read log");
+    assert!(matches!(batch, Batch::Behind), "{batch:?}");
+    assert_eq!(foreign.entries_until(&store.head().await.expect("head")), 0);
 }
 
 async fn a_waiting_reader_gets_a_change_written_meanwhile(backend: Backend) {

@@ -25,8 +25,8 @@ use crate::proxy::endpoints::common::{issuer, read_body, refuse_announced_too_la
 use crate::proxy::headers::new_request_id;
 use crate::proxy::respond::{Refusal, Reply, StoreCaller};
 use crate::session::service::NewSession;
-use crate::session::subject::{check_grants, check_subject};
-use crate::session::{clean_device_label, Grants};
+use crate::session::subject::{check_entitlements, check_subject};
+use crate::session::{clean_device_label, Entitlements};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -385,8 +385,9 @@ fn issue_request(body: &[u8]) -> Result<NewSession, Refusal> {
         Refusal::invalid_request("expected {\"sub\", \"roles\", \"scope\", \"claims\", \"device\"}")
     })?;
     check_subject(&request.sub).map_err(Refusal::invalid_request)?;
-    check_grants(&request.roles, request.scope.as_deref()).map_err(Refusal::invalid_request)?;
-    let grants = Grants {
+    check_entitlements(&request.roles, request.scope.as_deref())
+        .map_err(Refusal::invalid_request)?;
+    let entitlements = Entitlements {
         roles: request.roles,
         scope: request.scope,
         claims: request.claims,
@@ -398,7 +399,7 @@ fn issue_request(body: &[u8]) -> Result<NewSession, Refusal> {
         .unwrap_or("issued by the admin API");
     Ok(NewSession {
         sub: request.sub,
-        grants,
+        entitlements,
         device: clean_device_label(device),
     })
 }

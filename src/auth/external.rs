@@ -45,6 +45,10 @@ pub struct JwksSource {
     unknown_kid_cooldown: Duration,
     default_ttl: Duration,
     fetched_at: Mutex<Option<Instant>>,
+    /// The provider has answered with a JWK set at least once, usable or
+    /// not: without keys, it is then not unreachable but publishing
+    /// nothing the gateway accepts (a shared secret, say).
+    answered: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,7 @@ impl JwksSource {
             unknown_kid_cooldown,
             default_ttl,
             fetched_at: Mutex::new(None),
+            answered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -112,6 +117,11 @@ impl JwksSource {
 
     pub fn has_keys(&self) -> bool {
         !self.keys.load().is_empty()
+    }
+
+    /// Whether the provider ever answered with a JWK set (see `answered`).
+    pub fn answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Seconds since the keys were last fetched successfully.
@@ -170,6 +180,8 @@ impl JwksSource {
             })
             .and_then(|r| r);
         let outcome = fetched.and_then(|(set, max_age)| {
+            self.answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let keys = usable_keys(&set);
             if keys.is_empty() {
                 return Err(JwksError::Empty {

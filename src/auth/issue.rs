@@ -11,7 +11,7 @@ use crate::clock::unix_now;
 
 /// Who a token is for and what it may do.
 #[derive(Debug, Clone, Default)]
-pub struct Grant {
+pub struct Issuance {
     pub sub: String,
     pub roles: Vec<String>,
     pub scope: Option<String>,
@@ -23,33 +23,33 @@ pub struct Grant {
 }
 
 /// Claims for a new access token with a fresh random `jti`.
-pub fn claims_for(grant: Grant, issuer: &str, audience: &str, ttl: Duration) -> AccessClaims {
+pub fn claims_for(issuance: Issuance, issuer: &str, audience: &str, ttl: Duration) -> AccessClaims {
     let now = unix_now();
     AccessClaims {
         iss: issuer.to_owned(),
         aud: Audience::One(audience.to_owned()),
-        sub: grant.sub,
+        sub: issuance.sub,
         jti: format!("{:032x}", rand::random::<u128>()),
         iat: now,
         exp: now + ttl.as_secs(),
         nbf: None,
-        sid: grant.sid,
-        ver: Some(grant.ver),
-        roles: grant.roles,
-        scope: grant.scope,
-        extra: grant.extra,
+        sid: issuance.sid,
+        ver: Some(issuance.ver),
+        roles: issuance.roles,
+        scope: issuance.scope,
+        extra: issuance.extra,
     }
 }
 
 /// Signs a new access token; returns the token and its claims.
 pub fn mint(
     signer: &SigningKey,
-    grant: Grant,
+    issuance: Issuance,
     issuer: &str,
     audience: &str,
     ttl: Duration,
 ) -> Result<(String, AccessClaims), KeyError> {
-    let claims = claims_for(grant, issuer, audience, ttl);
+    let claims = claims_for(issuance, issuer, audience, ttl);
     Ok((signer.sign(&claims)?, claims))
 }
 
@@ -60,9 +60,9 @@ mod tests {
 
     #[test]
     fn a_token_is_dated_by_the_clock() {
-        let grant = Grant {
+        let grant = Issuance {
             sub: "alice".to_owned(),
-            ..Grant::default()
+            ..Issuance::default()
         };
         let ttl = Duration::from_secs(300);
         let claims = frozen_at(1_700_000_000_999, || {

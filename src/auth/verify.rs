@@ -125,7 +125,9 @@ impl Verifier {
         // Boxed: a fetch is rare, and its future would otherwise be part
         // of every request's.
         let fetched = Box::pin(source.refresh_for_unknown_kid()).await;
-        if fetched {
+        // A provider that answered with nothing usable makes the token
+        // invalid, not the gateway unavailable: judge it again.
+        if fetched || source.answered() {
             self.verify(token)
         } else {
             first
@@ -234,8 +236,14 @@ impl Verifier {
                 decoding,
                 &issuer.validation(algorithm),
             )?
-        } else if issuer.jwks.as_ref().is_some_and(|j| !j.has_keys()) {
-            // No keys at all: the provider is unreachable, not the token bad.
+        } else if issuer
+            .jwks
+            .as_ref()
+            .is_some_and(|j| !j.has_keys() && !j.answered())
+        {
+            // No keys at all and no answer yet: the provider is
+            // unreachable, not the token bad. (One that answered with no
+            // usable key holds none this token could be signed with.)
             return Err(AuthError::Unavailable);
         } else {
             return Err(AuthError::Invalid("unknown_kid"));

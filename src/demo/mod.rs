@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pingora_core::services::listening::Service as ListeningService;
 
-use crate::auth::issue::{mint, Grant};
+use crate::auth::issue::{mint, Issuance};
 use crate::config::raw::KeyAlgorithm;
 use crate::config::{self, Runtime};
 use crate::keygen;
@@ -142,15 +142,15 @@ fn print_instructions(
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("demo config has no signing key"))?;
     let ttl = Duration::from_secs(3600);
-    let user = Grant {
+    let user = Issuance {
         sub: "alice".into(),
         roles: vec!["user".into()],
-        ..Grant::default()
+        ..Issuance::default()
     };
-    let admin = Grant {
+    let admin = Issuance {
         sub: "root".into(),
         roles: vec!["admin".into(), "user".into()],
-        ..Grant::default()
+        ..Issuance::default()
     };
     let (user_token, _) = mint(signer, user, &runtime.issuer, &runtime.audience, ttl)?;
     let (admin_token, _) = mint(signer, admin, &runtime.issuer, &runtime.audience, ttl)?;

@@ -127,18 +127,18 @@ pub fn detach(session: &mut Session) {
 }
 
 /// Answers a preflight itself, before any authentication (a browser sends
-/// no credentials on one): 204 with the grant, or a 403 refusal without any
+/// no credentials on one): 204 with the preflight answer, or a 403 refusal without any
 /// CORS header, so the browser never sends the actual request.
 pub async fn answer_preflight(
     session: &mut Session,
     policy: &CorsPolicy,
     request_id: &str,
 ) -> Result<(), Refusal> {
-    let Some(granted) = policy.grant(&session.req_header().headers) else {
+    let Some(answer) = policy.preflight_answer(&session.req_header().headers) else {
         detach(session);
         return Err(Refusal::cors_rejected());
     };
-    let written = Reply::preflight(granted, request_id).send(session);
+    let written = Reply::preflight(answer, request_id).send(session);
     if let Err(e) = written.await {
         tracing::debug!(error = %e, "could not answer the preflight");
     }

@@ -1,7 +1,12 @@
 //! The listener's connection loop: each HTTP/1.x request head is read and
 //! judged here (see `head`) before pingora's proxy parses it, so every
-//! answer to a malformed request follows the contract, and pingora never
-//! reads past the end of the request it was handed.
+//! answer to a malformed request follows the contract, and pingora is
+//! handed no byte past the end of the request it was admitted: its reads
+//! past that end (it reads once more after each response, to learn of a
+//! close) only fill the gateway's buffer, and a pipelined request waits
+//! there for its own head check. The one exception is an upgrade, whose
+//! connection belongs to the new protocol after the head: pingora reads
+//! it straight from the socket.
 //!
 //! HTTP/2 connections (ALPN `h2`) go to pingora unchanged: the `h2` crate
 //! frames those requests, and its refusals are stream resets, not responses.
@@ -126,7 +131,7 @@ impl ServerApp for EdgeApp {
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let (stream, settings) = reused.consume();
             conn = stream.into_any().downcast::<EdgeStream>().ok()?;
-            carried = Carried::from(settings, self.keepalive_secs());
+            carried = Carried::after(settings, self.keepalive_secs());
         }
     }
 
@@ -153,7 +158,8 @@ impl Carried {
         }
     }
 
-    fn from(settings: Option<pingora_core::apps::HttpPersistentSettings>, keepalive: u64) -> Self {
+    /// What the request just served leaves for the next one.
+    fn after(settings: Option<pingora_core::apps::HttpPersistentSettings>, keepalive: u64) -> Self {
         Self {
             settings,
             keepalive,

@@ -15,7 +15,8 @@ use super::respond::Refusal;
 /// counts as this).
 const MAX_HEADERS: usize = 100;
 
-/// Bounds on a request head (Envoy's defaults: 60 KiB, 100 headers).
+/// Bounds on a request head: by default 64 KiB in all, 16 KiB for the
+/// request line, 100 header fields (Envoy's defaults are 60 KiB and 100).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// The whole head: request line and header fields.

@@ -47,7 +47,7 @@ pub struct TokenPair {
 
 /// What every access token of a session carries beyond `sub`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Grants {
+pub struct Entitlements {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ const RESERVED_CLAIMS: [&str; 11] = [
     "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "ver", "roles", "scope",
 ];
 
-impl Grants {
+impl Entitlements {
     /// Drops claims that would collide with the ones the gateway sets.
     pub fn without_reserved_claims(mut self) -> Self {
         self.claims

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::ratelimit::{FailureLimiter, TokenKey};
 use super::secrets::{self, hash_refresh_token, new_refresh_token, new_session_id};
-use super::{Grants, SessionSettings, TokenPair};
-use crate::auth::issue::{mint, Grant};
+use super::{Entitlements, SessionSettings, TokenPair};
+use crate::auth::issue::{mint, Issuance};
 use crate::auth::{AccessClaims, SigningKey};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::metrics::METRICS;
@@ -25,7 +25,7 @@ pub struct Issuer<'a> {
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub sub: String,
-    pub grants: Grants,
+    pub entitlements: Entitlements,
     pub device: String,
 }
 
@@ -112,14 +112,14 @@ impl Sessions {
             rotated_at_ms: 0,
             version: user.version,
             status: SessionStatus::Active,
-            grants: serde_json::to_string(&new.grants)
-                .map_err(|_| SessionError::Internal("grants"))?,
+            grants: serde_json::to_string(&new.entitlements)
+                .map_err(|_| SessionError::Internal("entitlements"))?,
             sealed_pair: None,
         };
         let pair = access_pair(
             issuer,
             &session,
-            &new.grants,
+            &new.entitlements,
             user.version,
             refresh_token,
             now,
@@ -180,13 +180,20 @@ impl Sessions {
         if user.disabled || user.version > session.version {
             return Err(RefreshError::InvalidGrant("user_revoked"));
         }
-        let grants: Grants = serde_json::from_str(&session.grants)
-            .map_err(|_| RefreshError::Internal("stored grants unreadable"))?;
+        let entitlements: Entitlements = serde_json::from_str(&session.grants)
+            .map_err(|_| RefreshError::Internal("stored entitlements unreadable"))?;
         let refresh_token =
             new_refresh_token().map_err(|_| RefreshError::Internal("random source failed"))?;
         let new_hash = hash_refresh_token(&refresh_token);
-        let pair = access_pair(issuer, &session, &grants, user.version, refresh_token, now)
-            .map_err(RefreshError::Internal)?;
+        let pair = access_pair(
+            issuer,
+            &session,
+            &entitlements,
+            user.version,
+            refresh_token,
+            now,
+        )
+        .map_err(RefreshError::Internal)?;
         let plain = serde_json::to_vec(&pair).map_err(|_| RefreshError::Internal("pair"))?;
         let sealed_pair =
             secrets::seal(presented, &plain).map_err(|_| RefreshError::Internal("seal"))?;
@@ -254,7 +261,7 @@ impl Sessions {
 fn access_pair(
     issuer: &Issuer<'_>,
     session: &SessionRecord,
-    grants: &Grants,
+    entitlements: &Entitlements,
     version: u64,
     refresh_token: String,
     now: u64,
@@ -265,15 +272,15 @@ fn access_pair(
             .as_secs()
             .min(session.expires_at.saturating_sub(now)),
     );
-    let grant = Grant {
+    let issuance = Issuance {
         sub: session.sub.clone(),
-        roles: grants.roles.clone(),
-        scope: grants.scope.clone(),
+        roles: entitlements.roles.clone(),
+        scope: entitlements.scope.clone(),
         sid: Some(session.sid.clone()),
         ver: version,
-        extra: grants.claims.clone(),
+        extra: entitlements.claims.clone(),
     };
-    let (access_token, _) = mint(issuer.signer, grant, issuer.issuer, issuer.audience, ttl)
+    let (access_token, _) = mint(issuer.signer, issuance, issuer.issuer, issuer.audience, ttl)
         .map_err(|_| "signing failed")?;
     Ok(TokenPair {
         access_token,

@@ -1,4 +1,4 @@
-//! The user ids and grants the admin API accepts (for the sessions it
+//! The user ids and entitlements (roles, scope) the admin API accepts (for the sessions it
 //! opens, and the users it lists, revokes, disables or enables): only a
 //! user id and roles a token could carry and the gateway would forward as
 //! they are. (A login takes the subject its backend names; the
@@ -28,7 +28,7 @@ pub fn check_subject(sub: &str) -> Result<(), &'static str> {
 /// Roles and scope the gateway would accept in a token and forward as they
 /// are: a role with a comma would split into roles never granted, one with
 /// a control character would be dropped from the roles header.
-pub fn check_grants(roles: &[String], scope: Option<&str>) -> Result<(), &'static str> {
+pub fn check_entitlements(roles: &[String], scope: Option<&str>) -> Result<(), &'static str> {
     let role_ok = |r: &String| {
         r.len() <= MAX_GRANT_BYTES && role_separable(r) && !r.chars().any(char::is_control)
     };

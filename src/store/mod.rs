@@ -47,19 +47,27 @@ pub enum Change {
     TokenRevoked { jti: String, exp: u64 },
 }
 
-/// A position in the change log: a Redis stream id `(ms, seq)` plus how
-/// many entries the stream had taken in up to it, or a SQLite row id as
-/// `(seq, 0, 0)`. Ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor(pub u64, pub u64, pub u64);
+/// A position in the change log, in the terms of the backend that gave it.
+/// A position from one backend means nothing to another: it reads as
+/// behind, and the follower resyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// SQLite: the `seq` (row id) of the last entry read, 0 before the first.
+    Row { seq: u64 },
+    /// Redis: the last stream id read (`ms-seq`), and how many entries the
+    /// stream had taken in up to it (`entries-added`, which trimming keeps).
+    Stream { ms: u64, seq: u64, added: u64 },
+}
 
 impl Cursor {
     /// How many log entries lie between this position and a later one.
     pub fn entries_until(&self, later: &Cursor) -> u64 {
-        if self.2 != 0 || later.2 != 0 {
-            later.2.saturating_sub(self.2)
-        } else {
-            later.0.saturating_sub(self.0)
+        match (self, later) {
+            (Self::Row { seq: from }, Self::Row { seq: to }) => to.saturating_sub(*from),
+            (Self::Stream { added: from, .. }, Self::Stream { added: to, .. }) => {
+                to.saturating_sub(*from)
+            }
+            _ => 0,
         }
     }
 }

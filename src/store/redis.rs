@@ -284,7 +284,11 @@ impl Store for RedisStore {
         let mut conn = self.commands.clone();
         let (info, replication) = self.log_state(&mut conn).await?;
         self.replication_first_seen(replication.id);
-        Ok(Cursor(info.last.0, info.last.1, info.added))
+        Ok(Cursor::Stream {
+            ms: info.last.0,
+            seq: info.last.1,
+            added: info.added,
+        })
     }
 
     async fn changes_since(
@@ -293,6 +297,9 @@ impl Store for RedisStore {
         wait: Duration,
         limit: usize,
     ) -> Result<Batch, StoreError> {
+        let Cursor::Stream { ms, seq, added } = cursor else {
+            return Ok(Batch::Behind);
+        };
         let mut conn = self.follower.clone();
         let mut read = redis::cmd("XREAD");
         read.arg("COUNT").arg(limit);
@@ -301,7 +308,7 @@ impl Store for RedisStore {
         }
         read.arg("STREAMS")
             .arg(self.keys.changes())
-            .arg(format!("{}-{}", cursor.0, cursor.1));
+            .arg(format!("{ms}-{seq}"));
         // One round trip: Redis answers the log's state once the read
         // returns, so it is checked after the read: had the next entry
         // been trimmed before the read, it is still gone now. (A trim
@@ -334,16 +341,20 @@ impl Store for RedisStore {
             return Ok(Batch::Behind);
         }
         let mut changes = Vec::new();
-        let mut last = cursor;
+        let (mut last, mut added) = ((ms, seq), added);
         for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            let id = parse_id(&entry.id)
+            last = parse_id(&entry.id)
                 .ok_or_else(|| StoreError::Corrupt(format!("stream id {}", entry.id)))?;
-            last = Cursor(id.0, id.1, last.2 + 1);
+            added += 1;
             changes.push(parse_change(&entry.map)?);
         }
         Ok(Batch::Changes {
             changes,
-            cursor: last,
+            cursor: Cursor::Stream {
+                ms: last.0,
+                seq: last.1,
+                added,
+            },
         })
     }
 

@@ -52,7 +52,8 @@ pub(super) struct Replication {
 
 #[derive(Debug, Default)]
 pub(super) struct LogInfo {
-    pub(super) last: Cursor,
+    /// The last stream id, `(ms, seq)`.
+    pub(super) last: (u64, u64),
     pub(super) added: u64,
     length: u64,
 }
@@ -83,8 +84,11 @@ impl LogInfo {
     /// entries from the front only, so the entries present are the last
     /// `length` of the `added`.
     pub(super) fn trimmed_past(&self, cursor: Cursor) -> bool {
+        let Cursor::Stream { added, .. } = cursor else {
+            return true;
+        };
         let first_present = self.added.saturating_sub(self.length) + 1;
-        first_present > cursor.2 + 1
+        first_present > added + 1
     }
 
     /// Whether the log ends before `cursor`: its ids went backwards, as on
@@ -92,17 +96,20 @@ impl LogInfo {
     /// entries were ever added than the cursor counted (the stream itself
     /// was reset).
     pub(super) fn ends_before(&self, cursor: Cursor) -> bool {
-        (self.last.0, self.last.1) < (cursor.0, cursor.1) || self.added < cursor.2
+        let Cursor::Stream { ms, seq, added } = cursor else {
+            return true;
+        };
+        self.last < (ms, seq) || self.added < added
     }
 }
 
-/// A stream id; the entry count is filled in by the caller.
-pub(super) fn parse_id(id: &str) -> Option<Cursor> {
+/// A stream id, `(ms, seq)`.
+pub(super) fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
-    Some(Cursor(ms.parse().ok()?, seq.parse().ok()?, 0))
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn parse_id_value(value: &Value) -> Option<Cursor> {
+fn parse_id_value(value: &Value) -> Option<(u64, u64)> {
     match value {
         Value::BulkString(bytes) => parse_id(std::str::from_utf8(bytes).ok()?),
         Value::SimpleString(s) => parse_id(s),

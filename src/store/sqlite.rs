@@ -289,11 +289,11 @@ const CHANGES_AFTER: &str = "SELECT seq, kind, key, version, disabled, not_befor
 
 fn read_rows(conn: &Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
     let mut stmt = conn.prepare_cached(CHANGES_AFTER)?;
-    let mut cursor = Cursor(after, 0, 0);
+    let mut cursor = Cursor::Row { seq: after };
     let mut changes = Vec::new();
     let mut rows = stmt.query(params![after, limit as u64])?;
     while let Some(row) = rows.next()? {
-        cursor = Cursor(row.get(0)?, 0, 0);
+        cursor = Cursor::Row { seq: row.get(0)? };
         let kind: String = row.get(1)?;
         let key: String = row.get(2)?;
         changes.push(match kind.as_str() {
@@ -361,7 +361,7 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self) -> Result<Cursor, StoreError> {
-        self.with(|conn| Ok(Cursor(head(conn)?, 0, 0))).await
+        self.with(|conn| Ok(Cursor::Row { seq: head(conn)? })).await
     }
 
     async fn changes_since(
@@ -370,20 +370,23 @@ impl Store for SqliteStore {
         wait: Duration,
         limit: usize,
     ) -> Result<Batch, StoreError> {
+        let Cursor::Row { seq: after } = cursor else {
+            return Ok(Batch::Behind);
+        };
         // Register for the wake-up before reading, so a write between the
         // read and the wait is not missed.
         let notified = self.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let first = self
-            .with(move |conn| read_changes(conn, cursor.0, limit))
+            .with(move |conn| read_changes(conn, after, limit))
             .await?;
         if !matches!(&first, Batch::Changes { changes, .. } if changes.is_empty()) || wait.is_zero()
         {
             return Ok(first);
         }
         let _ = tokio::time::timeout(wait, notified).await;
-        self.with(move |conn| read_changes(conn, cursor.0, limit))
+        self.with(move |conn| read_changes(conn, after, limit))
             .await
     }
 

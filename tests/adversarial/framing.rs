@@ -84,6 +84,7 @@ fn record(mut stream: TcpStream, seen: &Mutex<Seen>) {
 fn assert_refused_closing(response: &Response, status: u16, code: &str, upstream: &RawUpstream) {
     assert_eq!(response.status, status, "status; body: {}", response.text());
     assert_eq!(response.header("x-portcullis-error"), Some(code));
+    crate::support::assert_challenge(response, code);
     assert_eq!(response.json()["error"], code);
     assert_eq!(response.header("connection"), Some("close"));
     std::thread::sleep(Duration::from_millis(50));

@@ -183,15 +183,14 @@ fn compose_healthchecks_pass_on_running_services_and_fail_without_them() {
         .iter()
         .map(|arg| arg.replace("127.0.0.1/8081", &format!("127.0.0.1/{}", addr.port())))
         .collect();
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["demo-backend", "--listen", &addr.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("demo-backend");
+    // Not waited for: the healthcheck itself is what polls.
+    let backend = crate::support::binary::RunningBinary::portcullis(
+        &["demo-backend", "--listen", &addr.to_string()],
+        "warn",
+        false,
+    );
     let up = passes_soon(|| passes(&argv, &[]));
-    let _ = backend.kill();
-    let _ = backend.wait();
+    drop(backend);
     assert!(up, "{argv:?} on a running demo backend");
     assert!(!passes(&argv, &[]), "{argv:?} with no backend");
 

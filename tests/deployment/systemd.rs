@@ -177,25 +177,12 @@ fn the_units_admin_command_works_against_its_configuration() {
     );
     let config_path = store.path().join("portcullis.toml");
     std::fs::write(&config_path, config).expect("write config");
-    let mut gateway = Gateway(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("serve"),
+    let mut gateway = crate::support::binary::RunningBinary::portcullis(
+        &["serve", "--config", config_path.to_str().expect("utf-8")],
+        "warn",
+        false,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline, "the admin listener did not open");
-        assert!(
-            gateway.0.try_wait().expect("wait").is_none(),
-            "serve exited"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gateway.wait_listening(admin);
 
     // As an operator without sudo in a test: the same file, read directly.
     let command = replaced(
@@ -221,14 +208,4 @@ fn the_units_admin_command_works_against_its_configuration() {
         String::from_utf8_lossy(&out.stdout)
     );
     drop(gateway);
-}
-
-/// Stops the gateway however the test ends.
-struct Gateway(std::process::Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -313,12 +313,12 @@ pub fn tls_listener() -> String {
 /// curl to `https://localhost:{port}{target}` trusting the fixture CA,
 /// with `extra` options; returns what `-w write_out` printed.
 pub fn curl_https(port: u16, target: &str, write_out: &str, extra: &[&str]) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", write_out, "--cacert"])
-        .arg(tls_fixtures().join("test-ca.pem"))
-        .args(extra)
-        .arg(format!("https://localhost:{port}{target}"))
-        .output()
-        .expect("curl is needed");
+    let out = super::tool::output(
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", write_out, "--cacert"])
+            .arg(tls_fixtures().join("test-ca.pem"))
+            .args(extra)
+            .arg(format!("https://localhost:{port}{target}")),
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,20 +1,23 @@
 //! Shared test harness: real gateway, real upstream, real sockets.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod gateway;
 pub mod http;
 pub mod redis;
 pub mod tokens;
+pub mod tool;
 
 pub use gateway::{standard_config, TestGateway};
 pub use http::{curl_https, get, post, send, tls_fixtures, tls_listener, EchoUpstream, Response};
 pub use tokens::{bearer, claims, claims_with, sign};
 
-/// Asserts a gateway refusal in the contract's exact shape, and that the
-/// upstream saw nothing.
+/// Asserts a gateway refusal in the contract's exact shape (status, code,
+/// `WWW-Authenticate` challenge, body), and that the upstream saw nothing.
 #[track_caller]
 pub fn assert_refused(response: &Response, status: u16, code: &str, upstream: &EchoUpstream) {
     assert_eq!(response.status, status, "status; body: {}", response.text());
+    assert_challenge(response, code);
     assert_eq!(
         response.header("x-portcullis-error"),
         Some(code),
@@ -60,4 +63,53 @@ pub fn session_record(sub: &str, sid: &str, expires_at: u64) -> portcullis::stor
         grants: "{}".into(),
         sealed_pair: None,
     }
+}
+
+/// The `WWW-Authenticate` challenge the README's refusal table gives
+/// `code`, after `Bearer realm="…"` (the realm is the route's or the admin
+/// API's): the token outcomes name their error (and an expiry or a
+/// revocation its description), `insufficient_scope` the scope, every
+/// other code none. `invalid_request` has two rows: a malformed token
+/// request is challenged (`error="invalid_request"`), a bad path, head or
+/// body is not; either is accepted here, and nothing else.
+#[track_caller]
+pub fn assert_challenge(response: &Response, code: &str) {
+    let challenge = response.header("www-authenticate");
+    let after_realm = challenge.map(|c| {
+        let rest = c
+            .strip_prefix("Bearer realm=\"")
+            .unwrap_or_else(|| panic!("not a Bearer challenge with a realm first: {c}"));
+        let (realm, rest) = rest
+            .split_once('"')
+            .unwrap_or_else(|| panic!("an unterminated realm: {c}"));
+        assert!(!realm.is_empty(), "an empty realm: {c}");
+        rest
+    });
+    let expected = match code {
+        "token_missing" => "",
+        "token_invalid" => ", error=\"invalid_token\"",
+        "token_expired" => ", error=\"invalid_token\", error_description=\"token expired\"",
+        "token_revoked" => ", error=\"invalid_token\", error_description=\"token revoked\"",
+        "invalid_request" => {
+            if after_realm.is_none() {
+                return;
+            }
+            ", error=\"invalid_request\""
+        }
+        "insufficient_scope" => {
+            let rest = after_realm.unwrap_or_else(|| panic!("no challenge for {code}"));
+            let scope = rest
+                .strip_prefix(", error=\"insufficient_scope\", scope=\"")
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no scope in the challenge: {challenge:?}"));
+            assert!(!scope.is_empty(), "an empty scope: {challenge:?}");
+            return;
+        }
+        _ => {
+            assert_eq!(challenge, None, "{code} is not challenged");
+            return;
+        }
+    };
+    let rest = after_realm.unwrap_or_else(|| panic!("no WWW-Authenticate for {code}"));
+    assert_eq!(rest, expected, "WWW-Authenticate for {code}: {challenge:?}");
 }

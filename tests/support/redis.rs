@@ -73,11 +73,10 @@ impl RedisServer {
 
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status()
-                .expect("kill");
-            assert!(status.success(), "kill {signal}");
+            let sent = crate::support::tool::succeeds(
+                Command::new("kill").args([signal, &child.id().to_string()]),
+            );
+            assert!(sent, "kill {signal}");
         }
     }
 
@@ -86,18 +85,28 @@ impl RedisServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): the tests need it; scripts/test.sh installs it")
-            });
+            .stderr(Stdio::null());
+        let child = crate::support::tool::spawn(&mut command);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.ping().is_err() {
@@ -171,14 +180,12 @@ impl Sentinels {
                 primary.addr.port()
             );
             std::fs::write(&conf, text).expect("sentinel config");
-            let child = Command::new("redis-sentinel")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start redis-sentinel ({e}): the failover tests need it; scripts/test.sh installs it")
-                });
+            let child = crate::support::tool::spawn(
+                Command::new("redis-sentinel")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
             addrs.push(addr);
             children.push(child);
         }
@@ -265,6 +272,8 @@ impl RedisCluster {
     }
 
     fn start() -> Self {
+        // The nodes start through `sh`, which would only say it failed.
+        crate::support::tool::output(Command::new("redis-server").arg("--version"));
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         let mut children = Vec::new();
@@ -302,15 +311,15 @@ impl RedisCluster {
             }
         }
         let hosts: Vec<String> = nodes.iter().map(|a| a.to_string()).collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&hosts)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli --cluster create");
-        assert!(created.success(), "redis-cli --cluster create failed");
+        let created = crate::support::tool::succeeds(
+            Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&hosts)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        assert!(created, "redis-cli --cluster create failed");
         let cluster = Self {
             nodes,
             _children: children,

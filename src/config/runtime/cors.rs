@@ -13,6 +13,9 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+/// The headers that allow a CORS preflight (`Access-Control-Allow-*`, `Max-Age`).
+pub type PreflightAnswer = Vec<(HeaderName, HeaderValue)>;
+
 /// What a script on an allowed origin may read besides the safelisted
 /// headers: everything a client needs to follow the contract.
 pub const EXPOSED_HEADERS: &str =
@@ -81,9 +84,9 @@ impl CorsPolicy {
         headers
     }
 
-    /// The extra headers granting a preflight, or `None` when the origin,
+    /// The extra headers of a preflight's 204, or `None` when the origin,
     /// the method or one of the headers asked for is not allowed.
-    pub fn grant(&self, request: &HeaderMap) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    pub fn preflight_answer(&self, request: &HeaderMap) -> Option<PreflightAnswer> {
         let origin = request.get(ORIGIN)?;
         let method = request.get(ACCESS_CONTROL_REQUEST_METHOD)?.to_str().ok()?;
         let asked = request
@@ -97,12 +100,12 @@ impl CorsPolicy {
         let method_ok = self.methods.iter().any(|m| m == "*" || m == method);
         let headers_ok =
             self.headers.iter().any(|h| h == "*") || asked.iter().all(|h| self.headers.contains(h));
-        let mut granted = self.response_headers(origin);
-        if granted.is_empty() || !method_ok || !headers_ok {
+        let mut answer = self.response_headers(origin);
+        if answer.is_empty() || !method_ok || !headers_ok {
             return None;
         }
         let value = |s: String| HeaderValue::from_str(&s).ok();
-        granted.extend(
+        answer.extend(
             [
                 (ACCESS_CONTROL_ALLOW_METHODS, value(method.to_owned())),
                 (ACCESS_CONTROL_ALLOW_HEADERS, value(asked.join(", "))),
@@ -111,7 +114,7 @@ impl CorsPolicy {
             .into_iter()
             .filter_map(|(name, v)| v.filter(|v| !v.is_empty()).map(|v| (name, v))),
         );
-        Some(granted)
+        Some(answer)
     }
 }
 

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use pingora_core::connectors::http::Connector;
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::Session;
+// The engine calls one HTTP request and its answer a "session"; here that word
+// is the user's login session, so the engine's is an exchange.
+use pingora_proxy::Session as Exchange;
 use serde_json::Value;
 
 use super::common::{deliver, issuer, read_body, token_reply};
@@ -26,7 +28,7 @@ use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to
 use crate::proxy::respond::{Refusal, StoreCaller};
 use crate::session::cookie::login_cookie_mode;
 use crate::session::service::NewSession;
-use crate::session::{clean_device_label, Grants};
+use crate::session::{clean_device_label, Entitlements};
 use crate::state::AppState;
 use crate::vocabulary::DEVICE_NAME_HEADER;
 
@@ -51,7 +53,7 @@ struct LoginResponse {
 pub async fn serve(
     state: &AppState,
     runtime: &Runtime,
-    session: &mut Session,
+    exchange: &mut Exchange,
     id: &str,
     client: Option<&ClientAddress>,
 ) -> Result<&'static str, Refusal> {
@@ -60,15 +62,15 @@ pub async fn serve(
         .as_ref()
         .ok_or(Refusal::login_not_configured())?;
     let issuer = issuer(runtime)?;
-    let cookie_mode = cookie_mode(runtime, session)?;
-    let body = read_body(session, runtime.server.header_read_timeout).await?;
-    let device = device_label(session, &body);
-    let request = upstream_request(runtime, login, session, body.len(), id, client)?;
+    let cookie_mode = cookie_mode(runtime, exchange)?;
+    let body = read_body(exchange, runtime.server.header_read_timeout).await?;
+    let device = device_label(exchange, &body);
+    let request = upstream_request(runtime, login, exchange, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
     if !response.header.status.is_success() {
         let status = response.header.status.as_u16();
         tracing::info!(target: "portcullis::session", request_id = id, status, "login refused by the backend");
-        pass_through(session, runtime, login, response, id).await;
+        pass_through(exchange, runtime, login, response, id).await;
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
@@ -79,14 +81,14 @@ pub async fn serve(
         .await
         .map_err(|e| Refusal::session_failed(e, StoreCaller::Login))?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
-    deliver(session, token_reply(runtime, &pair, cookie_mode, id)).await;
+    deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
 }
 
 /// Whether the answer goes in the cookie (`session::cookie::login_cookie_mode`).
-fn cookie_mode(runtime: &Runtime, session: &Session) -> Result<bool, Refusal> {
+fn cookie_mode(runtime: &Runtime, exchange: &Exchange) -> Result<bool, Refusal> {
     let cookie = runtime.sessions.settings.cookie.as_ref();
-    Ok(login_cookie_mode(&session.req_header().headers, cookie)?)
+    Ok(login_cookie_mode(&exchange.req_header().headers, cookie)?)
 }
 
 /// The backend's answer within `[login] timeout`.
@@ -110,8 +112,8 @@ pub const LOGIN_REFUSED: &str = "login_refused";
 
 /// The device label: a `device_name` field, else `X-Device-Name`, else the
 /// User-Agent, cleaned like every label.
-fn device_label(session: &Session, body: &[u8]) -> String {
-    let headers = &session.req_header().headers;
+fn device_label(exchange: &Exchange, body: &[u8]) -> String {
+    let headers = &exchange.req_header().headers;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let from_body = body_fields(header(CONTENT_TYPE.as_str()), body).remove("device_name");
     let label = from_body
@@ -149,16 +151,16 @@ fn body_fields(content_type: Option<&str>, body: &[u8]) -> HashMap<String, Strin
 fn upstream_request(
     runtime: &Runtime,
     login: &LoginSettings,
-    session: &Session,
+    exchange: &Exchange,
     body_len: usize,
     id: &str,
     client: Option<&ClientAddress>,
 ) -> Result<RequestHeader, Refusal> {
     let mut request = RequestHeader::build("POST", login.path.as_bytes(), None)
         .map_err(|_| Refusal::internal())?;
-    copy_end_to_end(&session.req_header().headers, &mut request)?;
+    copy_end_to_end(&exchange.req_header().headers, &mut request)?;
     let build = |request: &mut RequestHeader| -> pingora_core::Result<()> {
-        to_upstream(runtime, session, request, &[], id, client)?;
+        to_upstream(runtime, exchange, request, &[], id, client)?;
         request.insert_header(CONTENT_LENGTH, body_len)
     };
     build(&mut request).map_err(|_| Refusal::bad_request())?;
@@ -243,7 +245,7 @@ fn identity(
         .get("scope")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let grants = Grants {
+    let entitlements = Entitlements {
         roles,
         scope,
         claims,
@@ -251,7 +253,7 @@ fn identity(
     .without_reserved_claims();
     Ok(NewSession {
         sub: sub.to_owned(),
-        grants,
+        entitlements,
         device,
     })
 }
@@ -281,7 +283,7 @@ fn claims(text: &str) -> Result<serde_json::Map<String, Value>, Refusal> {
 /// what every upstream answer gets (`proxy::headers::from_upstream`, under
 /// the global CORS policy: the endpoints have no route of their own).
 async fn pass_through(
-    session: &mut Session,
+    exchange: &mut Exchange,
     runtime: &Runtime,
     login: &LoginSettings,
     response: LoginResponse,
@@ -305,10 +307,12 @@ async fn pass_through(
             id,
         )?;
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
-        session
+        exchange
             .write_response_header(Box::new(header), false)
             .await?;
-        session.write_response_body(Some(response.body), true).await
+        exchange
+            .write_response_body(Some(response.body), true)
+            .await
     };
     if let Err(e) = written.await {
         tracing::debug!(target: TARGET, error = %e, "could not pass the login answer through");
