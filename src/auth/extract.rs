@@ -92,9 +92,9 @@ pub fn is_b64token(token: &[u8]) -> bool {
 /// and `access token` as `access_token`, `access_token[]` as an array of
 /// it, and `a[access_token]` as a member of `a` that a framework may hand
 /// on as `access_token`; a Unicode-folding framework (NFKC) reads the
-/// fullwidth `ａccess_token` as `access_token`. So every parameter name is
-/// percent-decoded until it stops changing, split at its brackets, each
-/// part folded from fullwidth to ASCII, stripped of everything but letters
+/// fullwidth `ａccess_token` as `access_token`, an unclosed `access[token`
+/// as `access_token`. So every parameter name is percent-decoded until it
+/// stops changing, read whole and split at its brackets, each part folded from fullwidth to ASCII, stripped of everything but letters
 /// and digits and compared case-insensitively with `accesstoken` and
 /// `refreshtoken`.
 ///
@@ -136,8 +136,10 @@ fn reads_as_credential(name: &str) -> bool {
         true => decoded_name(name).into(),
         false => name.as_bytes().into(),
     };
-    name.split(|b| matches!(b, b'[' | b']'))
-        .any(|part| CREDENTIAL_NAMES.iter().any(|c| folds_to(part, c)))
+    // Each bracketed part (`a[access_token]`), and the whole name too:
+    // PHP reads an unclosed `access[token` as `access_token`.
+    let credential = |part: &[u8]| CREDENTIAL_NAMES.iter().any(|c| folds_to(part, c));
+    credential(&name) || name.split(|b| matches!(b, b'[' | b']')).any(credential)
 }
 
 /// Whether `part`, folded (fullwidth to ASCII, letters and digits only,
@@ -306,6 +308,7 @@ mod tests {
             "x=1&Refresh-Token=t",
             "%2572efresh_token=t",
             "a[access_token]=t",
+            "access[token=t",
             "a[b][refresh_token]=t",
             "a%5Baccess_token%5D=t",
             "\u{ff41}ccess_token=t",

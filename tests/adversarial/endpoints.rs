@@ -235,6 +235,8 @@ fn credential_query_names_are_refused_in_every_spelling() {
         "/public?x=1&Refresh.Token=abc",
         "/public?x=%26refresh_token%3Dabc",
         "/public?a[access_token]=abc",
+        "/public?access[token=abc",
+        "/public?refresh]token=abc",
         "/public?a%5Baccess_token%5D=abc",
         "/public?a[b][refresh_token]=abc",
         "/public?%EF%BD%81ccess_token=abc",

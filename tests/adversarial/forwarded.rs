@@ -45,3 +45,32 @@ fn thousands_of_trusted_hops_are_cut_to_the_documented_bound() {
         assert_eq!(forwarded, expected, "{name}");
     }
 }
+
+/// The whole `X-Forwarded-*` family describes the hop, and only the
+/// gateway does: frameworks build redirects and links from
+/// `X-Forwarded-Prefix`, `-Port` and `-Ssl`, and some servers take the
+/// path from `X-Original-URL` or `X-Rewrite-URL`. A client's are removed
+/// on every route; the upstream gets none of them.
+#[test]
+fn a_clients_forwarding_family_and_path_overrides_never_reach_the_upstream() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let sent = [
+        ("X-Forwarded-Prefix", "//evil.example"),
+        ("x-forwarded-port", "1"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Original-URL", "/admin"),
+        ("x-rewrite-url", "/admin"),
+    ];
+    let lines: Vec<String> = sent.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let response = get(gateway.addr, "/public", &lines);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = upstream.only();
+    for (name, _) in sent {
+        assert!(seen.folded(name).is_empty(), "{name} reached the upstream");
+    }
+    // The gateway's own description of the hop still goes up.
+    assert_eq!(seen.folded("x-forwarded-for").len(), 1);
+}

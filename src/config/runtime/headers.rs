@@ -10,6 +10,13 @@ use http::{HeaderMap, HeaderValue};
 use crate::auth::IdentityHeaders;
 use crate::vocabulary::FORWARDING;
 
+/// The prefix of the forwarding family, folded.
+const X_FORWARDED_FAMILY: &str = "x-forwarded-";
+
+/// Headers that override the request's path on some servers (IIS URL
+/// Rewrite, older Symfony and Zend), folded.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
 pub struct HeaderRules {
     /// Lower-case, `-`-separated names.
     reserved: Vec<String>,
@@ -27,9 +34,18 @@ impl HeaderRules {
         Self { reserved }
     }
 
-    /// Whether `name`, folded, is one the gateway owns.
+    /// Whether `name`, folded, is one the gateway owns: an identity or
+    /// forwarding header it sets, any other of the `X-Forwarded-*` family
+    /// (`-Prefix`, `-Port`, `-Ssl`: frameworks build redirects and links
+    /// from them, and only the gateway may describe this hop), or a header
+    /// some servers take the request's path from (`X-Original-URL`,
+    /// `X-Rewrite-URL`), which would route past the gateway's path rules.
     pub fn is_reserved(&self, name: &str) -> bool {
         self.reserved.iter().any(|r| folds_to(name, r))
+            || name
+                .get(..X_FORWARDED_FAMILY.len())
+                .is_some_and(|head| folds_to(head, X_FORWARDED_FAMILY))
+            || PATH_OVERRIDES.iter().any(|r| folds_to(name, r))
     }
 
     /// The inbound header names to remove, and the rewritten `Connection`
