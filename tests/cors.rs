@@ -434,7 +434,7 @@ fn cookie_mode_serves_browsers_by_cookie_and_other_clients_by_body() {
         "/auth/login",
         &[
             FORM,
-            "Origin: http://gateway.test",
+            "Origin: https://gateway.test",
             "Sec-Fetch-Site: same-origin",
         ],
         CREDENTIALS,
@@ -442,6 +442,24 @@ fn cookie_mode_serves_browsers_by_cookie_and_other_clients_by_body() {
     assert_eq!(same_origin.status, 200, "{}", same_origin.text());
     assert!(same_origin.header("set-cookie").is_some());
     assert!(same_origin.json().get("refresh_token").is_none());
+
+    // The cookie is `Secure`: a page on plain HTTP and the same host (one
+    // a network attacker can serve) is not the gateway's origin.
+    let plain = post(
+        gateway.addr,
+        "/auth/login",
+        &[
+            FORM,
+            "Origin: http://gateway.test",
+            "Sec-Fetch-Site: same-origin",
+        ],
+        CREDENTIALS,
+    );
+    assert_eq!(plain.status, 403, "{}", plain.text());
+    assert_eq!(
+        plain.header("x-portcullis-error"),
+        Some("cross_site_request")
+    );
 }
 
 /// A 429 must be readable cross-origin, `Retry-After` included, or a

@@ -81,15 +81,22 @@ impl CookieSettings {
         }
     }
 
-    /// An allowed origin, or the gateway's own: `http(s)://` and the
-    /// request's `Host`.
+    /// An allowed origin, or the gateway's own: `https://` and the
+    /// request's `Host`. The refresh cookie is `Secure`, so a browser
+    /// holds it for the gateway's `https://` origin only; a page on
+    /// `http://` and the same host (one a network attacker can serve) is
+    /// another origin. Loopback is the exception browsers make too: they
+    /// keep `Secure` cookies for `http://localhost` and `127.0.0.1`, where
+    /// the demo runs.
     fn allowed_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
         let own = || {
-            let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+            let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
+                return false;
+            };
             let authority = origin
                 .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            matches!((host, authority), (Some(h), Some(a)) if h.eq_ignore_ascii_case(a))
+                .or_else(|| origin.strip_prefix("http://").filter(|a| loopback(a)));
+            authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
         };
         self.allowed_origins.iter().any(|a| a == origin) || own()
     }
@@ -110,6 +117,19 @@ impl CookieSettings {
     fn names(&self, pair: &str) -> bool {
         pair.split('=').next().map(str::trim) == Some(self.name.as_str())
     }
+}
+
+/// Whether an authority (`host[:port]`) names this machine: `localhost`,
+/// `127.0.0.0/8` or `[::1]`.
+fn loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A request made by a browser: it carries `Origin` or a `Sec-Fetch-*`
@@ -273,6 +293,13 @@ mod tests {
         let same = ("sec-fetch-site", "same-origin");
         assert!(cookie.same_site_call(&with(&[("origin", "https://app.example")])));
         assert!(cookie.same_site_call(&with(&[("origin", "https://gw.example"), same])));
+        // The cookie is `Secure`: the same host over plain HTTP is another
+        // origin, loopback (where browsers keep `Secure` cookies) excepted.
+        assert!(!cookie.same_site_call(&with(&[("origin", "http://gw.example")])));
+        let mut local = HeaderMap::new();
+        local.insert(HOST, "127.0.0.1:8080".parse().expect("host"));
+        local.insert(ORIGIN, "http://127.0.0.1:8080".parse().expect("origin"));
+        assert!(cookie.same_site_call(&local));
         assert!(cookie.same_site_call(&with(&[same])));
         assert!(!cookie.same_site_call(&with(&[("origin", "https://evil.example"), same])));
         assert!(!cookie.same_site_call(&with(&[

@@ -184,7 +184,10 @@ fn cookie_mode_refuses_what_no_browser_sends() {
         ),
         (
             "browser_body_token_same_origin",
-            vec!["Origin: http://gateway.test", "Sec-Fetch-Site: same-origin"],
+            vec![
+                "Origin: https://gateway.test",
+                "Sec-Fetch-Site: same-origin",
+            ],
             &in_body,
             400,
             "invalid_request",
