@@ -159,7 +159,7 @@ struct Fields<'h> {
     host: Field<'h>,
     content_length: Field<'h>,
     transfer_encoding: Field<'h>,
-    upgrade: bool,
+    upgrade: Upgrade,
     expects_continue: bool,
     /// A name that folds to a framing or routing header (see
     /// `header_names`), such as `Transfer_Encoding`.
@@ -172,7 +172,7 @@ impl<'h> Fields<'h> {
             host: Field::Absent,
             content_length: Field::Absent,
             transfer_encoding: Field::Absent,
-            upgrade: false,
+            upgrade: Upgrade::None,
             expects_continue: false,
             reserved_with_underscore: false,
         };
@@ -198,13 +198,30 @@ impl Fields<'_> {
     /// The fields that do not frame the body but still matter here.
     fn note(&mut self, name: &str, value: &[u8]) {
         if name.eq_ignore_ascii_case("upgrade") {
-            self.upgrade = true;
+            let websocket = trimmed(value).eq_ignore_ascii_case(b"websocket");
+            self.upgrade = match (self.upgrade, websocket) {
+                (Upgrade::None, true) => Upgrade::WebSocket,
+                _ => Upgrade::Other,
+            };
         } else if name.eq_ignore_ascii_case("expect") {
             self.expects_continue |= trimmed(value).eq_ignore_ascii_case(b"100-continue");
         } else if header_names::smuggles_a_reserved_name(name.as_bytes()) {
             self.reserved_with_underscore = true;
         }
     }
+}
+
+/// The protocol a request asks to switch to (RFC 9110 §7.8).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    /// One `Upgrade: websocket` (RFC 6455).
+    WebSocket,
+    /// Anything else, or more than one: after a 101 the connection would
+    /// be the backend's, speaking a protocol the gateway never judges
+    /// (`h2c`: HTTP/2 straight to the backend, past every route's policy
+    /// and the identity-header rules, the h2c smuggling class).
+    Other,
 }
 
 /// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, and a valid one.
@@ -233,9 +250,9 @@ fn framing(fields: &Fields, version: u8) -> Result<Framing, Refusal> {
     // a chunked body there would be read by the engine alone, whose size
     // parsing is laxer than the edge's (`chunked`), so it is refused.
     match (fields.upgrade, framing) {
-        (false, framing) => Ok(framing),
-        (true, Framing::Chunked) => Err(Refusal::bad_request()),
-        (true, _) => Ok(Framing::Open),
+        (Upgrade::None, framing) => Ok(framing),
+        (Upgrade::Other, _) | (Upgrade::WebSocket, Framing::Chunked) => Err(Refusal::bad_request()),
+        (Upgrade::WebSocket, _) => Ok(Framing::Open),
     }
 }
 

@@ -226,6 +226,15 @@ fn underscore_cases() -> Vec<Case> {
         refused("issue_20_smuggling", smuggling_request()),
         // The engine alone would read this body, an empty size as 0.
         refused("upgrade_with_chunked_body", upgrade),
+        // After a 101 the connection would speak HTTP/2 straight to the
+        // backend, past every route's policy (h2c smuggling).
+        refused(
+            "upgrade_h2c",
+            get("Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings"),
+        ),
+        refused("upgrade_websocket_and_h2c", get("Upgrade: websocket, h2c\r\nConnection: upgrade")),
+        refused("upgrade_twice", get("Upgrade: websocket\r\nUpgrade: websocket\r\nConnection: upgrade")),
+        refused("upgrade_tls", get("Upgrade: TLS/1.2\r\nConnection: upgrade")),
         refused("transfer_encoding", post("Transfer_Encoding: chunked")),
         refused(
             "transfer_encoding_lower",
