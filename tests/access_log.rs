@@ -228,16 +228,11 @@ fn a_head_refused_at_the_edge_gets_the_same_access_line_as_the_proxy() {
         .unwrap_or_else(|| panic!("no request id:\n{answer}"))
         .trim()
         .to_owned();
-    let log = gateway.stop();
-    let access = access_lines(&log);
-    let line = |id: &str| {
-        access
-            .iter()
-            .find(|l| l["request_id"] == id)
-            .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"))
-            .clone()
-    };
-    let (proxy, edge) = (line(&proxy_id), line(&edge_id));
+    // Lines leave through the log queue: wait for each, then compare.
+    let (proxy, edge) = (
+        gateway.wait_for_access_line(&proxy_id),
+        gateway.wait_for_access_line(&edge_id),
+    );
     let keys = |l: &Value| {
         let mut keys: Vec<String> = l.as_object().expect("object").keys().cloned().collect();
         keys.retain(|k| k != "error" && k != "timestamp");
