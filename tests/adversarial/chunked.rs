@@ -169,6 +169,52 @@ const STRICTER: [(&str, &str); 5] = [
     ),
 ];
 
+/// Whether the framing of `body` (not its chunk data) breaks a rule by
+/// which the edge is stricter than the engine (`STRICTER`): a size line
+/// without a leading hex digit, or a CR or LF in a size or trailer line
+/// that is not its CRLF end. Walks the chunks the way the engine would.
+fn stricter_by_rule(body: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        let Some(end) = body[at..].iter().position(|b| *b == b'\n').map(|i| at + i) else {
+            return false;
+        };
+        let line = &body[at..end];
+        let bare = |line: &[u8]| line.strip_suffix(b"\r").is_none_or(|l| l.contains(&b'\r'));
+        if line.first().is_none_or(|b| !b.is_ascii_hexdigit()) || bare(line) {
+            return true;
+        }
+        let digits: String = line
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .map(|b| char::from(*b))
+            .collect();
+        let Ok(size) = usize::from_str_radix(&digits, 16) else {
+            return false;
+        };
+        at = end + 1;
+        if size == 0 {
+            // Trailer lines, then the empty line.
+            while let Some(end) = body[at..].iter().position(|b| *b == b'\n').map(|i| at + i) {
+                let line = &body[at..end];
+                if bare(line) {
+                    return true;
+                }
+                if line == b"\r" {
+                    return false;
+                }
+                at = end + 1;
+            }
+            return false;
+        }
+        at += size;
+        if body.get(at..at + 2) != Some(b"\r\n") {
+            return false;
+        }
+        at += 2;
+    }
+}
+
 fn corpus() -> Vec<String> {
     let valid = [
         "0\r\n\r\n",
@@ -284,6 +330,22 @@ fn size_lines_up_to_the_bound_are_read_alike() {
     assert_eq!(edge(&[longer.as_bytes()]), Framed::Refused);
 }
 
+/// The rule the property below holds refusals to: it names every body
+/// `STRICTER` lists, and no well-formed one.
+#[test]
+fn the_stricter_rule_names_each_listed_body_and_no_valid_one() {
+    for (body, why) in STRICTER {
+        assert!(stricter_by_rule(body.as_bytes()), "{body:?}: {why}");
+    }
+    for body in [
+        "0\r\n\r\n",
+        "5\r\nhe\rlo\r\n0\r\n\r\n",
+        "5;ext=1\r\nhel\nl\r\n0\r\nX-T: 1\r\n\r\n",
+    ] {
+        assert!(!stricter_by_rule(body.as_bytes()), "{body:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -331,6 +393,11 @@ proptest! {
         match ours {
             Framed::Ends(_) => prop_assert_eq!(ours, theirs, "{:?}", text),
             Framed::Incomplete => prop_assert_eq!(ours, theirs, "{:?}", text),
+            // Refused where the engine reads on: only for a reason
+            // `STRICTER` gives, found in the framing itself.
+            Framed::Refused if theirs != Framed::Refused => {
+                prop_assert!(stricter_by_rule(&bytes), "refused without a reason: {:?}", text)
+            }
             Framed::Refused => {}
         }
         if theirs == Framed::Refused {
