@@ -20,6 +20,7 @@ pub mod header_names;
 pub mod headers;
 pub mod proxy_protocol;
 pub mod respond;
+mod stream_traits;
 
 use std::sync::Arc;
 use std::time::Instant;
