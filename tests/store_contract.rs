@@ -152,6 +152,7 @@ async fn a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_gr
         grace_ms: 0,
         sealed_pair: b"sealed".to_vec(),
         revoke_until: now + 300,
+        auth_time: None,
     };
     let winner_clock = now * 1000 + 500;
     assert_eq!(

@@ -39,6 +39,17 @@ pub struct AccessClaims {
         deserialize_with = "number_or_nothing"
     )]
     pub ver: Option<u64>,
+    /// When the user last proved their credentials (OIDC Core §2, RFC 9470
+    /// §3), Unix seconds: the gateway's own tokens carry their session's;
+    /// an external issuer's is used when it sent one. Anything but a whole
+    /// number reads as absent, and then a route with `max_auth_age`
+    /// refuses the token.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "number_or_nothing"
+    )]
+    pub auth_time: Option<u64>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",

@@ -34,14 +34,19 @@ pub enum AuthError {
     /// The route needs a role or scope the token lacks.
     #[error("insufficient scope")]
     InsufficientScope { required: String },
+    /// The route needs a login at most `max_age` seconds old (RFC 9470).
+    #[error("reauthentication required")]
+    ReauthenticationRequired { max_age: u64 },
 }
 
 impl AuthError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Missing | Self::Invalid(_) | Self::Expired | Self::Revoked => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Missing
+            | Self::Invalid(_)
+            | Self::Expired
+            | Self::Revoked
+            | Self::ReauthenticationRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope { .. } | Self::Disabled => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +64,7 @@ impl AuthError {
             Self::Disabled => "account_disabled",
             Self::Unavailable => "auth_unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::ReauthenticationRequired { .. } => "reauthentication_required",
         }
     }
 
@@ -72,6 +78,7 @@ impl AuthError {
             Self::Disabled => "disabled",
             Self::Unavailable => "unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::ReauthenticationRequired { .. } => "reauthentication_required",
         }
     }
 
@@ -86,6 +93,7 @@ impl AuthError {
             Self::Disabled => "the account is disabled",
             Self::Unavailable => "authentication is temporarily unavailable",
             Self::InsufficientScope { .. } => "the access token lacks a required role or scope",
+            Self::ReauthenticationRequired { .. } => "a more recent login is required",
         }
     }
 
@@ -104,6 +112,12 @@ impl AuthError {
             ),
             Self::InsufficientScope { required } => format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{required}\""
+            ),
+            // RFC 9470 §3: `max_age` tells the client how recent the new
+            // login must be.
+            Self::ReauthenticationRequired { max_age } => format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_user_authentication\", \
+                 error_description=\"a more recent login is required\", max_age={max_age}"
             ),
         })
     }

@@ -19,6 +19,8 @@ pub struct Issuance {
     /// The user's token version now: every token the gateway mints carries
     /// one, so "log out everywhere" catches it even within the same second.
     pub ver: u64,
+    /// When the user last proved their credentials, if the gateway saw it.
+    pub auth_time: Option<u64>,
     pub extra: Map<String, serde_json::Value>,
 }
 
@@ -35,6 +37,7 @@ pub fn claims_for(issuance: Issuance, issuer: &str, audience: &str, ttl: Duratio
         nbf: None,
         sid: issuance.sid,
         ver: Some(issuance.ver),
+        auth_time: issuance.auth_time,
         roles: issuance.roles,
         scope: issuance.scope,
         extra: issuance.extra,

@@ -1,6 +1,10 @@
-//! Per-route requirements on a verified token: roles and scopes.
+//! Per-route requirements on a verified token: roles, scopes and how
+//! recent the user's login must be (RFC 9470).
+
+use std::time::Duration;
 
 use super::{AccessClaims, AuthError};
+use crate::clock::unix_now;
 
 /// What a route asks of a token beyond being valid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -9,14 +13,37 @@ pub struct Requirement {
     pub any_role: Vec<String>,
     /// The token must carry every one of these scopes (RFC 6749 §3.3).
     pub all_scopes: Vec<String>,
+    /// `max_auth_age`: the token's `auth_time` must be at most this old.
+    pub max_auth_age: Option<Duration>,
 }
 
 impl Requirement {
     pub fn is_empty(&self) -> bool {
-        self.any_role.is_empty() && self.all_scopes.is_empty()
+        self.any_role.is_empty() && self.all_scopes.is_empty() && self.max_auth_age.is_none()
     }
 
+    /// Roles and scopes first: a token that lacks them is not helped by a
+    /// new login (`insufficient_scope`, 403). Then the login's age.
     pub fn check(&self, claims: &AccessClaims) -> Result<(), AuthError> {
+        self.check_entitlements(claims)?;
+        self.check_auth_age(claims, unix_now())
+    }
+
+    /// RFC 9470 §3: a token without `auth_time`, or whose `auth_time` lies
+    /// more than `max_auth_age` before `now`, must log in again. An
+    /// `auth_time` in the future (a clock ahead) counts as now.
+    pub fn check_auth_age(&self, claims: &AccessClaims, now: u64) -> Result<(), AuthError> {
+        let Some(max) = self.max_auth_age else {
+            return Ok(());
+        };
+        let max_age = max.as_secs();
+        match claims.auth_time {
+            Some(at) if now.saturating_sub(at) <= max_age => Ok(()),
+            _ => Err(AuthError::ReauthenticationRequired { max_age }),
+        }
+    }
+
+    fn check_entitlements(&self, claims: &AccessClaims) -> Result<(), AuthError> {
         let role_ok =
             self.any_role.is_empty() || self.any_role.iter().any(|r| claims.roles.contains(r));
         let scopes_ok = self

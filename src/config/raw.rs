@@ -519,6 +519,8 @@ pub struct RawRoute {
     pub roles: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Step-up (RFC 9470): the token's `auth_time` must be at most this old.
+    pub max_auth_age: Option<Spanned<HumanDuration>>,
     /// `match = "legacy"` for backends that read paths loosely.
     #[serde(default, rename = "match")]
     pub paths: PathMatch,

@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::auth::AuthError;
 use crate::metrics::METRICS;
 use crate::session::cookie::NotPresented;
-use crate::session::{LogoutError, RefreshError, SessionError};
+use crate::session::{LogoutError, ReauthError, RefreshError, SessionError};
 use crate::store::StoreError;
 use crate::vocabulary::{ERROR, REQUEST_ID};
 
@@ -381,6 +381,22 @@ impl Refusal {
             RefreshError::Store(e) => Self::store_failed(&e, StoreCaller::Refresh),
             RefreshError::Internal(what) => {
                 tracing::error!(target: "portcullis::proxy::endpoints", what, "refresh failed");
+                Self::internal()
+            }
+        }
+    }
+
+    /// A login that presented a refresh token could not keep its session:
+    /// the credentials were another user's (400 `invalid_request`, nothing
+    /// changed), or a fault (counted like a login's).
+    pub fn reauth_failed(error: ReauthError) -> Self {
+        match error {
+            ReauthError::OtherUser => Self::invalid_request(
+                "the refresh token belongs to another user; log out before logging in as another",
+            ),
+            ReauthError::Store(e) => Self::store_failed(&e, StoreCaller::Login),
+            ReauthError::Internal(what) => {
+                tracing::error!(target: "portcullis::proxy::login", what, "re-authentication failed");
                 Self::internal()
             }
         }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cookie::CookieSettings;
 pub use devices::{clean_device_label, DeviceList, DeviceSession};
-pub use service::{LogoutError, RefreshError, SessionError, Sessions};
+pub use service::{LogoutError, ReauthError, RefreshError, SessionError, Sessions};
 
 /// `[sessions]`, compiled.
 #[derive(Debug, Clone)]
@@ -57,8 +57,19 @@ pub struct Entitlements {
 }
 
 /// Claims the gateway sets itself; a login response cannot supply them.
-const RESERVED_CLAIMS: [&str; 11] = [
-    "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "ver", "roles", "scope",
+const RESERVED_CLAIMS: [&str; 12] = [
+    "iss",
+    "aud",
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "sid",
+    "ver",
+    "auth_time",
+    "roles",
+    "scope",
 ];
 
 impl Entitlements {

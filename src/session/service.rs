@@ -39,6 +39,18 @@ pub enum SessionError {
     Internal(&'static str),
 }
 
+/// Why a login that presented a refresh token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReauthError {
+    /// The credentials proved another user than the session's.
+    #[error("the refresh token belongs to another user")]
+    OtherUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogoutError {
     /// Neither a session to end nor a `jti` to revoke: only revoking the
@@ -104,6 +116,7 @@ impl Sessions {
             sub: new.sub,
             device: new.device,
             created: now,
+            auth_time: now,
             last_refresh: now,
             expires_at: now + self.settings.max_age.as_secs(),
             idle_ttl: self.settings.refresh_ttl.as_secs(),
@@ -206,6 +219,7 @@ impl Sessions {
             grace_ms: self.settings.reuse_grace.as_millis() as u64,
             sealed_pair,
             revoke_until: now + issuer.access_ttl.as_secs(),
+            auth_time: None,
         };
         match view.rotate(&rotation).await? {
             RotateOutcome::Rotated => Ok(pair),
@@ -220,6 +234,66 @@ impl Sessions {
                 Err(RefreshError::InvalidGrant("reuse_detected"))
             }
             RotateOutcome::Inactive => Err(RefreshError::InvalidGrant("session_inactive")),
+        }
+    }
+
+    /// A login that presented the current refresh token of a live session:
+    /// the user proved their credentials again on this device, so the
+    /// session keeps its `sid` and device entry and gets `auth_time = now`
+    /// and a new token pair. The presented token is rotated out without a
+    /// replay grace: presenting it again is reuse.
+    ///
+    /// `Ok(None)` when the token gives no session to keep (unknown, not the
+    /// current one, the session over or its user revoked): the caller
+    /// opens a new session, as for a login without one. A live session of
+    /// another user is refused and left as it was.
+    pub async fn reauthenticate(
+        &self,
+        view: &RevocationView,
+        issuer: &Issuer<'_>,
+        presented: &str,
+        sub: &str,
+    ) -> Result<Option<(TokenPair, SessionRecord)>, ReauthError> {
+        let store = view.store().as_ref();
+        let presented_hash = hash_refresh_token(presented);
+        let now = unix_now();
+        let Some(mut session) = store
+            .session_by_refresh(&presented_hash)
+            .await?
+            .filter(|s| s.is_live(now) && s.current_hash == presented_hash)
+        else {
+            return Ok(None);
+        };
+        let user = store.user(&session.sub).await?;
+        if user.disabled || user.version > session.version {
+            return Ok(None);
+        }
+        if session.sub != sub {
+            return Err(ReauthError::OtherUser);
+        }
+        let entitlements: Entitlements = serde_json::from_str(&session.grants)
+            .map_err(|_| ReauthError::Internal("stored entitlements unreadable"))?;
+        let refresh_token =
+            new_refresh_token().map_err(|_| ReauthError::Internal("random source failed"))?;
+        let new_hash = hash_refresh_token(&refresh_token);
+        session.auth_time = now;
+        let pair = access_pair(issuer, &session, &entitlements, user.version, refresh_token, now)
+            .map_err(ReauthError::Internal)?;
+        let rotation = Rotation {
+            sid: session.sid.clone(),
+            presented_hash,
+            new_hash,
+            now,
+            now_ms: unix_now_ms(),
+            grace_ms: self.settings.reuse_grace.as_millis() as u64,
+            sealed_pair: Vec::new(),
+            revoke_until: now + issuer.access_ttl.as_secs(),
+            auth_time: Some(now),
+        };
+        match view.rotate(&rotation).await? {
+            RotateOutcome::Rotated => Ok(Some((pair, session))),
+            // Another request rotated or ended it meanwhile: nothing to keep.
+            _ => Ok(None),
         }
     }
 
@@ -278,6 +352,7 @@ fn access_pair(
         scope: entitlements.scope.clone(),
         sid: Some(session.sid.clone()),
         ver: version,
+        auth_time: Some(session.auth_time),
         extra: entitlements.claims.clone(),
     };
     let (access_token, _) = mint(issuer.signer, issuance, issuer.issuer, issuer.audience, ttl)

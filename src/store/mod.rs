@@ -219,6 +219,10 @@ pub struct SessionRecord {
     pub device: String,
     /// Unix seconds.
     pub created: u64,
+    /// When the user last proved their credentials for this session (the
+    /// login that opened it, or a later re-authentication), Unix seconds.
+    /// Records written before it existed read it as `created`.
+    pub auth_time: u64,
     pub last_refresh: u64,
     /// Absolute end: `created + max_age`, never extended by rotation.
     pub expires_at: u64,
@@ -256,9 +260,13 @@ pub struct Rotation {
     pub now: u64,
     pub now_ms: u64,
     pub grace_ms: u64,
+    /// Empty: the presented token gets no replay (a re-authentication),
+    /// so presenting it again counts as reuse at once.
     pub sealed_pair: Vec<u8>,
     /// On reuse, the session's access tokens are revoked until then.
     pub revoke_until: u64,
+    /// A re-authentication: the session's new `auth_time`.
+    pub auth_time: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -478,7 +478,8 @@ impl Store for RedisStore {
             .arg(&marker)
             .arg(r.revoke_until)
             .arg(r.revoke_until + self.retention.after_expiry.as_secs())
-            .arg(self.retention.log_entries);
+            .arg(self.retention.log_entries)
+            .arg(r.auth_time.map(|t| t.to_string()).unwrap_or_default());
         // A replay hands out the pair of a rotation that may itself still
         // be unconfirmed (a retry after a failed wait): it waits too.
         let reply: Vec<Vec<u8>> = self

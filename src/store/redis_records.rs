@@ -9,7 +9,7 @@ use super::{SessionRecord, SessionStatus, StoreError};
 /// KEYS: session, new refresh index key, marker key, revoked index, stream,
 /// active sessions.
 /// ARGV: presented, new_hash, now, now_ms, grace_ms, sealed, sid, marker,
-/// revoke_until, revoke_expire_at, maxlen.
+/// revoke_until, revoke_expire_at, maxlen, auth_time (empty: unchanged).
 pub(super) const ROTATE: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'status', 'current_hash', 'previous_hash', 'rotated_at_ms',
   'expires_at', 'last_refresh', 'idle_ttl', 'sealed_pair')
@@ -19,6 +19,7 @@ if now >= tonumber(s[5]) or now >= tonumber(s[6]) + tonumber(s[7]) then return {
 if ARGV[1] == s[2] then
   redis.call('HSET', KEYS[1], 'current_hash', ARGV[2], 'previous_hash', ARGV[1], 'rotated_at_ms', ARGV[4],
     'last_refresh', ARGV[3], 'sealed_pair', ARGV[6])
+  if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'auth_time', ARGV[12]) end
   redis.call('SET', KEYS[2], ARGV[7], 'EXAT', s[5])
   return {'rotated'}
 end
@@ -58,6 +59,7 @@ pub(super) fn session_fields(session: &SessionRecord) -> Vec<(&'static str, Vec<
         ("sub", text(&session.sub)),
         ("device", text(&session.device)),
         ("created", number(session.created)),
+        ("auth_time", number(session.auth_time)),
         ("last_refresh", number(session.last_refresh)),
         ("expires_at", number(session.expires_at)),
         ("idle_ttl", number(session.idle_ttl)),
@@ -96,6 +98,11 @@ pub(super) fn parse_session(
             .map_err(|_| StoreError::Corrupt(format!("session {name} is not a number")))
     };
     let previous = text("previous_hash")?;
+    // Written before sessions had it: authenticated when opened.
+    let auth_time = match fields.get("auth_time") {
+        Some(_) => number("auth_time")?,
+        None => number("created")?,
+    };
     let sealed = fields.get("sealed_pair").filter(|b| !b.is_empty()).cloned();
     Ok(Some(SessionRecord {
         sid: text("sid")?,
@@ -112,6 +119,7 @@ pub(super) fn parse_session(
         status: SessionStatus::parse(&text("status")?)?,
         grants: text("grants")?,
         sealed_pair: sealed,
+        auth_time,
     }))
 }
 

@@ -65,11 +65,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE refresh_index (hash TEXT PRIMARY KEY, sid TEXT NOT NULL);
     CREATE INDEX refresh_index_sid ON refresh_index (sid);
 "#,
+    // Sessions opened before `auth_time` existed were last authenticated
+    // when they were opened.
+    r#"
+    ALTER TABLE sessions ADD COLUMN auth_time INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET auth_time = created;
+"#,
 ];
 
 const SESSION_COLUMNS: &str =
     "sid, sub, device, created, last_refresh, expires_at, idle_ttl, current_hash, \
-    previous_hash, rotated_at_ms, version, status, grants, sealed_pair";
+    previous_hash, rotated_at_ms, version, status, grants, sealed_pair, auth_time";
 
 fn read_session(row: &rusqlite::Row) -> rusqlite::Result<(SessionRecord, String)> {
     let status: String = row.get(11)?;
@@ -89,6 +95,7 @@ fn read_session(row: &rusqlite::Row) -> rusqlite::Result<(SessionRecord, String)
             status: SessionStatus::Active,
             grants: row.get(12)?,
             sealed_pair: row.get(13)?,
+            auth_time: row.get(14)?,
         },
         status,
     ))
@@ -425,7 +432,7 @@ impl Store for SqliteStore {
         let session = session.clone();
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     session.sid,
                     session.sub,
@@ -441,6 +448,7 @@ impl Store for SqliteStore {
                     session.status.as_str(),
                     session.grants,
                     session.sealed_pair,
+                    session.auth_time,
                 ],
             )?;
             tx.execute(
@@ -498,10 +506,12 @@ impl Store for SqliteStore {
                 return Ok(RotateOutcome::Inactive);
             }
             if r.presented_hash == session.current_hash {
+                let sealed = (!r.sealed_pair.is_empty()).then_some(&r.sealed_pair);
+                let auth_time = r.auth_time.unwrap_or(session.auth_time);
                 tx.execute(
                     "UPDATE sessions SET current_hash = ?2, previous_hash = ?3, rotated_at_ms = ?4, last_refresh = ?5, \
-                     sealed_pair = ?6 WHERE sid = ?1",
-                    params![r.sid, r.new_hash, r.presented_hash, r.now_ms, r.now, r.sealed_pair],
+                     sealed_pair = ?6, auth_time = ?7 WHERE sid = ?1",
+                    params![r.sid, r.new_hash, r.presented_hash, r.now_ms, r.now, sealed, auth_time],
                 )?;
                 tx.execute("INSERT INTO refresh_index (hash, sid) VALUES (?1, ?2)", params![r.new_hash, r.sid])?;
                 return Ok(RotateOutcome::Rotated);

@@ -52,6 +52,7 @@ pub fn session_record(sub: &str, sid: &str, expires_at: u64) -> portcullis::stor
         sub: sub.into(),
         device: "phone".into(),
         created: now,
+        auth_time: now,
         last_refresh: now,
         expires_at,
         idle_ttl: 3600,

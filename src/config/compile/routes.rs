@@ -1,8 +1,9 @@
 //! `[[routes]]` → the [`Route`]s of the route table: each route's host and
 //! path prefix in the form requests are matched in, its auth mode and
-//! requirement, and the pool it forwards to.
+//! requirement (roles, scopes, `max_auth_age`), and the pool it forwards to.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::upstreams::{named_pool, Pools};
 use crate::auth::Requirement;
@@ -43,6 +44,7 @@ fn route(
     if raw.auth != AuthMode::Required && !(raw.roles.is_empty() && raw.scopes.is_empty()) {
         sink.at(raw.path.span(), "roles and scopes need auth = \"required\"");
     }
+    let max_auth_age = max_auth_age(raw, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
     let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
     Some(Route {
@@ -54,6 +56,7 @@ fn route(
         requirement: Requirement {
             any_role: raw.roles.clone(),
             all_scopes: raw.scopes.clone(),
+            max_auth_age,
         },
         upstream,
         paths: raw.paths,
@@ -61,6 +64,21 @@ fn route(
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
     })
+}
+
+/// `max_auth_age`: more than zero, and on a route that reads tokens. On
+/// `auth = "none"` no token is ever read, so the setting could never be
+/// met: a mistake, not a policy. On `optional` it applies to a request
+/// that presents a token.
+fn max_auth_age(raw: &RawRoute, sink: &mut Diagnostics) -> Option<Duration> {
+    let spanned = raw.max_auth_age.as_ref()?;
+    let age = spanned.get_ref().0;
+    if age.as_secs() == 0 {
+        sink.at(spanned.span(), "max_auth_age must be at least one second");
+    } else if raw.auth == AuthMode::None {
+        sink.at(spanned.span(), "max_auth_age needs auth = \"required\" or \"optional\"");
+    }
+    Some(age)
 }
 
 /// Routes are matched against normalised request paths, so the configured

@@ -213,6 +213,10 @@ impl Runtime {
                     route.requirement.all_scopes.join("+")
                 );
             }
+            if let Some(age) = route.requirement.max_auth_age {
+                let sep = if requires.is_empty() { "" } else { " " };
+                let _ = write!(requires, "{sep}auth_age:{}s", age.as_secs());
+            }
             let _ = writeln!(
                 out,
                 "{:<24} {:<24} {:<9} {:<20} {}",

@@ -26,7 +26,7 @@ use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to_upstream};
 use crate::proxy::respond::{Refusal, StoreCaller};
-use crate::session::cookie::login_cookie_mode;
+use crate::session::cookie::{login_cookie_mode, presented_refresh_token, NotPresented};
 use crate::session::service::NewSession;
 use crate::session::{clean_device_label, Entitlements};
 use crate::state::AppState;
@@ -65,6 +65,7 @@ pub async fn serve(
     let cookie_mode = cookie_mode(runtime, exchange)?;
     let body = read_body(exchange, runtime.server.header_read_timeout).await?;
     let device = device_label(exchange, &body);
+    let presented = presented_refresh(runtime, exchange, &body)?;
     let request = upstream_request(runtime, login, exchange, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
     if !response.header.status.is_success() {
@@ -74,6 +75,18 @@ pub async fn serve(
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
+    if let Some(presented) = presented.as_deref() {
+        let kept = runtime
+            .sessions
+            .reauthenticate(&state.view, &issuer, presented, &new.sub)
+            .await
+            .map_err(Refusal::reauth_failed)?;
+        if let Some((pair, kept)) = kept {
+            tracing::info!(target: "portcullis::session", request_id = id, sub = %kept.sub, sid = %kept.sid, "re-authenticated");
+            deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
+            return Ok("ok");
+        }
+    }
     let store = state.view.store().as_ref();
     let (pair, opened) = runtime
         .sessions
@@ -83,6 +96,26 @@ pub async fn serve(
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
     deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
+}
+
+/// The refresh token a login presents to keep its session (step-up): a
+/// `refresh_token` field in the body, or the refresh cookie, under the
+/// same rules as a refresh (`session::cookie::presented_refresh_token`).
+/// `None` when there is none.
+fn presented_refresh(
+    runtime: &Runtime,
+    exchange: &Exchange,
+    body: &[u8],
+) -> Result<Option<String>, Refusal> {
+    let headers = &exchange.req_header().headers;
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let in_body = body_fields(content_type, body).remove("refresh_token");
+    let cookie = runtime.sessions.settings.cookie.as_ref();
+    match presented_refresh_token(headers, in_body.as_deref(), cookie) {
+        Ok(presented) => Ok(Some(presented.token.to_owned())),
+        Err(NotPresented::Missing) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Whether the answer goes in the cookie (`session::cookie::login_cookie_mode`).
