@@ -301,7 +301,7 @@ pub const REFRESH_OUTCOMES: [&str; 5] = [
 
 /// The outcomes of an authentication decision: created at zero for every
 /// route so an alert on, say, `token_revoked` sees its first event.
-const DECISION_OUTCOMES: [&str; 10] = [
+const DECISION_OUTCOMES: [&str; 11] = [
     "ok",
     "anonymous",
     "token_missing",
@@ -311,6 +311,7 @@ const DECISION_OUTCOMES: [&str; 10] = [
     "token_revoked",
     "account_disabled",
     "insufficient_scope",
+    "reauthentication_required",
     "auth_unavailable",
 ];
 

@@ -21,6 +21,7 @@ mod operations;
 mod paths;
 mod revocation;
 mod sessions;
+mod step_up;
 mod store_contract;
 mod token_hardening;
 mod verification;

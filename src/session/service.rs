@@ -277,8 +277,15 @@ impl Sessions {
             new_refresh_token().map_err(|_| ReauthError::Internal("random source failed"))?;
         let new_hash = hash_refresh_token(&refresh_token);
         session.auth_time = now;
-        let pair = access_pair(issuer, &session, &entitlements, user.version, refresh_token, now)
-            .map_err(ReauthError::Internal)?;
+        let pair = access_pair(
+            issuer,
+            &session,
+            &entitlements,
+            user.version,
+            refresh_token,
+            now,
+        )
+        .map_err(ReauthError::Internal)?;
         let rotation = Rotation {
             sid: session.sid.clone(),
             presented_hash,

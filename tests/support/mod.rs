@@ -106,6 +106,17 @@ pub fn assert_challenge(response: &Response, code: &str) {
             assert!(!scope.is_empty(), "an empty scope: {challenge:?}");
             return;
         }
+        "reauthentication_required" => {
+            let rest = after_realm.unwrap_or_else(|| panic!("no challenge for {code}"));
+            let max_age = rest
+                .strip_prefix(", error=\"insufficient_user_authentication\", error_description=\"a more recent login is required\", max_age=")
+                .unwrap_or_else(|| panic!("not an RFC 9470 challenge: {challenge:?}"));
+            assert!(
+                max_age.parse::<u64>().is_ok_and(|n| n > 0),
+                "max_age: {challenge:?}"
+            );
+            return;
+        }
         _ => {
             assert_eq!(challenge, None, "{code} is not challenged");
             return;

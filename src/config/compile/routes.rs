@@ -76,7 +76,10 @@ fn max_auth_age(raw: &RawRoute, sink: &mut Diagnostics) -> Option<Duration> {
     if age.as_secs() == 0 {
         sink.at(spanned.span(), "max_auth_age must be at least one second");
     } else if raw.auth == AuthMode::None {
-        sink.at(spanned.span(), "max_auth_age needs auth = \"required\" or \"optional\"");
+        sink.at(
+            spanned.span(),
+            "max_auth_age needs auth = \"required\" or \"optional\"",
+        );
     }
     Some(age)
 }

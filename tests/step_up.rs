@@ -1,0 +1,396 @@
+//! Step-up authentication at the edge (RFC 9470): the gateway's tokens
+//! carry `auth_time`, a route's `max_auth_age` refuses an older login with
+//! `401 reauthentication_required`, refresh keeps the login's time, and a
+//! login that presents the session's refresh token renews it for the same
+//! session and device. On SQLite and on Redis.
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::support::gateway::{standard_config, ADMIN_TOKEN};
+use crate::support::http::Recorded;
+use crate::support::redis::RedisServer;
+use crate::support::*;
+
+/// The backend's credential check: alice/secret and root/toor.
+fn login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    let body = String::from_utf8_lossy(&request.body).into_owned();
+    let ok = |sub: &str, roles: &str| {
+        let lines = vec![
+            format!("X-Auth-Subject: {sub}"),
+            format!("X-Auth-Roles: {roles}"),
+        ];
+        (200, lines, b"welcome".to_vec())
+    };
+    if body.contains("username=alice&password=secret") {
+        return ok("alice", "user");
+    }
+    if body.contains("username=root&password=toor") {
+        return ok("root", "admin");
+    }
+    (401, vec![], b"wrong password".to_vec())
+}
+
+/// Routes beyond the standard ones: `/account` wants a login of the last
+/// ten minutes, `/recent` of the last second, `/maybe-recent` is optional
+/// with a ten-minute bound.
+const STEP_UP_ROUTES: &str = r#"
+[[routes]]
+path = "/account"
+upstream = "echo"
+auth = "required"
+max_auth_age = "10m"
+
+[[routes]]
+path = "/recent"
+upstream = "echo"
+auth = "required"
+max_auth_age = "1s"
+
+[[routes]]
+path = "/maybe-recent"
+upstream = "echo"
+auth = "optional"
+max_auth_age = "10m"
+"#;
+
+struct Setup {
+    upstream: EchoUpstream,
+    _login: EchoUpstream,
+    gateway: TestGateway,
+    _redis: Option<RedisServer>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    Sqlite,
+    Redis,
+}
+
+fn setup(store: Store) -> Setup {
+    let upstream = EchoUpstream::start();
+    let login = EchoUpstream::start_with(login_backend);
+    let redis = (store == Store::Redis).then(RedisServer::start);
+    let store_table = redis
+        .as_ref()
+        .map(|r| format!("[store]\nurl = \"{}\"\n", r.url()))
+        .unwrap_or_default();
+    let config = format!(
+        "{}{STEP_UP_ROUTES}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\nreuse_grace = \"5s\"\n\n{store_table}",
+        standard_config(upstream.addr),
+        login.addr
+    );
+    Setup {
+        gateway: TestGateway::start(&config),
+        upstream,
+        _login: login,
+        _redis: redis,
+    }
+}
+
+/// Runs each flow on both stores as separate tests.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[test] fn $name() { super::$name(super::Store::Sqlite) } )* }
+        mod on_redis { $( #[test] fn $name() { super::$name(super::Store::Redis) } )* }
+    };
+}
+
+on_both_stores!(
+    a_fresh_login_passes_and_an_old_one_is_refused_after_refresh,
+    a_login_with_the_refresh_token_keeps_the_session_and_renews_auth_time,
+    a_login_as_another_user_with_the_refresh_token_changes_nothing,
+    a_login_with_a_dead_refresh_token_opens_a_new_session,
+);
+
+/// A login; `extra` is appended to the form body (`&refresh_token=…`).
+fn login(s: &Setup, credentials: &str, extra: &str) -> Response {
+    post(
+        s.gateway.addr,
+        "/auth/login",
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            "User-Agent: Alice's phone",
+        ],
+        &format!("{credentials}{extra}"),
+    )
+}
+
+fn pair(response: &Response) -> (String, String) {
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body = response.json();
+    let field = |name: &str| body[name].as_str().expect(name).to_owned();
+    (field("access_token"), field("refresh_token"))
+}
+
+fn refresh(s: &Setup, refresh_token: &str) -> Response {
+    post(
+        s.gateway.addr,
+        "/auth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        &format!("grant_type=refresh_token&refresh_token={refresh_token}"),
+    )
+}
+
+fn call(s: &Setup, path: &str, access_token: &str) -> Response {
+    get(s.gateway.addr, path, &[&bearer(access_token)])
+}
+
+/// The claims of a token, read without checking it.
+fn payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("a JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+fn devices(s: &Setup, access_token: &str) -> Vec<Value> {
+    let listed = get(s.gateway.addr, "/auth/sessions", &[&bearer(access_token)]);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    listed.json()["sessions"]
+        .as_array()
+        .expect("sessions")
+        .clone()
+}
+
+/// Long enough that a login is older than `/recent`'s one second.
+fn outlive_recent() {
+    std::thread::sleep(Duration::from_millis(2100));
+}
+
+/// The refusal exactly as RFC 9470 §3 and the contract give it.
+#[track_caller]
+fn assert_step_up(response: &Response, max_age: u64, upstream: &EchoUpstream) {
+    assert_refused(response, 401, "reauthentication_required", upstream);
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some(format!(
+            "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", \
+             error_description=\"a more recent login is required\", max_age={max_age}"
+        ))
+        .as_deref()
+    );
+}
+
+fn a_fresh_login_passes_and_an_old_one_is_refused_after_refresh(store: Store) {
+    let s = setup(store);
+    let (access, refresh_token) = pair(&login(&s, "username=alice&password=secret", ""));
+    let auth_time = payload(&access)["auth_time"].as_u64().expect("auth_time");
+    assert!(auth_time.abs_diff(tokens::now()) <= 2, "{auth_time}");
+    assert_eq!(call(&s, "/account", &access).status, 200);
+    assert_eq!(s.upstream.only().values("x-user-id"), ["alice"]);
+
+    outlive_recent();
+    let (refreshed, _) = pair(&refresh(&s, &refresh_token));
+    assert_eq!(
+        payload(&refreshed)["auth_time"],
+        auth_time,
+        "refresh carries the login's time forward"
+    );
+    s.upstream.clear();
+    assert_step_up(&call(&s, "/recent", &refreshed), 1, &s.upstream);
+    assert_eq!(
+        call(&s, "/account", &refreshed).status,
+        200,
+        "still within ten minutes"
+    );
+}
+
+fn a_login_with_the_refresh_token_keeps_the_session_and_renews_auth_time(store: Store) {
+    let s = setup(store);
+    let (access, refresh_token) = pair(&login(&s, "username=alice&password=secret", ""));
+    let sid = payload(&access)["sid"].clone();
+    outlive_recent();
+    assert_step_up(&call(&s, "/recent", &access), 1, &s.upstream);
+
+    let again = login(
+        &s,
+        "username=alice&password=secret",
+        &format!("&refresh_token={refresh_token}"),
+    );
+    let (renewed, renewed_refresh) = pair(&again);
+    assert_ne!(
+        renewed_refresh, refresh_token,
+        "the refresh token is rotated"
+    );
+    let claims = payload(&renewed);
+    assert_eq!(claims["sid"], sid, "the same session");
+    assert!(claims["auth_time"].as_u64() > payload(&access)["auth_time"].as_u64());
+    assert_eq!(call(&s, "/recent", &renewed).status, 200);
+    let listed = devices(&s, &renewed);
+    assert_eq!(listed.len(), 1, "no new device entry: {listed:?}");
+    assert_eq!(listed[0]["sid"], sid);
+
+    // The new refresh token carries the renewed time forward.
+    let (refreshed, newest_refresh) = pair(&refresh(&s, &renewed_refresh));
+    assert_eq!(payload(&refreshed)["auth_time"], claims["auth_time"]);
+
+    // The replaced token counts as rotated, without a replay grace:
+    // presented again, it is reuse and ends the session.
+    let replayed = refresh(&s, &refresh_token);
+    assert_eq!(replayed.status, 400, "{}", replayed.text());
+    assert_eq!(replayed.header("x-portcullis-error"), Some("invalid_grant"));
+    s.upstream.clear();
+    assert_refused(
+        &call(&s, "/", &refreshed),
+        401,
+        "token_revoked",
+        &s.upstream,
+    );
+    assert_eq!(refresh(&s, &newest_refresh).status, 400);
+}
+
+fn a_login_as_another_user_with_the_refresh_token_changes_nothing(store: Store) {
+    let s = setup(store);
+    let (access, refresh_token) = pair(&login(&s, "username=alice&password=secret", ""));
+    let other = login(
+        &s,
+        "username=root&password=toor",
+        &format!("&refresh_token={refresh_token}"),
+    );
+    assert_eq!(other.status, 400, "{}", other.text());
+    assert_eq!(other.header("x-portcullis-error"), Some("invalid_request"));
+    assert_eq!(other.json()["error"], "invalid_request");
+    assert!(other.json().get("access_token").is_none());
+
+    let root = send(
+        s.gateway.admin,
+        &format!("GET /admin/users/root/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"),
+    );
+    assert_eq!(root.json()["sessions"], json!([]), "no session for root");
+    assert_eq!(devices(&s, &access).len(), 1);
+    let (after, _) = pair(&refresh(&s, &refresh_token));
+    assert_eq!(
+        payload(&after)["sub"],
+        "alice",
+        "alice's token was not rotated"
+    );
+}
+
+fn a_login_with_a_dead_refresh_token_opens_a_new_session(store: Store) {
+    let s = setup(store);
+    let (access, refresh_token) = pair(&login(&s, "username=alice&password=secret", ""));
+    let ended = payload(&access)["sid"].clone();
+    let out = post(s.gateway.addr, "/auth/logout", &[&bearer(&access)], "");
+    assert_eq!(out.status, 200, "{}", out.text());
+    for dead in [refresh_token.as_str(), "not-a-refresh-token"] {
+        let fresh = login(
+            &s,
+            "username=alice&password=secret",
+            &format!("&refresh_token={dead}"),
+        );
+        let (access, _) = pair(&fresh);
+        assert_ne!(payload(&access)["sid"], ended, "a new session");
+        assert_eq!(call(&s, "/account", &access).status, 200);
+    }
+}
+
+/// Tokens signed with the fixture key: an old `auth_time`, none at all, or
+/// one that is not a number are refused on a step-up route and pass the
+/// routes without one. On an optional step-up route an anonymous request
+/// passes and an old token is refused.
+#[test]
+fn an_old_or_missing_auth_time_is_refused_before_the_upstream() {
+    let s = setup(Store::Sqlite);
+    let now = tokens::now();
+    let old = sign(
+        "test-eddsa",
+        &claims_with("alice", json!({"auth_time": now - 601})),
+    );
+    let recent = sign(
+        "test-eddsa",
+        &claims_with("alice", json!({"auth_time": now - 590})),
+    );
+    let without = sign("test-eddsa", &claims("alice"));
+    let text = sign(
+        "test-eddsa",
+        &claims_with("alice", json!({"auth_time": "yesterday"})),
+    );
+    for token in [&old, &without, &text] {
+        assert_step_up(&call(&s, "/account", token), 600, &s.upstream);
+        assert_step_up(&call(&s, "/maybe-recent", token), 600, &s.upstream);
+        assert_eq!(call(&s, "/orders", token).status, 200, "no step-up there");
+        s.upstream.clear();
+    }
+    assert_eq!(call(&s, "/account", &recent).status, 200);
+    assert_eq!(
+        get(s.gateway.addr, "/maybe-recent", &[]).status,
+        200,
+        "an anonymous request to an optional route"
+    );
+}
+
+#[test]
+fn trusted_issuance_counts_as_a_login_now() {
+    let s = setup(Store::Sqlite);
+    let body = json!({"sub": "sam", "device": "kiosk"}).to_string();
+    let issued = send(
+        s.gateway.admin,
+        &format!(
+            "POST /admin/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let (access, _) = pair(&issued);
+    let auth_time = payload(&access)["auth_time"].as_u64().expect("auth_time");
+    assert!(auth_time.abs_diff(tokens::now()) <= 2);
+    assert_eq!(call(&s, "/account", &access).status, 200);
+}
+
+#[test]
+fn check_refuses_a_zero_unreadable_or_unusable_max_auth_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    let text = r#"[tokens]
+issuer = "https://issuer.test"
+audience = "api"
+
+[[upstreams]]
+name = "legacy"
+targets = ["127.0.0.1:8081"]
+
+[[routes]]
+path = "/a"
+upstream = "legacy"
+max_auth_age = "0s"
+
+[[routes]]
+path = "/b"
+upstream = "legacy"
+auth = "none"
+max_auth_age = "10m"
+"#;
+    std::fs::write(&path, text).expect("write");
+    let file = path.display().to_string();
+    let err = check(&path);
+    for expected in [
+        format!("{file}:12:16: max_auth_age must be at least one second"),
+        format!("{file}:18:16: max_auth_age needs auth = \"required\" or \"optional\""),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{err}"
+        );
+    }
+    std::fs::write(&path, text.replace("\"0s\"", "\"soon\"")).expect("write");
+    let err = check(&path);
+    assert!(
+        err.starts_with(&format!("{file}:12:16: invalid duration")),
+        "{err}"
+    );
+}
+
+/// `portcullis check`'s standard error; it must fail.
+fn check(path: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run portcullis");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
