@@ -123,6 +123,7 @@ contract!(
     a_position_from_the_other_backend_is_behind,
     active_sessions_are_counted,
     a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace,
+    a_reauthentication_sets_auth_time_and_leaves_no_replay,
 );
 
 fn session(sid: &str, expires_at: u64) -> SessionRecord {
@@ -169,6 +170,70 @@ async fn a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_gr
             .expect("rotate"),
         RotateOutcome::Reused
     );
+}
+
+/// A re-authentication (step-up) rotates with the session's new
+/// `auth_time` and no sealed pair: the replaced token presented again,
+/// even within the grace period, is reuse. A plain rotation keeps the
+/// `auth_time` the session had.
+async fn a_reauthentication_sets_auth_time_and_leaves_no_replay(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    let mut record = session("step", now + 3600);
+    record.auth_time = now - 100;
+    store.create_session(&record).await.expect("create");
+    let rotation = |presented: &str, new_hash: &str, sealed: &[u8], auth_time| Rotation {
+        sid: "step".into(),
+        presented_hash: presented.into(),
+        new_hash: new_hash.into(),
+        now,
+        now_ms: now * 1000,
+        grace_ms: 60_000,
+        sealed_pair: sealed.to_vec(),
+        revoke_until: now + 300,
+        auth_time,
+    };
+    let auth_time = |store: Arc<dyn Store>| async move {
+        let session = store.session("step").await.expect("read");
+        session.expect("session").auth_time
+    };
+    let plain = rotation("hash-step", "hash-2", b"sealed", None);
+    assert_eq!(
+        store.rotate(&plain).await.expect("rotate"),
+        RotateOutcome::Rotated
+    );
+    assert_eq!(auth_time(Arc::clone(&store)).await, now - 100, "kept");
+    let step_up = rotation("hash-2", "hash-3", b"", Some(now));
+    assert_eq!(
+        store.rotate(&step_up).await.expect("rotate"),
+        RotateOutcome::Rotated
+    );
+    assert_eq!(auth_time(Arc::clone(&store)).await, now, "renewed");
+    let again = rotation("hash-2", "hash-4", b"sealed", None);
+    assert_eq!(
+        store.rotate(&again).await.expect("rotate"),
+        RotateOutcome::Reused
+    );
+}
+
+/// A session written before sessions had `auth_time` reads it as its
+/// `created`.
+#[tokio::test]
+async fn a_redis_session_without_auth_time_reads_it_as_created() {
+    let backend = redis().await;
+    let now = unix_now();
+    let mut record = session("legacy", now + 3600);
+    record.created = now - 50;
+    record.auth_time = now;
+    backend.store.create_session(&record).await.expect("create");
+    let redis = backend.redis.as_ref().expect("redis");
+    let _: i64 = ::redis::cmd("HDEL")
+        .arg(crate::support::redis::key("session:legacy"))
+        .arg("auth_time")
+        .query(&mut redis.connection())
+        .expect("hdel");
+    let read = backend.store.session("legacy").await.expect("read");
+    assert_eq!(read.expect("session").auth_time, now - 50);
 }
 
 async fn active_sessions_are_counted(backend: Backend) {

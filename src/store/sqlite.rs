@@ -588,4 +588,29 @@ mod tests {
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
         assert_eq!(stmt.get_status(StatementStatus::Run), 4);
     }
+
+    /// A store written before sessions had `auth_time`: opened by this
+    /// version, its sessions read `auth_time` as their `created`.
+    #[test]
+    fn a_session_from_before_auth_time_reads_it_as_created() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for migration in &MIGRATIONS[..2] {
+                conn.execute_batch(migration).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 2)
+                .expect("version");
+            conn.execute(
+                "INSERT INTO sessions (sid, sub, device, created, last_refresh, expires_at, idle_ttl, \
+                 current_hash, version, status, grants) VALUES ('s', 'u', 'd', 1000, 1000, 9000, 60, 'h', 0, 'active', '{}')",
+                [],
+            )
+            .expect("old session");
+        }
+        let conn = open_and_migrate(&path).expect("migrated");
+        let session = session_by_sid(&conn, "s").expect("read").expect("session");
+        assert_eq!(session.auth_time, 1000);
+    }
 }
