@@ -71,6 +71,11 @@ enum Store {
 }
 
 fn setup(store: Store) -> Setup {
+    setup_with(store, "")
+}
+
+/// `sessions` adds lines to `[sessions]`.
+fn setup_with(store: Store, sessions: &str) -> Setup {
     let upstream = EchoUpstream::start();
     let login = EchoUpstream::start_with(login_backend);
     let redis = (store == Store::Redis).then(RedisServer::start);
@@ -79,7 +84,7 @@ fn setup(store: Store) -> Setup {
         .map(|r| format!("[store]\nurl = \"{}\"\n", r.url()))
         .unwrap_or_default();
     let config = format!(
-        "{}{STEP_UP_ROUTES}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\nreuse_grace = \"5s\"\n\n{store_table}",
+        "{}{STEP_UP_ROUTES}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\nreuse_grace = \"5s\"\n{sessions}\n\n{store_table}",
         standard_config(upstream.addr),
         login.addr
     );
@@ -287,6 +292,53 @@ fn a_login_with_a_dead_refresh_token_opens_a_new_session(store: Store) {
         assert_ne!(payload(&access)["sid"], ended, "a new session");
         assert_eq!(call(&s, "/account", &access).status, 200);
     }
+}
+
+/// A browser re-authenticates with the refresh cookie it holds: the same
+/// session, a rotated cookie, a token that passes the step-up route.
+#[test]
+fn a_browser_login_with_the_refresh_cookie_keeps_the_session() {
+    let s = setup_with(
+        Store::Sqlite,
+        "cookie = true\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let origin = "Origin: https://app.example.com";
+    let browser_login = |cookie: &str| {
+        let mut headers = vec![form, origin];
+        if !cookie.is_empty() {
+            headers.push(cookie);
+        }
+        post(
+            s.gateway.addr,
+            "/auth/login",
+            &headers,
+            "username=alice&password=secret",
+        )
+    };
+    let cookie_of = |response: &Response| {
+        assert_eq!(response.status, 200, "{}", response.text());
+        let set = response.header("set-cookie").expect("Set-Cookie");
+        format!("Cookie: {}", set.split(';').next().expect("name=value"))
+    };
+    let access_of = |response: &Response| {
+        response.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    };
+    let first = browser_login("");
+    let cookie = cookie_of(&first);
+    let access = access_of(&first);
+    outlive_recent();
+    assert_step_up(&call(&s, "/recent", &access), 1, &s.upstream);
+
+    let again = browser_login(&cookie);
+    assert_ne!(cookie_of(&again), cookie, "the cookie is rotated");
+    let renewed = access_of(&again);
+    assert_eq!(payload(&renewed)["sid"], payload(&access)["sid"]);
+    assert_eq!(call(&s, "/recent", &renewed).status, 200);
+    assert_eq!(devices(&s, &renewed).len(), 1);
 }
 
 /// Tokens signed with the fixture key: an old `auth_time`, none at all, or
