@@ -446,3 +446,38 @@ fn check(path: &std::path::Path) -> String {
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// An external issuer's `auth_time` is used when it sends one; a token of
+/// it without one is refused on a step-up route and passes elsewhere.
+#[test]
+fn an_external_issuers_auth_time_is_used() {
+    let upstream = EchoUpstream::start();
+    let config = format!(
+        "{}{STEP_UP_ROUTES}\n[[issuers]]\nissuer = \"https://idp.test/\"\naudience = \"api.test\"\ntyp = [\"JWT\"]\n\n[[issuers.keys]]\nkid = \"idp-es256\"\nalgorithm = \"ES256\"\npublic_key_file = \"{{fixtures}}/test-es256.pub.pem\"\n",
+        standard_config(upstream.addr)
+    );
+    let gateway = TestGateway::start(&config);
+    let now = tokens::now();
+    let idp_token = |auth_time: Option<u64>| {
+        let mut claims = json!({"iss": "https://idp.test/", "aud": "api.test", "sub": "erin", "iat": now - 5, "exp": now + 300});
+        if let Some(at) = auth_time {
+            claims["auth_time"] = json!(at);
+        }
+        let (alg, key) = tokens::encoding_key("test-es256");
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.typ = Some("JWT".into());
+        header.kid = Some("idp-es256".into());
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    };
+    let at = |path: &str, token: &str| get(gateway.addr, path, &[&bearer(token)]);
+    assert_eq!(at("/account", &idp_token(Some(now - 60))).status, 200);
+    assert_eq!(upstream.only().values("x-user-id"), ["erin"]);
+    upstream.clear();
+    assert_step_up(
+        &at("/account", &idp_token(Some(now - 3600))),
+        600,
+        &upstream,
+    );
+    assert_step_up(&at("/account", &idp_token(None)), 600, &upstream);
+    assert_eq!(at("/orders", &idp_token(None)).status, 200);
+}
