@@ -15,7 +15,8 @@ use crate::support::http::Recorded;
 use crate::support::redis::RedisServer;
 use crate::support::*;
 
-/// The backend's credential check: alice/secret and root/toor.
+/// The backend's credential check: alice/secret (form or JSON) and
+/// root/toor.
 fn login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
     let body = String::from_utf8_lossy(&request.body).into_owned();
     let ok = |sub: &str, roles: &str| {
@@ -25,7 +26,9 @@ fn login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
         ];
         (200, lines, b"welcome".to_vec())
     };
-    if body.contains("username=alice&password=secret") {
+    let json: Value = serde_json::from_str(&body).unwrap_or_default();
+    let json_alice = json["username"] == "alice" && json["password"] == "secret";
+    if body.contains("username=alice&password=secret") || json_alice {
         return ok("alice", "user");
     }
     if body.contains("username=root&password=toor") {
@@ -59,7 +62,7 @@ max_auth_age = "10m"
 
 struct Setup {
     upstream: EchoUpstream,
-    _login: EchoUpstream,
+    login: EchoUpstream,
     gateway: TestGateway,
     _redis: Option<RedisServer>,
 }
@@ -91,7 +94,7 @@ fn setup_with(store: Store, sessions: &str) -> Setup {
     Setup {
         gateway: TestGateway::start(&config),
         upstream,
-        _login: login,
+        login,
         _redis: redis,
     }
 }
@@ -218,6 +221,16 @@ fn a_login_with_the_refresh_token_keeps_the_session_and_renews_auth_time(store: 
         &format!("&refresh_token={refresh_token}"),
     );
     let (renewed, renewed_refresh) = pair(&again);
+    let backend_saw = s
+        .login
+        .requests()
+        .pop()
+        .expect("the backend was asked")
+        .body;
+    assert_eq!(
+        backend_saw, b"username=alice&password=secret",
+        "the refresh token is the gateway's credential, not the backend's"
+    );
     assert_ne!(
         renewed_refresh, refresh_token,
         "the refresh token is rotated"
@@ -292,6 +305,35 @@ fn a_login_with_a_dead_refresh_token_opens_a_new_session(store: Store) {
         assert_ne!(payload(&access)["sid"], ended, "a new session");
         assert_eq!(call(&s, "/account", &access).status, 200);
     }
+}
+
+/// The same with a JSON body: the field is read there, and taken out of
+/// what the backend gets.
+#[test]
+fn a_json_login_with_the_refresh_token_keeps_the_session() {
+    let s = setup(Store::Sqlite);
+    let json_login = |body: Value| {
+        post(
+            s.gateway.addr,
+            "/auth/login",
+            &["Content-Type: application/json"],
+            &body.to_string(),
+        )
+    };
+    let credentials = json!({"username": "alice", "password": "secret"});
+    let (access, refresh_token) = pair(&json_login(credentials.clone()));
+    let mut again = credentials.clone();
+    again["refresh_token"] = json!(refresh_token);
+    let (renewed, _) = pair(&json_login(again));
+    assert_eq!(payload(&renewed)["sid"], payload(&access)["sid"]);
+    let seen = s
+        .login
+        .requests()
+        .pop()
+        .expect("the backend was asked")
+        .body;
+    let seen: Value = serde_json::from_slice(&seen).expect("JSON");
+    assert_eq!(seen, credentials);
 }
 
 /// A browser re-authenticates with the refresh cookie it holds: the same

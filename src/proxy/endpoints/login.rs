@@ -66,6 +66,7 @@ pub async fn serve(
     let body = read_body(exchange, runtime.server.header_read_timeout).await?;
     let device = device_label(exchange, &body);
     let presented = presented_refresh(runtime, exchange, &body)?;
+    let body = without_refresh_token(exchange, body);
     let request = upstream_request(runtime, login, exchange, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
     if !response.header.status.is_success() {
@@ -157,14 +158,41 @@ fn device_label(exchange: &Exchange, body: &[u8]) -> String {
     clean_device_label(label)
 }
 
-/// Form (`application/x-www-form-urlencoded`) or JSON string fields.
-fn body_fields(content_type: Option<&str>, body: &[u8]) -> HashMap<String, String> {
-    let is_json = content_type.is_some_and(|ct| {
+/// The body for the backend: a refresh token presented to keep the session
+/// is the gateway's credential, like the refresh cookie, and is taken out
+/// (the other fields stay as sent, in their order). A body without one
+/// goes as it came, byte for byte.
+fn without_refresh_token(exchange: &Exchange, body: Vec<u8>) -> Vec<u8> {
+    const FIELD: &str = "refresh_token";
+    let content_type = exchange.req_header().headers.get(CONTENT_TYPE);
+    let content_type = content_type.and_then(|v| v.to_str().ok());
+    if !body_fields(content_type, &body).contains_key(FIELD) {
+        return body;
+    }
+    if is_json(content_type) {
+        if let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&body) {
+            map.remove(FIELD);
+            return serde_json::to_vec(&map).unwrap_or_default();
+        }
+    }
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in form_urlencoded::parse(&body).filter(|(name, _)| name != FIELD) {
+        form.append_pair(&name, &value);
+    }
+    form.finish().into_bytes()
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
         ct.trim_start()
             .to_ascii_lowercase()
             .starts_with("application/json")
-    });
-    if is_json {
+    })
+}
+
+/// Form (`application/x-www-form-urlencoded`) or JSON string fields.
+fn body_fields(content_type: Option<&str>, body: &[u8]) -> HashMap<String, String> {
+    if is_json(content_type) {
         let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
             return HashMap::new();
         };
