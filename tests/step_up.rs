@@ -2,7 +2,7 @@
 //! carry `auth_time`, a route's `max_auth_age` refuses an older login with
 //! `401 reauthentication_required`, refresh keeps the login's time, and a
 //! login that presents the session's refresh token renews it for the same
-//! session and device. On SQLite and on Redis.
+//! session and device. On SQLite, Redis and a Redis Cluster.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::gateway::{standard_config, ADMIN_TOKEN};
 use crate::support::http::Recorded;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::*;
 
 /// The backend's credential check: alice/secret (form or JSON) and
@@ -71,6 +71,8 @@ struct Setup {
 enum Store {
     Sqlite,
     Redis,
+    /// The shared cluster, under a key prefix of the test's own.
+    Cluster,
 }
 
 fn setup(store: Store) -> Setup {
@@ -82,10 +84,15 @@ fn setup_with(store: Store, sessions: &str) -> Setup {
     let upstream = EchoUpstream::start();
     let login = EchoUpstream::start_with(login_backend);
     let redis = (store == Store::Redis).then(RedisServer::start);
-    let store_table = redis
-        .as_ref()
-        .map(|r| format!("[store]\nurl = \"{}\"\n", r.url()))
-        .unwrap_or_default();
+    let store_table = match (store, &redis) {
+        (_, Some(r)) => format!("[store]\nurl = \"{}\"\n", r.url()),
+        (Store::Cluster, None) => format!(
+            "[store]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+            RedisCluster::shared().url(),
+            RedisCluster::fresh_prefix()
+        ),
+        _ => String::new(),
+    };
     let config = format!(
         "{}{STEP_UP_ROUTES}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\n\n[sessions]\nreuse_grace = \"5s\"\n{sessions}\n\n{store_table}",
         standard_config(upstream.addr),
@@ -104,6 +111,7 @@ macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[test] fn $name() { super::$name(super::Store::Sqlite) } )* }
         mod on_redis { $( #[test] fn $name() { super::$name(super::Store::Redis) } )* }
+        mod on_cluster { $( #[test] fn $name() { super::$name(super::Store::Cluster) } )* }
     };
 }
 
