@@ -360,7 +360,9 @@ fn access_pair(
         sid: Some(session.sid.clone()),
         ver: version,
         auth_time: Some(session.auth_time),
-        extra: entitlements.claims.clone(),
+        // Grants stored before `auth_time` was reserved may carry a claim
+        // of that name: it must not stand beside the session's own.
+        extra: entitlements.clone().without_reserved_claims().claims,
     };
     let (access_token, _) = mint(issuer.signer, issuance, issuer.issuer, issuer.audience, ttl)
         .map_err(|_| "signing failed")?;
@@ -370,4 +372,70 @@ fn access_pair(
         expires_in: ttl.as_secs(),
         refresh_token,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::{KeyMaterial, Keyring};
+    use crate::config::raw::KeyAlgorithm;
+    use crate::store::SessionStatus;
+
+    /// The payload of a token as its JSON text, unchecked.
+    fn payload_text(token: &str) -> String {
+        use base64::Engine;
+        let part = token.split('.').nth(1).expect("a JWS");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64url");
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    /// Every token of a session carries the session's `auth_time`, once:
+    /// a claim of that name in grants stored before it was reserved is
+    /// dropped, not written beside it (a duplicate member no verifier reads).
+    #[test]
+    fn a_token_carries_the_sessions_auth_time_over_a_stored_claim() {
+        let mut ring = Keyring::default();
+        let secret = KeyMaterial::Secret(b"0123456789abcdef0123456789abcdef");
+        ring.add("hs", KeyAlgorithm::HS256, secret).expect("key");
+        let signer = ring.take_signing("hs").expect("signer");
+        let issuer = Issuer {
+            signer: &signer,
+            issuer: "https://issuer.test",
+            audience: "api",
+            access_ttl: Duration::from_secs(300),
+        };
+        let mut claims = serde_json::Map::new();
+        claims.insert("auth_time".into(), 1.into());
+        claims.insert("email".into(), "a@example.com".into());
+        let entitlements = Entitlements {
+            claims,
+            ..Entitlements::default()
+        };
+        let session = SessionRecord {
+            sid: "s".into(),
+            sub: "alice".into(),
+            device: "phone".into(),
+            created: 1_000,
+            auth_time: 1_500,
+            last_refresh: 1_500,
+            expires_at: u64::MAX / 2,
+            idle_ttl: 60,
+            current_hash: "h".into(),
+            previous_hash: None,
+            rotated_at_ms: 0,
+            version: 0,
+            status: SessionStatus::Active,
+            grants: String::new(),
+            sealed_pair: None,
+        };
+        let pair =
+            access_pair(&issuer, &session, &entitlements, 0, "r".into(), 2_000).expect("pair");
+        let text = payload_text(&pair.access_token);
+        assert_eq!(text.matches("\"auth_time\"").count(), 1, "{text}");
+        let claims: serde_json::Value = serde_json::from_str(&text).expect("claims");
+        assert_eq!(claims["auth_time"], 1_500);
+        assert_eq!(claims["email"], "a@example.com");
+    }
 }
