@@ -64,3 +64,54 @@ impl Requirement {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::claims::Audience;
+
+    fn claims(auth_time: Option<u64>) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            aud: Audience::One("a".into()),
+            sub: "alice".into(),
+            jti: String::new(),
+            iat: 0,
+            exp: 0,
+            nbf: None,
+            sid: None,
+            ver: None,
+            auth_time,
+            roles: Vec::new(),
+            scope: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// `max_auth_age` is inclusive: exactly that old passes, a second more
+    /// does not; no `auth_time` never passes; one ahead of the clock is now.
+    #[test]
+    fn the_login_age_is_bounded_inclusively() {
+        let requirement = Requirement {
+            max_auth_age: Some(Duration::from_secs(600)),
+            ..Requirement::default()
+        };
+        let now = 10_000;
+        let refused = Err(AuthError::ReauthenticationRequired { max_age: 600 });
+        assert_eq!(
+            requirement.check_auth_age(&claims(Some(now - 600)), now),
+            Ok(())
+        );
+        assert_eq!(
+            requirement.check_auth_age(&claims(Some(now - 601)), now),
+            refused
+        );
+        assert_eq!(requirement.check_auth_age(&claims(None), now), refused);
+        assert_eq!(
+            requirement.check_auth_age(&claims(Some(now + 5)), now),
+            Ok(())
+        );
+        let none = Requirement::default();
+        assert_eq!(none.check_auth_age(&claims(None), now), Ok(()));
+    }
+}
