@@ -254,20 +254,12 @@ impl Sessions {
         presented: &str,
         sub: &str,
     ) -> Result<Option<(TokenPair, SessionRecord)>, ReauthError> {
-        let store = view.store().as_ref();
         let presented_hash = hash_refresh_token(presented);
         let now = unix_now();
-        let Some(mut session) = store
-            .session_by_refresh(&presented_hash)
-            .await?
-            .filter(|s| s.is_live(now) && s.current_hash == presented_hash)
-        else {
+        let store = view.store().as_ref();
+        let Some((mut session, version)) = live_session(store, &presented_hash, now).await? else {
             return Ok(None);
         };
-        let user = store.user(&session.sub).await?;
-        if user.disabled || user.version > session.version {
-            return Ok(None);
-        }
         if session.sub != sub {
             return Err(ReauthError::OtherUser);
         }
@@ -277,15 +269,8 @@ impl Sessions {
             new_refresh_token().map_err(|_| ReauthError::Internal("random source failed"))?;
         let new_hash = hash_refresh_token(&refresh_token);
         session.auth_time = now;
-        let pair = access_pair(
-            issuer,
-            &session,
-            &entitlements,
-            user.version,
-            refresh_token,
-            now,
-        )
-        .map_err(ReauthError::Internal)?;
+        let pair = access_pair(issuer, &session, &entitlements, version, refresh_token, now)
+            .map_err(ReauthError::Internal)?;
         let rotation = Rotation {
             sid: session.sid.clone(),
             presented_hash,
@@ -336,6 +321,28 @@ impl Sessions {
         view.revoke_token(&claims.jti, claims.exp).await?;
         Ok(())
     }
+}
+
+/// The live session whose current refresh token hashes to `hash`, with
+/// its user's version; `None` when it is unknown, rotated out, over, or
+/// its user was disabled or logged out everywhere since.
+async fn live_session(
+    store: &dyn Store,
+    hash: &str,
+    now: u64,
+) -> Result<Option<(SessionRecord, u64)>, StoreError> {
+    let Some(session) = store
+        .session_by_refresh(hash)
+        .await?
+        .filter(|s| s.is_live(now) && s.current_hash == hash)
+    else {
+        return Ok(None);
+    };
+    let user = store.user(&session.sub).await?;
+    if user.disabled || user.version > session.version {
+        return Ok(None);
+    }
+    Ok(Some((session, user.version)))
 }
 
 /// A new access token for the session, never outliving it, with `refresh_token`.

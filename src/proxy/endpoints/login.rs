@@ -27,8 +27,8 @@ use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to_upstream};
 use crate::proxy::respond::{Refusal, StoreCaller};
 use crate::session::cookie::{login_cookie_mode, presented_refresh_token, NotPresented};
-use crate::session::service::NewSession;
-use crate::session::{clean_device_label, Entitlements};
+use crate::session::service::{Issuer, NewSession};
+use crate::session::{clean_device_label, Entitlements, TokenPair};
 use crate::state::AppState;
 use crate::vocabulary::DEVICE_NAME_HEADER;
 
@@ -76,27 +76,40 @@ pub async fn serve(
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
-    if let Some(presented) = presented.as_deref() {
+    let pair = session_for(state, runtime, &issuer, new, presented.as_deref(), id).await?;
+    deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
+    Ok("ok")
+}
+
+/// The pair for a user the backend vouched for: the presented session
+/// kept (step-up) when it is the user's and live, else a new session.
+async fn session_for(
+    state: &AppState,
+    runtime: &Runtime,
+    issuer: &Issuer<'_>,
+    new: NewSession,
+    presented: Option<&str>,
+    id: &str,
+) -> Result<TokenPair, Refusal> {
+    if let Some(presented) = presented {
         let kept = runtime
             .sessions
-            .reauthenticate(&state.view, &issuer, presented, &new.sub)
+            .reauthenticate(&state.view, issuer, presented, &new.sub)
             .await
             .map_err(Refusal::reauth_failed)?;
         if let Some((pair, kept)) = kept {
             tracing::info!(target: "portcullis::session", request_id = id, sub = %kept.sub, sid = %kept.sid, "re-authenticated");
-            deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
-            return Ok("ok");
+            return Ok(pair);
         }
     }
     let store = state.view.store().as_ref();
     let (pair, opened) = runtime
         .sessions
-        .open(store, &issuer, new)
+        .open(store, issuer, new)
         .await
         .map_err(|e| Refusal::session_failed(e, StoreCaller::Login))?;
     tracing::info!(target: "portcullis::session", request_id = id, sub = %opened.sub, sid = %opened.sid, "login");
-    deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
-    Ok("ok")
+    Ok(pair)
 }
 
 /// The refresh token a login presents to keep its session (step-up): a
