@@ -26,7 +26,11 @@ impl Requirement {
     /// new login (`insufficient_scope`, 403). Then the login's age.
     pub fn check(&self, claims: &AccessClaims) -> Result<(), AuthError> {
         self.check_entitlements(claims)?;
-        self.check_auth_age(claims, unix_now())
+        // The clock is read only where a route bounds the login's age.
+        match self.max_auth_age {
+            Some(_) => self.check_auth_age(claims, unix_now()),
+            None => Ok(()),
+        }
     }
 
     /// RFC 9470 §3: a token without `auth_time`, or whose `auth_time` lies
