@@ -23,4 +23,5 @@ mod revocation;
 mod sessions;
 mod store_contract;
 mod token_hardening;
+mod upstream_tls;
 mod verification;
