@@ -100,7 +100,7 @@ fn run_openssl(command: &mut Command) {
 struct Server {
     addr: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -123,7 +123,9 @@ impl Server {
 
 /// nginx on a free loopback port with the fixture server certificate,
 /// requiring a client certificate signed by `client_ca`, answering
-/// `ok <the client certificate's subject DN>`.
+/// `ok <the client certificate's subject DN>`, with the number of the TLS
+/// connection in `X-Connection` (to tell a reused connection from a new
+/// one).
 fn nginx(client_ca: &Path) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, fixtures, d) = (free_addr(), tls_fixtures(), dir.path().display());
@@ -147,6 +149,7 @@ http {{
         ssl_verify_client on;
         location / {{
             default_type text/plain;
+            add_header X-Connection $connection always;
             return 200 "ok $ssl_client_s_dn";
         }}
     }}
@@ -166,12 +169,7 @@ http {{
             .arg(dir.path())
             .args(["-e", &format!("{d}/error.log"), "-g", "daemon off;"]),
     );
-    Server {
-        addr,
-        child,
-        _dir: dir,
-    }
-    .wait_listening()
+    Server { addr, child, dir }.wait_listening()
 }
 
 /// `openssl s_server` requiring a client certificate (`-Verify`): without
@@ -193,12 +191,7 @@ fn handshake_refusing_server(client_ca: &Path) -> Server {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
-    Server {
-        addr,
-        child,
-        _dir: dir,
-    }
-    .wait_listening()
+    Server { addr, child, dir }.wait_listening()
 }
 
 /// The configuration: the `echo` upstream (unused), and `mtls` at
@@ -292,14 +285,58 @@ fn a_reload_swaps_the_client_certificate() {
     };
     install(1);
     let gateway = TestGateway::start(&config(&echo, server.addr, &client_cert_lines(&cert, &key)));
-    let seen = || get(gateway.addr, "/who", &[]).text();
-    assert_eq!(seen(), "ok CN=portcullis-gateway-1");
-    // Twice: the second request may ride the pooled connection.
-    assert_eq!(seen(), "ok CN=portcullis-gateway-1");
+    let seen = || {
+        let response = get(gateway.addr, "/who", &[]);
+        let connection = response.header("x-connection").map(str::to_owned);
+        (response.text(), connection.expect("X-Connection"))
+    };
+    let (first, connection) = seen();
+    assert_eq!(first, "ok CN=portcullis-gateway-1");
+    // The gateway keeps the connection: without the certificate in the
+    // reuse key, the request after the reload would ride it.
+    assert_eq!(seen(), (first, connection.clone()), "pooled and reused");
     install(2);
     assert_eq!(gateway.reload().status, 200);
-    assert_eq!(seen(), "ok CN=portcullis-gateway-2");
-    assert_eq!(seen(), "ok CN=portcullis-gateway-2");
+    let (after, new_connection) = seen();
+    assert_eq!(after, "ok CN=portcullis-gateway-2");
+    assert_ne!(new_connection, connection);
+    assert_eq!(seen().0, "ok CN=portcullis-gateway-2");
+}
+
+/// The pool's health check presents the certificate too: a check that
+/// went without it would get nginx's 400, mark the only target unhealthy
+/// and turn every request into a 503.
+#[test]
+fn the_health_check_presents_the_client_certificate() {
+    let pki = ClientPki::new();
+    let server = nginx(&pki.path("ca.pem"));
+    let echo = EchoUpstream::start();
+    let (cert, key) = pki.pair(1);
+    let lines = format!(
+        "{}\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", unhealthy_threshold = 1 }}",
+        client_cert_lines(&cert, &key)
+    );
+    let gateway = TestGateway::start(&config(&echo, server.addr, &lines));
+    let log = server.dir.path().join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Checks run about once a second; wait for two.
+    while std::fs::read_to_string(&log).map_or(0, |l| l.matches("/healthz").count()) < 2 {
+        assert!(Instant::now() < deadline, "no health check reached nginx");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let after = get(gateway.addr, "/hello", &[]);
+    assert_eq!(
+        (after.status, after.text()),
+        (200, "ok CN=portcullis-gateway-1".to_owned())
+    );
+    let checks = std::fs::read_to_string(&log).expect("access log");
+    assert!(
+        checks
+            .lines()
+            .filter(|l| l.contains("/healthz"))
+            .all(|l| l.contains("\" 200 ")),
+        "{checks}"
+    );
 }
 
 /// `portcullis check` on `text` (written to `dir`): the exit code and
