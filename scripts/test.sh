@@ -25,6 +25,9 @@ command -v curl >/dev/null || needed+=(curl)
 command -v python3 >/dev/null || needed+=(python3)
 # openssl reads the keys `portcullis keygen` writes, as operators' tools do.
 command -v openssl >/dev/null || needed+=(openssl)
+# nginx is the upstream that requires a client certificate (mTLS) in
+# tests/upstream_tls.rs; Debian installs it in /usr/sbin.
+command -v nginx >/dev/null || needed+=(nginx)
 # The deployment files' checkers: systemd-analyze verifies the systemd
 # unit, the shellcheck package lints scripts/demo.sh and this script, and
 # python3-venv makes the venv below.

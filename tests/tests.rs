@@ -24,4 +24,5 @@ mod sessions;
 mod step_up;
 mod store_contract;
 mod token_hardening;
+mod upstream_tls;
 mod verification;

@@ -444,6 +444,11 @@ pub struct RawUpstream {
     pub sni: Option<String>,
     /// PEM file of the CA certificates to trust instead of the system's.
     pub ca_file: Option<Spanned<PathBuf>>,
+    /// PEM certificate chain the gateway presents to targets that ask for
+    /// a client certificate (mTLS); needs `client_key` and `tls = true`.
+    pub client_cert: Option<Spanned<PathBuf>>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<Spanned<PathBuf>>,
     /// How often target names are resolved again (addresses never are).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Spanned<HumanDuration>,

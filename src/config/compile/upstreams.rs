@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::upstreams::peer::PeerOptions;
-use pingora_core::utils::tls::{parse_x509, WrappedX509};
+use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use toml::Spanned;
 
 use crate::config::raw::{RawHealthCheck, RawUpstream};
 use crate::config::runtime::discovery::{DnsDiscovery, Target};
 use crate::config::runtime::upstream::UpstreamPool;
+use crate::config::runtime::TlsFiles;
 use crate::config::Diagnostics;
 
 /// The pools by upstream name, for the routes and `[login]` that name them.
@@ -67,6 +68,8 @@ struct CheckedUpstream {
     options: PeerOptions,
     /// The SNI to send, when the targets speak TLS.
     tls_sni: Option<String>,
+    /// The client certificate to present, when the targets ask for one.
+    client_cert: Option<Arc<CertKey>>,
     /// The health check, and how often it runs.
     health_check: Option<(HttpHealthCheck, Duration)>,
 }
@@ -90,15 +93,19 @@ fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -
         .collect();
     let mut options = peer_options(upstream);
     let tls_sni = upstream_tls(upstream, &mut options, base, sink);
-    // Checks speak to the targets as requests do: TLS, SNI, CAs.
+    let client_cert = client_cert(upstream, base, sink);
+    // Checks speak to the targets as requests do: TLS, SNI, CAs, client
+    // certificate.
     let health_check = upstream.health_check.as_ref().and_then(|check| {
-        let built = health_check(check, tls_sni.as_deref(), &options, sink)?;
+        let mut built = health_check(check, tls_sni.as_deref(), &options, sink)?;
+        built.peer_template.client_cert_key.clone_from(&client_cert);
         Some((built, check.interval.0))
     });
     CheckedUpstream {
         targets,
         options,
         tls_sni,
+        client_cert,
         health_check,
     }
 }
@@ -120,6 +127,7 @@ fn upstream_pool(upstream: &RawUpstream, checked: CheckedUpstream) -> UpstreamPo
         pool.check_interval = Some(interval);
     }
     pool.tls_sni = checked.tls_sni;
+    pool.client_cert = checked.client_cert;
     pool
 }
 
@@ -211,6 +219,42 @@ fn upstream_tls(
             .to_owned()
     });
     upstream.sni.clone().or(first_host)
+}
+
+/// The client certificate and key from `client_cert` / `client_key`: both
+/// or neither, only over TLS, and the key must be the certificate's (a
+/// wrong one would fail every handshake, reported here at the key).
+fn client_cert(
+    upstream: &RawUpstream,
+    base: &Path,
+    sink: &mut Diagnostics,
+) -> Option<Arc<CertKey>> {
+    let (cert, key) = match (&upstream.client_cert, &upstream.client_key) {
+        (None, None) => return None,
+        (Some(cert), None) => {
+            sink.at(cert.span(), "client_cert needs client_key");
+            return None;
+        }
+        (None, Some(key)) => {
+            sink.at(key.span(), "client_key needs client_cert");
+            return None;
+        }
+        (Some(cert), Some(key)) => (cert, key),
+    };
+    if !upstream.tls {
+        sink.at(cert.span(), "client_cert and client_key need tls = true");
+        return None;
+    }
+    let files = TlsFiles {
+        cert: base.join(cert.get_ref()),
+        key: base.join(key.get_ref()),
+    };
+    if sink.skips_file(&files.cert) || sink.skips_file(&files.key) {
+        return None;
+    }
+    crate::config::runtime::tls::client_cert_key(&files)
+        .map_err(|problem| sink.at(key.span(), problem))
+        .ok()
 }
 
 /// The certificates in `ca_file`; a file that cannot be read or holds none

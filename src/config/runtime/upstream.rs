@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pingora_core::upstreams::peer::PeerOptions;
+use pingora_core::utils::tls::CertKey;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
@@ -26,6 +27,10 @@ pub struct UpstreamPool {
     pub ejection: Duration,
     /// `Some(sni)` when the targets speak TLS.
     pub tls_sni: Option<String>,
+    /// The certificate presented to targets that ask for one (mTLS). It is
+    /// part of the engine's connection-reuse key (by serial), so after a
+    /// reload swaps it, connections made with the old one are not reused.
+    pub client_cert: Option<Arc<CertKey>>,
     /// Targets left out after a failed connection, and since when.
     ejected: Mutex<Vec<(Backend, Instant)>>,
     last_check: Mutex<Option<Instant>>,
@@ -61,6 +66,7 @@ impl UpstreamPool {
             check_interval: None,
             ejection,
             tls_sni: None,
+            client_cert: None,
             ejected: Mutex::default(),
             last_check: Mutex::default(),
             discovery,
@@ -126,6 +132,7 @@ impl UpstreamPool {
         };
         let mut peer = pingora_core::upstreams::peer::HttpPeer::new(backend, tls, sni);
         peer.options = self.options.clone();
+        peer.client_cert_key.clone_from(&self.client_cert);
         peer
     }
 
