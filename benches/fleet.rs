@@ -272,6 +272,14 @@ impl Store for Timed {
     async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
         self.inner.bump_user(sub, now).await
     }
+    async fn bump_user_keeping(
+        &self,
+        sub: &str,
+        keep: &str,
+        now: u64,
+    ) -> Result<(UserRecord, bool), StoreError> {
+        self.inner.bump_user_keeping(sub, keep, now).await
+    }
     async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {
         self.inner.set_disabled(sub, disabled).await
     }

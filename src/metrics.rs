@@ -44,6 +44,7 @@ pub struct Metrics {
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
+    pub session_control: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -243,6 +244,13 @@ impl Metrics {
                 "portcullis_planted_cookies_stripped_total",
                 "Set-Cookie headers for the gateway's own refresh cookie removed from upstream and login-backend responses",
             ),
+            session_control: counter_vec(
+                r,
+                "portcullis_session_control_total",
+                "X-Portcullis-Session-Control answers from upstreams, by route, action and outcome \
+                 (applied, failed, or why it was ignored: route_not_opted_in, not_2xx, no_session, invalid)",
+                &["route", "action", "outcome"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -285,7 +293,14 @@ impl Metrics {
 }
 
 /// The `operation` labels of `portcullis_store_errors_total`.
-pub const STORE_OPERATIONS: [&str; 5] = ["admin", "load_user", "follow", "refresh", "endpoint"];
+pub const STORE_OPERATIONS: [&str; 6] = [
+    "admin",
+    "load_user",
+    "follow",
+    "refresh",
+    "endpoint",
+    "session_control",
+];
 
 /// The `reason` labels of `portcullis_change_log_resyncs_total`.
 pub const RESYNC_REASONS: [&str; 3] = ["primary_changed", "trimmed", "unreadable_entry"];

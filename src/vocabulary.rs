@@ -22,6 +22,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 /// Seconds an access token has left, on answers near its end.
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 
+/// A backend's request to end its user's sessions, honoured on routes with
+/// `session_control = true`; never reaches a client.
+pub const SESSION_CONTROL_HEADER: &str = "x-portcullis-session-control";
+/// [`SESSION_CONTROL_HEADER`] as a name.
+pub const SESSION_CONTROL: HeaderName = HeaderName::from_static(SESSION_CONTROL_HEADER);
+
 /// The default of `[sessions] csrf_header`.
 pub const CSRF_HEADER: &str = "x-portcullis-csrf";
 

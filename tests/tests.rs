@@ -20,6 +20,7 @@ mod logging;
 mod operations;
 mod paths;
 mod revocation;
+mod session_control;
 mod sessions;
 mod step_up;
 mod store_contract;

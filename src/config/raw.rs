@@ -526,6 +526,9 @@ pub struct RawRoute {
     pub scopes: Vec<String>,
     /// Step-up (RFC 9470): the token's `auth_time` must be at most this old.
     pub max_auth_age: Option<Spanned<HumanDuration>>,
+    /// The upstream may end its user's sessions with
+    /// `X-Portcullis-Session-Control` on a 2xx answer.
+    pub session_control: Option<Spanned<bool>>,
     /// `match = "legacy"` for backends that read paths loosely.
     #[serde(default, rename = "match")]
     pub paths: PathMatch,

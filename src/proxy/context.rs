@@ -38,6 +38,9 @@ pub struct RequestContext {
     pub connect_attempts: usize,
     /// Every target of the pool is down: 503, not 502.
     pub no_healthy_target: bool,
+    /// The upstream's session control could not be stored: its answer is
+    /// replaced with 503 `auth_unavailable`.
+    pub session_control_failed: bool,
     /// The client address, resolved once through the trusted proxies for
     /// both `X-Forwarded-For` and the access log.
     pub client: Option<ClientAddress>,
@@ -61,6 +64,7 @@ impl RequestContext {
             backend: None,
             connect_attempts: 0,
             no_healthy_target: false,
+            session_control_failed: false,
             client: None,
         }
     }

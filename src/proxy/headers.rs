@@ -28,8 +28,8 @@ use super::respond::Refusal;
 use crate::config::runtime::cors::CorsPolicy;
 use crate::config::Runtime;
 use crate::vocabulary::{
-    ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, X_FORWARDED_FOR,
-    X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, SESSION_CONTROL,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2), never copied
@@ -127,6 +127,8 @@ pub fn from_upstream(
     request_id: &str,
 ) -> Result<()> {
     response.remove_header(&ERROR);
+    // Honoured (or not) by `session_control` before this; never a client's.
+    response.remove_header(&SESSION_CONTROL);
     policy.strip_upstream(response);
     strip_planted_cookies(runtime, response, route);
     // A `&'static str` name: the engine copies a `HeaderName`'s bytes.

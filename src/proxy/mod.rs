@@ -20,6 +20,7 @@ pub mod header_names;
 pub mod headers;
 pub mod proxy_protocol;
 pub mod respond;
+pub mod session_control;
 mod stream_traits;
 
 use std::sync::Arc;
@@ -262,13 +263,21 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
+        // First, before `from_upstream` removes its header: the store's
+        // write is acknowledged before the answer goes on.
+        session_control::apply(&self.state.view, response, ctx).await?;
         let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) else {
             // Only a routed request reaches an upstream (`upstream_peer`).
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         speak_http11(session, response);
         headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
-        if let Some(identity) = &ctx.identity {
+        // Applied session control has set its own hint (refresh now).
+        if let Some(identity) = ctx
+            .identity
+            .as_ref()
+            .filter(|_| ctx.outcome != session_control::OUTCOME)
+        {
             let left = identity.claims.exp.saturating_sub(unix_now());
             if left < runtime.refresh_hint_secs {
                 response.insert_header(TOKEN_EXPIRES_IN_HEADER, left.to_string())?;
@@ -285,6 +294,8 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let refusal = if ctx.no_healthy_target {
             Some(Refusal::no_healthy_upstream())
+        } else if ctx.session_control_failed {
+            Some(Refusal::auth_unavailable())
         } else {
             refusal_for(e)
         };

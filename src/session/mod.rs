@@ -1,10 +1,11 @@
 //! Sessions the gateway serves itself: issuing token pairs at login,
-//! refresh with rotation and reuse detection, logout, devices and the
-//! refresh cookie.
+//! refresh with rotation and reuse detection, logout, devices, the
+//! refresh cookie, and session control from the backend.
 //!
 //! Nothing here knows pingora: the proxy parses requests and writes
 //! responses, this module decides against the [`Store`](crate::store::Store).
 
+pub mod control;
 pub mod cookie;
 pub mod devices;
 pub mod grant;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use control::SessionControl;
 pub use cookie::CookieSettings;
 pub use devices::{clean_device_label, DeviceList, DeviceSession};
 pub use service::{LogoutError, ReauthError, RefreshError, SessionError, Sessions};

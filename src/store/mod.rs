@@ -129,6 +129,18 @@ pub trait Store: Send + Sync + 'static {
     /// with its change log entry.
     async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError>;
 
+    /// Logout everywhere but on one device (a password change made on
+    /// it): as [`Store::bump_user`], and in the same atomic write the
+    /// session `keep`, when it is an active session of `sub`, moves to the
+    /// new version, so its refresh token goes on working. Returns the new
+    /// record and whether `keep` was kept.
+    async fn bump_user_keeping(
+        &self,
+        sub: &str,
+        keep: &str,
+        now: u64,
+    ) -> Result<(UserRecord, bool), StoreError>;
+
     async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError>;
 
     /// Revokes `jti` until `exp` (plus the retention's leeway).

@@ -24,7 +24,7 @@ use redis::{AsyncCommands, Script, ScriptInvocation, Value};
 use super::redis_link::{cluster_nodes, key_base, Keys, Link, RedisOptions, SentinelSpec, Target};
 use super::redis_log::{parse_change, parse_id, parse_log_state, LogInfo, Replication};
 use super::redis_records::{
-    parse_session, session_fields, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
+    parse_session, session_fields, BUMP_KEEPING, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
 };
 use super::redis_writes::WriteLinks;
 use super::{
@@ -45,6 +45,7 @@ pub struct RedisStore {
     /// from a position read before.
     replication_id: Mutex<Option<String>>,
     update_user: Script,
+    bump_keeping: Script,
     revoke_token: Script,
     rotate: Script,
     end_session: Script,
@@ -86,6 +87,7 @@ impl RedisStore {
             options,
             replication_id: Mutex::new(None),
             update_user: Script::new(UPDATE_USER),
+            bump_keeping: Script::new(BUMP_KEEPING),
             revoke_token: Script::new(REVOKE_TOKEN),
             rotate: Script::new(ROTATE),
             end_session: Script::new(END_SESSION),
@@ -247,6 +249,32 @@ impl Store for RedisStore {
 
     async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
         self.update_user(sub, "bump", now).await
+    }
+
+    async fn bump_user_keeping(
+        &self,
+        sub: &str,
+        keep: &str,
+        now: u64,
+    ) -> Result<(UserRecord, bool), StoreError> {
+        let mut invocation = self.bump_keeping.prepare_invoke();
+        invocation
+            .key(self.keys.user(sub))
+            .key(self.keys.changes())
+            .key(self.keys.session(keep))
+            .arg(now)
+            .arg(sub)
+            .arg(self.retention.log_entries);
+        let (version, disabled, not_before, revision, kept): (u64, u64, u64, u64, u64) = self
+            .durable(&self.bump_keeping, &invocation, |_| true)
+            .await?;
+        let record = UserRecord {
+            version,
+            disabled: disabled != 0,
+            not_before,
+            revision,
+        };
+        Ok((record, kept == 1))
     }
 
     async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {

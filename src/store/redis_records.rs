@@ -138,6 +138,27 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'user', 'key', 
 return {v, d, nb, rev}
 "#;
 
+/// KEYS: user hash, stream, kept session. ARGV: now, sub, maxlen.
+/// [`UPDATE_USER`]'s bump, and the kept session (when it is an active
+/// session of the user) moved to the new version; the answer ends with 1
+/// when it was.
+pub(super) const BUMP_KEEPING: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
+local d = tonumber(redis.call('HGET', KEYS[1], 'disabled') or '0')
+local nb = tonumber(ARGV[1])
+local rev = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') + 1
+redis.call('HSET', KEYS[1], 'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'user', 'key', ARGV[2],
+  'version', v, 'disabled', d, 'not_before', nb, 'revision', rev)
+local s = redis.call('HMGET', KEYS[3], 'status', 'sub')
+local kept = 0
+if s[1] == 'active' and s[2] == ARGV[2] then
+  redis.call('HSET', KEYS[3], 'version', v)
+  kept = 1
+end
+return {v, d, nb, rev, kept}
+"#;
+
 /// KEYS: revoked key, revoked index, stream. ARGV: jti, exp, expire_at, maxlen.
 pub(super) const REVOKE_TOKEN: &str = r#"
 redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])

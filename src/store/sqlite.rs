@@ -345,6 +345,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn bump_user_keeping(
+        &self,
+        sub: &str,
+        keep: &str,
+        now: u64,
+    ) -> Result<(UserRecord, bool), StoreError> {
+        let (sub, keep) = (sub.to_owned(), keep.to_owned());
+        self.write(move |tx| {
+            let record = update_user(tx, &sub, |r| {
+                r.version += 1;
+                r.not_before = now;
+            })?;
+            let kept = tx.execute(
+                "UPDATE sessions SET version = ?3 WHERE sid = ?1 AND sub = ?2 AND status = 'active'",
+                params![keep, sub, record.version],
+            )?;
+            Ok((record, kept == 1))
+        })
+        .await
+    }
+
     async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {
         let sub = sub.to_owned();
         self.write(move |tx| update_user(tx, &sub, |r| r.disabled = disabled))

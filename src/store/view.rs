@@ -7,9 +7,10 @@
 //! fresh; `max_staleness` is the promise built on that.
 //!
 //! A write made on this instance goes through the view (`revoke_token`,
-//! `end_session`, `bump_user`, `set_disabled`, `rotate`): the store first, so nothing
-//! is confirmed that the store did not accept, then the view at once,
-//! before the change log brings the write back.
+//! `end_session`, `bump_user`, `bump_user_keeping`, `set_disabled`,
+//! `rotate`): the store first, so nothing is confirmed that the store did
+//! not accept, then the view at once, before the change log brings the
+//! write back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,6 +211,19 @@ impl RevocationView {
         let record = self.store.bump_user(sub, now).await?;
         self.apply_user(sub, record).await;
         Ok(record)
+    }
+
+    /// Logout everywhere for `sub` but the session `keep` (see
+    /// [`Store::bump_user_keeping`]).
+    pub async fn bump_user_keeping(
+        &self,
+        sub: &str,
+        keep: &str,
+        now: u64,
+    ) -> Result<(UserRecord, bool), StoreError> {
+        let (record, kept) = self.store.bump_user_keeping(sub, keep, now).await?;
+        self.apply_user(sub, record).await;
+        Ok((record, kept))
     }
 
     pub async fn set_disabled(&self, sub: &str, disabled: bool) -> Result<UserRecord, StoreError> {

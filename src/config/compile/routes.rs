@@ -1,6 +1,7 @@
 //! `[[routes]]` → the [`Route`]s of the route table: each route's host and
 //! path prefix in the form requests are matched in, its auth mode and
-//! requirement (roles, scopes, `max_auth_age`), and the pool it forwards to.
+//! requirement (roles, scopes, `max_auth_age`), whether its backend may
+//! control sessions, and the pool it forwards to.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -45,6 +46,7 @@ fn route(
         sink.at(raw.path.span(), "roles and scopes need auth = \"required\"");
     }
     let max_auth_age = max_auth_age(raw, sink);
+    let session_control = session_control(raw, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
     let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
     Some(Route {
@@ -60,6 +62,7 @@ fn route(
         },
         upstream,
         paths: raw.paths,
+        session_control,
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
@@ -82,6 +85,23 @@ fn max_auth_age(raw: &RawRoute, sink: &mut Diagnostics) -> Option<Duration> {
         );
     }
     Some(age)
+}
+
+/// `session_control = true` on a route that reads tokens: on `auth =
+/// "none"` no request carries a session, so the backend's header could
+/// never be honoured there (a mistake, not a policy).
+fn session_control(raw: &RawRoute, sink: &mut Diagnostics) -> bool {
+    let Some(spanned) = raw.session_control.as_ref() else {
+        return false;
+    };
+    let on = *spanned.get_ref();
+    if on && raw.auth == AuthMode::None {
+        sink.at(
+            spanned.span(),
+            "session_control needs auth = \"required\" or \"optional\"",
+        );
+    }
+    on
 }
 
 /// Routes are matched against normalised request paths, so the configured

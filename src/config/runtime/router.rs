@@ -25,6 +25,9 @@ pub struct Route {
     pub upstream: Arc<UpstreamPool>,
     pub metrics: crate::metrics::RouteMetrics,
     pub paths: PathMatch,
+    /// `session_control`: the upstream's `X-Portcullis-Session-Control`
+    /// is honoured (else ignored, and always removed).
+    pub session_control: bool,
     /// The route's CORS policy (its own `cors`, else `[cors]`).
     pub cors: Arc<CorsPolicy>,
 }
