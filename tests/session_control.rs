@@ -629,3 +629,88 @@ fn a_second_instance_on_one_redis_honours_it_within_the_bound() {
     assert_eq!(call(&other, "/orders", &access).status, 200);
     assert_invalid_grant(&refresh(&other, &b.refresh));
 }
+
+/// Another issuer's token names no session of the gateway's, whatever
+/// `sid` it carries: its answer cannot end one.
+#[test]
+fn an_external_issuers_token_is_ignored() {
+    let upstream = EchoUpstream::start_with(backend);
+    let login_upstream = EchoUpstream::start_with(login_backend);
+    let tag = fresh_tag();
+    let config = format!(
+        "{}\n[[issuers]]\nissuer = \"https://idp.test/\"\naudience = \"api.test\"\ntyp = [\"JWT\"]\n\n[[issuers.keys]]\nkid = \"idp-es256\"\nalgorithm = \"ES256\"\npublic_key_file = \"{{fixtures}}/test-es256.pub.pem\"\n",
+        config(tag, &upstream, &login_upstream, None)
+    );
+    let gateway = TestGateway::start(&config);
+    let a = login(&gateway, "laptop");
+    let now = crate::support::tokens::now();
+    let sid = payload(&a.access)["sid"].clone();
+    let claims = serde_json::json!({"iss": "https://idp.test/", "aud": "api.test", "sub": "alice", "sid": sid, "iat": now, "exp": now + 300});
+    let (alg, key) = crate::support::tokens::encoding_key("test-es256");
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.typ = Some("JWT".into());
+    header.kid = Some("idp-es256".into());
+    let external = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+    assert_passed(
+        &answered_with(
+            &gateway,
+            "/account",
+            Some(&external),
+            "end-this-session",
+            200,
+        ),
+        200,
+    );
+    assert_untouched(&gateway, &[&a]);
+    let route = format!("account-{tag}");
+    assert_eq!(
+        counted(&gateway, &route, "end-this-session", "no_session"),
+        1.0
+    );
+}
+
+#[test]
+fn check_refuses_session_control_where_no_session_can_ask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    let text = r#"[tokens]
+issuer = "https://issuer.test"
+audience = "api"
+
+[[upstreams]]
+name = "legacy"
+targets = ["127.0.0.1:8081"]
+
+[[routes]]
+path = "/a"
+upstream = "legacy"
+auth = "none"
+session_control = true
+"#;
+    std::fs::write(&path, text).expect("write");
+    let file = path.display().to_string();
+    let expected =
+        format!("{file}:13:19: session_control needs auth = \"required\" or \"optional\"");
+    let err = check(&path);
+    assert!(
+        err.lines().any(|l| l.starts_with(&expected)),
+        "missing {expected:?} in:\n{err}"
+    );
+    std::fs::write(&path, text.replace("= true", "= \"yes\"")).expect("write");
+    let err = check(&path);
+    assert!(
+        err.starts_with(&format!("{file}:13:19: invalid type")),
+        "{err}"
+    );
+}
+
+/// `portcullis check`'s standard error; it must fail.
+fn check(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", path.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run portcullis");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
