@@ -714,3 +714,68 @@ fn check(path: &std::path::Path) -> String {
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The demo backend's password-change page through a real gateway: it
+/// checks the current password, and its answer ends the other device
+/// while the changing one refreshes into the new version.
+#[test]
+fn the_demo_backends_password_change_signs_out_the_other_devices() {
+    let (_backend, backend) = crate::support::binary::demo_backend();
+    let config = crate::support::gateway::config_with_routes(
+        backend,
+        "\n[login]\nupstream = \"echo\"\npath = \"/login\"\n\n[[routes]]\npath = \"/account\"\nupstream = \"echo\"\nauth = \"required\"\nsession_control = true\n\n[[routes]]\npath = \"/\"\nupstream = \"echo\"\nauth = \"required\"\n",
+    );
+    let gateway = TestGateway::start(&config);
+    let demo_login = |password: &str| {
+        post(
+            gateway.addr,
+            "/auth/login",
+            &["Content-Type: application/x-www-form-urlencoded"],
+            &format!("username=alice&password={password}"),
+        )
+    };
+    let device = |response: Response| {
+        assert_eq!(response.status, 200, "{}", response.text());
+        let body = response.json();
+        let field = |name: &str| body[name].as_str().expect(name).to_owned();
+        Device {
+            access: field("access_token"),
+            refresh: field("refresh_token"),
+        }
+    };
+    let (a, b) = (
+        device(demo_login("wonderland")),
+        device(demo_login("wonderland")),
+    );
+    let change = |current: &str| {
+        post(
+            gateway.addr,
+            "/account/password",
+            &[
+                &bearer(&a.access),
+                "Content-Type: application/x-www-form-urlencoded",
+            ],
+            &format!("current_password={current}&new_password=looking-glass"),
+        )
+    };
+    let wrong = change("guess");
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    assert_untouched(&gateway, &[&a, &b]);
+
+    let changed = change("wonderland");
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert_eq!(changed.json()["changed"], true);
+    assert_eq!(changed.header("x-token-expires-in"), Some("0"));
+    assert_eq!(changed.header("x-portcullis-session-control"), None);
+    assert_revoked(&call(&gateway, "/echo", &b.access));
+    assert_invalid_grant(&refresh(&gateway, &b.refresh));
+    let renewed = refresh(&gateway, &a.refresh);
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    let access = renewed.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(call(&gateway, "/echo", &access).status, 200);
+    assert_eq!(demo_login("wonderland").status, 401, "the old password");
+    device(demo_login("looking-glass"));
+}

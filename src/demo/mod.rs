@@ -74,6 +74,14 @@ upstream = "demo"
 auth = "required"
 roles = ["admin"]
 
+# The backend's change-password page: its answer may end the user's
+# other sessions (X-Portcullis-Session-Control: end-other-sessions).
+[[routes]]
+path = "/account"
+upstream = "demo"
+auth = "required"
+session_control = true
+
 [[routes]]
 path = "/"
 upstream = "demo"
