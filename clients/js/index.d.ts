@@ -74,6 +74,11 @@ export declare class PortcullisClient {
   constructor(options?: ClientOptions);
   readonly loggedIn: boolean;
   readonly expiresAt: number;
+  /**
+   * `fetch` with the access token. A success carrying `X-Token-Expires-In: 0`
+   * (the backend ended the user's other sessions) is handed back after one
+   * refresh, shared by every response that says so.
+   */
   fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
   login(
     credentials: Record<string, string> | Iterable<[string, string]>,

@@ -118,7 +118,12 @@ export class PortcullisClient {
       const response = await this.#fetch(this.#target(input), this.#withToken(input, init, sent));
       const code = response.headers.get(ERROR_HEADER);
       if (!code) {
-        this.#scheduleAhead(response, sent);
+        // `X-Token-Expires-In: 0`: the token is already spent (the backend
+        // ended the user's other sessions, so every older token died):
+        // refresh now, once for every response that says so, before this
+        // one is handed back.
+        if (response.headers.get(EXPIRES_IN_HEADER) === '0' && sent !== null) await this.#quietRefresh(sent);
+        else this.#scheduleAhead(response, sent);
         return response;
       }
       if (code === 'token_expired' || code === 'token_revoked' || (code === 'token_missing' && sent === null && this.#session !== 'out')) {
