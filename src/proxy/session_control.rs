@@ -30,6 +30,9 @@ const APPLIED: &str = "applied";
 /// The access log's outcome of a request whose answer ended sessions.
 pub const OUTCOME: &str = "session_control";
 
+/// The store did not acknowledge the write: the answer must be withheld.
+struct NotStored;
+
 /// What the gateway needs to decide about one answer.
 struct Answer<'a> {
     runtime: &'a Runtime,
@@ -71,7 +74,7 @@ pub(super) async fn apply(
             ctx.outcome = OUTCOME;
             Ok(())
         }
-        Err(()) => {
+        Err(NotStored) => {
             ctx.session_control_failed = true;
             Error::e_explain(ErrorType::InternalError, "session control not stored")
         }
@@ -79,7 +82,7 @@ pub(super) async fn apply(
 }
 
 /// [`apply`] on one answer: `Ok(true)` when applied.
-async fn decide(answer: &Answer<'_>, response: &mut ResponseHeader) -> Result<bool, ()> {
+async fn decide(answer: &Answer<'_>, response: &mut ResponseHeader) -> Result<bool, NotStored> {
     let asked = asked(response);
     response.remove_header(&SESSION_CONTROL);
     let action_label = asked.map_or("invalid", SessionControl::as_str);
@@ -142,7 +145,7 @@ async fn write(
     action: SessionControl,
     (sub, sid): (&str, &str),
     response: &mut ResponseHeader,
-) -> Result<(), ()> {
+) -> Result<(), NotStored> {
     let runtime = answer.runtime;
     let applied = runtime
         .sessions
@@ -163,7 +166,7 @@ async fn write(
                 %error,
                 "session control not stored: the upstream's answer is withheld"
             );
-            return Err(());
+            return Err(NotStored);
         }
     };
     count(answer.route, action.as_str(), APPLIED);
