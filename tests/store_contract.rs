@@ -124,6 +124,7 @@ contract!(
     active_sessions_are_counted,
     a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace,
     a_reauthentication_sets_auth_time_and_leaves_no_replay,
+    a_bump_keeping_one_session_moves_only_that_active_session_of_the_user,
 );
 
 fn session(sid: &str, expires_at: u64) -> SessionRecord {
@@ -500,4 +501,60 @@ async fn trim(backend: &Backend) {
         let mut conn = RedisCluster::shared().connection();
         let _: i64 = xtrim.arg("MAXLEN").arg(0).query(&mut conn).expect("xtrim");
     }
+}
+
+/// Session control's `end-other-sessions`: the bump and the kept session's
+/// new version land together, with the bump's change-log entry; a session
+/// that is another user's, or no longer active, is not kept.
+async fn a_bump_keeping_one_session_moves_only_that_active_session_of_the_user(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    for sid in ["kept", "other", "ended"] {
+        store
+            .create_session(&session(sid, now + 3600))
+            .await
+            .expect("session");
+    }
+    store.end_session("ended", now + 60).await.expect("end");
+    let before = store.head().await.expect("head");
+    let (record, kept) = store
+        .bump_user_keeping("kate", "kept", now)
+        .await
+        .expect("bump");
+    assert!(kept);
+    assert_eq!((record.version, record.not_before), (1, now));
+    assert_eq!(store.user("kate").await.expect("user"), record);
+    let version = |sid: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .session(sid)
+                .await
+                .expect("read")
+                .expect("session")
+                .version
+        }
+    };
+    assert_eq!(version("kept").await, 1);
+    assert_eq!(version("other").await, 0, "the others stay behind the bump");
+    let (changes, _) = changes_after(store.as_ref(), before).await;
+    assert!(
+        changes.iter().any(
+            |c| matches!(c, Change::User { sub, record: r } if sub == "kate" && r.version == 1)
+        ),
+        "{changes:?}"
+    );
+
+    let (_, kept) = store
+        .bump_user_keeping("kate", "ended", now)
+        .await
+        .expect("bump");
+    assert!(!kept, "an ended session is not revived");
+    assert_eq!(version("ended").await, 0);
+    let (_, kept) = store
+        .bump_user_keeping("mallory", "kept", now)
+        .await
+        .expect("bump");
+    assert!(!kept, "another user's session is not theirs to keep");
+    assert_eq!(version("kept").await, 1);
 }
