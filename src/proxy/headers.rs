@@ -116,7 +116,8 @@ pub fn to_upstream(
 /// Everything an upstream's answer (a proxied one, or the login backend's
 /// passed through) gets on its way to the client, under the CORS `policy`
 /// that applies to it: `X-Portcullis-Error` removed (only the gateway
-/// speaks with it, so clients can trust it), the upstream's own
+/// speaks with it, so clients can trust it), `X-Portcullis-Session-Control`
+/// removed (it speaks to the gateway, never to a client), the upstream's own
 /// `Access-Control-*` removed when the policy is on, a planted refresh
 /// cookie removed (logged under `route`), and `X-Request-Id` set.
 pub fn from_upstream(
