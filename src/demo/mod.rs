@@ -220,6 +220,9 @@ fn print_session_tour(base: &str, runtime: &Runtime) {
         "  # (cookie mode): watch the token's remaining life, the refresh ahead, and the page"
     );
     println!("  # dropping to its login form when you run the revoke-user command below.");
+    println!("  # Its Change password form (the backend's /account/password, a route with");
+    println!("  # session_control = true) signs your other devices out and keeps this one:");
+    println!("  # open the page in two browsers, log in on both, change the password in one.");
     println!("  # In a terminal, paste these lines in order into one shell: the login answer's");
     println!("  # access_token and refresh_token land in $ACCESS_TOKEN and $REFRESH_TOKEN");
     println!("  ANSWER=$(curl -s -X POST -d 'username=alice&password=wonderland&device_name=terminal' {base}/auth/login); echo \"$ANSWER\"");
