@@ -44,6 +44,7 @@ pub struct Metrics {
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -242,6 +243,12 @@ impl Metrics {
                 r,
                 "portcullis_planted_cookies_stripped_total",
                 "Set-Cookie headers for the gateway's own refresh cookie removed from upstream and login-backend responses",
+            ),
+            rate_limit_decisions: counter_vec(
+                r,
+                "portcullis_rate_limit_decisions_total",
+                "Rate-limit decisions by route and outcome (allowed, limited, exempt, unavailable)",
+                &["route", "outcome"],
             ),
             registry,
         };

@@ -41,6 +41,8 @@ pub struct RequestContext {
     /// The client address, resolved once through the trusted proxies for
     /// both `X-Forwarded-For` and the access log.
     pub client: Option<ClientAddress>,
+    /// The `RateLimit` field of a request its route's limit let through.
+    pub rate_limit: Option<String>,
 }
 
 impl RequestContext {
@@ -62,6 +64,7 @@ impl RequestContext {
             connect_attempts: 0,
             no_healthy_target: false,
             client: None,
+            rate_limit: None,
         }
     }
 

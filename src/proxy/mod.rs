@@ -19,6 +19,7 @@ pub mod head;
 pub mod header_names;
 pub mod headers;
 pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod respond;
 mod stream_traits;
 
@@ -102,7 +103,7 @@ impl ProxyHttp for Gateway {
                     ))
                     .await
                 }
-                None => admission::admit(
+                None => match admission::admit(
                     &runtime,
                     &self.state.view,
                     session.req_header(),
@@ -110,7 +111,14 @@ impl ProxyHttp for Gateway {
                     ctx,
                 )
                 .await
-                .map(|()| false),
+                {
+                    Ok(()) if rate_limit::applies(ctx) => {
+                        Box::pin(rate_limit::check(&self.state, session, ctx))
+                            .await
+                            .map(|()| false)
+                    }
+                    other => other.map(|()| false),
+                },
             },
         };
         if let Some(route) = ctx
@@ -268,6 +276,9 @@ impl ProxyHttp for Gateway {
         };
         speak_http11(session, response);
         headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
+        if let Some(fields) = ctx.rate_limit.take() {
+            rate_limit::announce(response, route, fields)?;
+        }
         if let Some(identity) = &ctx.identity {
             let left = identity.claims.exp.saturating_sub(unix_now());
             if left < runtime.refresh_hint_secs {

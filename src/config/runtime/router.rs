@@ -27,6 +27,8 @@ pub struct Route {
     pub paths: PathMatch,
     /// The route's CORS policy (its own `cors`, else `[cors]`).
     pub cors: Arc<CorsPolicy>,
+    /// Its `rate_limit` policy.
+    pub rate_limit: Option<super::rate_limit::RouteLimit>,
 }
 
 impl Route {
