@@ -468,3 +468,58 @@ fn a_success_clears_the_pair() {
         "answered, not held"
     );
 }
+
+/// `file:line:col` of `value` on the first line of `text` that holds `line`.
+fn position_of(text: &str, line: &str, value: &str) -> String {
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(line))
+        .and_then(|(i, l)| l.find(value).map(|c| (i + 1, c + 1)))
+        .unwrap_or_else(|| panic!("{line} not in the config"));
+    format!("rl.toml:{line}:{column}")
+}
+
+#[test]
+fn check_points_at_an_unknown_policy_a_bad_rate_and_bad_throttle_values() {
+    let upstream = EchoUpstream::start();
+    let limits = r#"
+[[rate_limits]]
+name = "api"
+rate = "100/fortnight"
+
+[[rate_limits]]
+name = "api2"
+rate = "5/s"
+burst = 0
+
+[[routes]]
+path = "/x"
+upstream = "echo"
+rate_limit = "nope"
+
+[[upstreams]]
+name = "login"
+targets = ["127.0.0.1:9"]
+
+[login]
+upstream = "login"
+path = "/login"
+throttle_delay = "0s"
+"#;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    let text = with_limits(upstream.addr, limits).replace("{fixtures}", fixtures);
+    let error = match portcullis::config::load_str(&text, std::path::Path::new("rl.toml")) {
+        Ok(_) => panic!("a bad policy must not load"),
+        Err(e) => e.to_string(),
+    };
+    for (line, value, message) in [
+        ("100/fortnight", "\"100", "rate \"100/fortnight\" is not COUNT/UNIT"),
+        ("burst = 0", "0", "burst must be at least 1"),
+        ("\"nope\"", "\"nope\"", "unknown rate limit \"nope\""),
+        ("throttle_delay", "\"0s\"", "login.throttle_delay must be at least 1s"),
+    ] {
+        let expected = format!("{}: {message}", position_of(&text, line, value));
+        assert!(error.contains(&expected), "{expected} not in:\n{error}");
+    }
+}
