@@ -191,8 +191,8 @@ mod tests {
     fn a_pair_waits_and_others_do_not_and_success_clears_it() {
         let (s, throttle) = (settings(), LoginThrottle::default());
         let (home, away): (IpAddr, IpAddr) = (
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.7".parse().unwrap(),
+            "192.0.2.1".parse().expect("an address"),
+            "198.51.100.7".parse().expect("an address"),
         );
         for _ in 0..3 {
             throttle.failed(&s, "alice", away);
@@ -207,14 +207,14 @@ mod tests {
     #[test]
     fn a_spray_over_accounts_from_one_address_waits() {
         let (s, throttle) = (settings(), LoginThrottle::default());
-        let sprayer: IpAddr = "2001:db8::1".parse().unwrap();
+        let sprayer: IpAddr = "2001:db8::1".parse().expect("an address");
         for user in ["a", "b", "c", "d", "e"] {
             throttle.failed(&s, user, sprayer);
         }
-        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8::2".parse().expect("an address");
         assert!(throttle.wait(&s, "f", neighbour).is_some());
         assert_eq!(
-            throttle.wait(&s, "f", "2001:db8:1::1".parse().unwrap()),
+            throttle.wait(&s, "f", "2001:db8:1::1".parse().expect("an address")),
             None
         );
     }
