@@ -377,8 +377,12 @@ struct Login {
 
 /// Two free failures per pair, four per address, then 30 s, doubling.
 fn login_gateway() -> Login {
+    login_gateway_with(login_backend)
+}
+
+fn login_gateway_with(backend: crate::support::http::Responder) -> Login {
     let upstream = EchoUpstream::start();
-    let backend = EchoUpstream::start_with(login_backend);
+    let backend = EchoUpstream::start_with(backend);
     let config = format!(
         "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\nthrottle_failures = 2\nthrottle_address_failures = 4\nthrottle_delay = \"30s\"\n",
         standard_config(upstream.addr),
@@ -530,5 +534,44 @@ throttle_delay = "0s"
     ] {
         let expected = format!("{}: {message}", position_of(&text, line, value));
         assert!(error.contains(&expected), "{expected} not in:\n{error}");
+    }
+}
+
+/// The backend, a little slow: attempts sent together overlap there.
+fn slow_login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    std::thread::sleep(Duration::from_millis(300));
+    login_backend(request)
+}
+
+#[test]
+fn attempts_sent_in_parallel_are_counted_before_the_backend_answers() {
+    let login = std::sync::Arc::new(login_gateway_with(slow_login_backend));
+    let answers: Vec<u16> = (0..8)
+        .map(|_| {
+            let login = std::sync::Arc::clone(&login);
+            std::thread::spawn(move || log_in(&login, "alice", "guess", "198.51.100.70").status)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("attempt"))
+        .collect();
+    let asked = login.backend.count();
+    // Two free failures and the one that starts the delay; the checks of
+    // attempts arriving within the same microsecond may add one more.
+    assert!(asked <= 4, "{asked} of 8 reached the backend: {answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 429).count(), 8 - asked);
+}
+
+/// The backend itself failing says nothing about the credentials.
+fn failing_login_backend(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    (500, Vec::new(), b"down".to_vec())
+}
+
+#[test]
+fn a_failing_login_backend_counts_no_failure() {
+    let login = login_gateway_with(failing_login_backend);
+    for _ in 0..6 {
+        let answer = log_in(&login, "alice", "secret", "192.0.2.30");
+        assert_eq!(answer.status, 500, "passed through, never throttled");
     }
 }

@@ -11,7 +11,9 @@
 //! from one address (the address count); and the real user, logging in
 //! from their own address, meets neither count. A success clears its
 //! pair (not its address: one valid account must not buy a sprayer fresh
-//! attempts). Failures are forgotten `window` after the last one.
+//! attempts). Failures are forgotten `window` after the last one. An
+//! attempt counts from the moment it is let through until its answer
+//! says otherwise, so attempts sent in parallel see each other.
 //!
 //! A waiting client is answered at once (429 `rate_limited`, with
 //! `Retry-After`), not held on a sleeping connection: holding connections
@@ -76,8 +78,21 @@ fn bounded<K: std::hash::Hash + Eq + Send + Sync + 'static>() -> Cache<K, Failur
 }
 
 impl LoginThrottle {
-    /// How long this attempt must wait; `None`: it may go to the backend.
-    pub fn wait(&self, settings: &ThrottleSettings, user: &str, ip: IpAddr) -> Option<Duration> {
+    /// How long this attempt must wait; `None`: it may go to the backend,
+    /// and is counted as a failure until its answer says otherwise
+    /// ([`Self::succeeded`], [`Self::not_judged`]). Counted before the
+    /// backend answers, so attempts sent in parallel see each other: the
+    /// next one waits while this one is still out.
+    pub fn begin(&self, settings: &ThrottleSettings, user: &str, ip: IpAddr) -> Option<Duration> {
+        let wait = self.wait(settings, user, ip);
+        if wait.is_none() {
+            self.failed(settings, user, ip);
+        }
+        wait
+    }
+
+    /// How long an attempt of this pair must wait now.
+    fn wait(&self, settings: &ThrottleSettings, user: &str, ip: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let pair = self.pairs.get(&pair_key(user, ip));
         let address = self.addresses.get(&address_of(ip));
@@ -86,17 +101,41 @@ impl LoginThrottle {
         pair.max(address)
     }
 
-    /// The backend refused this user name from this address.
-    pub fn failed(&self, settings: &ThrottleSettings, user: &str, ip: IpAddr) {
+    /// One more failure of this pair and this address.
+    fn failed(&self, settings: &ThrottleSettings, user: &str, ip: IpAddr) {
         let window = settings.window;
         (self.pairs.entry(pair_key(user, ip))).and_upsert_with(|e| one_more(e, window));
         (self.addresses.entry(address_of(ip))).and_upsert_with(|e| one_more(e, window));
     }
 
-    /// The backend accepted this user name from this address.
+    /// The backend accepted this user name from this address: the pair
+    /// starts afresh, and the address loses the failure `begin` counted.
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
         self.pairs.invalidate(&pair_key(user, ip));
+        one_less(&self.addresses, address_of(ip));
     }
+
+    /// The backend did not judge the credentials (it failed, timed out,
+    /// or the attempt ended before asking it): `begin`'s count is undone.
+    pub fn not_judged(&self, user: &str, ip: IpAddr) {
+        one_less(&self.pairs, pair_key(user, ip));
+        one_less(&self.addresses, address_of(ip));
+    }
+}
+
+/// One failure fewer; none left, no entry.
+fn one_less<K: std::hash::Hash + Eq + Send + Sync + 'static>(cache: &Cache<K, Failures>, key: K) {
+    use moka::ops::compute::Op;
+    cache
+        .entry(key)
+        .and_compute_with(|entry| match entry.map(moka::Entry::into_value) {
+            Some(f) if f.count > 1 => Op::Put(Failures {
+                count: f.count - 1,
+                ..f
+            }),
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        });
 }
 
 /// A failure added to those still within the window.
@@ -195,9 +234,9 @@ mod tests {
             "198.51.100.7".parse().expect("an address"),
         );
         for _ in 0..3 {
-            throttle.failed(&s, "alice", away);
+            assert_eq!(throttle.begin(&s, "alice", away), None);
         }
-        assert!(throttle.wait(&s, "Alice ", away).is_some());
+        assert!(throttle.begin(&s, "Alice ", away).is_some());
         assert_eq!(throttle.wait(&s, "alice", home), None);
         assert_eq!(throttle.wait(&s, "bob", away), None);
         throttle.succeeded("alice", away);
@@ -205,11 +244,26 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_the_backend_did_not_judge_is_not_a_failure() {
+        let (s, throttle) = (settings(), LoginThrottle::default());
+        let ip: IpAddr = "192.0.2.9".parse().expect("an address");
+        for _ in 0..10 {
+            assert_eq!(throttle.begin(&s, "alice", ip), None);
+            throttle.not_judged("alice", ip);
+        }
+        for _ in 0..10 {
+            assert_eq!(throttle.begin(&s, "bob", ip), None, "a NAT's logins");
+            throttle.succeeded("bob", ip);
+        }
+        assert_eq!(throttle.wait(&s, "carol", ip), None);
+    }
+
+    #[test]
     fn a_spray_over_accounts_from_one_address_waits() {
         let (s, throttle) = (settings(), LoginThrottle::default());
         let sprayer: IpAddr = "2001:db8::1".parse().expect("an address");
         for user in ["a", "b", "c", "d", "e"] {
-            throttle.failed(&s, user, sprayer);
+            assert_eq!(throttle.begin(&s, user, sprayer), None);
         }
         let neighbour: IpAddr = "2001:db8::2".parse().expect("an address");
         assert!(throttle.wait(&s, "f", neighbour).is_some());

@@ -65,8 +65,8 @@ pub async fn serve(
     let issuer = issuer(runtime)?;
     let cookie_mode = cookie_mode(runtime, exchange)?;
     let body = read_body(exchange, runtime.server.header_read_timeout).await?;
-    let attempt = Attempt::of(state, login, exchange, &body, client);
-    attempt.check()?;
+    let mut attempt = Attempt::of(state, login, exchange, &body, client);
+    attempt.begin()?;
     let device = device_label(exchange, &body);
     let presented = presented_refresh(runtime, exchange, &body)?;
     let body = without_refresh_token(exchange, body);
@@ -86,12 +86,24 @@ pub async fn serve(
 }
 
 /// One login attempt as the throttle sees it (`session::login_throttle`):
-/// the user name the body gives and the client's address.
+/// the user name the body gives and the client's address. Counted as a
+/// failure from `begin` on; an attempt dropped before the backend judged
+/// it (an error on the way) is not one.
 struct Attempt<'a> {
     state: &'a AppState,
     settings: Option<&'a ThrottleSettings>,
     user: String,
     ip: Option<std::net::IpAddr>,
+    /// Counted by `begin`, not yet answered.
+    pending: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let (true, Some(ip)) = (self.pending, self.ip) {
+            self.state.login_throttle.not_judged(&self.user, ip);
+        }
+    }
 }
 
 impl<'a> Attempt<'a> {
@@ -115,34 +127,39 @@ impl<'a> Attempt<'a> {
             settings,
             user: user.unwrap_or_default(),
             ip: client.map(|c| c.ip),
+            pending: false,
         }
     }
 
     /// 429 `rate_limited` while this pair or this address must wait:
     /// answered at once, the backend not asked.
-    fn check(&self) -> Result<(), Refusal> {
+    fn begin(&mut self) -> Result<(), Refusal> {
         let (Some(settings), Some(ip)) = (self.settings, self.ip) else {
             return Ok(());
         };
-        match self.state.login_throttle.wait(settings, &self.user, ip) {
+        match self.state.login_throttle.begin(settings, &self.user, ip) {
             Some(wait) => {
                 tracing::info!(target: "portcullis::session", %ip, wait_secs = wait.as_secs(), "login throttled");
                 Err(Refusal::rate_limited(wait.as_secs_f64().ceil() as u64))
             }
-            None => Ok(()),
+            None => {
+                self.pending = true;
+                Ok(())
+            }
         }
     }
 
-    /// A refusal (4xx) of the backend counts; a success clears the pair.
-    /// A failing backend (5xx) says nothing about the credentials.
-    fn answered(&self, status: http::StatusCode) {
-        let (Some(settings), Some(ip)) = (self.settings, self.ip) else {
+    /// A refusal (4xx) of the backend stays counted; a success clears
+    /// the pair. A failing backend (5xx) said nothing about the credentials.
+    fn answered(&mut self, status: http::StatusCode) {
+        let (true, Some(ip)) = (std::mem::take(&mut self.pending), self.ip) else {
             return;
         };
+        let throttle = &self.state.login_throttle;
         if status.is_success() {
-            self.state.login_throttle.succeeded(&self.user, ip);
-        } else if status.is_client_error() {
-            self.state.login_throttle.failed(settings, &self.user, ip);
+            throttle.succeeded(&self.user, ip);
+        } else if !status.is_client_error() {
+            throttle.not_judged(&self.user, ip);
         }
     }
 }
