@@ -575,3 +575,24 @@ fn a_failing_login_backend_counts_no_failure() {
         assert_eq!(answer.status, 500, "passed through, never throttled");
     }
 }
+
+#[test]
+fn a_store_that_stops_answering_is_unavailable_within_half_a_second() {
+    let redis = RedisServer::start();
+    let upstream = EchoUpstream::start();
+    let limits = "[[rate_limits]]\nname = \"fleet\"\nrate = \"5/h\"\n\n[[routes]]\npath = \"/fleet\"\nupstream = \"echo\"\nauth = \"none\"\nrate_limit = \"fleet\"\n";
+    let config = format!(
+        "{}\n[store]\nurl = \"{}\"\non_unavailable = \"allow_cached\"\n",
+        with_limits(upstream.addr, limits),
+        redis.url()
+    );
+    let gateway = TestGateway::start(&config);
+    assert_eq!(get(gateway.addr, "/fleet", &[]).status, 200);
+    redis.pause();
+    let started = Instant::now();
+    let answer = get(gateway.addr, "/fleet", &[]);
+    let took = started.elapsed();
+    redis.resume();
+    assert_eq!(answer.status, 200, "decided here, per allow_cached");
+    assert!(took < Duration::from_secs(3), "held for {took:?}");
+}

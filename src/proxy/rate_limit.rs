@@ -23,6 +23,12 @@ use crate::state::AppState;
 use crate::store::rate_limit::{limit_key, Verdict};
 use crate::vocabulary::{RATE_LIMIT, RATE_LIMIT_POLICY};
 
+/// How long a request waits for the shared store's decision: a decision
+/// is one round trip, well under a millisecond on a healthy store; a
+/// store that takes longer is treated as unavailable rather than holding
+/// every limited request for the connection's own 5 s timeout.
+const SHARED_DECISION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Whether the request's route has a limit (checked before the limiter's
 /// future is built).
 pub(super) fn applies(ctx: &RequestContext) -> bool {
@@ -92,21 +98,43 @@ async fn decide(
     on_unavailable: OnUnavailable,
 ) -> Result<Verdict, Refusal> {
     let gcra = &limit.policy.gcra;
-    match state.view.store().rate_limit(key, gcra).await {
-        Ok(Some(verdict)) => Ok(verdict),
-        Ok(None) => Ok(state.rate_limits.decide(key, gcra)),
-        Err(error) => {
+    let shared = tokio::time::timeout(
+        SHARED_DECISION_TIMEOUT,
+        state.view.store().rate_limit(key, gcra),
+    );
+    match shared.await {
+        Ok(Ok(Some(verdict))) => Ok(verdict),
+        Ok(Ok(None)) => Ok(state.rate_limits.decide(key, gcra)),
+        Ok(Err(error)) => {
             METRICS
                 .store_errors
                 .with_label_values(&["rate_limit"])
                 .inc();
             tracing::warn!(target: "portcullis::proxy::rate_limit", error = %error, policy = %limit.policy.name, "rate limit store unavailable");
-            limit.count("unavailable");
-            match on_unavailable {
-                OnUnavailable::Deny => Err(Refusal::auth_unavailable()),
-                OnUnavailable::AllowCached => Ok(state.rate_limits.decide(key, gcra)),
-            }
+            unavailable(state, key, limit, on_unavailable)
         }
+        Err(_elapsed) => {
+            METRICS
+                .store_errors
+                .with_label_values(&["rate_limit"])
+                .inc();
+            tracing::warn!(target: "portcullis::proxy::rate_limit", policy = %limit.policy.name, "rate limit store too slow");
+            unavailable(state, key, limit, on_unavailable)
+        }
+    }
+}
+
+/// The answer when the shared store could not decide.
+fn unavailable(
+    state: &AppState,
+    key: &[u8; 16],
+    limit: &RouteLimit,
+    on_unavailable: OnUnavailable,
+) -> Result<Verdict, Refusal> {
+    limit.count("unavailable");
+    match on_unavailable {
+        OnUnavailable::Deny => Err(Refusal::auth_unavailable()),
+        OnUnavailable::AllowCached => Ok(state.rate_limits.decide(key, &limit.policy.gcra)),
     }
 }
 
