@@ -26,14 +26,14 @@ local emission = tonumber(ARGV[1])
 local tolerance = emission * tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local next = tat + emission
-local allow_at = next - tolerance
+local new_tat = tat + emission
+local allow_at = new_tat - tolerance
 if now < allow_at then
   return {0, allow_at - now, tat - now}
 end
-local ttl = math.ceil((next - now) / 1000)
-redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', ttl)
-return {1, 0, next - now}
+local ttl = math.ceil((new_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
+return {1, 0, new_tat - now}
 ";
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA));
