@@ -596,3 +596,40 @@ fn a_store_that_stops_answering_is_unavailable_within_half_a_second() {
     assert_eq!(answer.status, 200, "decided here, per allow_cached");
     assert!(took < Duration::from_secs(3), "held for {took:?}");
 }
+
+/// Without `trusted_proxies`, a forged `X-Forwarded-For` names no client:
+/// a caller cannot step around a client limit or the login throttle by
+/// writing a new address into each request.
+#[test]
+fn a_forged_forwarded_for_does_not_evade_a_limit_or_the_throttle() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&with_limits(upstream.addr, PER_CLIENT));
+    for i in 1..=2 {
+        let forged = from(&format!("203.0.113.{i}"));
+        assert_eq!(get(gateway.addr, "/limited", &[&forged]).status, 200);
+    }
+    upstream.clear();
+    let forged = get(gateway.addr, "/limited", &[&from("203.0.113.3")]);
+    assert_limited(&forged, &upstream, "\"per-client\";q=2;w=60");
+
+    let backend = EchoUpstream::start_with(login_backend);
+    let config = format!(
+        "{}\n[[upstreams]]\nname = \"login\"\ntargets = [\"{}\"]\n\n[login]\nupstream = \"login\"\npath = \"/login\"\nthrottle_failures = 2\nthrottle_delay = \"30s\"\n",
+        standard_config(upstream.addr),
+        backend.addr
+    );
+    let login = Login {
+        gateway: TestGateway::start(&config),
+        backend,
+        _upstream: EchoUpstream::start(),
+    };
+    for i in 1..=3 {
+        let answer = log_in(&login, "alice", "guess", &format!("198.51.100.{i}"));
+        assert_eq!(answer.status, 401);
+    }
+    login.backend.clear();
+    assert_throttled(
+        &log_in(&login, "alice", "guess", "198.51.100.4"),
+        &login.backend,
+    );
+}
