@@ -54,7 +54,9 @@ fn assert_limited(response: &Response, upstream: &EchoUpstream, policy: &str) {
 #[test]
 fn a_route_over_its_limit_answers_429_with_the_fields_and_nothing_goes_upstream() {
     let upstream = EchoUpstream::start();
-    let gateway = TestGateway::start(&with_limits(upstream.addr, PER_CLIENT));
+    // Metrics are per process: this route's name is this test's own.
+    let limits = PER_CLIENT.replace("name = \"limited\"", "name = \"limited-once\"");
+    let gateway = TestGateway::start(&with_limits(upstream.addr, &limits));
     let first = get(gateway.addr, "/limited/a", &[]);
     assert_eq!(first.status, 200);
     assert_eq!(
@@ -78,9 +80,9 @@ fn a_route_over_its_limit_answers_429_with_the_fields_and_nothing_goes_upstream(
     assert_eq!(other.status, 200);
     assert_eq!(other.header("ratelimit"), None);
 
-    let decided = r#"portcullis_rate_limit_decisions_total{outcome="limited",route="limited"} 1"#;
-    let outcome =
-        r#"portcullis_requests_total{code="rate_limited",route="limited",status_class="4xx"} 1"#;
+    let decided =
+        r#"portcullis_rate_limit_decisions_total{outcome="limited",route="limited-once"} 1"#;
+    let outcome = r#"portcullis_requests_total{code="rate_limited",route="limited-once",status_class="4xx"} 1"#;
     // Requests are counted by their logging hook, just after the answer.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut metrics = get(gateway.admin, "/metrics", &[]).text();
