@@ -45,6 +45,7 @@ pub struct Metrics {
     pub log_lines_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
     pub session_control: IntCounterVec,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -250,6 +251,12 @@ impl Metrics {
                 "X-Portcullis-Session-Control answers from upstreams, by route, action and outcome \
                  (applied, failed, or why it was ignored: route_not_opted_in, not_2xx, no_session, invalid)",
                 &["route", "action", "outcome"],
+            ),
+            rate_limit_decisions: counter_vec(
+                r,
+                "portcullis_rate_limit_decisions_total",
+                "Rate-limit decisions by route and outcome (allowed, limited, exempt, unavailable)",
+                &["route", "outcome"],
             ),
             registry,
         };

@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use crate::config::runtime::tls::ReloadableCert;
 use crate::config::{self, ConfigError, Runtime};
 use crate::metrics::METRICS;
+use crate::session::login_throttle::LoginThrottle;
 use crate::session::ratelimit::FailureLimiter;
+use crate::store::rate_limit::LocalLimits;
 use crate::store::RevocationView;
 
 pub struct AppState {
@@ -24,6 +26,10 @@ pub struct AppState {
     pub view: Arc<RevocationView>,
     /// Refresh failures per presented token; outlives reloads.
     pub refresh_failures: Arc<FailureLimiter>,
+    /// Rate-limit state kept in memory (`store::rate_limit`); outlives reloads.
+    pub rate_limits: LocalLimits,
+    /// Failed logins per user name and address; outlives reloads.
+    pub login_throttle: LoginThrottle,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,
     /// The listeners' certificate, read again on reload.
@@ -51,7 +57,10 @@ impl AppState {
     ) -> Self {
         let settings = &runtime.sessions.settings;
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
+        let rate_limits = LocalLimits::new(runtime.server.store.rate_limit_entries);
         Self {
+            rate_limits,
+            login_throttle: LoginThrottle::default(),
             runtime: ArcSwap::from_pointee(runtime),
             view,
             refresh_failures,
@@ -179,6 +188,7 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
     }
     if va.user_cache_entries != vb.user_cache_entries
         || a.store.change_log_entries != b.store.change_log_entries
+        || a.store.rate_limit_entries != b.store.rate_limit_entries
     {
         changed.push("store cache and log sizes");
     }

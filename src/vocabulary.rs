@@ -27,6 +27,17 @@ pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
 pub const SESSION_CONTROL_HEADER: &str = "x-portcullis-session-control";
 /// [`SESSION_CONTROL_HEADER`] as a name.
 pub const SESSION_CONTROL: HeaderName = HeaderName::from_static(SESSION_CONTROL_HEADER);
+/// The contract code of a request over its route's rate limit or a
+/// throttled login (429, with `Retry-After`).
+pub const RATE_LIMITED: &str = "rate_limited";
+/// The policy a limited route applies (draft-ietf-httpapi-ratelimit-headers).
+pub const RATE_LIMIT_POLICY_HEADER: &str = "ratelimit-policy";
+/// What is left of it for this caller (the same draft).
+pub const RATE_LIMIT_HEADER: &str = "ratelimit";
+/// [`RATE_LIMIT_POLICY_HEADER`] as a name, for the gateway's own replies.
+pub const RATE_LIMIT_POLICY: HeaderName = HeaderName::from_static(RATE_LIMIT_POLICY_HEADER);
+/// [`RATE_LIMIT_HEADER`] as a name.
+pub const RATE_LIMIT: HeaderName = HeaderName::from_static(RATE_LIMIT_HEADER);
 
 /// The default of `[sessions] csrf_header`.
 pub const CSRF_HEADER: &str = "x-portcullis-csrf";

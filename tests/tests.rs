@@ -19,6 +19,7 @@ mod layers;
 mod logging;
 mod operations;
 mod paths;
+mod rate_limits;
 mod revocation;
 mod session_control;
 mod sessions;

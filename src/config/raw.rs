@@ -49,6 +49,42 @@ pub struct RawConfig {
     /// Cross-origin browser access to every route and to `/auth/*`.
     #[serde(default)]
     pub cors: RawCors,
+    /// Rate-limit policies, named by routes (`rate_limit = "NAME"`).
+    #[serde(default)]
+    pub rate_limits: Vec<RawRateLimit>,
+}
+
+/// `[[rate_limits]]`: a GCRA policy (`store::rate_limit`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub name: Spanned<String>,
+    /// `"100/m"`: requests per second (`s`), minute (`m`), hour (`h`) or day (`d`).
+    pub rate: Spanned<String>,
+    /// Requests that may arrive at once; default: the rate's count.
+    pub burst: Option<Spanned<u64>>,
+    /// Whom one limit counts.
+    #[serde(default)]
+    pub key: RateLimitKey,
+    /// A token with any of these roles is not limited.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// A token with any of these scopes is not limited.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitKey {
+    /// The verified `sub`; the client address when no token was presented.
+    #[default]
+    Subject,
+    /// The client address, as resolved through `trusted_proxies`.
+    Client,
+    /// Every caller of the route together.
+    Route,
 }
 
 /// `[cors]`, and a route's `cors` table: each key a route sets overrides
@@ -177,6 +213,9 @@ pub struct RawStore {
     pub min_replicas: u32,
     /// Redis: how long a durable write waits for them.
     pub replica_timeout: HumanDuration,
+    /// Rate-limit keys kept in this instance's memory (the embedded
+    /// store's limits, and every store's fallback); the least used go first.
+    pub rate_limit_entries: u64,
 }
 
 impl Default for RawStore {
@@ -190,6 +229,7 @@ impl Default for RawStore {
             key_prefix: None,
             min_replicas: 0,
             replica_timeout: HumanDuration::from_secs(1),
+            rate_limit_entries: 100_000,
         }
     }
 }
@@ -280,6 +320,48 @@ pub struct RawLogin {
     pub claims_header: Spanned<String>,
     #[serde(default = "default_login_timeout")]
     pub timeout: HumanDuration,
+    /// Failed logins slow down (`session::login_throttle`).
+    #[serde(default = "default_true")]
+    pub throttle: bool,
+    /// Failures of one user name from one address before delays start.
+    #[serde(default = "default_throttle_failures")]
+    pub throttle_failures: Spanned<u32>,
+    /// Failures from one address, whatever the user name, before delays start.
+    #[serde(default = "default_throttle_address_failures")]
+    pub throttle_address_failures: Spanned<u32>,
+    /// The first delay; each further failure doubles it.
+    #[serde(default = "default_throttle_delay")]
+    pub throttle_delay: Spanned<HumanDuration>,
+    #[serde(default = "default_throttle_max_delay")]
+    pub throttle_max_delay: Spanned<HumanDuration>,
+    /// Failures are forgotten this long after the last one.
+    #[serde(default = "default_throttle_window")]
+    pub throttle_window: Spanned<HumanDuration>,
+    /// The form or JSON field that names the user.
+    #[serde(default = "default_throttle_username_field")]
+    pub throttle_username_field: Spanned<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_throttle_failures() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+fn default_throttle_address_failures() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+fn default_throttle_delay() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(1))
+}
+fn default_throttle_max_delay() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(15 * 60))
+}
+fn default_throttle_window() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(3600))
+}
+fn default_throttle_username_field() -> Spanned<String> {
+    Spanned::new(0..0, "username".to_owned())
 }
 
 fn default_subject_header() -> Spanned<String> {
@@ -534,6 +616,8 @@ pub struct RawRoute {
     pub paths: PathMatch,
     /// Overrides `[cors]` keys for this route.
     pub cors: Option<Spanned<RawCors>>,
+    /// The name of a `[[rate_limits]]` policy.
+    pub rate_limit: Option<Spanned<String>>,
 }
 
 /// How a route's prefix is compared with the request path.

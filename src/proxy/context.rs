@@ -44,6 +44,8 @@ pub struct RequestContext {
     /// The client address, resolved once through the trusted proxies for
     /// both `X-Forwarded-For` and the access log.
     pub client: Option<ClientAddress>,
+    /// The `RateLimit` field of a request its route's limit let through.
+    pub rate_limit: Option<String>,
 }
 
 impl RequestContext {
@@ -66,6 +68,7 @@ impl RequestContext {
             no_healthy_target: false,
             session_control_failed: false,
             client: None,
+            rate_limit: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod head;
 pub mod header_names;
 pub mod headers;
 pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod respond;
 pub mod session_control;
 mod stream_traits;
@@ -103,7 +104,7 @@ impl ProxyHttp for Gateway {
                     ))
                     .await
                 }
-                None => admission::admit(
+                None => match admission::admit(
                     &runtime,
                     &self.state.view,
                     session.req_header(),
@@ -111,7 +112,14 @@ impl ProxyHttp for Gateway {
                     ctx,
                 )
                 .await
-                .map(|()| false),
+                {
+                    Ok(()) if rate_limit::applies(ctx) => {
+                        Box::pin(rate_limit::check(&self.state, session, ctx))
+                            .await
+                            .map(|()| false)
+                    }
+                    other => other.map(|()| false),
+                },
             },
         };
         if let Some(route) = ctx
@@ -272,6 +280,9 @@ impl ProxyHttp for Gateway {
         };
         speak_http11(session, response);
         headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
+        if let Some(fields) = ctx.rate_limit.take() {
+            rate_limit::announce(response, route, fields)?;
+        }
         // Applied session control has set its own hint (refresh now).
         if let Some(identity) = ctx
             .identity

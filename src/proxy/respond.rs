@@ -286,6 +286,22 @@ impl Refusal {
     }
 }
 
+/// Rate limits and login throttling (`proxy::rate_limit`, `/auth/login`).
+impl Refusal {
+    /// 429 `rate_limited`: wait `retry_after` seconds, then retry.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut refusal = Self::plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::vocabulary::RATE_LIMITED,
+            "too many requests; retry after the time Retry-After gives",
+        );
+        refusal
+            .extra
+            .push((RETRY_AFTER, retry_after.max(1).to_string()));
+        refusal
+    }
+}
+
 /// The admin API.
 impl Refusal {
     pub const fn admin_disabled() -> Self {

@@ -9,6 +9,7 @@ pub mod control;
 pub mod cookie;
 pub mod devices;
 pub mod grant;
+pub mod login_throttle;
 pub mod ratelimit;
 pub mod secrets;
 pub mod service;

@@ -8,9 +8,11 @@
 pub mod follower;
 pub mod location;
 mod open;
+pub mod rate_limit;
 pub mod redis;
 pub mod redis_link;
 mod redis_log;
+mod redis_rate_limit;
 mod redis_records;
 mod redis_writes;
 pub mod sqlite;
@@ -190,6 +192,17 @@ pub trait Store: Send + Sync + 'static {
         sid: &str,
         revoke_until: u64,
     ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// One rate-limit decision on state every instance shares (`rate_limit`);
+    /// `Ok(None)` from a store local to this instance (SQLite): the caller
+    /// decides in its own memory.
+    async fn rate_limit(
+        &self,
+        _key: &[u8; 16],
+        _gcra: &rate_limit::Gcra,
+    ) -> Result<Option<rate_limit::Verdict>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Where a session stands.

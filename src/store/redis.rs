@@ -235,6 +235,18 @@ impl Store for RedisStore {
         "redis"
     }
 
+    async fn rate_limit(
+        &self,
+        key: &[u8; 16],
+        gcra: &super::rate_limit::Gcra,
+    ) -> Result<Option<super::rate_limit::Verdict>, StoreError> {
+        let key = super::redis_rate_limit::key_of(self.options.key_prefix.as_deref(), key);
+        let mut conn = self.commands.clone();
+        super::redis_rate_limit::decide(&mut conn, key, gcra)
+            .await
+            .map(Some)
+    }
+
     async fn user(&self, sub: &str) -> Result<UserRecord, StoreError> {
         let mut conn = self.commands.clone();
         let fields: HashMap<String, u64> = conn.hgetall(self.keys.user(sub)).await?;

@@ -324,3 +324,27 @@ test('two tabs expiring together: one refresh across tabs, the other tab gets th
   await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(b.logouts, ['logout'], 'logout reaches every tab');
 });
+
+test('rate_limited (429 from a route limit) waits Retry-After, then retries, without a refresh', async () => {
+  let n = 0;
+  const gw = fakeGateway({
+    api: () => {
+      n += 1;
+      if (n === 1) {
+        return refusal(429, 'rate_limited', {
+          'Retry-After': '3',
+          'RateLimit-Policy': '"api";q=100;w=60',
+          'RateLimit': '"api";r=0;t=3',
+        });
+      }
+      return json({ ok: true });
+    },
+  });
+  const { c, timers, logouts } = client(gw);
+  await c.login({ username: 'alice', password: 'secret' });
+  assert.equal((await c.fetch('/orders')).status, 200);
+  assert.deepEqual(timers.slept, [3000], 'waited what Retry-After said');
+  assert.equal(apiCalls(gw).length, 2);
+  assert.equal(gw.state.refreshes, 0, 'a rate limit is not a token problem');
+  assert.deepEqual(logouts, []);
+});

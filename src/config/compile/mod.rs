@@ -30,6 +30,7 @@ mod cors;
 mod identity;
 mod issuers;
 mod keys;
+mod rate_limits;
 mod routes;
 mod server;
 mod sessions;
@@ -44,7 +45,8 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let tokens = raw.tokens.into_inner();
     let (keyring, signer) = keys::keyring(&tokens, base, sink);
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
-    let mut routes = routes::routes(&raw.routes, &pools, sink);
+    let policies = rate_limits::rate_limits(&raw.rate_limits, sink);
+    let mut routes = routes::routes(&raw.routes, &pools, &policies, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
     for route in &mut routes {

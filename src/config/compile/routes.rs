@@ -6,9 +6,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use super::rate_limits::Policies;
 use super::upstreams::{named_pool, Pools};
 use crate::auth::Requirement;
 use crate::config::raw::{AuthMode, RawRoute};
+use crate::config::runtime::rate_limit::{RateLimitPolicy, RouteLimit};
 use crate::config::runtime::router::{normalize_prefix, Route};
 use crate::config::Diagnostics;
 use toml::Spanned;
@@ -17,10 +21,15 @@ use toml::Spanned;
 /// host) and its normalised prefix. Two routes may not share one.
 pub(super) type RouteKey = (Option<String>, String);
 
-pub(super) fn routes(raw: &[RawRoute], pools: &Pools, sink: &mut Diagnostics) -> Vec<Route> {
+pub(super) fn routes(
+    raw: &[RawRoute],
+    pools: &Pools,
+    policies: &Policies,
+    sink: &mut Diagnostics,
+) -> Vec<Route> {
     let mut keys = HashSet::new();
     raw.iter()
-        .filter_map(|entry| route(entry, pools, &mut keys, sink))
+        .filter_map(|entry| route(entry, pools, policies, &mut keys, sink))
         .collect()
 }
 
@@ -28,6 +37,7 @@ pub(super) fn routes(raw: &[RawRoute], pools: &Pools, sink: &mut Diagnostics) ->
 fn route(
     raw: &RawRoute,
     pools: &Pools,
+    policies: &Policies,
     keys: &mut HashSet<RouteKey>,
     sink: &mut Diagnostics,
 ) -> Option<Route> {
@@ -47,11 +57,11 @@ fn route(
     }
     let max_auth_age = max_auth_age(raw, sink);
     let session_control = session_control(raw, sink);
+    let policy = rate_limit_of(raw, policies, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
     let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
     Some(Route {
         metrics: crate::metrics::RouteMetrics::new(&name),
-        name,
         host,
         prefix,
         auth: raw.auth,
@@ -66,7 +76,29 @@ fn route(
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
+        rate_limit: policy.map(|p| RouteLimit::new(p, &name)),
+        name,
     })
+}
+
+/// The `[[rate_limits]]` policy the route names, which must exist.
+fn rate_limit_of(
+    raw: &RawRoute,
+    policies: &Policies,
+    sink: &mut Diagnostics,
+) -> Option<Arc<RateLimitPolicy>> {
+    let name = raw.rate_limit.as_ref()?;
+    let policy = policies.get(name.get_ref()).cloned();
+    if policy.is_none() {
+        sink.at(
+            name.span(),
+            format!(
+                "unknown rate limit {:?}: no [[rate_limits]] entry has that name",
+                name.get_ref()
+            ),
+        );
+    }
+    policy
 }
 
 /// `max_auth_age`: more than zero, and on a route that reads tokens. On

@@ -10,6 +10,7 @@ use crate::config::raw::{RawLogin, RawSessions};
 use crate::config::runtime::cors::CorsTable;
 use crate::config::runtime::LoginSettings;
 use crate::config::Diagnostics;
+use crate::session::login_throttle::ThrottleSettings;
 use crate::session::{CookieSettings, SessionSettings, Sessions};
 use crate::vocabulary::CSRF_HEADER;
 
@@ -69,5 +70,43 @@ pub(super) fn login(
         roles_header: header_name(&raw.roles_header, sink)?,
         claims_header: header_name(&raw.claims_header, sink)?,
         timeout: raw.timeout.0,
+        throttle: login_throttle(raw, sink),
+    })
+}
+
+/// `throttle…`: delays of at least a second, a cap no lower than the
+/// first delay, a window that outlasts the cap, a field name to read.
+fn login_throttle(raw: &RawLogin, sink: &mut Diagnostics) -> Option<ThrottleSettings> {
+    let (delay, max_delay) = (&raw.throttle_delay, &raw.throttle_max_delay);
+    if delay.get_ref().0 < std::time::Duration::from_secs(1) {
+        sink.at(delay.span(), "login.throttle_delay must be at least 1s");
+    }
+    if max_delay.get_ref().0 < delay.get_ref().0 {
+        sink.at(
+            max_delay.span(),
+            "login.throttle_max_delay must be at least throttle_delay",
+        );
+    }
+    let window = &raw.throttle_window;
+    if window.get_ref().0 < max_delay.get_ref().0 {
+        sink.at(
+            window.span(),
+            "login.throttle_window must be at least throttle_max_delay",
+        );
+    }
+    let field = &raw.throttle_username_field;
+    if field.get_ref().trim().is_empty() {
+        sink.at(
+            field.span(),
+            "login.throttle_username_field must name a field",
+        );
+    }
+    raw.throttle.then(|| ThrottleSettings {
+        pair_failures: *raw.throttle_failures.get_ref(),
+        address_failures: *raw.throttle_address_failures.get_ref(),
+        delay: delay.get_ref().0,
+        max_delay: max_delay.get_ref().0,
+        window: window.get_ref().0,
+        username_field: field.get_ref().clone(),
     })
 }

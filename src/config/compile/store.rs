@@ -28,6 +28,7 @@ pub(super) fn store_settings(raw: &RawStore, base: &Path, sink: &mut Diagnostics
         },
         change_log_entries: raw.change_log_entries.max(100),
         redis,
+        rate_limit_entries: raw.rate_limit_entries.max(1),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cors;
 pub mod discovery;
 pub mod headers;
 pub mod path;
+pub mod rate_limit;
 pub mod router;
 pub mod tls;
 pub mod trusted;
@@ -70,6 +71,8 @@ pub struct StoreSettings {
     pub change_log_entries: u64,
     /// Key names and durable-write confirmation on Redis.
     pub redis: RedisOptions,
+    /// Rate-limit keys this instance keeps in memory.
+    pub rate_limit_entries: u64,
 }
 
 /// The bearer token of the admin API. Not `Debug`-printable by accident.
@@ -129,6 +132,8 @@ pub struct LoginSettings {
     pub roles_header: HeaderName,
     pub claims_header: HeaderName,
     pub timeout: Duration,
+    /// `throttle…`: failed logins slow down; `None` when turned off.
+    pub throttle: Option<crate::session::login_throttle::ThrottleSettings>,
 }
 
 impl Runtime {

@@ -30,6 +30,8 @@ pub struct Route {
     pub session_control: bool,
     /// The route's CORS policy (its own `cors`, else `[cors]`).
     pub cors: Arc<CorsPolicy>,
+    /// Its `rate_limit` policy.
+    pub rate_limit: Option<super::rate_limit::RouteLimit>,
 }
 
 impl Route {

@@ -27,6 +27,7 @@ use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to_upstream};
 use crate::proxy::respond::{Refusal, StoreCaller};
 use crate::session::cookie::{login_cookie_mode, presented_refresh_token, NotPresented};
+use crate::session::login_throttle::ThrottleSettings;
 use crate::session::service::{Issuer, NewSession};
 use crate::session::{clean_device_label, Entitlements, TokenPair};
 use crate::state::AppState;
@@ -64,11 +65,14 @@ pub async fn serve(
     let issuer = issuer(runtime)?;
     let cookie_mode = cookie_mode(runtime, exchange)?;
     let body = read_body(exchange, runtime.server.header_read_timeout).await?;
+    let mut attempt = Attempt::of(state, login, exchange, &body, client);
+    attempt.begin()?;
     let device = device_label(exchange, &body);
     let presented = presented_refresh(runtime, exchange, &body)?;
     let body = without_refresh_token(exchange, body);
     let request = upstream_request(runtime, login, exchange, body.len(), id, client)?;
     let response = ask_backend(login, request, body).await?;
+    attempt.answered(response.header.status);
     if !response.header.status.is_success() {
         let status = response.header.status.as_u16();
         tracing::info!(target: "portcullis::session", request_id = id, status, "login refused by the backend");
@@ -79,6 +83,85 @@ pub async fn serve(
     let pair = session_for(state, runtime, &issuer, new, presented.as_deref(), id).await?;
     deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
+}
+
+/// One login attempt as the throttle sees it (`session::login_throttle`):
+/// the user name the body gives and the client's address. Counted as a
+/// failure from `begin` on; an attempt dropped before the backend judged
+/// it (an error on the way) is not one.
+struct Attempt<'a> {
+    state: &'a AppState,
+    settings: Option<&'a ThrottleSettings>,
+    user: String,
+    ip: Option<std::net::IpAddr>,
+    /// Counted by `begin`, not yet answered.
+    pending: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let (true, Some(ip)) = (self.pending, self.ip) {
+            self.state.login_throttle.not_judged(&self.user, ip);
+        }
+    }
+}
+
+impl<'a> Attempt<'a> {
+    fn of(
+        state: &'a AppState,
+        login: &'a LoginSettings,
+        exchange: &Exchange,
+        body: &[u8],
+        client: Option<&ClientAddress>,
+    ) -> Self {
+        let settings = login.throttle.as_ref();
+        let user = settings.map(|s| {
+            let headers = &exchange.req_header().headers;
+            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            body_fields(content_type, body)
+                .remove(&s.username_field)
+                .unwrap_or_default()
+        });
+        Self {
+            state,
+            settings,
+            user: user.unwrap_or_default(),
+            ip: client.map(|c| c.ip),
+            pending: false,
+        }
+    }
+
+    /// 429 `rate_limited` while this pair or this address must wait:
+    /// answered at once, the backend not asked.
+    fn begin(&mut self) -> Result<(), Refusal> {
+        let (Some(settings), Some(ip)) = (self.settings, self.ip) else {
+            return Ok(());
+        };
+        match self.state.login_throttle.begin(settings, &self.user, ip) {
+            Some(wait) => {
+                tracing::info!(target: "portcullis::session", %ip, wait_secs = wait.as_secs(), "login throttled");
+                Err(Refusal::rate_limited(wait.as_secs_f64().ceil() as u64))
+            }
+            None => {
+                self.pending = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// A refusal (4xx) of the backend stays counted; a success clears
+    /// the pair. A failing backend (5xx) said nothing about the credentials.
+    fn answered(&mut self, status: http::StatusCode) {
+        let (true, Some(ip)) = (std::mem::take(&mut self.pending), self.ip) else {
+            return;
+        };
+        let throttle = &self.state.login_throttle;
+        if status.is_success() {
+            throttle.succeeded(&self.user, ip);
+        } else if !status.is_client_error() {
+            throttle.not_judged(&self.user, ip);
+        }
+    }
 }
 
 /// The pair for a user the backend vouched for: the presented session
