@@ -27,6 +27,7 @@ mod framing;
 pub(crate) mod http2;
 mod legacy;
 mod responses;
+mod upstream_auth;
 
 /// `(name, raw request, status, code)`.
 type Case = (&'static str, String, u16, &'static str);

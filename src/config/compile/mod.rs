@@ -35,6 +35,7 @@ mod server;
 mod sessions;
 mod store;
 mod tokens;
+mod upstream_auth;
 mod upstreams;
 
 pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
@@ -45,6 +46,8 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys::keyring(&tokens, base, sink);
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
     let mut routes = routes::routes(&raw.routes, &pools, sink);
+    let forward_token = raw.identity.forward_token;
+    upstream_auth::cross_check(&raw.upstreams, &raw.routes, forward_token, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
     for route in &mut routes {

@@ -19,6 +19,7 @@ use toml::Spanned;
 use crate::config::raw::{RawHealthCheck, RawUpstream};
 use crate::config::runtime::discovery::{DnsDiscovery, Target};
 use crate::config::runtime::upstream::UpstreamPool;
+use crate::config::runtime::upstream_auth::UpstreamAuth;
 use crate::config::runtime::TlsFiles;
 use crate::config::Diagnostics;
 
@@ -72,6 +73,8 @@ struct CheckedUpstream {
     client_cert: Option<Arc<CertKey>>,
     /// The health check, and how often it runs.
     health_check: Option<(HttpHealthCheck, Duration)>,
+    /// The backend's own credentials.
+    upstream_auth: Option<UpstreamAuth>,
 }
 
 fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -> CheckedUpstream {
@@ -101,12 +104,15 @@ fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -
         built.peer_template.client_cert_key.clone_from(&client_cert);
         Some((built, check.interval.0))
     });
+    let upstream_auth = (upstream.upstream_auth.as_ref())
+        .and_then(|auth| super::upstream_auth::upstream_auth(auth, base, sink));
     CheckedUpstream {
         targets,
         options,
         tls_sni,
         client_cert,
         health_check,
+        upstream_auth,
     }
 }
 
@@ -128,6 +134,7 @@ fn upstream_pool(upstream: &RawUpstream, checked: CheckedUpstream) -> UpstreamPo
     }
     pool.tls_sni = checked.tls_sni;
     pool.client_cert = checked.client_cert;
+    pool.upstream_auth = checked.upstream_auth;
     pool
 }
 
