@@ -286,6 +286,50 @@ fn a_reload_swaps_the_secret() {
     assert_eq!(get(gateway.addr, "/orders", &[&token("alice")]).status, 200);
 }
 
+/// The pool's health check presents a fixed value too: without it nginx
+/// would answer every check 401, the only target would be marked unhealthy
+/// and every request would get a 503.
+#[test]
+fn the_health_check_presents_the_fixed_credentials() {
+    let nginx = Nginx::start(&[("svc", SERVICE_PASSWORD)]);
+    let echo = EchoUpstream::start();
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secret_file(
+        secrets.path(),
+        "legacy.auth",
+        &basic("svc", SERVICE_PASSWORD),
+    );
+    let lines = format!(
+        "{}\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", unhealthy_threshold = 1 }}",
+        fixed_file(&file)
+    );
+    let gateway = TestGateway::start(&config(&echo, nginx.addr, &lines));
+    let log = nginx.dir.path().join("access.log");
+    let checks = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("/healthz"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Checks run about once a second; wait for two.
+    while checks().len() < 2 {
+        assert!(Instant::now() < deadline, "no health check reached nginx");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let passed = get(gateway.addr, "/orders", &[&token("alice")]);
+    assert_eq!((passed.status, passed.text()), (200, "ok svc".to_owned()));
+    let checks = checks();
+    assert!(
+        checks
+            .iter()
+            .all(|l| l.contains(" svc [") && l.contains("\" 200 ")),
+        "{checks:?}"
+    );
+}
+
 /// The secret appears in no log line, at debug level, on a request that
 /// passes and on one the backend refuses.
 #[test]

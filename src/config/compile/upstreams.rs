@@ -97,15 +97,19 @@ fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -
     let mut options = peer_options(upstream);
     let tls_sni = upstream_tls(upstream, &mut options, base, sink);
     let client_cert = client_cert(upstream, base, sink);
+    let upstream_auth = (upstream.upstream_auth.as_ref())
+        .and_then(|auth| super::upstream_auth::upstream_auth(auth, base, sink));
     // Checks speak to the targets as requests do: TLS, SNI, CAs, client
-    // certificate.
+    // certificate, and a fixed `upstream_auth` (a backend that wants Basic
+    // auth on every path would fail every check without it).
     let health_check = upstream.health_check.as_ref().and_then(|check| {
         let mut built = health_check(check, tls_sni.as_deref(), &options, sink)?;
         built.peer_template.client_cert_key.clone_from(&client_cert);
+        if let Some(value) = upstream_auth.as_ref().and_then(|a| a.authorization(None)) {
+            let _ = built.req.insert_header(http::header::AUTHORIZATION, value);
+        }
         Some((built, check.interval.0))
     });
-    let upstream_auth = (upstream.upstream_auth.as_ref())
-        .and_then(|auth| super::upstream_auth::upstream_auth(auth, base, sink));
     CheckedUpstream {
         targets,
         options,
