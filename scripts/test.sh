@@ -72,6 +72,6 @@ cargo test --locked
 
 # The browser client: unit tests against a fake fetch, then end to end in
 # headless Chromium against the binary `cargo test` just built.
-(cd clients/js && node --test test/client.test.js test/session-control.test.js)
+(cd clients/js && node --test test/client.test.js test/session-control.test.js test/step_up.test.js)
 (cd clients/js/e2e && npm ci --no-audit --no-fund --loglevel=error &&
-  PORTCULLIS_BIN="$PWD/../../../target/debug/portcullis" timeout 300 node --test browser.test.js demo.test.js session-control.test.js)
+  PORTCULLIS_BIN="$PWD/../../../target/debug/portcullis" timeout 300 node --test browser.test.js demo.test.js session-control.test.js step_up.test.js)

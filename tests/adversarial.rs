@@ -28,6 +28,7 @@ pub(crate) mod http2;
 mod legacy;
 mod responses;
 mod session_control;
+mod upstream_auth;
 
 /// `(name, raw request, status, code)`.
 type Case = (&'static str, String, u16, &'static str);

@@ -26,6 +26,11 @@ export interface TokenEvent {
   source: 'login' | 'refresh' | 'tab';
 }
 
+export interface ReauthenticationEvent {
+  /** The route's bound on the login's age in seconds (`max_age` of the challenge), or null. */
+  maxAge: number | null;
+}
+
 export interface ClientOptions {
   /** The gateway's origin, e.g. "https://api.example.com"; "" for the page's own. */
   baseUrl?: string;
@@ -35,6 +40,17 @@ export interface ClientOptions {
   onLogout?: (event: { reason: LogoutReason }) => void;
   /** Called with every new access token. */
   onToken?: (event: TokenEvent) => void;
+  /**
+   * A route wants a more recent login (RFC 9470 step-up: `401
+   * reauthentication_required`). Show a password prompt and call `login`
+   * (it sends the session's refresh token along, so the session and its
+   * device entry stay); when the returned promise resolves, the refused
+   * request is retried once. Resolve to `false` to hand the refusal to the
+   * caller instead; a rejection rejects the caller's `fetch`. Asked once for
+   * any number of requests refused while the prompt is open. Without it the
+   * refusal goes to the caller untouched.
+   */
+  onReauthenticationRequired?: (event: ReauthenticationEvent) => unknown | Promise<unknown>;
   /** Bearer mode: where to keep the refresh token (default: this page's memory). */
   refreshTokenStore?: RefreshTokenStore;
   /** The gateway's `[sessions] csrf_header` (default "X-Portcullis-CSRF"). */

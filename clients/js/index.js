@@ -7,13 +7,19 @@
 // `X-Token-Expires-In`, coordinates tabs (Web Locks + BroadcastChannel when
 // the platform has them), backs off on `auth_unavailable` / 429 honouring
 // `Retry-After`, and drops to the app's login screen (`onLogout`) when the
-// session is over. No runtime dependencies.
+// session is over. A route that wants a more recent login (RFC 9470
+// step-up, `401 reauthentication_required`) asks the app once through
+// `onReauthenticationRequired` and retries the request after it logged in
+// again. No runtime dependencies.
 
 const ERROR_HEADER = 'X-Portcullis-Error';
 const EXPIRES_IN_HEADER = 'X-Token-Expires-In';
 const LOCK_NAME = 'portcullis-refresh';
 /** How long a tab keeps the lock after a refresh (ms). */
 const HOLD_MS = 300;
+
+/** RFC 9470 step-up: the route wants a more recent login. */
+const REAUTH_CODE = 'reauthentication_required';
 
 /** Codes after which the session is over: back to the login screen. */
 const SESSION_OVER = new Set(['account_disabled', 'invalid_grant', 'token_invalid']);
@@ -57,6 +63,12 @@ export class UnavailableError extends Error {
   }
 }
 
+/** RFC 9470 §3: the `max_age` (seconds) of a step-up challenge, or null. */
+function maxAgeOf(challenge) {
+  const found = /(?:^|[\s,])max_age\s*=\s*"?(\d+)"?/i.exec(challenge ?? '');
+  return found ? Number(found[1]) : null;
+}
+
 const isRequest = (input) => typeof Request !== 'undefined' && input instanceof Request;
 
 export function createClient(options = {}) {
@@ -66,7 +78,7 @@ export function createClient(options = {}) {
 export class PortcullisClient {
   #base; #mode; #fetch; #onLogout; #onToken; #store; #csrfHeader;
   #maxRetries; #maxBackoffMs; #random; #now; #setTimeout; #clearTimeout; #sleep;
-  #locks; #channel;
+  #locks; #channel; #onReauth;
   #access = null;
   #expiresAt = 0;
   /** 'unknown' (may hold a cookie), 'in' or 'out'. */
@@ -75,6 +87,10 @@ export class PortcullisClient {
   #aheadTimer = null;
   /** Refreshes waiting for another tab's answer. */
   #waiters = [];
+  /** Logins so far; a step-up refusal of a request sent before one is retried without asking. */
+  #logins = 0;
+  /** The app's step-up prompt while it is open (one for all refused requests). */
+  #reauthenticating = null;
 
   constructor(options) {
     this.#base = (options.baseUrl ?? '').replace(/\/+$/, '');
@@ -83,6 +99,7 @@ export class PortcullisClient {
     this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
     this.#onLogout = options.onLogout ?? (() => {});
     this.#onToken = options.onToken ?? (() => {});
+    this.#onReauth = options.onReauthenticationRequired ?? null;
     this.#store = options.refreshTokenStore ?? memoryStore();
     this.#csrfHeader = options.csrfHeader ?? 'X-Portcullis-CSRF';
     this.#maxRetries = options.maxRetries ?? 3;
@@ -110,11 +127,13 @@ export class PortcullisClient {
   /** `fetch` with the access token, refresh, retries and logout handling. */
   async fetch(input, init = {}) {
     let refreshed = false;
+    let steppedUp = false;
     for (let unavailable = 0; ; ) {
       if (this.#access === null && this.#session !== 'out') {
         await this.#quietRefresh();
       }
       const sent = this.#access;
+      const logins = this.#logins;
       const response = await this.#fetch(this.#target(input), this.#withToken(input, init, sent));
       const code = response.headers.get(ERROR_HEADER);
       if (!code) {
@@ -137,6 +156,14 @@ export class PortcullisClient {
         }
         this.#logout(code);
         return response;
+      }
+      if (code === REAUTH_CODE) {
+        // The session is fine; the route wants a newer login. Retry once,
+        // after the app logged in again (a refusal means the upstream never
+        // saw the request, so the retry is safe).
+        if (steppedUp || !(await this.#reauthenticate(response, logins))) return response;
+        steppedUp = true;
+        continue;
       }
       if (code === 'token_missing') {
         this.#logout(code);
@@ -163,6 +190,11 @@ export class PortcullisClient {
     const pairs = typeof credentials?.[Symbol.iterator] === 'function' ? [...credentials] : Object.entries(credentials);
     const body = new URLSearchParams(pairs);
     if (deviceName) body.set('device_name', deviceName);
+    // Step-up: the session's refresh token goes along, so the gateway keeps
+    // this session (same device entry) and renews its login time. Cookie
+    // mode sends the refresh cookie anyway.
+    const current = this.#mode === 'bearer' ? await this.#store.get() : null;
+    if (current && !body.has('refresh_token')) body.set('refresh_token', current);
     const response = await this.#auth('/auth/login', { method: 'POST', body });
     const text = await response.text();
     if (!response.ok) throw new LoginError(response, text);
@@ -215,6 +247,26 @@ export class PortcullisClient {
     if (this.#aheadTimer) this.#clearTimeout(this.#aheadTimer);
     this.#aheadTimer = null;
     this.#channel?.close?.();
+  }
+
+  // ---- step-up ---------------------------------------------------------
+
+  /**
+   * Asks the app to log in again (`onReauthenticationRequired`), once for
+   * any number of requests refused meanwhile. Resolves to whether the
+   * refused request should be retried: the app's callback resolved (and not
+   * to `false`), or a login already happened since that request was sent.
+   * An error thrown by the callback rejects the request's `fetch`.
+   */
+  async #reauthenticate(response, logins) {
+    if (this.#logins !== logins) return true;
+    if (!this.#onReauth) return false;
+    if (!this.#reauthenticating) {
+      const maxAge = maxAgeOf(response.headers.get('WWW-Authenticate'));
+      this.#reauthenticating = (async () => this.#onReauth({ maxAge }))()
+        .finally(() => { this.#reauthenticating = null; });
+    }
+    return (await this.#reauthenticating) !== false;
   }
 
   // ---- refresh ---------------------------------------------------------
@@ -304,6 +356,7 @@ export class PortcullisClient {
     this.#access = answer.access_token;
     this.#expiresAt = answer.expires_at ?? this.#now() + answer.expires_in * 1000;
     this.#session = 'in';
+    if (source === 'login') this.#logins += 1;
     if (answer.refresh_token && this.#mode === 'bearer') this.#store.set(answer.refresh_token);
     if (this.#aheadTimer) this.#clearTimeout(this.#aheadTimer);
     this.#aheadTimer = null;

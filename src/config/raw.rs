@@ -534,6 +534,32 @@ pub struct RawUpstream {
     /// How often target names are resolved again (addresses never are).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Spanned<HumanDuration>,
+    /// The backend's own credentials, set in place of the client's
+    /// `Authorization` (see `compile::upstream_auth`).
+    pub upstream_auth: Option<Spanned<RawUpstreamAuth>>,
+}
+
+/// `upstream_auth = { kind = "fixed", file = … }` or `{ kind =
+/// "basic_subject", password_env = … }`: where the secret is, never the
+/// secret itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamAuth {
+    /// `"fixed"` or `"basic_subject"`.
+    pub kind: Spanned<String>,
+    /// `fixed`: a file holding the whole `Authorization` value.
+    pub file: Option<Spanned<PathBuf>>,
+    /// `fixed`: an environment variable holding it.
+    pub env: Option<Spanned<String>>,
+    /// `basic_subject`: a file holding the password.
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// `basic_subject`: an environment variable holding it.
+    pub password_env: Option<Spanned<String>>,
+    /// Refused: a secret written into the configuration. Known here so
+    /// that `check` says where secrets go rather than "unknown field".
+    pub value: Option<Spanned<toml::Value>>,
+    /// Refused, as `value`.
+    pub password: Option<Spanned<toml::Value>>,
 }
 
 fn default_resolve_interval() -> Spanned<HumanDuration> {

@@ -26,6 +26,8 @@ use pingora_proxy::Session;
 use super::client_addr;
 use super::respond::Refusal;
 use crate::config::runtime::cors::CorsPolicy;
+use crate::config::runtime::upstream::UpstreamPool;
+use crate::config::runtime::upstream_auth::UpstreamAuth;
 use crate::config::Runtime;
 use crate::vocabulary::{
     ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, SESSION_CONTROL,
@@ -111,6 +113,35 @@ pub fn to_upstream(
         upstream.insert_header(name.clone(), value.clone())?;
     }
     set_forwarding(session, upstream, request_id, client)
+}
+
+/// The backend's own credentials (`upstream_auth`) in place of every
+/// `Authorization` the client sent, in any scheme: run after
+/// [`to_upstream`] on a route's request, never on the login call (whose
+/// backend reads the client's credentials). Without a value to send (no
+/// verified subject for `basic_subject`) the request goes without one, and
+/// the backend that enforces its auth refuses it itself.
+pub fn present_upstream_auth(
+    upstream: &mut RequestHeader,
+    auth: &UpstreamAuth,
+    subject: Option<&str>,
+) -> Result<()> {
+    upstream.remove_header(&http::header::AUTHORIZATION);
+    if let Some(value) = auth.authorization(subject) {
+        upstream.insert_header(http::header::AUTHORIZATION, value)?;
+    }
+    Ok(())
+}
+
+/// An upstream that answers 401 to the gateway's fixed credentials has
+/// refused the gateway itself (a wrong or rotated secret): the answer goes
+/// to the client as it is, and the operator is told, without the value.
+pub fn note_refused_upstream_auth(pool: &UpstreamPool, status: http::StatusCode) {
+    if status == http::StatusCode::UNAUTHORIZED
+        && matches!(pool.upstream_auth, Some(UpstreamAuth::Fixed(_)))
+    {
+        tracing::warn!(upstream = %pool.name, "the upstream refused the gateway's upstream_auth credentials (401)");
+    }
 }
 
 /// Everything an upstream's answer (a proxied one, or the login backend's

@@ -219,6 +219,14 @@ impl ProxyHttp for Gateway {
             &ctx.request_id,
             client,
         )?;
+        if let Some(auth) = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.upstream.upstream_auth.as_ref())
+        {
+            let subject = ctx.identity.as_ref().map(|i| i.claims.sub.as_str());
+            headers::present_upstream_auth(upstream, auth, subject)?;
+        }
         // Cloned, not taken: on a retry pingora runs this hook again on a
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
@@ -253,7 +261,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _response: &mut ResponseHeader,
+        response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
         if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
@@ -261,6 +269,9 @@ impl ProxyHttp for Gateway {
                 .metrics
                 .upstream
                 .observe(started.elapsed().as_secs_f64());
+        }
+        if let Some(route) = &ctx.route {
+            headers::note_refused_upstream_auth(&route.upstream, response.status);
         }
         Ok(())
     }

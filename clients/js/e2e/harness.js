@@ -46,7 +46,7 @@ async function waitForPort(port, child, what) {
   }
 }
 
-function gatewayConfig({ ports, cookie, app }) {
+function gatewayConfig({ ports, cookie, app, routes = '' }) {
   return `[server]
 listen = ["127.0.0.1:${ports.gateway}"]
 admin_listen = "127.0.0.1:${ports.admin}"
@@ -91,7 +91,7 @@ allow_credentials = ${cookie}
 path = "/"
 upstream = "backend"
 auth = "required"
-`;
+${routes}`;
 }
 
 /** A static server for the app page and the client library. */
@@ -112,9 +112,10 @@ function appServer(port) {
 
 /**
  * Starts backend, gateway (cookie or bearer mode) and two app origins:
- * `app`, allowed by `[cors]`, and `foreign`, which is not.
+ * `app`, allowed by `[cors]`, and `foreign`, which is not. `routes` is
+ * TOML appended to the configuration (more `[[routes]]`).
  */
-export async function startStack({ mode }) {
+export async function startStack({ mode, routes }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-e2e-'));
   const ports = {};
   for (const name of ['gateway', 'admin', 'backend', 'app', 'foreign']) ports[name] = await freePort();
@@ -122,7 +123,7 @@ export async function startStack({ mode }) {
   execFileSync(BIN, ['keygen', '--algorithm', 'eddsa', '--out', dir, '--kid', 'e2e'], { stdio: 'ignore' });
   fs.writeFileSync(path.join(dir, 'admin.token'), ADMIN_TOKEN);
   const config = path.join(dir, 'portcullis.toml');
-  fs.writeFileSync(config, gatewayConfig({ ports, cookie: mode === 'cookie', app }));
+  fs.writeFileSync(config, gatewayConfig({ ports, cookie: mode === 'cookie', app, routes }));
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' };
   const children = [
     spawn(BIN, ['demo-backend', '--listen', `127.0.0.1:${ports.backend}`], { stdio: 'inherit', env }),

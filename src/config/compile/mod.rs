@@ -36,6 +36,7 @@ mod server;
 mod sessions;
 mod store;
 mod tokens;
+mod upstream_auth;
 mod upstreams;
 
 pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Option<Runtime> {
@@ -47,6 +48,8 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
     let policies = rate_limits::rate_limits(&raw.rate_limits, sink);
     let mut routes = routes::routes(&raw.routes, &pools, &policies, sink);
+    let forward_token = raw.identity.forward_token;
+    upstream_auth::cross_check(&raw.upstreams, &raw.routes, forward_token, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
     for route in &mut routes {

@@ -19,6 +19,7 @@ use toml::Spanned;
 use crate::config::raw::{RawHealthCheck, RawUpstream};
 use crate::config::runtime::discovery::{DnsDiscovery, Target};
 use crate::config::runtime::upstream::UpstreamPool;
+use crate::config::runtime::upstream_auth::UpstreamAuth;
 use crate::config::runtime::TlsFiles;
 use crate::config::Diagnostics;
 
@@ -72,6 +73,8 @@ struct CheckedUpstream {
     client_cert: Option<Arc<CertKey>>,
     /// The health check, and how often it runs.
     health_check: Option<(HttpHealthCheck, Duration)>,
+    /// The backend's own credentials.
+    upstream_auth: Option<UpstreamAuth>,
 }
 
 fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -> CheckedUpstream {
@@ -94,11 +97,17 @@ fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -
     let mut options = peer_options(upstream);
     let tls_sni = upstream_tls(upstream, &mut options, base, sink);
     let client_cert = client_cert(upstream, base, sink);
+    let upstream_auth = (upstream.upstream_auth.as_ref())
+        .and_then(|auth| super::upstream_auth::upstream_auth(auth, base, sink));
     // Checks speak to the targets as requests do: TLS, SNI, CAs, client
-    // certificate.
+    // certificate, and a fixed `upstream_auth` (a backend that wants Basic
+    // auth on every path would fail every check without it).
     let health_check = upstream.health_check.as_ref().and_then(|check| {
         let mut built = health_check(check, tls_sni.as_deref(), &options, sink)?;
         built.peer_template.client_cert_key.clone_from(&client_cert);
+        if let Some(value) = upstream_auth.as_ref().and_then(|a| a.authorization(None)) {
+            let _ = built.req.insert_header(http::header::AUTHORIZATION, value);
+        }
         Some((built, check.interval.0))
     });
     CheckedUpstream {
@@ -107,6 +116,7 @@ fn check_upstream(upstream: &RawUpstream, base: &Path, sink: &mut Diagnostics) -
         tls_sni,
         client_cert,
         health_check,
+        upstream_auth,
     }
 }
 
@@ -128,6 +138,7 @@ fn upstream_pool(upstream: &RawUpstream, checked: CheckedUpstream) -> UpstreamPo
     }
     pool.tls_sni = checked.tls_sni;
     pool.client_cert = checked.client_cert;
+    pool.upstream_auth = checked.upstream_auth;
     pool
 }
 

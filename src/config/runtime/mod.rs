@@ -14,6 +14,7 @@ pub mod router;
 pub mod tls;
 pub mod trusted;
 pub mod upstream;
+pub mod upstream_auth;
 
 use std::fmt::Write;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::discovery::{DnsDiscovery, Resolve};
+use super::upstream_auth::UpstreamAuth;
 use crate::metrics::METRICS;
 
 /// A pool of upstream targets with round-robin selection, active health
@@ -31,6 +32,9 @@ pub struct UpstreamPool {
     /// part of the engine's connection-reuse key (by serial), so after a
     /// reload swaps it, connections made with the old one are not reused.
     pub client_cert: Option<Arc<CertKey>>,
+    /// The backend's own credentials, in place of the client's
+    /// `Authorization`; read again by every reload, like the keys.
+    pub upstream_auth: Option<UpstreamAuth>,
     /// Targets left out after a failed connection, and since when.
     ejected: Mutex<Vec<(Backend, Instant)>>,
     last_check: Mutex<Option<Instant>>,
@@ -67,6 +71,7 @@ impl UpstreamPool {
             ejection,
             tls_sni: None,
             client_cert: None,
+            upstream_auth: None,
             ejected: Mutex::default(),
             last_check: Mutex::default(),
             discovery,
