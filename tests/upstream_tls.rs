@@ -130,7 +130,9 @@ fn nginx(client_ca: &Path) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, fixtures, d) = (free_addr(), tls_fixtures(), dir.path().display());
     let conf = format!(
-        r#"worker_processes 1;
+        // One process: a SIGKILL on drop then leaves no worker holding the
+        // test's output pipe open.
+        r#"master_process off;
 error_log {d}/error.log info;
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
