@@ -24,6 +24,8 @@ pub struct AppState {
     pub view: Arc<RevocationView>,
     /// Refresh failures per presented token; outlives reloads.
     pub refresh_failures: Arc<FailureLimiter>,
+    /// API key failures per key id (`proxy::api_key`); outlives reloads.
+    pub api_key_failures: Arc<FailureLimiter>,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,
     /// The listeners' certificate, read again on reload.
@@ -51,10 +53,12 @@ impl AppState {
     ) -> Self {
         let settings = &runtime.sessions.settings;
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
+        let api_key_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             view,
             refresh_failures,
+            api_key_failures,
             config_path,
             certificate,
             reloading: Mutex::new(()),

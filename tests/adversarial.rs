@@ -1104,6 +1104,7 @@ proptest! {
             roles: name("x-user-roles"),
             scopes: name("x-user-scopes"),
             session: name("x-session-id"),
+            credential: name("x-user-credential"),
             claims: vec![("email".into(), name("x-user-email"))],
             forward_token: false,
         };

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::duration::HumanDuration;
 use crate::vocabulary::{
     CSRF_HEADER, LOGIN_CLAIMS_HEADER, LOGIN_ROLES_HEADER, LOGIN_SUBJECT_HEADER, SESSION_ID_HEADER,
-    USER_ID_HEADER, USER_ROLES_HEADER, USER_SCOPES_HEADER,
+    USER_CREDENTIAL_HEADER, USER_ID_HEADER, USER_ROLES_HEADER, USER_SCOPES_HEADER,
 };
 
 /// What to do when the view cannot be confirmed fresh.
@@ -402,6 +402,8 @@ pub struct RawIdentity {
     pub session: Spanned<String>,
     pub claims: BTreeMap<String, Spanned<String>>,
     pub forward_token: bool,
+    /// Which credential let the request in: `token` or `api_key`.
+    pub credential: Spanned<String>,
 }
 
 impl Default for RawIdentity {
@@ -414,6 +416,7 @@ impl Default for RawIdentity {
             session: header(SESSION_ID_HEADER),
             claims: BTreeMap::new(),
             forward_token: false,
+            credential: header(USER_CREDENTIAL_HEADER),
         }
     }
 }
@@ -531,6 +534,8 @@ pub struct RawRoute {
     pub paths: PathMatch,
     /// Overrides `[cors]` keys for this route.
     pub cors: Option<Spanned<RawCors>>,
+    /// Let in requests that present an API key (`X-Api-Key`).
+    pub api_keys: Option<Spanned<bool>>,
 }
 
 /// How a route's prefix is compared with the request path.

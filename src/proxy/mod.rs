@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admission;
+mod api_key;
 pub mod chunked;
 pub mod client_addr;
 pub mod context;
@@ -102,15 +103,9 @@ impl ProxyHttp for Gateway {
                     ))
                     .await
                 }
-                None => admission::admit(
-                    &runtime,
-                    &self.state.view,
-                    session.req_header(),
-                    target,
-                    ctx,
-                )
-                .await
-                .map(|()| false),
+                None => admission::admit(&runtime, &self.state, session.req_header(), target, ctx)
+                    .await
+                    .map(|()| false),
             },
         };
         if let Some(route) = ctx

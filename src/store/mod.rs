@@ -5,6 +5,7 @@
 //! `follower` keeps current from the change log. This module does not know
 //! pingora.
 
+pub mod api_keys;
 pub mod follower;
 pub mod location;
 mod open;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use api_keys::ApiKeyRecord;
 pub use location::StoreLocation;
 pub use open::{open, open_with};
 pub use redis_link::RedisOptions;
@@ -43,8 +45,17 @@ pub struct UserRecord {
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    User { sub: String, record: UserRecord },
-    TokenRevoked { jti: String, exp: u64 },
+    User {
+        sub: String,
+        record: UserRecord,
+    },
+    TokenRevoked {
+        jti: String,
+        exp: u64,
+    },
+    /// An API key created or revoked: its whole record (boxed: it is
+    /// larger than the other changes).
+    ApiKey(Box<ApiKeyRecord>),
 }
 
 /// A position in the change log, in the terms of the backend that gave it.
@@ -178,6 +189,20 @@ pub trait Store: Send + Sync + 'static {
         sid: &str,
         revoke_until: u64,
     ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Stores a new API key (by hash) with its change log entry.
+    async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Marks a key revoked at `now` (kept at its first revocation), with
+    /// its change log entry; `None` when no key has that id.
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, revoked and expired ones included, with its last use.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Records when keys were last used, `(id, Unix seconds)`; an older
+    /// time never replaces a newer one.
+    async fn record_api_key_uses(&self, uses: &[(String, u64)]) -> Result<(), StoreError>;
 }
 
 /// Where a session stands.

@@ -45,6 +45,7 @@ fn route(
         sink.at(raw.path.span(), "roles and scopes need auth = \"required\"");
     }
     let max_auth_age = max_auth_age(raw, sink);
+    let api_keys = api_keys(raw, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
     let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
     Some(Route {
@@ -60,6 +61,7 @@ fn route(
         },
         upstream,
         paths: raw.paths,
+        api_keys,
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
@@ -82,6 +84,21 @@ fn max_auth_age(raw: &RawRoute, sink: &mut Diagnostics) -> Option<Duration> {
         );
     }
     Some(age)
+}
+
+/// `api_keys = true`: on a route that reads credentials. On `auth =
+/// "none"` no key would ever be read: a mistake, not a policy.
+fn api_keys(raw: &RawRoute, sink: &mut Diagnostics) -> bool {
+    let Some(spanned) = raw.api_keys.as_ref() else {
+        return false;
+    };
+    if *spanned.get_ref() && raw.auth == AuthMode::None {
+        sink.at(
+            spanned.span(),
+            "api_keys needs auth = \"required\" or \"optional\"",
+        );
+    }
+    *spanned.get_ref()
 }
 
 /// Routes are matched against normalised request paths, so the configured

@@ -27,6 +27,8 @@ pub struct Route {
     pub paths: PathMatch,
     /// The route's CORS policy (its own `cors`, else `[cors]`).
     pub cors: Arc<CorsPolicy>,
+    /// Requests may present an API key instead of a token.
+    pub api_keys: bool,
 }
 
 impl Route {
