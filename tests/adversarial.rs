@@ -19,6 +19,7 @@ use crate::support::http::{self, connect, read_response};
 use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
+mod api_keys;
 mod chunked;
 mod claims;
 mod endpoints;

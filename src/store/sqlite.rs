@@ -338,13 +338,15 @@ fn read_rows(conn: &Connection, after: u64, limit: usize) -> Result<Batch, Store
     Ok(Batch::Changes { changes, cursor })
 }
 
-/// Writes a key's record and its change log entry.
-fn put_api_key(tx: &Transaction, record: &ApiKeyRecord) -> Result<(), StoreError> {
+/// Writes a key's record (a new one, or over the one held) and its
+/// change log entry. A new key whose id is taken fails.
+fn put_api_key(tx: &Transaction, record: &ApiKeyRecord, new: bool) -> Result<(), StoreError> {
     let data = record.to_log();
-    tx.execute(
-        "INSERT INTO api_keys (id, record) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET record = ?2",
-        params![record.id, data],
-    )?;
+    let sql = match new {
+        true => "INSERT INTO api_keys (id, record) VALUES (?1, ?2)",
+        false => "UPDATE api_keys SET record = ?2 WHERE id = ?1",
+    };
+    tx.execute(sql, params![record.id, data])?;
     tx.execute(
         "INSERT INTO changes (kind, key, data) VALUES ('api_key', ?1, ?2)",
         params![record.id, data],
@@ -613,7 +615,7 @@ impl Store for SqliteStore {
 
     async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
         let record = record.clone();
-        self.write(move |tx| put_api_key(tx, &record)).await
+        self.write(move |tx| put_api_key(tx, &record, true)).await
     }
 
     async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -624,7 +626,7 @@ impl Store for SqliteStore {
             };
             if record.revoked.is_none() {
                 record.revoked = Some(now);
-                put_api_key(tx, &record)?;
+                put_api_key(tx, &record, false)?;
             }
             Ok(Some(record))
         })
