@@ -550,3 +550,56 @@ fn the_command_line_creates_lists_and_revokes_keys() {
     let (status, missing) = cli(&["api-key", "revoke", "0000000000000000"]);
     assert_eq!(status, Some(1), "{missing}");
 }
+
+/// `portcullis check` refuses `api_keys` where no key could ever be read,
+/// and a value that is no boolean, each at its position; it shows which
+/// routes take keys.
+#[test]
+fn check_refuses_api_keys_it_could_never_honour_at_their_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = crate::support::tokens::fixtures_dir().join("test-eddsa-2.pub.pem");
+    let head = format!(
+        "[tokens]\nissuer = \"https://issuer.test\"\naudience = \"api\"\n\n\
+         [[tokens.keys]]\nkid = \"k\"\nalgorithm = \"EdDSA\"\npublic_key_file = {:?}\n\n\
+         [[upstreams]]\nname = \"legacy\"\ntargets = [\"127.0.0.1:8081\"]\n\n",
+        key.display().to_string()
+    );
+    let check = |text: &str| {
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "check",
+                "--skip-files",
+                "--config",
+                path.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text, path.display().to_string())
+    };
+    let none = format!("{head}[[routes]]\npath = \"/p\"\nupstream = \"legacy\"\nauth = \"none\"\napi_keys = true\n");
+    let (status, text, file) = check(&none);
+    assert_eq!(status, Some(2), "{text}");
+    let expected = format!("{file}:18:12: api_keys needs auth = \"required\" or \"optional\"");
+    assert!(
+        text.lines().any(|l| l.starts_with(&expected)),
+        "{expected:?} in:\n{text}"
+    );
+
+    let typo =
+        format!("{head}[[routes]]\npath = \"/p\"\nupstream = \"legacy\"\napi_keys = \"yes\"\n");
+    let (status, text, file) = check(&typo);
+    assert_eq!(status, Some(2), "{text}");
+    assert!(text.contains(&format!("{file}:17:")), "{text}");
+
+    let fine = format!("{head}[[routes]]\npath = \"/p\"\nupstream = \"legacy\"\napi_keys = true\n");
+    let (status, text, _) = check(&fine);
+    assert_eq!(status, Some(0), "{text}");
+    assert!(text.contains("required+key"), "{text}");
+}
