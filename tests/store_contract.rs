@@ -525,7 +525,10 @@ async fn api_keys_are_kept_by_hash_logged_revoked_once_and_their_uses_recorded(b
     let start = store.head().await.expect("head");
     store.create_api_key(&record).await.expect("create");
     assert!(store.create_api_key(&record).await.is_err(), "a taken id");
-    assert_eq!(store.api_keys().await.expect("list"), [record.clone()]);
+    assert_eq!(
+        store.api_keys().await.expect("list"),
+        std::slice::from_ref(&record)
+    );
     let revoked = store
         .revoke_api_key(&record.id, now + 5)
         .await
