@@ -60,9 +60,9 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     out
 }
 
-/// Whether `key` hashes to `stored`, in constant time.
-pub fn hash_matches(key: &str, stored: &[u8; 32]) -> bool {
-    verify_slices_are_equal(&hash_key(key), stored).is_ok()
+/// Whether two key hashes are equal, in constant time.
+pub fn same_hash(presented: &[u8; 32], stored: &[u8; 32]) -> bool {
+    verify_slices_are_equal(presented, stored).is_ok()
 }
 
 /// The id a well-formed key names; `None` for anything else.
@@ -149,9 +149,9 @@ mod tests {
         assert_eq!(new.key.len(), KEY_LEN);
         assert_eq!(key_id(&new.key), Some(new.id.as_str()));
         let stored = hash_key(&new.key);
-        assert!(hash_matches(&new.key, &stored));
+        assert!(same_hash(&hash_key(&new.key), &stored));
         let other = NewKey::generate().expect("random");
-        assert!(!hash_matches(&other.key, &stored));
+        assert!(!same_hash(&hash_key(&other.key), &stored));
         assert_ne!(new.id, other.id);
     }
 

@@ -16,12 +16,17 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use crate::auth::api_key::{hash_matches, key_id};
+use crate::auth::api_key::{hash_key, key_id, same_hash};
 use crate::auth::claims::Audience;
 use crate::auth::{AccessClaims, AuthError};
 
 /// The issuer an API key's identity reads as: no token issuer can have it.
 pub const API_KEY_ISSUER: &str = "portcullis:api-key";
+
+/// A stored key record this version cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("API key record: {0}")]
+pub struct UnreadableRecord(String);
 
 /// One API key as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +66,8 @@ impl ApiKeyRecord {
         serde_json::to_string(&record).unwrap_or_default()
     }
 
-    pub fn from_log(text: &str) -> Result<Self, super::StoreError> {
-        serde_json::from_str(text)
-            .map_err(|e| super::StoreError::Corrupt(format!("api key record: {e}")))
+    pub fn from_log(text: &str) -> Result<Self, UnreadableRecord> {
+        serde_json::from_str(text).map_err(|e| UnreadableRecord(e.to_string()))
     }
 
     /// The prefix a person sees in lists and logs: what the key starts with.
@@ -156,9 +160,12 @@ pub struct ApiKeySet {
 impl ApiKeySet {
     /// The identity `presented` stands for at `now`, or why it stands for
     /// none. A valid key costs a map lookup and a SHA-256; so does a wrong
-    /// one, unless it names no key at all.
+    /// or unknown one (a malformed one costs less: it is refused unread).
     pub fn check(&self, presented: &str, now: u64) -> Result<AccessClaims, KeyRefusal> {
         let id = key_id(presented).ok_or(KeyRefusal::Malformed)?;
+        // Hashed before the lookup: an id nobody holds costs what a held
+        // one does, so timing tells no prober which ids exist.
+        let hash = hash_key(presented);
         let live = self
             .keys
             .read()
@@ -166,7 +173,7 @@ impl ApiKeySet {
             .get(id)
             .cloned()
             .ok_or(KeyRefusal::Unknown)?;
-        if !hash_matches(presented, &live.hash) {
+        if !same_hash(&hash, &live.hash) {
             return Err(KeyRefusal::Wrong);
         }
         if live.record.revoked.is_some() {
@@ -235,7 +242,7 @@ impl ApiKeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::api_key::{hash_key, NewKey};
+    use crate::auth::api_key::NewKey;
 
     fn record(new: &NewKey, expires: Option<u64>) -> ApiKeyRecord {
         ApiKeyRecord {

@@ -120,6 +120,12 @@ pub enum StoreError {
     Demoted,
 }
 
+impl From<api_keys::UnreadableRecord> for StoreError {
+    fn from(unreadable: api_keys::UnreadableRecord) -> Self {
+        Self::Corrupt(unreadable.to_string())
+    }
+}
+
 /// How long entries outlive what they describe, and how long the log is.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {

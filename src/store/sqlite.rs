@@ -354,6 +354,15 @@ fn put_api_key(tx: &Transaction, record: &ApiKeyRecord, new: bool) -> Result<(),
     Ok(())
 }
 
+/// A stored record with its last use.
+fn with_use(data: &str, last_used: Option<u64>) -> Result<ApiKeyRecord, StoreError> {
+    let record = ApiKeyRecord::from_log(data)?;
+    Ok(ApiKeyRecord {
+        last_used,
+        ..record
+    })
+}
+
 fn read_api_key(conn: &Connection, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
     let row: Option<(String, Option<u64>)> = conn
         .query_row(
@@ -362,13 +371,8 @@ fn read_api_key(conn: &Connection, id: &str) -> Result<Option<ApiKeyRecord>, Sto
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
-    row.map(|(data, last_used)| {
-        ApiKeyRecord::from_log(&data).map(|record| ApiKeyRecord {
-            last_used,
-            ..record
-        })
-    })
-    .transpose()
+    row.map(|(data, last_used)| with_use(&data, last_used))
+        .transpose()
 }
 
 fn all_api_keys(conn: &Connection) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -376,10 +380,7 @@ fn all_api_keys(conn: &Connection) -> Result<Vec<ApiKeyRecord>, StoreError> {
     let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))?;
     rows.map(|row| {
         let (data, last_used) = row?;
-        ApiKeyRecord::from_log(&data).map(|record| ApiKeyRecord {
-            last_used,
-            ..record
-        })
+        with_use(&data, last_used)
     })
     .collect()
 }

@@ -244,6 +244,10 @@ impl RevocationView {
             .check(presented, now)
             .map_err(|refused| refused.auth_error())?;
         let user = self.user(&claims.sub).await.map_err(|e| {
+            crate::metrics::METRICS
+                .store_errors
+                .with_label_values(&["load_user"])
+                .inc();
             tracing::warn!(error = %e, "user record unavailable");
             AuthError::Unavailable
         })?;
