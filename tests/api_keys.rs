@@ -598,6 +598,15 @@ fn check_refuses_api_keys_it_could_never_honour_at_their_position() {
     assert_eq!(status, Some(2), "{text}");
     assert!(text.contains(&format!("{file}:17:")), "{text}");
 
+    let twice = format!("{head}[identity]\ncredential = \"X-User-Id\"\n");
+    let (status, text, file) = check(&twice);
+    assert_eq!(status, Some(2), "{text}");
+    let expected = format!("{file}:15:14: header \"X-User-Id\" is used twice in [identity]");
+    assert!(
+        text.lines().any(|l| l.starts_with(&expected)),
+        "{expected:?} in:\n{text}"
+    );
+
     let fine = format!("{head}[[routes]]\npath = \"/p\"\nupstream = \"legacy\"\napi_keys = true\n");
     let (status, text, _) = check(&fine);
     assert_eq!(status, Some(0), "{text}");
