@@ -39,13 +39,9 @@ pub(super) async fn admit(
     request: &RequestHeader,
     ctx: &mut RequestContext,
 ) -> Option<Result<(), Refusal>> {
-    let key = match extract_api_key(&request.headers) {
+    let decided = match extract_api_key(&request.headers) {
         Ok(None) => return None,
-        Ok(Some(key)) => Ok(key),
-        Err(e) => Err(e),
-    };
-    let decided = match key {
-        Ok(key) => checked(runtime, state, route, request, key).await,
+        Ok(Some(key)) => checked(runtime, state, route, request, key).await,
         Err(e) => Err(Refusal::auth(&e, &runtime.realm)),
     };
     ctx.decision = Some(match &decided {
