@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use portcullis::store::view::OnUnavailable;
 use portcullis::store::{
-    self, follower, Batch, Change, Cursor, Retention, RevocationView, RotateOutcome, Rotation,
-    SessionRecord, Store, StoreError, StoreLocation, UserRecord, ViewSettings,
+    self, follower, ApiKeyRecord, Batch, Change, Cursor, Retention, RevocationView, RotateOutcome,
+    Rotation, SessionRecord, Store, StoreError, StoreLocation, UserRecord, ViewSettings,
 };
 use support::redis::RedisServer;
 
@@ -322,5 +322,17 @@ impl Store for Timed {
         revoke_until: u64,
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.end_session(sid, revoke_until).await
+    }
+    async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.inner.create_api_key(record).await
+    }
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.inner.revoke_api_key(id, now).await
+    }
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.inner.api_keys().await
+    }
+    async fn record_api_key_uses(&self, uses: &[(String, u64)]) -> Result<(), StoreError> {
+        self.inner.record_api_key_uses(uses).await
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::admin::client::{session_path, user_path, AdminClient};
+use portcullis::admin::client::{api_key_path, session_path, user_path, AdminClient};
 use portcullis::auth::issue::{mint, Issuance};
 use portcullis::config::raw::KeyAlgorithm;
 use portcullis::config::{self, ConfigError};
@@ -216,6 +216,40 @@ enum AdminAction {
     Reload,
     /// Liveness and readiness of the gateway.
     Health,
+    /// API keys for scripts and services: create, list, revoke.
+    ApiKey {
+        #[command(subcommand)]
+        action: ApiKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyAction {
+    /// Create a key for a service account; the key is printed once.
+    Create {
+        /// The subject the key stands for (`sub`).
+        #[arg(long, allow_hyphen_values = true)]
+        sub: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime, e.g. `90d`; without it the key does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// A label to tell keys apart in `api-key list`.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Every key: id, label, prefix, subject, created, last used, expiry.
+    List,
+    /// Revoke a key by id (as `api-key list` shows it).
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -408,6 +442,7 @@ fn admin(
         }
         AdminAction::Reload => client.post("/admin/reload", None)?,
         AdminAction::Health => client.get("/readyz")?,
+        AdminAction::ApiKey { action } => api_key_call(&client, action)?,
     };
     if json {
         say(&body.to_string());
@@ -419,6 +454,80 @@ fn admin(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn api_key_call(
+    client: &AdminClient,
+    action: &ApiKeyAction,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    Ok(match action {
+        ApiKeyAction::Create {
+            sub,
+            roles,
+            scope,
+            expires,
+            label,
+        } => {
+            let mut body = serde_json::json!({"sub": sub, "roles": roles});
+            if let Some(scope) = scope {
+                body["scope"] = scope.as_str().into();
+            }
+            if let Some(expires) = expires {
+                body["expires_in"] = expires.as_secs().into();
+            }
+            if let Some(label) = label {
+                body["label"] = label.as_str().into();
+            }
+            client.post("/admin/api-keys", Some(&body))?
+        }
+        ApiKeyAction::List => client.get("/admin/api-keys")?,
+        ApiKeyAction::Revoke { id } => client.delete(&api_key_path(id))?,
+    })
+}
+
+/// An API key call's answer, for a person: the key itself only once,
+/// after it was created.
+fn describe_api_key(action: &ApiKeyAction, body: &serde_json::Value) -> String {
+    match action {
+        ApiKeyAction::Create { .. } => format!(
+            "API key {} created for {} (shown once; store it now):\n{}",
+            body["id"].as_str().unwrap_or("?"),
+            body["sub"].as_str().unwrap_or("?"),
+            body["key"].as_str().unwrap_or("?"),
+        ),
+        ApiKeyAction::Revoke { id } => format!("API key {id} is revoked"),
+        ApiKeyAction::List => {
+            let list = body["api_keys"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let mut out = format!("{} API key(s)", list.len());
+            for key in list {
+                out.push_str(&format!(
+                    "\n  {}  {}…  {}  {}  {}  created {}  last used {}  expires {}",
+                    key["id"].as_str().unwrap_or("?"),
+                    key["prefix"].as_str().unwrap_or("?"),
+                    key["status"].as_str().unwrap_or("?"),
+                    key["sub"].as_str().unwrap_or("?"),
+                    key["label"]
+                        .as_str()
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or("-"),
+                    readable_time(&key["created"]),
+                    optional_time(&key["last_used"], "never"),
+                    optional_time(&key["expires"], "never"),
+                ));
+            }
+            out
+        }
+    }
+}
+
+fn optional_time(seconds: &serde_json::Value, none: &str) -> String {
+    match seconds {
+        serde_json::Value::Null => none.to_owned(),
+        at => readable_time(at),
+    }
 }
 
 /// What an operator needs to see at startup: which build, where it
@@ -492,19 +601,25 @@ fn describe(action: &AdminAction, status: u16, body: &serde_json::Value) -> Stri
             body["refresh_token"].as_str().unwrap_or("?"),
         ),
         AdminAction::Reload => describe_reload(body),
-        AdminAction::Health => format!(
-            "{} (store {}, view {} ms old, bound {} ms, {} revoked tokens)",
-            if body["ready"] == true {
-                "ready"
-            } else {
-                "NOT ready"
-            },
-            body["store"].as_str().unwrap_or("?"),
-            body["view_staleness_ms"],
-            body["max_staleness_ms"],
-            body["revoked_tokens"],
-        ),
+        AdminAction::ApiKey { action } => describe_api_key(action, body),
+        AdminAction::Health => describe_health(body),
     }
+}
+
+/// Readiness, with the view's age against its bound.
+fn describe_health(body: &serde_json::Value) -> String {
+    format!(
+        "{} (store {}, view {} ms old, bound {} ms, {} revoked tokens)",
+        if body["ready"] == true {
+            "ready"
+        } else {
+            "NOT ready"
+        },
+        body["store"].as_str().unwrap_or("?"),
+        body["view_staleness_ms"],
+        body["max_staleness_ms"],
+        body["revoked_tokens"],
+    )
 }
 
 /// A reload's answer, with what it could not apply: those settings take

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub refreshes: IntCounterVec,
     pub reuse_detections: IntCounter,
+    pub api_key_failures: IntCounterVec,
     pub sessions_opened: IntCounter,
     pub config_reloads: IntCounterVec,
     pub revoked_tokens: IntGauge,
@@ -162,6 +163,13 @@ impl Metrics {
                 "Rotated-out refresh tokens presented again: sessions revoked as stolen",
             ),
             refreshes,
+            api_key_failures: counter_vec(
+                r,
+                "portcullis_api_key_failures_total",
+                "API keys refused, by reason: api_key_malformed, api_key_unknown, api_key_wrong, \
+                 api_key_expired, api_key_revoked",
+                &["reason"],
+            ),
             sessions_opened: counter(
                 r,
                 "portcullis_sessions_opened_total",

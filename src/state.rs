@@ -30,6 +30,8 @@ pub struct AppState {
     pub rate_limits: LocalLimits,
     /// Failed logins per user name and address; outlives reloads.
     pub login_throttle: LoginThrottle,
+    /// API key failures per key id (`proxy::api_key`); outlives reloads.
+    pub api_key_failures: Arc<FailureLimiter>,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,
     /// The listeners' certificate, read again on reload.
@@ -58,12 +60,14 @@ impl AppState {
         let settings = &runtime.sessions.settings;
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         let rate_limits = LocalLimits::new(runtime.server.store.rate_limit_entries);
+        let api_key_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         Self {
             rate_limits,
             login_throttle: LoginThrottle::default(),
             runtime: ArcSwap::from_pointee(runtime),
             view,
             refresh_failures,
+            api_key_failures,
             config_path,
             certificate,
             reloading: Mutex::new(()),

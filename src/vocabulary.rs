@@ -51,6 +51,14 @@ pub const USER_ROLES_HEADER: &str = "x-user-roles";
 pub const USER_SCOPES_HEADER: &str = "x-user-scopes";
 pub const SESSION_ID_HEADER: &str = "x-session-id";
 
+/// The default of `[identity] credential`: which kind of credential the
+/// request was let in with (`token` or `api_key`).
+pub const USER_CREDENTIAL_HEADER: &str = "x-user-credential";
+
+/// Where a client presents an API key (or `Authorization: ApiKey …`);
+/// never forwarded upstream.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
 // The defaults of `[login]`: where the login backend names the user.
 pub const LOGIN_SUBJECT_HEADER: &str = "x-auth-subject";
 pub const LOGIN_ROLES_HEADER: &str = "x-auth-roles";

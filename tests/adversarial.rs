@@ -19,6 +19,7 @@ use crate::support::http::{self, connect, read_response};
 use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
+mod api_keys;
 mod chunked;
 mod claims;
 mod endpoints;
@@ -1106,6 +1107,7 @@ proptest! {
             roles: name("x-user-roles"),
             scopes: name("x-user-scopes"),
             session: name("x-session-id"),
+            credential: name("x-user-credential"),
             claims: vec![("email".into(), name("x-user-email"))],
             forward_token: false,
         };

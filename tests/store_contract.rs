@@ -125,6 +125,7 @@ contract!(
     a_refresh_that_read_the_clock_before_a_rotation_is_no_replay_without_grace,
     a_reauthentication_sets_auth_time_and_leaves_no_replay,
     a_bump_keeping_one_session_moves_only_that_active_session_of_the_user,
+    api_keys_are_kept_by_hash_logged_revoked_once_and_their_uses_recorded,
 );
 
 fn session(sid: &str, expires_at: u64) -> SessionRecord {
@@ -557,4 +558,84 @@ async fn a_bump_keeping_one_session_moves_only_that_active_session_of_the_user(b
         .expect("bump");
     assert!(!kept, "another user's session is not theirs to keep");
     assert_eq!(version("kept").await, 1);
+}
+
+/// API keys: a new key is listed and in the change log (whole record, so
+/// a follower needs no read), a taken id is refused, a revocation keeps
+/// its first time and is logged, uses keep the latest time, and an
+/// unknown id is nobody's.
+async fn api_keys_are_kept_by_hash_logged_revoked_once_and_their_uses_recorded(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let now = unix_now();
+    let record = store::ApiKeyRecord {
+        id: "0123456789abcdef".into(),
+        hash: "ab".repeat(32),
+        sub: "svc-backup".into(),
+        roles: vec!["backup".into()],
+        scope: Some("files:read".into()),
+        label: "nightly".into(),
+        created: now,
+        expires: Some(now + 3600),
+        revoked: None,
+        last_used: None,
+    };
+    let start = store.head().await.expect("head");
+    store.create_api_key(&record).await.expect("create");
+    assert!(store.create_api_key(&record).await.is_err(), "a taken id");
+    assert_eq!(
+        store.api_keys().await.expect("list"),
+        std::slice::from_ref(&record)
+    );
+    let revoked = store
+        .revoke_api_key(&record.id, now + 5)
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.as_ref().and_then(|r| r.revoked), Some(now + 5));
+    let again = store
+        .revoke_api_key(&record.id, now + 9)
+        .await
+        .expect("again");
+    assert_eq!(
+        again.and_then(|r| r.revoked),
+        Some(now + 5),
+        "kept at the first"
+    );
+    assert_eq!(
+        store
+            .revoke_api_key("fedcba9876543210", now)
+            .await
+            .expect("unknown"),
+        None
+    );
+    let Batch::Changes { changes, .. } = store
+        .changes_since(start, Duration::ZERO, 100)
+        .await
+        .expect("changes")
+    else {
+        panic!("the log continues from its head");
+    };
+    let logged: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::ApiKey(logged) => Some(logged.revoked),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged.first(), Some(&None), "the creation");
+    assert!(
+        logged.contains(&Some(now + 5)),
+        "the revocation: {logged:?}"
+    );
+    let id = record.id.clone();
+    store
+        .record_api_key_uses(&[(id.clone(), now + 50)])
+        .await
+        .expect("use");
+    store
+        .record_api_key_uses(&[(id, now + 40)])
+        .await
+        .expect("older use");
+    let listed = store.api_keys().await.expect("list");
+    assert_eq!(listed[0].last_used, Some(now + 50));
+    assert_eq!(listed[0].revoked, Some(now + 5));
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod access_log;
 mod adversarial;
+mod api_keys;
 mod cli;
 mod contract;
 mod cors;

@@ -124,3 +124,9 @@ pub fn user_path(sub: &str, action: &str) -> String {
     let encoded = percent_encoding::utf8_percent_encode(sub, percent_encoding::NON_ALPHANUMERIC);
     format!("/admin/users/{encoded}/{action}")
 }
+
+/// The path of one API key, by id, percent-encoded.
+pub fn api_key_path(id: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+    format!("/admin/api-keys/{encoded}")
+}

@@ -7,6 +7,7 @@
 //! Answers and refusals are built by `proxy::respond`, like the proxy's;
 //! session rules (listing, issuing, device labels) are `session`'s.
 
+pub mod api_keys;
 pub mod client;
 
 use std::sync::Arc;
@@ -129,14 +130,41 @@ impl AdminApi {
             (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
             (Method::POST, ["users", sub, action]) => self.user_action(sub, action).await,
             (Method::POST, ["reload"]) => self.reload().await,
-            (_, ["tokens", "revoke"] | ["sessions"] | ["sessions", _] | ["users", _, _]) => {
-                Err(Refusal::admin_method_not_allowed())
+            (Method::POST | Method::GET, ["api-keys"]) | (Method::DELETE, ["api-keys", _]) => {
+                self.api_keys(session, segments).await
             }
+            (
+                _,
+                ["tokens", "revoke"]
+                | ["sessions"]
+                | ["sessions", _]
+                | ["users", _, _]
+                | ["api-keys"]
+                | ["api-keys", _],
+            ) => Err(Refusal::admin_method_not_allowed()),
             _ => Err(Refusal::no_route()),
         }
     }
 
-    /// Trusted issuance: a token pair for a user another service vouches for.
+    /// `/admin/api-keys`: create (`POST`), list (`GET`), revoke (`DELETE …/{id}`).
+    async fn api_keys(
+        &self,
+        session: &mut ServerSession,
+        segments: &[&str],
+    ) -> Result<Answer, Refusal> {
+        let view = &self.state.view;
+        let method = session.req_header().method.clone();
+        let (status, body) = match (method, segments) {
+            (Method::POST, _) => {
+                let body = read_body(session, self.body_deadline()).await?;
+                api_keys::create(view, &body).await?
+            }
+            (Method::DELETE, [_, id]) => api_keys::revoke(view, id).await?,
+            _ => api_keys::list(view).await?,
+        };
+        Ok(Answer::Json(status, body))
+    }
+
     /// How long a body may take to arrive: the head's deadline.
     fn body_deadline(&self) -> std::time::Duration {
         self.state.runtime.load().server.header_read_timeout

@@ -82,7 +82,8 @@ pub fn is_b64token(token: &[u8]) -> bool {
 }
 
 /// Whether the query string carries a parameter any backend might read as
-/// one of the gateway's credentials, `access_token` or `refresh_token`.
+/// one of the gateway's credentials, `access_token`, `refresh_token` or
+/// an API key (`api_key`, `x-api-key`).
 /// Such requests are refused on every route so the token is never
 /// forwarded or logged.
 ///
@@ -95,8 +96,8 @@ pub fn is_b64token(token: &[u8]) -> bool {
 /// fullwidth `ａccess_token` as `access_token`, an unclosed `access[token`
 /// as `access_token`. So every parameter name is percent-decoded until it
 /// stops changing, read whole and split at its brackets, each part folded from fullwidth to ASCII, stripped of everything but letters
-/// and digits and compared case-insensitively with `accesstoken` and
-/// `refreshtoken`.
+/// and digits and compared case-insensitively with `accesstoken`,
+/// `refreshtoken`, `apikey` and `xapikey`.
 ///
 /// A proxy that decodes once turns `x=%26access_token%3Dt` into
 /// `x=&access_token=t`, so the query is also read after decoding it whole.
@@ -128,8 +129,10 @@ fn decoded_whole(query: &str) -> String {
 /// changes the name shortens it, so the loop ends anyway.
 const MAX_DECODE_PASSES: usize = 8;
 
-/// The parameter names of the gateway's own credentials, folded.
-const CREDENTIAL_NAMES: [&str; 2] = ["accesstoken", "refreshtoken"];
+/// The parameter names of the gateway's own credentials, folded: its
+/// tokens, and its API keys under the names clients put them in
+/// (`api_key`, `apikey`, `x-api-key`).
+const CREDENTIAL_NAMES: [&str; 4] = ["accesstoken", "refreshtoken", "apikey", "xapikey"];
 
 fn reads_as_credential(name: &str) -> bool {
     let name: std::borrow::Cow<[u8]> = match name.contains('%') {

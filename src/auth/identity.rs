@@ -14,6 +14,8 @@ pub struct IdentityHeaders {
     pub roles: HeaderName,
     pub scopes: HeaderName,
     pub session: HeaderName,
+    /// Which kind of credential let the request in: `token` or `api_key`.
+    pub credential: HeaderName,
     /// Claim name → header name, e.g. `email` → `X-User-Email`.
     pub claims: Vec<(String, HeaderName)>,
     /// Keep `Authorization` on requests the gateway authenticated.
@@ -23,9 +25,15 @@ pub struct IdentityHeaders {
 impl IdentityHeaders {
     /// Every header name the identity may be written to.
     pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
-        [&self.subject, &self.roles, &self.scopes, &self.session]
-            .into_iter()
-            .chain(self.claims.iter().map(|(_, header)| header))
+        [
+            &self.subject,
+            &self.roles,
+            &self.scopes,
+            &self.session,
+            &self.credential,
+        ]
+        .into_iter()
+        .chain(self.claims.iter().map(|(_, header)| header))
     }
 
     /// The headers to set for a verified token, computed once per token and
@@ -36,7 +44,17 @@ impl IdentityHeaders {
     /// the `,` that separates roles: forwarding such a token would give the
     /// upstream no user, or roles the token does not hold.
     pub fn headers_for(&self, claims: &AccessClaims) -> Option<Vec<(HeaderName, HeaderValue)>> {
-        let mut out = Vec::with_capacity(4 + self.claims.len());
+        self.headers_for_kind(claims, CredentialKind::Token)
+    }
+
+    /// [`Self::headers_for`], naming the kind of credential that proved
+    /// the claims.
+    pub fn headers_for_kind(
+        &self,
+        claims: &AccessClaims,
+        kind: CredentialKind,
+    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+        let mut out = Vec::with_capacity(5 + self.claims.len());
         if !subject_forwardable(&claims.sub) || !claims.roles.iter().all(|r| role_separable(r)) {
             return None;
         }
@@ -58,7 +76,28 @@ impl IdentityHeaders {
                 Some(other) => push(&mut out, header, &other.to_string()),
             }
         }
+        let kind = HeaderValue::from_static(kind.as_str());
+        out.push((self.credential.clone(), kind));
         Some(out)
+    }
+}
+
+/// The kind of credential a request was let in with, as the upstream is
+/// told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A bearer access token (the gateway's own or an external issuer's).
+    Token,
+    /// An API key.
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::ApiKey => "api_key",
+        }
     }
 }
 

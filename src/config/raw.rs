@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::duration::HumanDuration;
 use crate::vocabulary::{
     CSRF_HEADER, LOGIN_CLAIMS_HEADER, LOGIN_ROLES_HEADER, LOGIN_SUBJECT_HEADER, SESSION_ID_HEADER,
-    USER_ID_HEADER, USER_ROLES_HEADER, USER_SCOPES_HEADER,
+    USER_CREDENTIAL_HEADER, USER_ID_HEADER, USER_ROLES_HEADER, USER_SCOPES_HEADER,
 };
 
 /// What to do when the view cannot be confirmed fresh.
@@ -484,6 +484,8 @@ pub struct RawIdentity {
     pub session: Spanned<String>,
     pub claims: BTreeMap<String, Spanned<String>>,
     pub forward_token: bool,
+    /// Which credential let the request in: `token` or `api_key`.
+    pub credential: Spanned<String>,
 }
 
 impl Default for RawIdentity {
@@ -496,6 +498,7 @@ impl Default for RawIdentity {
             session: header(SESSION_ID_HEADER),
             claims: BTreeMap::new(),
             forward_token: false,
+            credential: header(USER_CREDENTIAL_HEADER),
         }
     }
 }
@@ -644,6 +647,8 @@ pub struct RawRoute {
     pub cors: Option<Spanned<RawCors>>,
     /// The name of a `[[rate_limits]]` policy.
     pub rate_limit: Option<Spanned<String>>,
+    /// Let in requests that present an API key (`X-Api-Key`).
+    pub api_keys: Option<Spanned<bool>>,
 }
 
 /// How a route's prefix is compared with the request path.

@@ -17,6 +17,7 @@ use crate::config::raw::AuthMode;
 use crate::config::runtime::path;
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
+use crate::state::AppState;
 use crate::store::RevocationView;
 
 /// The normalised path and the query of a request.
@@ -67,7 +68,7 @@ pub(super) fn target_of(runtime: &Runtime, request: &RequestHeader) -> Result<Ta
 /// Route and token checks: `Ok` lets the request through to the upstream.
 pub(super) async fn admit(
     runtime: &Runtime,
-    view: &RevocationView,
+    state: &AppState,
     request: &RequestHeader,
     target: Target,
     ctx: &mut RequestContext,
@@ -88,6 +89,12 @@ pub(super) async fn admit(
     if route.auth == AuthMode::None {
         return Ok(());
     }
+    if route.api_keys {
+        if let Some(decided) = super::api_key::admit(runtime, state, route, request, ctx).await {
+            return decided;
+        }
+    }
+    let view = &state.view;
     let decided = authenticate(runtime, view, route, request, &mut ctx.verified).await;
     ctx.decision = Some(match &decided {
         Ok(Some(_)) => "ok",

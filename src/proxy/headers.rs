@@ -25,6 +25,7 @@ use pingora_proxy::Session;
 
 use super::client_addr;
 use super::respond::Refusal;
+use crate::auth::api_key::has_api_key_authorization;
 use crate::config::runtime::cors::CorsPolicy;
 use crate::config::runtime::upstream::UpstreamPool;
 use crate::config::runtime::upstream_auth::UpstreamAuth;
@@ -168,8 +169,9 @@ pub fn from_upstream(
 }
 
 /// Removes what authenticates a client to the gateway itself before a
-/// request goes upstream: the refresh cookie (cookie mode), and a bearer
-/// token unless `forward_token` (another scheme is the backend's own), on
+/// request goes upstream: the refresh cookie (cookie mode), a bearer
+/// token unless `forward_token` (another scheme is the backend's own) and
+/// an `Authorization: ApiKey` always (`X-Api-Key` is a reserved name), on
 /// every route, `auth = "none"` included: backends log headers, and the
 /// gateway's token is no credential of theirs.
 fn strip_gateway_credentials(request: &mut RequestHeader, runtime: &Runtime) {
@@ -182,7 +184,9 @@ fn strip_gateway_credentials(request: &mut RequestHeader, runtime: &Runtime) {
             }
         }
     }
-    if !runtime.identity.forward_token && has_bearer(&request.headers) {
+    if !runtime.identity.forward_token && has_bearer(&request.headers)
+        || has_api_key_authorization(&request.headers)
+    {
         request.remove_header(&http::header::AUTHORIZATION);
     }
 }

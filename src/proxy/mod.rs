@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admission;
+mod api_key;
 pub mod chunked;
 pub mod client_addr;
 pub mod context;
@@ -106,7 +107,7 @@ impl ProxyHttp for Gateway {
                 }
                 None => match admission::admit(
                     &runtime,
-                    &self.state.view,
+                    &self.state,
                     session.req_header(),
                     target,
                     ctx,

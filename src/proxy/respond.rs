@@ -250,6 +250,10 @@ impl Refusal {
         Self::plain(StatusCode::NOT_FOUND, "not_found", "no such session")
     }
 
+    pub const fn no_such_api_key() -> Self {
+        Self::plain(StatusCode::NOT_FOUND, "not_found", "no such API key")
+    }
+
     pub const fn cross_site() -> Self {
         Self::plain(
             StatusCode::FORBIDDEN,
@@ -298,6 +302,19 @@ impl Refusal {
         refusal
             .extra
             .push((RETRY_AFTER, retry_after.max(1).to_string()));
+        refusal
+    }
+}
+
+/// An API key whose id failed too often waits `retry_after` seconds.
+impl Refusal {
+    pub fn api_key_throttled(retry_after: u64) -> Self {
+        let mut refusal = Self::plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "this API key failed too often; retry later",
+        );
+        refusal.extra.push((RETRY_AFTER, retry_after.to_string()));
         refusal
     }
 }

@@ -138,7 +138,9 @@ pub async fn resync(view: &RevocationView) -> Result<Cursor, StoreError> {
     let started = Instant::now();
     let head = view.store().head().await?;
     let revoked = view.store().revoked_tokens(unix_now()).await?;
+    let api_keys = view.store().api_keys().await?;
     view.reset(revoked);
+    view.load_api_keys(&api_keys);
     view.confirm_fresh(started);
     tracing::info!(revoked = view.revoked_len(), "revocation view loaded");
     Ok(head)
@@ -147,6 +149,12 @@ pub async fn resync(view: &RevocationView) -> Result<Cursor, StoreError> {
 async fn maintain(view: &RevocationView, leeway: Duration) {
     let now = unix_now();
     view.sweep_expired(now, leeway);
+    // Batched here, off the request path: "last used" is up to one
+    // maintenance period late (a failed write loses those times until
+    // each key's next use).
+    if let Err(e) = view.write_api_key_uses().await {
+        tracing::warn!(error = %e, "recording API key uses failed");
+    }
     if let Err(e) = view.store().purge_expired(now).await {
         tracing::warn!(error = %e, "purging expired revocations failed");
     }

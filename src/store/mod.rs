@@ -5,6 +5,7 @@
 //! `follower` keeps current from the change log. This module does not know
 //! pingora.
 
+pub mod api_keys;
 pub mod follower;
 pub mod location;
 mod open;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use api_keys::ApiKeyRecord;
 pub use location::StoreLocation;
 pub use open::{open, open_with};
 pub use redis_link::RedisOptions;
@@ -45,8 +47,17 @@ pub struct UserRecord {
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    User { sub: String, record: UserRecord },
-    TokenRevoked { jti: String, exp: u64 },
+    User {
+        sub: String,
+        record: UserRecord,
+    },
+    TokenRevoked {
+        jti: String,
+        exp: u64,
+    },
+    /// An API key created or revoked: its whole record (boxed: it is
+    /// larger than the other changes).
+    ApiKey(Box<ApiKeyRecord>),
 }
 
 /// A position in the change log, in the terms of the backend that gave it.
@@ -109,6 +120,12 @@ pub enum StoreError {
     /// The node Sentinel named as primary answers as a replica now.
     #[error("the primary was demoted; asking the sentinels again")]
     Demoted,
+}
+
+impl From<api_keys::UnreadableRecord> for StoreError {
+    fn from(unreadable: api_keys::UnreadableRecord) -> Self {
+        Self::Corrupt(unreadable.to_string())
+    }
 }
 
 /// How long entries outlive what they describe, and how long the log is.
@@ -203,6 +220,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<rate_limit::Verdict>, StoreError> {
         Ok(None)
     }
+    /// Stores a new API key (by hash) with its change log entry.
+    async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Marks a key revoked at `now` (kept at its first revocation), with
+    /// its change log entry; `None` when no key has that id.
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, revoked and expired ones included, with its last use.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Records when keys were last used, `(id, Unix seconds)`; an older
+    /// time never replaces a newer one.
+    async fn record_api_key_uses(&self, uses: &[(String, u64)]) -> Result<(), StoreError>;
 }
 
 /// Where a session stands.

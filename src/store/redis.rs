@@ -24,12 +24,13 @@ use redis::{AsyncCommands, Script, ScriptInvocation, Value};
 use super::redis_link::{cluster_nodes, key_base, Keys, Link, RedisOptions, SentinelSpec, Target};
 use super::redis_log::{parse_change, parse_id, parse_log_state, LogInfo, Replication};
 use super::redis_records::{
-    parse_session, session_fields, BUMP_KEEPING, END_SESSION, REVOKE_TOKEN, ROTATE, UPDATE_USER,
+    parse_session, session_fields, BUMP_KEEPING, END_SESSION, PUT_API_KEY, RECORD_API_KEY_USES,
+    REVOKE_TOKEN, ROTATE, UPDATE_USER,
 };
 use super::redis_writes::WriteLinks;
 use super::{
-    session_marker, Batch, Cursor, Retention, RotateOutcome, Rotation, SessionRecord, Store,
-    StoreError, StoreLocation, UserRecord,
+    session_marker, ApiKeyRecord, Batch, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
+    Store, StoreError, StoreLocation, UserRecord,
 };
 
 pub struct RedisStore {
@@ -49,6 +50,8 @@ pub struct RedisStore {
     revoke_token: Script,
     rotate: Script,
     end_session: Script,
+    put_api_key: Script,
+    record_api_key_uses: Script,
     retention: Retention,
 }
 
@@ -91,6 +94,8 @@ impl RedisStore {
             revoke_token: Script::new(REVOKE_TOKEN),
             rotate: Script::new(ROTATE),
             end_session: Script::new(END_SESSION),
+            put_api_key: Script::new(PUT_API_KEY),
+            record_api_key_uses: Script::new(RECORD_API_KEY_USES),
             retention,
         })
     }
@@ -113,6 +118,23 @@ impl RedisStore {
             not_before,
             revision,
         })
+    }
+
+    /// Writes a key's record with its change log entry; false when the id
+    /// was `new` but taken, or `existing` but unknown.
+    async fn put_api_key(&self, record: &ApiKeyRecord, mode: &str) -> Result<bool, StoreError> {
+        let mut invocation = self.put_api_key.prepare_invoke();
+        invocation
+            .key(self.keys.api_keys())
+            .key(self.keys.changes())
+            .arg(&record.id)
+            .arg(record.to_log())
+            .arg(self.retention.log_entries)
+            .arg(mode);
+        let wrote: i64 = self
+            .durable(&self.put_api_key, &invocation, |wrote: &i64| *wrote == 1)
+            .await?;
+        Ok(wrote == 1)
     }
 
     /// Runs a write script and, when `min_replicas` is set, `WAIT` in the
@@ -566,6 +588,60 @@ impl Store for RedisStore {
             .durable(&self.end_session, &invocation, |_| true)
             .await?;
         Ok(before)
+    }
+
+    async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        match self.put_api_key(record, "new").await? {
+            true => Ok(()),
+            false => Err(StoreError::Corrupt(format!(
+                "API key id {} is taken",
+                record.id
+            ))),
+        }
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut conn = self.commands.clone();
+        let held: Option<String> = conn.hget(self.keys.api_keys(), id).await?;
+        let Some(mut record) = held.as_deref().map(ApiKeyRecord::from_log).transpose()? else {
+            return Ok(None);
+        };
+        // Written again even when already revoked: a retry after an
+        // unconfirmed revocation must learn whether it is durable now.
+        record.revoked.get_or_insert(now);
+        self.put_api_key(&record, "existing").await?;
+        Ok(Some(record))
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut conn = self.commands.clone();
+        let (records, uses): (HashMap<String, String>, HashMap<String, u64>) = redis::pipe()
+            .hgetall(self.keys.api_keys())
+            .hgetall(self.keys.api_key_uses())
+            .query_async(&mut conn)
+            .await?;
+        let mut keys = records
+            .values()
+            .map(|data| {
+                ApiKeyRecord::from_log(data).map(|record| ApiKeyRecord {
+                    last_used: uses.get(&record.id).copied(),
+                    ..record
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    async fn record_api_key_uses(&self, uses: &[(String, u64)]) -> Result<(), StoreError> {
+        let mut invocation = self.record_api_key_uses.prepare_invoke();
+        invocation.key(self.keys.api_key_uses());
+        for (id, at) in uses {
+            invocation.arg(id).arg(*at);
+        }
+        let mut conn = self.commands.clone();
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     async fn active_sessions(&self, now: u64) -> Result<u64, StoreError> {

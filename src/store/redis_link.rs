@@ -86,6 +86,16 @@ impl Keys {
     pub fn user_sessions(&self, sub: &str) -> String {
         format!("{}:user-sessions:{sub}", self.base)
     }
+
+    /// API key records by id (a hash of JSON records).
+    pub fn api_keys(&self) -> String {
+        format!("{}:api-keys", self.base)
+    }
+
+    /// When each API key was last used, by id (a hash).
+    pub fn api_key_uses(&self) -> String {
+        format!("{}:api-key-uses", self.base)
+    }
 }
 
 /// A `redis+sentinel://[user:password@]H:P[,H:P…]/MASTER[/DB]` URL.

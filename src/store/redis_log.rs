@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use redis::Value;
 
-use super::{Change, Cursor, StoreError, UserRecord};
+use super::{ApiKeyRecord, Change, Cursor, StoreError, UserRecord};
 
 /// The answers to [`RedisStore::log_state_commands`].
 pub(super) fn parse_log_state(
@@ -145,6 +145,10 @@ pub(super) fn parse_change(map: &HashMap<String, Value>) -> Result<Change, Store
             jti: key,
             exp: field(map, "exp")?,
         }),
+        "api_key" => {
+            let data: String = field(map, "data")?;
+            Ok(Change::ApiKey(Box::new(ApiKeyRecord::from_log(&data)?)))
+        }
         other => Err(StoreError::Corrupt(format!("change kind {other:?}"))),
     }
 }

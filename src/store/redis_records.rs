@@ -166,3 +166,23 @@ redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'kind', 'token', 'key', ARGV[1], 'exp', ARGV[2])
 return 1
 "#;
+
+/// KEYS: api key hash, stream. ARGV: id, record, maxlen, `new` (the id
+/// must be unused) or `existing` (it must be held).
+pub(super) const PUT_API_KEY: &str = r#"
+local held = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+if held == (ARGV[4] == 'new') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'api_key', 'key', ARGV[1], 'data', ARGV[2])
+return 1
+"#;
+
+/// KEYS: api key uses hash. ARGV: id, time, id, time, … (a time never
+/// replaces a later one).
+pub(super) const RECORD_API_KEY_USES: &str = r#"
+for i = 1, #ARGV, 2 do
+  local held = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > held then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"#;

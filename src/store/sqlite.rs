@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::Notify;
 
 use super::{
-    session_marker, Batch, Change, Cursor, Retention, RotateOutcome, Rotation, SessionRecord,
-    SessionStatus, Store, StoreError, UserRecord,
+    session_marker, ApiKeyRecord, Batch, Change, Cursor, Retention, RotateOutcome, Rotation,
+    SessionRecord, SessionStatus, Store, StoreError, UserRecord,
 };
 
 /// Each entry migrates the schema from its index to the next version.
@@ -70,6 +70,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sessions ADD COLUMN auth_time INTEGER NOT NULL DEFAULT 0;
     UPDATE sessions SET auth_time = created;
+"#,
+    // API keys: the record (with the key's SHA-256, never the key) as the
+    // change log carries it, and when it was last used.
+    r#"
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        last_used INTEGER
+    );
+    ALTER TABLE changes ADD COLUMN data TEXT;
 "#,
 ];
 
@@ -291,7 +301,8 @@ fn read_changes(conn: &mut Connection, after: u64, limit: usize) -> Result<Batch
 }
 
 /// The change log's entries after a position, oldest first, at most a limit.
-const CHANGES_AFTER: &str = "SELECT seq, kind, key, version, disabled, not_before, revision, exp \
+const CHANGES_AFTER: &str =
+    "SELECT seq, kind, key, version, disabled, not_before, revision, exp, data \
      FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 fn read_rows(conn: &Connection, after: u64, limit: usize) -> Result<Batch, StoreError> {
@@ -317,10 +328,61 @@ fn read_rows(conn: &Connection, after: u64, limit: usize) -> Result<Batch, Store
                 jti: key,
                 exp: row.get(7)?,
             },
+            "api_key" => {
+                let data: Option<String> = row.get(8)?;
+                Change::ApiKey(Box::new(ApiKeyRecord::from_log(&data.unwrap_or_default())?))
+            }
             other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
         });
     }
     Ok(Batch::Changes { changes, cursor })
+}
+
+/// Writes a key's record (a new one, or over the one held) and its
+/// change log entry. A new key whose id is taken fails.
+fn put_api_key(tx: &Transaction, record: &ApiKeyRecord, new: bool) -> Result<(), StoreError> {
+    let data = record.to_log();
+    let sql = match new {
+        true => "INSERT INTO api_keys (id, record) VALUES (?1, ?2)",
+        false => "UPDATE api_keys SET record = ?2 WHERE id = ?1",
+    };
+    tx.execute(sql, params![record.id, data])?;
+    tx.execute(
+        "INSERT INTO changes (kind, key, data) VALUES ('api_key', ?1, ?2)",
+        params![record.id, data],
+    )?;
+    Ok(())
+}
+
+/// A stored record with its last use.
+fn with_use(data: &str, last_used: Option<u64>) -> Result<ApiKeyRecord, StoreError> {
+    let record = ApiKeyRecord::from_log(data)?;
+    Ok(ApiKeyRecord {
+        last_used,
+        ..record
+    })
+}
+
+fn read_api_key(conn: &Connection, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row: Option<(String, Option<u64>)> = conn
+        .query_row(
+            "SELECT record, last_used FROM api_keys WHERE id = ?1",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(data, last_used)| with_use(&data, last_used))
+        .transpose()
+}
+
+fn all_api_keys(conn: &Connection) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT record, last_used FROM api_keys ORDER BY id")?;
+    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))?;
+    rows.map(|row| {
+        let (data, last_used) = row?;
+        with_use(&data, last_used)
+    })
+    .collect()
 }
 
 #[async_trait]
@@ -569,6 +631,47 @@ impl Store for SqliteStore {
                 revoke_in(tx, &session_marker(&sid), revoke_until)?;
             }
             Ok(session)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.write(move |tx| put_api_key(tx, &record, true)).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let Some(mut record) = read_api_key(tx, &id)? else {
+                return Ok(None);
+            };
+            if record.revoked.is_none() {
+                record.revoked = Some(now);
+                put_api_key(tx, &record, false)?;
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.with(|conn| all_api_keys(conn)).await
+    }
+
+    async fn record_api_key_uses(&self, uses: &[(String, u64)]) -> Result<(), StoreError> {
+        let uses = uses.to_vec();
+        // Not through `write`: no change log entry, nobody to wake.
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (id, at) in &uses {
+                tx.execute(
+                    "UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), ?2) WHERE id = ?1",
+                    params![id, at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
+use super::api_keys::{ApiKeyRecord, ApiKeySet};
 use super::{
     session_marker, Change, RotateOutcome, Rotation, SessionRecord, Store, StoreError, UserRecord,
 };
@@ -65,6 +66,8 @@ pub struct RevocationView {
     fresh_at: AtomicU64,
     /// How far into the change log the follower has applied.
     position: std::sync::Mutex<Option<super::Cursor>>,
+    /// The API keys, fed by the same change log.
+    api_keys: ApiKeySet,
 }
 
 impl RevocationView {
@@ -81,6 +84,7 @@ impl RevocationView {
             started: Instant::now(),
             fresh_at: AtomicU64::new(0),
             position: std::sync::Mutex::new(None),
+            api_keys: ApiKeySet::default(),
         }
     }
 
@@ -237,6 +241,79 @@ impl RevocationView {
         self.apply(&Change::User { sub, record }).await;
     }
 
+    /// The identity an API key stands for, checked like a token: against
+    /// a fresh view (else per `on_unavailable`), then its own state, then
+    /// its subject's account. Memory only, unless the subject's record is
+    /// not cached.
+    pub async fn check_api_key(
+        &self,
+        presented: &str,
+        now: u64,
+    ) -> Result<AccessClaims, AuthError> {
+        if !self.is_fresh() && self.settings.on_unavailable == OnUnavailable::Deny {
+            return Err(AuthError::Unavailable);
+        }
+        let claims = self
+            .api_keys
+            .check(presented, now)
+            .map_err(|refused| refused.auth_error())?;
+        let user = self.user(&claims.sub).await.map_err(|e| {
+            crate::metrics::METRICS
+                .store_errors
+                .with_label_values(&["load_user"])
+                .inc();
+            tracing::warn!(error = %e, "user record unavailable");
+            AuthError::Unavailable
+        })?;
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        Ok(claims)
+    }
+
+    /// Stores a new key, then holds it here at once.
+    pub async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.store.create_api_key(record).await?;
+        self.api_keys.apply(record);
+        Ok(())
+    }
+
+    /// Revokes a key in the store, then refuses it here at once.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let revoked = self.store.revoke_api_key(id, now).await?;
+        if let Some(record) = &revoked {
+            self.api_keys.apply(record);
+        }
+        Ok(revoked)
+    }
+
+    /// Replaces nothing: every key of a snapshot is applied (revocations
+    /// held are kept, see [`ApiKeySet::apply`]).
+    pub fn load_api_keys(&self, records: &[ApiKeyRecord]) {
+        for record in records {
+            self.api_keys.apply(record);
+        }
+    }
+
+    /// Writes the uses noted since the last call to the store (the
+    /// maintenance loop's job).
+    pub async fn write_api_key_uses(&self) -> Result<(), StoreError> {
+        let uses = self.api_keys.unwritten_uses();
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.store.record_api_key_uses(&uses).await
+    }
+
+    /// API keys held (for metrics).
+    pub fn api_keys_len(&self) -> usize {
+        self.api_keys.len()
+    }
+
     /// Applies one change from the log (or from a local write).
     pub async fn apply(&self, change: &Change) {
         match change {
@@ -246,6 +323,7 @@ impl RevocationView {
                     *entry = (*entry).max(*exp);
                 }
             }
+            Change::ApiKey(record) => self.api_keys.apply(record),
             Change::User { sub, record } => {
                 let generation = self.generation.load(Ordering::Acquire);
                 let record = *record;

@@ -41,6 +41,7 @@ pub(super) fn identity_headers(
     let roles = identity_header(&raw.roles, &mut seen, sink);
     let scopes = identity_header(&raw.scopes, &mut seen, sink);
     let session = identity_header(&raw.session, &mut seen, sink);
+    let credential = identity_header(&raw.credential, &mut seen, sink);
     let claims: Vec<_> = (raw.claims.iter())
         .filter_map(|(claim, name)| {
             identity_header(name, &mut seen, sink).map(|header| (claim.clone(), header))
@@ -51,6 +52,7 @@ pub(super) fn identity_headers(
         roles: roles?,
         scopes: scopes?,
         session: session?,
+        credential: credential?,
         claims,
         forward_token: raw.forward_token,
     })

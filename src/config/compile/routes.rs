@@ -58,6 +58,7 @@ fn route(
     let max_auth_age = max_auth_age(raw, sink);
     let session_control = session_control(raw, sink);
     let policy = rate_limit_of(raw, policies, sink);
+    let api_keys = api_keys(raw, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
     let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
     Some(Route {
@@ -73,6 +74,7 @@ fn route(
         upstream,
         paths: raw.paths,
         session_control,
+        api_keys,
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
@@ -134,6 +136,21 @@ fn session_control(raw: &RawRoute, sink: &mut Diagnostics) -> bool {
         );
     }
     on
+}
+
+/// `api_keys = true`: on a route that reads credentials. On `auth =
+/// "none"` no key would ever be read: a mistake, not a policy.
+fn api_keys(raw: &RawRoute, sink: &mut Diagnostics) -> bool {
+    let Some(spanned) = raw.api_keys.as_ref() else {
+        return false;
+    };
+    if *spanned.get_ref() && raw.auth == AuthMode::None {
+        sink.at(
+            spanned.span(),
+            "api_keys needs auth = \"required\" or \"optional\"",
+        );
+    }
+    *spanned.get_ref()
 }
 
 /// Routes are matched against normalised request paths, so the configured

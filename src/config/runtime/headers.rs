@@ -8,7 +8,7 @@ use http::header::CONNECTION;
 use http::{HeaderMap, HeaderValue};
 
 use crate::auth::IdentityHeaders;
-use crate::vocabulary::FORWARDING;
+use crate::vocabulary::{API_KEY_HEADER, FORWARDING};
 
 /// The prefix of the forwarding family, folded.
 const X_FORWARDED_FAMILY: &str = "x-forwarded-";
@@ -28,6 +28,8 @@ impl HeaderRules {
             .names()
             .map(|name| fold(name.as_str()))
             .chain(FORWARDING.iter().map(|s| (*s).to_owned()))
+            // A client's API key is the gateway's to read, never a backend's.
+            .chain([API_KEY_HEADER.to_owned()])
             .collect();
         reserved.sort();
         reserved.dedup();
@@ -145,6 +147,7 @@ mod tests {
             roles: h("x-user-roles"),
             scopes: h("x-user-scopes"),
             session: h("x-session-id"),
+            credential: h("x-user-credential"),
             claims: vec![("email".into(), h("x-user-email"))],
             forward_token: false,
         })

@@ -207,6 +207,10 @@ impl Runtime {
                 AuthMode::Optional => "optional",
                 AuthMode::Required => "required",
             };
+            let auth = match route.api_keys {
+                true => format!("{auth}+key"),
+                false => auth.to_owned(),
+            };
             let mut requires = String::new();
             if !route.requirement.any_role.is_empty() {
                 let _ = write!(requires, "role:{}", route.requirement.any_role.join("|"));

@@ -32,6 +32,8 @@ pub struct Route {
     pub cors: Arc<CorsPolicy>,
     /// Its `rate_limit` policy.
     pub rate_limit: Option<super::rate_limit::RouteLimit>,
+    /// Requests may present an API key instead of a token.
+    pub api_keys: bool,
 }
 
 impl Route {
