@@ -105,22 +105,18 @@ impl ProxyHttp for Gateway {
                     ))
                     .await
                 }
-                None => match admission::admit(
-                    &runtime,
-                    &self.state,
-                    session.req_header(),
-                    target,
-                    ctx,
-                )
-                .await
-                {
-                    Ok(()) if rate_limit::applies(ctx) => {
-                        Box::pin(rate_limit::check(&self.state, session, ctx))
-                            .await
-                            .map(|()| false)
+                None => {
+                    match admission::admit(&runtime, &self.state, session.req_header(), target, ctx)
+                        .await
+                    {
+                        Ok(()) if rate_limit::applies(ctx) => {
+                            Box::pin(rate_limit::check(&self.state, session, ctx))
+                                .await
+                                .map(|()| false)
+                        }
+                        other => other.map(|()| false),
                     }
-                    other => other.map(|()| false),
-                },
+                }
             },
         };
         if let Some(route) = ctx
