@@ -272,6 +272,13 @@ impl Store for Timed {
     async fn bump_user(&self, sub: &str, now: u64) -> Result<UserRecord, StoreError> {
         self.inner.bump_user(sub, now).await
     }
+    async fn rate_limit(
+        &self,
+        key: &[u8; 16],
+        gcra: &store::rate_limit::Gcra,
+    ) -> Result<Option<store::rate_limit::Verdict>, StoreError> {
+        self.inner.rate_limit(key, gcra).await
+    }
     async fn bump_user_keeping(
         &self,
         sub: &str,

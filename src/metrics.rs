@@ -308,13 +308,14 @@ impl Metrics {
 }
 
 /// The `operation` labels of `portcullis_store_errors_total`.
-pub const STORE_OPERATIONS: [&str; 6] = [
+pub const STORE_OPERATIONS: [&str; 7] = [
     "admin",
     "load_user",
     "follow",
     "refresh",
     "endpoint",
     "session_control",
+    "rate_limit",
 ];
 
 /// The `reason` labels of `portcullis_change_log_resyncs_total`.

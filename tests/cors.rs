@@ -11,7 +11,8 @@ use crate::support::*;
 
 const APP: &str = "https://app.example.com";
 const EXPOSED: &str =
-    "X-Portcullis-Error, X-Token-Expires-In, X-Request-Id, WWW-Authenticate, Retry-After";
+    "X-Portcullis-Error, X-Token-Expires-In, X-Request-Id, WWW-Authenticate, Retry-After, \
+     RateLimit, RateLimit-Policy";
 
 /// A protected route and a public one, `[cors]` for `APP` with
 /// credentials, and whatever else `rest` adds.

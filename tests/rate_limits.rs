@@ -313,26 +313,27 @@ rate_limit = "fleet"
     );
 }
 
+/// The policy's `on_unavailable` decides while the shared store cannot,
+/// whatever `[store] on_unavailable` says (here its default, `deny`): a
+/// limit on a public route must not turn an outage into a total one unless
+/// the operator asked for that.
 #[test]
-fn a_store_outage_follows_on_unavailable() {
-    let limits = r#"
-[[rate_limits]]
-name = "fleet"
-rate = "2/h"
-key = "route"
-
-[[routes]]
-path = "/fleet"
-upstream = "echo"
-auth = "none"
-rate_limit = "fleet"
-"#;
-    for (on_unavailable, during) in [("deny", 503), ("allow_cached", 200)] {
+fn a_store_outage_follows_the_policys_on_unavailable() {
+    for (on_unavailable, during) in [("deny", 503), ("local", 200), ("", 200)] {
+        let setting = if on_unavailable.is_empty() {
+            String::new()
+        } else {
+            format!("on_unavailable = \"{on_unavailable}\"\n")
+        };
+        let limits = format!(
+            "[[rate_limits]]\nname = \"fleet\"\nrate = \"2/h\"\nkey = \"route\"\n{setting}\n\
+             [[routes]]\npath = \"/fleet\"\nupstream = \"echo\"\nauth = \"none\"\nrate_limit = \"fleet\"\n"
+        );
         let mut redis = RedisServer::start();
         let upstream = EchoUpstream::start();
         let config = format!(
-            "{}\n[store]\nurl = \"{}\"\non_unavailable = \"{on_unavailable}\"\n",
-            with_limits(upstream.addr, limits),
+            "{}\n[store]\nurl = \"{}\"\n",
+            with_limits(upstream.addr, &limits),
             redis.url()
         );
         let gateway = TestGateway::start(&config);
@@ -345,7 +346,7 @@ rate_limit = "fleet"
             continue;
         }
         // Decided by this instance alone: the limit still holds.
-        assert_eq!(answer.status, 200, "{on_unavailable}");
+        assert_eq!(answer.status, 200, "{on_unavailable:?}");
         assert_eq!(get(gateway.addr, "/fleet", &[]).status, 200);
         upstream.clear();
         assert_limited(
@@ -584,7 +585,7 @@ fn a_store_that_stops_answering_is_unavailable_within_half_a_second() {
     let upstream = EchoUpstream::start();
     let limits = "[[rate_limits]]\nname = \"fleet\"\nrate = \"5/h\"\n\n[[routes]]\npath = \"/fleet\"\nupstream = \"echo\"\nauth = \"none\"\nrate_limit = \"fleet\"\n";
     let config = format!(
-        "{}\n[store]\nurl = \"{}\"\non_unavailable = \"allow_cached\"\n",
+        "{}\n[store]\nurl = \"{}\"\n",
         with_limits(upstream.addr, limits),
         redis.url()
     );
@@ -595,7 +596,7 @@ fn a_store_that_stops_answering_is_unavailable_within_half_a_second() {
     let answer = get(gateway.addr, "/fleet", &[]);
     let took = started.elapsed();
     redis.resume();
-    assert_eq!(answer.status, 200, "decided here, per allow_cached");
+    assert_eq!(answer.status, 200, "decided here, per the default local fallback");
     assert!(took < Duration::from_secs(3), "held for {took:?}");
 }
 

@@ -55,7 +55,7 @@ export interface ClientOptions {
   refreshTokenStore?: RefreshTokenStore;
   /** The gateway's `[sessions] csrf_header` (default "X-Portcullis-CSRF"). */
   csrfHeader?: string;
-  /** Retries on `auth_unavailable` / 429 (default 3). */
+  /** Retries on 429 and, for idempotent methods only, `auth_unavailable` (default 3). */
   maxRetries?: number;
   /** Longest wait between retries, ms (default 30000). */
   maxBackoffMs?: number;

@@ -44,6 +44,15 @@ export function storageStore(storage, key = 'portcullis.refresh_token') {
 }
 
 /** Thrown by `login` when the backend refuses the credentials. */
+
+/** RFC 9110 §9.2.2: the methods a client may send again without harm. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+function isIdempotent(input, init) {
+  const method = init?.method ?? (typeof input === 'object' && input !== null ? input.method : undefined) ?? 'GET';
+  return IDEMPOTENT.has(String(method).toUpperCase());
+}
+
 export class LoginError extends Error {
   constructor(response, body) {
     super(`login refused: ${response.status}`);
@@ -173,7 +182,11 @@ export class PortcullisClient {
         this.#logout(code);
         return response;
       }
-      if ((code === 'auth_unavailable' || response.status === 429) && unavailable < this.#maxRetries) {
+      // 429: the upstream never saw the request. `auth_unavailable` may
+      // follow an upstream that did act (a session-control write the store
+      // did not acknowledge), so only a method safe to repeat is retried.
+      const retryable = response.status === 429 || (code === 'auth_unavailable' && isIdempotent(input, init));
+      if (retryable && unavailable < this.#maxRetries) {
         await this.#sleep(this.#backoff(response, unavailable++));
         continue;
       }

@@ -72,6 +72,22 @@ pub struct RawRateLimit {
     /// A token with any of these scopes is not limited.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// What decides while the shared store cannot.
+    #[serde(default)]
+    pub on_unavailable: RateLimitFallback,
+}
+
+/// What a rate limit does while the shared store cannot decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitFallback {
+    /// This instance's own limit: looser (one limit per instance) but
+    /// never lifted, and never a refusal of everyone.
+    #[default]
+    Local,
+    /// 503 `auth_unavailable`: the operator asked for the outage to stop
+    /// the limited routes rather than loosen their limit.
+    Deny,
 }
 
 /// What a rate limit counts requests by.

@@ -279,7 +279,10 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
-        // First, before `from_upstream` removes its header: the store's
+        // Only the gateway tells a client when to refresh (`0` makes
+        // `portcullis-client` refresh at once): an upstream's hint goes.
+        response.remove_header(TOKEN_EXPIRES_IN_HEADER);
+        // Then, before `from_upstream` removes its header: the store's
         // write is acknowledged before the answer goes on.
         session_control::apply(&self.state.view, response, ctx).await?;
         let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) else {

@@ -5,22 +5,23 @@
 //!
 //! Decided by the store when it is shared (Redis: one limit for every
 //! instance), else in this instance's memory. When the shared store fails,
-//! `[store] on_unavailable` decides, as it does for revocation: `deny`
-//! answers 503 `auth_unavailable`; `allow_cached` falls back to this
-//! instance's own limit, so an outage loosens the limit to one per
-//! instance but never lifts it, and never refuses everyone.
+//! the policy's `on_unavailable` decides: `local` (the default) falls back
+//! to this instance's own limit, so an outage loosens the limit to one per
+//! instance but never lifts it, and never turns into a total outage of
+//! the route; `deny` answers 503 `auth_unavailable`, for an operator who
+//! asked for exactly that.
 
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::context::RequestContext;
 use super::respond::Refusal;
-use crate::config::raw::{OnUnavailable, RateLimitKey};
+use crate::config::raw::{RateLimitFallback, RateLimitKey};
 use crate::config::runtime::rate_limit::RouteLimit;
 use crate::config::runtime::router::Route;
 use crate::metrics::METRICS;
 use crate::state::AppState;
-use crate::store::rate_limit::{limit_key, Verdict};
+use crate::store::rate_limit::{counted_address, limit_key, Verdict};
 use crate::vocabulary::{RATE_LIMIT, RATE_LIMIT_POLICY};
 
 /// How long a request waits for the shared store's decision: a decision
@@ -54,10 +55,10 @@ pub(super) async fn check(
     }
     ctx.resolve_client(session);
     let caller = caller_of(policy.key, ctx);
-    let key = limit_key(&[&policy.name, &route.name, &caller]);
-    let on_unavailable =
-        (ctx.runtime.as_ref()).map_or(OnUnavailable::Deny, |r| r.server.store.view.on_unavailable);
-    let verdict = decide(state, limit, &key, on_unavailable).await?;
+    // The route by its host and prefix: names need not be unique.
+    let host = route.host.as_deref().unwrap_or("");
+    let key = limit_key(&[&policy.name, host, &route.prefix, &caller]);
+    let verdict = decide(state, limit, &key).await?;
     let fields = policy.limit_field(verdict.remaining, verdict.reset);
     if verdict.allowed {
         limit.count("allowed");
@@ -75,15 +76,18 @@ pub(super) async fn check(
 /// client address, or the route as a whole.
 fn caller_of(key: RateLimitKey, ctx: &RequestContext) -> String {
     let address = || {
-        ctx.client
-            .as_ref()
-            .map_or_else(|| "ip:unknown".to_owned(), |c| format!("ip:{}", c.ip))
+        ctx.client.as_ref().map_or_else(
+            || "ip:unknown".to_owned(),
+            |c| format!("ip:{}", counted_address(c.ip)),
+        )
     };
     match key {
-        RateLimitKey::Subject => ctx
-            .identity
-            .as_ref()
-            .map_or_else(address, |id| format!("sub:{}", id.claims.sub)),
+        // The issuer too: an `[[issuers]]` token whose `sub` equals a
+        // gateway user's is another caller.
+        RateLimitKey::Subject => ctx.identity.as_ref().map_or_else(address, |id| {
+            let (iss, sub) = (&id.claims.iss, &id.claims.sub);
+            format!("sub:{}:{iss}{sub}", iss.len())
+        }),
         RateLimitKey::Client => address(),
         RateLimitKey::Route => String::new(),
     }
@@ -95,7 +99,6 @@ async fn decide(
     state: &AppState,
     limit: &RouteLimit,
     key: &[u8; 16],
-    on_unavailable: OnUnavailable,
 ) -> Result<Verdict, Refusal> {
     let gcra = &limit.policy.gcra;
     let shared = tokio::time::timeout(
@@ -111,7 +114,7 @@ async fn decide(
                 .with_label_values(&["rate_limit"])
                 .inc();
             tracing::warn!(target: "portcullis::proxy::rate_limit", error = %error, policy = %limit.policy.name, "rate limit store unavailable");
-            unavailable(state, key, limit, on_unavailable)
+            unavailable(state, key, limit)
         }
         Err(_elapsed) => {
             METRICS
@@ -119,7 +122,7 @@ async fn decide(
                 .with_label_values(&["rate_limit"])
                 .inc();
             tracing::warn!(target: "portcullis::proxy::rate_limit", policy = %limit.policy.name, "rate limit store too slow");
-            unavailable(state, key, limit, on_unavailable)
+            unavailable(state, key, limit)
         }
     }
 }
@@ -129,12 +132,11 @@ fn unavailable(
     state: &AppState,
     key: &[u8; 16],
     limit: &RouteLimit,
-    on_unavailable: OnUnavailable,
 ) -> Result<Verdict, Refusal> {
     limit.count("unavailable");
-    match on_unavailable {
-        OnUnavailable::Deny => Err(Refusal::auth_unavailable()),
-        OnUnavailable::AllowCached => Ok(state.rate_limits.decide(key, &limit.policy.gcra)),
+    match limit.policy.on_unavailable {
+        RateLimitFallback::Deny => Err(Refusal::auth_unavailable()),
+        RateLimitFallback::Local => Ok(state.rate_limits.decide(key, &limit.policy.gcra)),
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::store::rate_limit::limit_key;
+use crate::store::rate_limit::{counted_address as address_of, limit_key};
 
 /// Most pairs (and, apart, most addresses) tracked at once.
 const MAX_TRACKED: u64 = 100_000;
@@ -186,18 +186,7 @@ fn delay_after(settings: &ThrottleSettings, count: u32, free: u32) -> Option<Dur
 /// address: `Alice` and `alice ` are one account to most backends.
 fn pair_key(user: &str, ip: IpAddr) -> u128 {
     let user = user.trim().to_lowercase();
-    u128::from_le_bytes(limit_key(&["login", &user, &ip.to_string()]))
-}
-
-/// The address counted: an IPv6 client by its /64.
-fn address_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+    u128::from_le_bytes(limit_key(&["login", &user, &address_of(ip).to_string()]))
 }
 
 #[cfg(test)]

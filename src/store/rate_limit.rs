@@ -19,6 +19,18 @@ use aws_lc_rs::digest::{digest, SHA256};
 use moka::sync::Cache;
 use moka::Expiry;
 
+/// The address a limit counts: an IPv6 client by its /64, the block one
+/// host is usually given, so rotating addresses inside it buys nothing.
+pub fn counted_address(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// The compiled arithmetic of one policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {

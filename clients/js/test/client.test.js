@@ -250,6 +250,28 @@ test('auth_unavailable and 429 are retried with bounded backoff honouring Retry-
   assert.deepEqual(bounded.logouts, [], 'an unavailable gateway does not end the session');
 });
 
+test('auth_unavailable is retried only for a method safe to repeat; a limited POST is', async () => {
+  // A 503 may follow an upstream that acted (a session-control write the
+  // store did not acknowledge): a password change must not be sent twice.
+  const gw = fakeGateway({ api: () => refusal(503, 'auth_unavailable', { 'Retry-After': '1' }) });
+  const { c, timers } = client(gw);
+  await c.login({ username: 'alice', password: 'secret' });
+  assert.equal((await c.fetch('/account/password', { method: 'POST', body: 'x' })).status, 503);
+  assert.equal(apiCalls(gw).length, 1, 'the POST went once');
+  assert.deepEqual(timers.slept, []);
+  assert.equal((await c.fetch('/orders', { method: 'delete' })).status, 503);
+  assert.equal(apiCalls(gw).length, 5, 'a DELETE is retried: first try and three retries');
+
+  let n = 0;
+  const limited = fakeGateway({
+    api: () => (++n === 1 ? refusal(429, 'rate_limited', { 'Retry-After': '1' }) : json({ ok: true })),
+  });
+  const second = client(limited);
+  await second.c.login({ username: 'alice', password: 'secret' });
+  assert.equal((await second.c.fetch('/orders', { method: 'POST', body: 'x' })).status, 200);
+  assert.equal(apiCalls(limited).length, 2, 'a limited request never reached the upstream');
+});
+
 test("an upstream's own 401 or 429 is the app's business: no refresh, no retry", async () => {
   const gw = fakeGateway({ api: () => new Response('no', { status: 429 }) });
   const { c } = client(gw);

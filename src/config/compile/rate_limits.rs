@@ -61,6 +61,7 @@ fn policy(raw: &RawRateLimit, sink: &mut Diagnostics) -> Option<RateLimitPolicy>
         key: raw.key,
         exempt_roles: raw.roles.clone(),
         exempt_scopes: raw.scopes.clone(),
+        on_unavailable: raw.on_unavailable,
         policy_field: format!("\"{name}\";q={count};w={window}"),
     })
 }

@@ -19,7 +19,8 @@ pub type PreflightAnswer = Vec<(HeaderName, HeaderValue)>;
 /// What a script on an allowed origin may read besides the safelisted
 /// headers: everything a client needs to follow the contract.
 pub const EXPOSED_HEADERS: &str =
-    "X-Portcullis-Error, X-Token-Expires-In, X-Request-Id, WWW-Authenticate, Retry-After";
+    "X-Portcullis-Error, X-Token-Expires-In, X-Request-Id, WWW-Authenticate, Retry-After, \
+     RateLimit, RateLimit-Policy";
 
 /// One compiled CORS policy; with no origins it is off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,6 +18,8 @@ pub struct RateLimitPolicy {
     pub key: RateLimitKey,
     pub exempt_roles: Vec<String>,
     pub exempt_scopes: Vec<String>,
+    /// What decides while the shared store cannot.
+    pub on_unavailable: crate::config::raw::RateLimitFallback,
     /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers):
     /// `"NAME";q=COUNT;w=SECONDS`, the rate as configured.
     pub policy_field: String,

@@ -92,7 +92,9 @@ pub async fn serve(
 struct Attempt<'a> {
     state: &'a AppState,
     settings: Option<&'a ThrottleSettings>,
-    user: String,
+    /// The user name counted; `None` when the body names more than one
+    /// (the gateway and the backend could read different ones).
+    user: Option<String>,
     ip: Option<std::net::IpAddr>,
     /// Counted by `begin`, not yet answered.
     pending: bool,
@@ -100,8 +102,8 @@ struct Attempt<'a> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if let (true, Some(ip)) = (self.pending, self.ip) {
-            self.state.login_throttle.not_judged(&self.user, ip);
+        if let (true, Some(ip), Some(user)) = (self.pending, self.ip, &self.user) {
+            self.state.login_throttle.not_judged(user, ip);
         }
     }
 }
@@ -118,14 +120,12 @@ impl<'a> Attempt<'a> {
         let user = settings.map(|s| {
             let headers = &exchange.req_header().headers;
             let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            body_fields(content_type, body)
-                .remove(&s.username_field)
-                .unwrap_or_default()
+            user_name_in(content_type, body, &s.username_field)
         });
         Self {
             state,
             settings,
-            user: user.unwrap_or_default(),
+            user: user.flatten(),
             ip: client.map(|c| c.ip),
             pending: false,
         }
@@ -134,10 +134,18 @@ impl<'a> Attempt<'a> {
     /// 429 `rate_limited` while this pair or this address must wait:
     /// answered at once, the backend not asked.
     fn begin(&mut self) -> Result<(), Refusal> {
-        let (Some(settings), Some(ip)) = (self.settings, self.ip) else {
+        let Some(settings) = self.settings else {
             return Ok(());
         };
-        match self.state.login_throttle.begin(settings, &self.user, ip) {
+        let Some(user) = &self.user else {
+            return Err(Refusal::invalid_request(
+                "the user name field is given more than once",
+            ));
+        };
+        // An address the gateway could not learn is still one caller: the
+        // attempts without one share a count rather than escape it.
+        let ip = *self.ip.get_or_insert(UNKNOWN_ADDRESS);
+        match self.state.login_throttle.begin(settings, user, ip) {
             Some(wait) => {
                 tracing::info!(target: "portcullis::session", %ip, wait_secs = wait.as_secs(), "login throttled");
                 Err(Refusal::rate_limited(wait.as_secs_f64().ceil() as u64))
@@ -149,17 +157,20 @@ impl<'a> Attempt<'a> {
         }
     }
 
-    /// A refusal (4xx) of the backend stays counted; a success clears
-    /// the pair. A failing backend (5xx) said nothing about the credentials.
+    /// A refusal of the backend (a 4xx, or a 3xx: many form logins answer
+    /// a wrong password with a redirect back to the form) stays counted; a
+    /// success clears the pair. A failing backend (5xx) said nothing about
+    /// the credentials.
     fn answered(&mut self, status: http::StatusCode) {
-        let (true, Some(ip)) = (std::mem::take(&mut self.pending), self.ip) else {
+        let (true, Some(ip), Some(user)) = (std::mem::take(&mut self.pending), self.ip, &self.user)
+        else {
             return;
         };
         let throttle = &self.state.login_throttle;
         if status.is_success() {
-            throttle.succeeded(&self.user, ip);
-        } else if !status.is_client_error() {
-            throttle.not_judged(&self.user, ip);
+            throttle.succeeded(user, ip);
+        } else if status.is_server_error() || status.is_informational() {
+            throttle.not_judged(user, ip);
         }
     }
 }
@@ -284,6 +295,22 @@ fn is_json(content_type: Option<&str>) -> bool {
             .to_ascii_lowercase()
             .starts_with("application/json")
     })
+}
+
+/// The address the attempts of clients without a known address count under.
+const UNKNOWN_ADDRESS: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// The user name a login body gives in `field` (empty when none); `None`
+/// when a form gives it more than once: backends differ on which one they
+/// read (the first, or the last), so a throttle counting one could be
+/// sent the victim's name in the other.
+fn user_name_in(content_type: Option<&str>, body: &[u8], field: &str) -> Option<String> {
+    if is_json(content_type) {
+        return Some(body_fields(content_type, body).remove(field).unwrap_or_default());
+    }
+    let mut names = form_urlencoded::parse(body).filter(|(k, _)| k == field);
+    let first = names.next().map(|(_, v)| v.into_owned());
+    names.next().is_none().then(|| first.unwrap_or_default())
 }
 
 /// Form (`application/x-www-form-urlencoded`) or JSON string fields.
