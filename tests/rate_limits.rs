@@ -289,9 +289,11 @@ rate_limit = "fleet"
     let slots: std::collections::HashSet<i64> = addresses
         .iter()
         .map(|address| {
+            // The policy, the route's host (none) and path, the caller.
             let key = portcullis::store::rate_limit::limit_key(&[
                 "fleet",
-                "fleet",
+                "",
+                "/fleet",
                 &format!("ip:{address}"),
             ]);
             let name = format!("{prefix}:ratelimit:{}", hex::encode(key));
@@ -596,7 +598,10 @@ fn a_store_that_stops_answering_is_unavailable_within_half_a_second() {
     let answer = get(gateway.addr, "/fleet", &[]);
     let took = started.elapsed();
     redis.resume();
-    assert_eq!(answer.status, 200, "decided here, per the default local fallback");
+    assert_eq!(
+        answer.status, 200,
+        "decided here, per the default local fallback"
+    );
     assert!(took < Duration::from_secs(3), "held for {took:?}");
 }
 
@@ -635,4 +640,102 @@ fn a_forged_forwarded_for_does_not_evade_a_limit_or_the_throttle() {
         &log_in(&login, "alice", "guess", "198.51.100.4"),
         &login.backend,
     );
+}
+
+/// An IPv6 host is usually given a /64: a client limit counts the block,
+/// so a new address for every request buys no fresh burst.
+#[test]
+fn a_client_limit_counts_an_ipv6_client_by_its_64() {
+    let upstream = EchoUpstream::start();
+    let gateway =
+        TestGateway::start_with_server(&with_limits(upstream.addr, PER_CLIENT), TRUST_LOOPBACK);
+    for host in ["2001:db8:7:1::1", "2001:db8:7:1::2"] {
+        assert_eq!(get(gateway.addr, "/limited", &[&from(host)]).status, 200);
+    }
+    upstream.clear();
+    assert_limited(
+        &get(gateway.addr, "/limited", &[&from("2001:db8:7:1:ffff::3")]),
+        &upstream,
+        "\"per-client\";q=2;w=60",
+    );
+    assert_eq!(
+        get(gateway.addr, "/limited", &[&from("2001:db8:7:2::1")]).status,
+        200,
+        "another /64 is another client"
+    );
+}
+
+/// Two routes may carry one name (it defaults to the path): each still
+/// has its own count, told apart by host and path.
+#[test]
+fn routes_sharing_a_name_keep_counts_of_their_own() {
+    let upstream = EchoUpstream::start();
+    let limits = r#"
+[[rate_limits]]
+name = "whole-route"
+rate = "1/h"
+key = "route"
+
+[[routes]]
+name = "twin"
+path = "/one"
+upstream = "echo"
+auth = "none"
+rate_limit = "whole-route"
+
+[[routes]]
+name = "twin"
+path = "/two"
+upstream = "echo"
+auth = "none"
+rate_limit = "whole-route"
+"#;
+    let gateway = TestGateway::start(&with_limits(upstream.addr, limits));
+    assert_eq!(get(gateway.addr, "/one", &[]).status, 200);
+    assert_eq!(get(gateway.addr, "/two", &[]).status, 200, "its own count");
+    upstream.clear();
+    assert_limited(
+        &get(gateway.addr, "/one", &[]),
+        &upstream,
+        "\"whole-route\";q=1;w=3600",
+    );
+}
+
+/// Many form logins answer a wrong password with a redirect back to the
+/// form: such a refusal counts like a 401.
+fn redirecting_login_backend(request: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    let (status, headers, body) = login_backend(request);
+    if status == 200 {
+        return (status, headers, body);
+    }
+    (303, vec!["Location: /login?error=1".to_owned()], Vec::new())
+}
+
+#[test]
+fn a_login_backend_that_redirects_on_failure_is_throttled_too() {
+    let login = login_gateway_with(redirecting_login_backend);
+    let attacker = "198.51.100.77";
+    for _ in 0..3 {
+        assert_eq!(log_in(&login, "alice", "guess", attacker).status, 303);
+    }
+    login.backend.clear();
+    assert_throttled(&log_in(&login, "alice", "guess", attacker), &login.backend);
+}
+
+/// Backends differ on which of two fields of one name they read: a body
+/// naming the user twice could keep the count under a decoy while the
+/// backend checks the victim, so it is refused before the backend.
+#[test]
+fn a_login_naming_the_user_twice_is_refused() {
+    let login = login_gateway();
+    let answer = post(
+        login.gateway.addr,
+        "/auth/login",
+        &[
+            "Content-Type: application/x-www-form-urlencoded",
+            &from("198.51.100.78"),
+        ],
+        "username=alice&username=decoy1&password=guess",
+    );
+    assert_refused(&answer, 400, "invalid_request", &login.backend);
 }

@@ -95,11 +95,7 @@ fn caller_of(key: RateLimitKey, ctx: &RequestContext) -> String {
 
 /// The shared store's verdict, or this instance's: on the embedded store,
 /// and per `on_unavailable` when the shared one fails.
-async fn decide(
-    state: &AppState,
-    limit: &RouteLimit,
-    key: &[u8; 16],
-) -> Result<Verdict, Refusal> {
+async fn decide(state: &AppState, limit: &RouteLimit, key: &[u8; 16]) -> Result<Verdict, Refusal> {
     let gcra = &limit.policy.gcra;
     let shared = tokio::time::timeout(
         SHARED_DECISION_TIMEOUT,
@@ -128,11 +124,7 @@ async fn decide(
 }
 
 /// The answer when the shared store could not decide.
-fn unavailable(
-    state: &AppState,
-    key: &[u8; 16],
-    limit: &RouteLimit,
-) -> Result<Verdict, Refusal> {
+fn unavailable(state: &AppState, key: &[u8; 16], limit: &RouteLimit) -> Result<Verdict, Refusal> {
     limit.count("unavailable");
     match limit.policy.on_unavailable {
         RateLimitFallback::Deny => Err(Refusal::auth_unavailable()),

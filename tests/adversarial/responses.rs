@@ -155,3 +155,26 @@ fn an_http10_client_gets_a_close_delimited_answer() {
     assert!(!text.contains("transfer-encoding"), "{text}");
     assert!(text.ends_with("\r\n\r\nhello from 1.0"), "{text}");
 }
+
+fn hinting(_: &Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    (
+        200,
+        vec!["X-Token-Expires-In: 0".to_owned()],
+        b"page".to_vec(),
+    )
+}
+
+/// Only the gateway tells a client when to refresh: an upstream's
+/// `X-Token-Expires-In: 0` would make `portcullis-client` refresh after
+/// every answer. It is removed; a token far from its end gets no hint.
+#[test]
+fn an_upstream_cannot_tell_clients_to_refresh() {
+    let upstream = EchoUpstream::start_with(hinting);
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let token = bearer(&sign("test-eddsa", &claims("alice")));
+    let page = get(gateway.addr, "/api/x", &[&token]);
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(page.header("x-token-expires-in"), None);
+    let public = get(gateway.addr, "/public", &[]);
+    assert_eq!(public.header("x-token-expires-in"), None);
+}

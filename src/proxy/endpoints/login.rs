@@ -306,7 +306,11 @@ const UNKNOWN_ADDRESS: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Add
 /// sent the victim's name in the other.
 fn user_name_in(content_type: Option<&str>, body: &[u8], field: &str) -> Option<String> {
     if is_json(content_type) {
-        return Some(body_fields(content_type, body).remove(field).unwrap_or_default());
+        return Some(
+            body_fields(content_type, body)
+                .remove(field)
+                .unwrap_or_default(),
+        );
     }
     let mut names = form_urlencoded::parse(body).filter(|(k, _)| k == field);
     let first = names.next().map(|(_, v)| v.into_owned());
