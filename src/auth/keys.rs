@@ -81,6 +81,25 @@ impl SigningKey {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| KeyError::Signing)
     }
+
+    /// Signs other claims under their own `typ` (with `kid`): the identity
+    /// assertions the gateway sends upstreams (`auth::assertion`).
+    pub fn sign_typed<T: serde::Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| KeyError::Signing)
+    }
+
+    /// Whether what this key signs can be verified by anyone with the
+    /// JWKS: not an HS256 secret, which is never published.
+    pub fn is_public(&self) -> bool {
+        self.algorithm != Algorithm::HS256
+    }
 }
 
 /// Every configured key by `kid`, and which one signs.

@@ -3,6 +3,7 @@
 //! Nothing here knows pingora: functions take `&http::HeaderMap`, `&str` and
 //! plain structs, so the hot path can be tested and benchmarked alone.
 
+pub mod assertion;
 pub mod claims;
 pub mod error;
 pub mod external;

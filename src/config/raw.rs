@@ -452,6 +452,30 @@ pub struct RawUpstream {
     /// How often target names are resolved again (addresses never are).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Spanned<HumanDuration>,
+    /// A signed identity assertion on every request to this upstream.
+    pub assertion: Option<Spanned<RawAssertion>>,
+}
+
+/// `assertion = { audience, header, ttl }`: a JWT the gateway signs for the
+/// upstream, so that it can tell the gateway's requests from forged ones
+/// (`auth::assertion`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    /// The `aud` of the assertion: this upstream's name for itself.
+    pub audience: Spanned<String>,
+    #[serde(default = "default_assertion_header")]
+    pub header: Spanned<String>,
+    #[serde(default = "default_assertion_ttl")]
+    pub ttl: Spanned<HumanDuration>,
+}
+
+fn default_assertion_header() -> Spanned<String> {
+    Spanned::new(0..0, crate::vocabulary::ASSERTION_HEADER.to_owned())
+}
+
+fn default_assertion_ttl() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(60))
 }
 
 fn default_resolve_interval() -> Spanned<HumanDuration> {
@@ -531,6 +555,10 @@ pub struct RawRoute {
     pub paths: PathMatch,
     /// Overrides `[cors]` keys for this route.
     pub cors: Option<Spanned<RawCors>>,
+    /// Overrides the upstream's `assertion` for this route.
+    pub assertion: Option<Spanned<RawAssertion>>,
+    /// The assertion names the method and path, signed per request.
+    pub assertion_binds_request: Option<Spanned<bool>>,
 }
 
 /// How a route's prefix is compared with the request path.

@@ -63,6 +63,8 @@ fn route(
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
+        // Set by `compile` too, from `assertion::assertions`.
+        assertion: None,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Route {
     pub paths: PathMatch,
     /// The route's CORS policy (its own `cors`, else `[cors]`).
     pub cors: Arc<CorsPolicy>,
+    /// The signed identity assertion its upstream gets, if any.
+    pub assertion: Option<crate::auth::assertion::RouteAssertion>,
 }
 
 impl Route {
