@@ -179,7 +179,7 @@ fn check_signing_key(tokens: &RawTokens, span: Range<usize>, sink: &mut Diagnost
     let Some(kid) = &tokens.signing_key else {
         sink.at(
             span,
-            "an assertion needs [tokens] signing_key: an EdDSA or ES256 key the backend verifies with the JWKS",
+            "an assertion needs [tokens] signing_key: an EdDSA, ES256 or RS256 key the backend verifies with the JWKS",
         );
         return;
     };
@@ -190,7 +190,7 @@ fn check_signing_key(tokens: &RawTokens, span: Range<usize>, sink: &mut Diagnost
         sink.at(
             span,
             format!(
-                "an assertion needs an asymmetric signing key (EdDSA or ES256): {:?} is an HS256 secret, which is never published",
+                "an assertion needs an asymmetric signing key (EdDSA, ES256 or RS256): {:?} is an HS256 secret, which is never published",
                 kid.get_ref()
             ),
         );
