@@ -541,3 +541,16 @@ fn check_refuses_unusable_assertions_at_their_position() {
     std::fs::write(&path, unreadable).expect("write");
     assert_lines(&check(&path), &[at("14:61", "invalid duration \"soon\"")]);
 }
+
+/// The README shows the very files the backends above ran.
+#[test]
+fn the_readme_shows_the_snippets_the_tests_run() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    for file in ["verify.py", "verify.mjs"] {
+        let text = std::fs::read_to_string(repo().join("examples/verify").join(file)).expect(file);
+        assert!(
+            readme.contains(&text),
+            "README.md lacks examples/verify/{file} as it stands"
+        );
+    }
+}
