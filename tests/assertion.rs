@@ -181,6 +181,8 @@ fn a_client_cannot_send_an_assertion_of_its_own() {
         "x_portcullis_assertion: forged",
         "X-PORTCULLIS-ASSERTION: forged",
         "X-Portcullis-Reports-Assertion: forged",
+        // A nomination as hop-by-hop cannot take the gateway's one away.
+        "Connection: keep-alive, X-Portcullis-Assertion",
     ];
     let token = bearer(&alice(json!({})));
     let mut with_token = forged.to_vec();
