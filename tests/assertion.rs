@@ -200,6 +200,17 @@ fn a_client_cannot_send_an_assertion_of_its_own() {
     }
 }
 
+/// The default name is the gateway's even where no upstream asks for an
+/// assertion: a backend that checks for one never finds a client's.
+#[test]
+fn the_default_header_is_stripped_without_any_assertion_configured() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start(&standard_config(upstream.addr));
+    let forged = "X-Portcullis-Assertion: forged";
+    assert_eq!(get(gateway.addr, "/public/x", &[forged]).status, 200);
+    assert!(upstream.only().folded(HEADER).is_empty());
+}
+
 #[test]
 fn public_and_optional_requests_without_a_token_say_so() {
     let s = setup();

@@ -17,7 +17,7 @@ use crate::config::raw::{
     KeyAlgorithm, RawAssertion, RawIdentity, RawRoute, RawTokens, RawUpstream,
 };
 use crate::config::Diagnostics;
-use crate::vocabulary::{CSRF_HEADER, FORWARDING, REQUEST_ID_HEADER};
+use crate::vocabulary::{ASSERTION_HEADER, CSRF_HEADER, FORWARDING, REQUEST_ID_HEADER};
 
 /// The shortest assertion lifetime: below it, ordinary clock skew
 /// between the gateway and a backend would refuse fresh assertions.
@@ -26,8 +26,8 @@ const MIN_TTL_SECS: u64 = 5;
 const MAX_TTL_SECS: u64 = 3600;
 
 /// Every route's assertion, by the route's key, and the header names they
-/// use (stripped from every client request, on every route).
-#[derive(Default)]
+/// use (stripped from every client request, on every route), the default
+/// one always: a backend that checks for it must never find a client's.
 pub(super) struct Assertions {
     pub by_route: HashMap<RouteKey, RouteAssertion>,
     pub headers: Vec<HeaderName>,
@@ -42,7 +42,10 @@ pub(super) struct Inputs<'a> {
 }
 
 pub(super) fn assertions(inputs: &Inputs, sink: &mut Diagnostics) -> Assertions {
-    let mut out = Assertions::default();
+    let mut out = Assertions {
+        by_route: HashMap::new(),
+        headers: vec![HeaderName::from_static(ASSERTION_HEADER)],
+    };
     let mut first_span = None;
     let mut by_upstream = HashMap::new();
     for upstream in inputs.upstreams {
