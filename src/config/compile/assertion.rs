@@ -46,45 +46,65 @@ pub(super) fn assertions(inputs: &Inputs, sink: &mut Diagnostics) -> Assertions 
         by_route: HashMap::new(),
         headers: vec![HeaderName::from_static(ASSERTION_HEADER)],
     };
-    let mut first_span = None;
-    let mut by_upstream = HashMap::new();
-    for upstream in inputs.upstreams {
-        if let Some(raw) = &upstream.assertion {
-            first_span.get_or_insert(raw.span());
-            if let Some(policy) = policy(raw, inputs, sink) {
-                by_upstream.insert(upstream.name.get_ref().clone(), policy);
-            }
-        }
-    }
+    let by_upstream = upstream_policies(inputs, sink);
     for route in inputs.routes {
-        let own = route.assertion.as_ref().and_then(|raw| {
-            first_span.get_or_insert(raw.span());
-            policy(raw, inputs, sink)
-        });
-        let policy = own.or_else(|| by_upstream.get(route.upstream.get_ref()).cloned());
-        let binds = route.assertion_binds_request.as_ref();
-        if let (Some(binds), None) = (binds, &policy) {
-            if *binds.get_ref() && route.assertion.is_none() {
-                sink.at(
-                    binds.span(),
-                    "assertion_binds_request needs an assertion on the route or its upstream",
-                );
-            }
-        }
-        if let (Some(policy), Some(key)) = (policy, route_key(route)) {
-            push_header(&mut out.headers, &policy.header);
-            let binds_request = binds.is_some_and(|b| *b.get_ref());
-            let assertion = RouteAssertion {
-                policy,
-                binds_request,
-            };
+        let Some(assertion) = route_assertion(route, &by_upstream, inputs, sink) else {
+            continue;
+        };
+        if let Some(key) = route_key(route) {
+            push_header(&mut out.headers, &assertion.policy.header);
             out.by_route.insert(key, assertion);
         }
     }
-    if let Some(span) = first_span {
-        check_signing_key(inputs.tokens, span, sink);
+    let tables = (inputs.upstreams.iter().map(|u| &u.assertion))
+        .chain(inputs.routes.iter().map(|r| &r.assertion));
+    if let Some(first) = tables.flatten().next() {
+        check_signing_key(inputs.tokens, first.span(), sink);
     }
     out
+}
+
+/// The policy of every upstream with a usable `assertion`, by name.
+fn upstream_policies(
+    inputs: &Inputs,
+    sink: &mut Diagnostics,
+) -> HashMap<String, Arc<AssertionPolicy>> {
+    let mut by_upstream = HashMap::new();
+    for upstream in inputs.upstreams {
+        let policy = (upstream.assertion.as_ref()).and_then(|raw| policy(raw, inputs, sink));
+        if let Some(policy) = policy {
+            by_upstream.insert(upstream.name.get_ref().clone(), policy);
+        }
+    }
+    by_upstream
+}
+
+/// A route's own `assertion`, else its upstream's, and whether it is bound
+/// to each request.
+fn route_assertion(
+    route: &RawRoute,
+    by_upstream: &HashMap<String, Arc<AssertionPolicy>>,
+    inputs: &Inputs,
+    sink: &mut Diagnostics,
+) -> Option<RouteAssertion> {
+    let own = (route.assertion.as_ref()).and_then(|raw| policy(raw, inputs, sink));
+    let policy = own.or_else(|| by_upstream.get(route.upstream.get_ref()).cloned());
+    let binds = route.assertion_binds_request.as_ref();
+    let binds_request = binds.is_some_and(|b| *b.get_ref());
+    // An assertion configured but unusable has its own error already.
+    let configured = route.assertion.is_some()
+        || (inputs.upstreams.iter())
+            .any(|u| u.name.get_ref() == route.upstream.get_ref() && u.assertion.is_some());
+    if let (Some(binds), false) = (binds.filter(|_| binds_request), configured) {
+        sink.at(
+            binds.span(),
+            "assertion_binds_request needs an assertion on the route or its upstream",
+        );
+    }
+    Some(RouteAssertion {
+        policy: policy?,
+        binds_request,
+    })
 }
 
 fn push_header(headers: &mut Vec<HeaderName>, header: &HeaderName) {
