@@ -6,7 +6,10 @@
 # the `none` request and with the HS256 request; portcullis on an
 # `auth = "none"` route and on an `auth = "required"` route with a token
 # of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
-# HS256 again with the access log on. Each runs behind the same loopback
+# HS256 again with the access log on; and HS256 with the signed identity
+# assertion to the upstream on (`assertion`: cached per token;
+# `assertion-bound`: `assertion_binds_request`, signed per request with
+# the EdDSA key). Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
 # load benchmark (scripts/bench-load.sh) cannot; it counts user-space
@@ -17,7 +20,9 @@
 # the counters are zeroed, then REQUESTS more are counted.
 #
 # Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
-#        scripts/bench-instructions.sh
+#        [ONLY="hs256 assertion assertion-bound"] scripts/bench-instructions.sh
+# ONLY counts the scenarios named alone (a ratio whose floor was not
+# counted shows as -).
 # KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
 # release-debug gives them file and line numbers).
 # Everything listens on 127.0.0.1; every process started here is stopped
@@ -27,6 +32,8 @@ cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-10000}
 WARMUP=${WARMUP:-2000}
 PROFILE=${PROFILE:-release}
+ONLY=${ONLY:-}
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 needed=()
 command -v valgrind >/dev/null || needed+=(valgrind)
@@ -50,6 +57,28 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 GW_PORT=$(free_port)
 write_config bench-hs256 "$GW_PORT" "$(free_port)" "" > "$WORK/gateway.toml"
+# The same gateway signing with its EdDSA key (an assertion needs a key
+# the backend can verify with the JWKS), with an upstream that asks for
+# the assertion: /assert cached per token, /bound signed per request.
+write_config bench-eddsa "$GW_PORT" "$(free_port)" "" > "$WORK/assert.toml"
+cat >> "$WORK/assert.toml" <<TOML
+
+[[upstreams]]
+name = "nginx-asserted"
+targets = ["127.0.0.1:$UP_PORT"]
+assertion = { audience = "bench-backend" }
+
+[[routes]]
+path = "/assert"
+upstream = "nginx-asserted"
+auth = "required"
+
+[[routes]]
+path = "/bound"
+upstream = "nginx-asserted"
+auth = "required"
+assertion_binds_request = true
+TOML
 # One token per algorithm, each signed by that algorithm's key; the one
 # gateway verifies them all.
 declare -A TOKEN
@@ -63,6 +92,7 @@ declare -A PER_REQUEST
 # count NAME PORT URL_PATH [HEADER] -- COMMAND…: one proxy under callgrind.
 count() {
   local name=$1 port=$2 path=$3 header=$4; shift 5
+  wanted "$name" || return 0
   local out="$WORK/$name.callgrind"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
   local pid=$!
@@ -109,12 +139,18 @@ done
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
 
+# The HS256 request with the assertion on, log off, against `hs256`.
+count assertion "$GW_PORT" /assert "$BEARER" -- "$BIN" serve --config "$WORK/assert.toml"
+count assertion-bound "$GW_PORT" /bound "$BEARER" -- "$BIN" serve --config "$WORK/assert.toml"
+
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
 printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log; do
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log assertion assertion-bound; do
+  [ -n "${PER_REQUEST[$name]:-}" ] || continue
   case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
-  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
-    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
-    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
+  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
+    -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-log}]:-0}" \
+    'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-log$/ ? r(off) : "-"}'
 done

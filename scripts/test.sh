@@ -66,6 +66,10 @@ if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_vers
     "pyjwt==$pyjwt_version" "cryptography==$cryptography_version"
 fi
 
+# jose (pinned by its package-lock.json) for the README's Node snippet
+# that verifies the gateway's assertion: `cargo test` runs it.
+(cd examples/verify && npm ci --no-audit --no-fund --loglevel=error)
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

@@ -42,6 +42,9 @@ pub const RATE_LIMIT: HeaderName = HeaderName::from_static(RATE_LIMIT_HEADER);
 /// The default of `[sessions] csrf_header`.
 pub const CSRF_HEADER: &str = "x-portcullis-csrf";
 
+/// The default header of an upstream's signed identity assertion.
+pub const ASSERTION_HEADER: &str = "x-portcullis-assertion";
+
 /// A login's device label when the body names none.
 pub const DEVICE_NAME_HEADER: &str = "x-device-name";
 

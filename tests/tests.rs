@@ -5,6 +5,7 @@ mod support;
 mod access_log;
 mod adversarial;
 mod api_keys;
+mod assertion;
 mod cli;
 mod contract;
 mod cors;

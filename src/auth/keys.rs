@@ -71,6 +71,10 @@ pub struct SigningKey {
     pub kid: String,
     pub algorithm: Algorithm,
     encoding: EncodingKey,
+    /// An Ed25519 key parsed once, for what is signed per request (bound
+    /// assertions): jsonwebtoken parses the PKCS#8 key and derives its
+    /// public half again for every signature.
+    ed25519: Option<signature::Ed25519KeyPair>,
 }
 
 impl SigningKey {
@@ -80,6 +84,43 @@ impl SigningKey {
         header.typ = Some("at+jwt".to_owned());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| KeyError::Signing)
+    }
+
+    /// Signs other claims under their own `typ` (with `kid`): the identity
+    /// assertions the gateway sends upstreams (`auth::assertion`).
+    /// Ed25519 signatures are deterministic, so this writes the bytes
+    /// `jsonwebtoken::encode` would (tested).
+    pub fn sign_typed<T: serde::Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use base64::Engine;
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid.clone());
+        let Some(pair) = &self.ed25519 else {
+            return jsonwebtoken::encode(&header, claims, &self.encoding)
+                .map_err(|_| KeyError::Signing);
+        };
+        let part = |json: serde_json::Result<Vec<u8>>| {
+            json.map(|bytes| B64.encode(bytes))
+                .map_err(|_| KeyError::Signing)
+        };
+        let mut jws = part(serde_json::to_vec(&header))?;
+        jws.push('.');
+        jws.push_str(&part(serde_json::to_vec(claims))?);
+        let signature = pair.sign(jws.as_bytes());
+        jws.push('.');
+        jws.push_str(&B64.encode(signature.as_ref()));
+        Ok(jws)
+    }
+
+    /// Whether what this key signs can be verified by anyone with the
+    /// JWKS: not an HS256 secret, which is never published.
+    pub fn is_public(&self) -> bool {
+        self.algorithm != Algorithm::HS256
     }
 }
 
@@ -102,12 +143,16 @@ impl Keyring {
         let algorithm = jwt_algorithm(algorithm);
         let kid = kid.to_owned();
         if let Some(encoding) = encoding {
+            let ed25519 = (algorithm == Algorithm::EdDSA)
+                .then(|| signature::Ed25519KeyPair::from_pkcs8(encoding.inner()).ok())
+                .flatten();
             self.signing.insert(
                 kid.clone(),
                 SigningKey {
                     kid: kid.clone(),
                     algorithm,
                     encoding,
+                    ed25519,
                 },
             );
         }
@@ -322,4 +367,35 @@ pub fn public_pem_of(algorithm: KeyAlgorithm, private_der: &[u8]) -> Result<Stri
     };
     let spki = spki.ok_or(KeyError::Rejected("PKCS#8 private"))?;
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", spki)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Ed25519 key parsed once signs exactly what jsonwebtoken would.
+    #[test]
+    fn a_typed_ed25519_signature_is_jsonwebtokens_own() {
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/test-eddsa.pem"
+        ))
+        .expect("fixture");
+        let mut ring = Keyring::default();
+        ring.add("k", KeyAlgorithm::EdDSA, KeyMaterial::PrivatePem(&pem))
+            .expect("key");
+        let key = ring.take_signing("k").expect("signs");
+        assert!(key.ed25519.is_some());
+        let claims = serde_json::json!({"sub": "alice", "roles": ["a"], "exp": 1});
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("x+jwt".into());
+        header.kid = Some("k".into());
+        let expected = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ed_pem(&pem).expect("pem"),
+        )
+        .expect("encode");
+        assert_eq!(key.sign_typed("x+jwt", &claims).expect("signed"), expected);
+    }
 }

@@ -4,6 +4,7 @@
 //! plain structs, so the hot path can be tested and benchmarked alone.
 
 pub mod api_key;
+pub mod assertion;
 pub mod claims;
 pub mod error;
 pub mod external;

@@ -556,6 +556,8 @@ pub struct RawUpstream {
     /// The backend's own credentials, set in place of the client's
     /// `Authorization` (see `compile::upstream_auth`).
     pub upstream_auth: Option<Spanned<RawUpstreamAuth>>,
+    /// A signed identity assertion on every request to this upstream.
+    pub assertion: Option<Spanned<RawAssertion>>,
 }
 
 /// `upstream_auth = { kind = "fixed", file = … }` or `{ kind =
@@ -579,6 +581,28 @@ pub struct RawUpstreamAuth {
     pub value: Option<Spanned<toml::Value>>,
     /// Refused, as `value`.
     pub password: Option<Spanned<toml::Value>>,
+}
+
+/// `assertion = { audience, header, ttl }`: a JWT the gateway signs for the
+/// upstream, so that it can tell the gateway's requests from forged ones
+/// (`auth::assertion`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    /// The `aud` of the assertion: this upstream's name for itself.
+    pub audience: Spanned<String>,
+    #[serde(default = "default_assertion_header")]
+    pub header: Spanned<String>,
+    #[serde(default = "default_assertion_ttl")]
+    pub ttl: Spanned<HumanDuration>,
+}
+
+fn default_assertion_header() -> Spanned<String> {
+    Spanned::new(0..0, crate::vocabulary::ASSERTION_HEADER.to_owned())
+}
+
+fn default_assertion_ttl() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(60))
 }
 
 fn default_resolve_interval() -> Spanned<HumanDuration> {
@@ -665,6 +689,10 @@ pub struct RawRoute {
     pub rate_limit: Option<Spanned<String>>,
     /// Let in requests that present an API key (`X-Api-Key`).
     pub api_keys: Option<Spanned<bool>>,
+    /// Overrides the upstream's `assertion` for this route.
+    pub assertion: Option<Spanned<RawAssertion>>,
+    /// The assertion names the method and path, signed per request.
+    pub assertion_binds_request: Option<Spanned<bool>>,
 }
 
 /// How a route's prefix is compared with the request path.

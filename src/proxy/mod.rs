@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admission;
 mod api_key;
+pub mod assertion;
 pub mod chunked;
 pub mod client_addr;
 pub mod context;
@@ -228,6 +229,15 @@ impl ProxyHttp for Gateway {
         // fresh copy of the client's request, which must be rewritten too.
         if let Some(uri) = &ctx.upstream_uri {
             upstream.set_uri(uri.clone());
+        }
+        if let Some(route) = &ctx.route {
+            assertion::attach(
+                runtime,
+                route,
+                ctx.identity.as_ref(),
+                &ctx.request_id,
+                upstream,
+            )?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ fn provider(program: &str) -> &'static str {
         "shellcheck" => "shellcheck",
         "systemd-analyze" => "systemd",
         "npm" => "npm",
+        "node" => "nodejs",
         "kill" => "procps",
         "unshare" => "util-linux",
         "mkfifo" => "coreutils",

@@ -15,7 +15,7 @@ use crate::vocabulary::{ERROR_HEADER, FORWARDING, TOKEN_EXPIRES_IN_HEADER};
 /// Headers the identity may never be written to: they carry framing,
 /// routing or credentials, or are the gateway's own. The forwarding
 /// headers (`FORWARDING`) are refused too: the gateway sets them itself.
-const FORBIDDEN_IDENTITY_HEADERS: [&str; 12] = [
+pub(super) const FORBIDDEN_IDENTITY_HEADERS: [&str; 12] = [
     "host",
     "authorization",
     "cookie",

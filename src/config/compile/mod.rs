@@ -26,6 +26,7 @@ use crate::config::runtime::router::Router;
 use crate::config::runtime::Runtime;
 use crate::config::Diagnostics;
 
+mod assertion;
 mod cors;
 mod identity;
 mod issuers;
@@ -52,8 +53,19 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     upstream_auth::cross_check(&raw.upstreams, &raw.routes, forward_token, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
+    let assertions = assertion::assertions(
+        &assertion::Inputs {
+            upstreams: &raw.upstreams,
+            routes: &raw.routes,
+            tokens: &tokens,
+            identity: &raw.identity,
+        },
+        sink,
+    );
     for route in &mut routes {
         route.cors = Arc::clone(cors.policy_of(route.host.as_deref(), &route.prefix));
+        let key = (route.host.clone(), route.prefix.clone());
+        route.assertion = assertions.by_route.get(&key).cloned();
     }
     let router = Router::new(routes);
     let sessions = sessions::sessions(&raw.sessions, &cors, sink);
@@ -88,7 +100,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         refresh_hint_secs: tokens.refresh_hint.0.as_secs(),
         verifier,
         signer,
-        header_rules: HeaderRules::new(&identity),
+        header_rules: HeaderRules::new(&identity).reserving(&assertions.headers),
         identity,
         router,
         sessions,

@@ -80,6 +80,8 @@ fn route(
         cors: std::sync::Arc::default(),
         rate_limit: policy.map(|p| RouteLimit::new(p, &name)),
         name,
+        // Set by `compile` too, from `assertion::assertions`.
+        assertion: None,
     })
 }
 

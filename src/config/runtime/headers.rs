@@ -36,6 +36,16 @@ impl HeaderRules {
         Self { reserved }
     }
 
+    /// Also reserves `names` (the upstreams' assertion headers), which
+    /// only the gateway may set.
+    pub fn reserving(mut self, names: &[http::HeaderName]) -> Self {
+        self.reserved
+            .extend(names.iter().map(|name| fold(name.as_str())));
+        self.reserved.sort();
+        self.reserved.dedup();
+        self
+    }
+
     /// Whether `name`, folded, is one the gateway owns: an identity or
     /// forwarding header it sets, any other of the `X-Forwarded-*` family
     /// (`-Prefix`, `-Port`, `-Ssl`: frameworks build redirects and links

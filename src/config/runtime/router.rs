@@ -34,6 +34,8 @@ pub struct Route {
     pub rate_limit: Option<super::rate_limit::RouteLimit>,
     /// Requests may present an API key instead of a token.
     pub api_keys: bool,
+    /// The signed identity assertion its upstream gets, if any.
+    pub assertion: Option<crate::auth::assertion::RouteAssertion>,
 }
 
 impl Route {
