@@ -46,6 +46,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys::keyring(&tokens, base, sink);
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
     let policies = rate_limits::rate_limits(&raw.rate_limits, sink);
+    let tracing = crate::config::traces::trace_settings(&raw.tracing, sink);
     let mut routes = routes::routes(&raw.routes, &pools, &policies, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
@@ -91,5 +92,6 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         sessions,
         login,
         cors,
+        tracing,
     })
 }
