@@ -77,11 +77,17 @@ pub(crate) fn trace_settings(raw: &RawTracing, sink: &mut Diagnostics) -> TraceS
         );
     }
     if raw.service_name.get_ref().trim().is_empty() {
-        sink.at(raw.service_name.span(), "tracing.service_name: must not be empty");
+        sink.at(
+            raw.service_name.span(),
+            "tracing.service_name: must not be empty",
+        );
     }
     let queue_size = *raw.queue_size.get_ref();
     if queue_size == 0 || queue_size > 1_000_000 {
-        sink.at(raw.queue_size.span(), "tracing.queue_size: from 1 to 1000000 spans");
+        sink.at(
+            raw.queue_size.span(),
+            "tracing.queue_size: from 1 to 1000000 spans",
+        );
     }
     TraceSettings {
         enabled: raw.enabled,

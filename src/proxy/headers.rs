@@ -100,8 +100,10 @@ pub fn to_upstream(
     identity: &[(HeaderName, HeaderValue)],
     request_id: &str,
     client: Option<&client_addr::ClientAddress>,
+    trace: &crate::telemetry::Outgoing,
 ) -> Result<()> {
     strip_reserved(runtime, upstream)?;
+    super::trace::apply(upstream, trace)?;
     // Removed first: the engine's copy of the request has no room to
     // spare, and the slot a removed bearer token frees saves the first
     // identity header a reallocation. No identity header may be

@@ -214,3 +214,32 @@ pub fn finish(mut span: Span, attributes: impl FnOnce() -> Vec<KeyValue>) {
     }
     span.end();
 }
+
+/// What a request to the next hop carries of the trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// Tracing is off: the client's headers pass as they came.
+    Untouched,
+    /// Tracing is on: the client's are removed, these are set (none when
+    /// the request is not traced).
+    Replace(Vec<(HeaderName, HeaderValue)>),
+}
+
+impl Outgoing {
+    /// For a hop whose span is `span` (`None`: not traced), with tracing
+    /// `on` or off.
+    pub fn of(on: bool, span: Option<&Span>) -> Self {
+        match (on, span) {
+            (false, _) => Self::Untouched,
+            (true, None) => Self::Replace(Vec::new()),
+            (true, Some(span)) => Self::Replace(outgoing(span.span_context())),
+        }
+    }
+}
+
+impl RequestTrace {
+    /// Marks the request span failed, with a contract code as description.
+    pub fn set_status(&self, status: opentelemetry::trace::Status) {
+        self.cx.span().set_status(status);
+    }
+}
