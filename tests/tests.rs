@@ -26,5 +26,6 @@ mod sessions;
 mod step_up;
 mod store_contract;
 mod token_hardening;
+mod traces;
 mod upstream_tls;
 mod verification;

@@ -193,6 +193,11 @@ pub fn outgoing(span: &SpanContext) -> Vec<(HeaderName, HeaderValue)> {
     struct Fields(Vec<(HeaderName, HeaderValue)>);
     impl Injector for Fields {
         fn set(&mut self, key: &str, value: String) {
+            // The propagator writes an empty `tracestate` for a trace
+            // that has none; the header is left out instead (§3.3).
+            if value.is_empty() {
+                return;
+            }
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(key.as_bytes()),
                 HeaderValue::try_from(value),
