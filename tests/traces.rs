@@ -368,3 +368,67 @@ fn the_login_backend_gets_the_gateways_span_as_parent() {
     assert_eq!(parent, backend["span_id"].as_str().expect("span id"));
     assert_no_secret(&spans, &["login-secret-value", "alice"]);
 }
+
+#[test]
+fn the_access_line_carries_the_trace_id() {
+    let receiver = Receiver::start();
+    let upstream = EchoUpstream::start();
+    let config = format!("{}{}", standard_config(upstream.addr), receiver.table(""));
+    let gateway = crate::support::binary::Launch::new(&config)
+        .server("shutdown_grace = \"0s\"\ntrusted_proxies = [\"127.0.0.0/8\"]")
+        .json()
+        .start();
+    let response = get(gateway.addr, "/public/x", &[&client_traceparent()]);
+    assert_eq!(response.status, 200);
+    let id = response.header("x-request-id").expect("id").to_owned();
+    let line = gateway.process.wait_for_access_line(&id);
+    assert_eq!(line["trace_id"], CLIENT_TRACE, "{line}");
+}
+
+/// Every `[tracing]` key is checked by `portcullis check`, each problem
+/// at its line and column.
+#[test]
+fn bad_tracing_values_are_refused_at_their_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = crate::support::tokens::fixtures_dir();
+    let text = format!(
+        "{}\n[tracing]\nenabled = true\nendpoint = \"ftp://collector\"\nprotocol = \"grpc\"\nsample_ratio = 1.5\nservice_name = \" \"\nqueue_size = 0\n",
+        standard_config(free_addr()).replace("{fixtures}", &fixtures.display().to_string())
+    );
+    let line_of = |key: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.starts_with(key))
+            .expect("the key")
+    };
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, &text).expect("write");
+    let out = tool::output(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(&path),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (key, column) in [
+        ("endpoint", 12),
+        ("protocol", 12),
+        ("sample_ratio", 16),
+        ("service_name", 16),
+        ("queue_size", 14),
+    ] {
+        let at = format!("portcullis.toml:{}:{column}: tracing.{key}", line_of(key));
+        assert!(stderr.contains(&at), "{at} in:\n{stderr}");
+    }
+    let unknown = text.replace("queue_size = 0", "queue = 1");
+    std::fs::write(&path, &unknown).expect("write");
+    let out = tool::output(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(&path),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("queue"),
+        "an unknown key named"
+    );
+}
