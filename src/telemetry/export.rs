@@ -45,6 +45,12 @@ pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, St
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| format!("the OTLP exporter: {e}"))?;
+    Ok(pipeline(exporter, settings))
+}
+
+/// The provider around `exporter`: the bounded queue, the batches, the
+/// sampler and the resource.
+fn pipeline<E: SpanExporter + 'static>(exporter: E, settings: &TraceSettings) -> SdkTracerProvider {
     let waiting = Arc::new(AtomicUsize::new(0));
     let batches = BatchSpanProcessor::builder(Counted {
         inner: exporter,
@@ -66,11 +72,11 @@ pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, St
     let resource = Resource::builder()
         .with_service_name(settings.service_name.clone())
         .build();
-    Ok(SdkTracerProvider::builder()
+    SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(sampler(settings))
         .with_resource(resource)
-        .build())
+        .build()
 }
 
 /// The ratio decides a new trace; a continued one follows its parent's
@@ -187,5 +193,65 @@ impl HttpClient for UreqClient {
         let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = answer.status();
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+
+    use super::*;
+
+    /// Keeps what it is given.
+    #[derive(Debug, Default, Clone)]
+    struct Kept(Arc<Mutex<usize>>);
+
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) += batch.len();
+            Ok(())
+        }
+    }
+
+    fn settings(queue_size: usize, sample_ratio: f64) -> TraceSettings {
+        TraceSettings {
+            enabled: true,
+            queue_size,
+            sample_ratio,
+            ..TraceSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_spans_and_frees_its_places_on_export() {
+        let kept = Kept::default();
+        let provider = pipeline(kept.clone(), &settings(2, 1.0));
+        let tracer = provider.tracer("test");
+        let before = METRICS.trace_spans_dropped.get();
+        // The batch leaves after a second: all five end before it does.
+        for _ in 0..5 {
+            tracer.start("span").end();
+        }
+        assert_eq!(METRICS.trace_spans_dropped.get() - before, 3);
+        let _ = provider.force_flush();
+        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 2);
+        // Exported: the queue has room again.
+        tracer.start("span").end();
+        let _ = provider.force_flush();
+        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 3);
+        assert_eq!(METRICS.trace_spans_dropped.get() - before, 3);
+    }
+
+    #[test]
+    fn a_sample_ratio_of_0_records_no_new_trace() {
+        let kept = Kept::default();
+        let provider = pipeline(kept.clone(), &settings(16, 0.0));
+        let span = provider.tracer("test").start("span");
+        assert!(!span.is_recording());
+        drop(span);
+        let _ = provider.force_flush();
+        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 0);
     }
 }
