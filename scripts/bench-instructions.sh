@@ -6,7 +6,9 @@
 # the `none` request and with the HS256 request; portcullis on an
 # `auth = "none"` route and on an `auth = "required"` route with a token
 # of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
-# HS256 again with the access log on. Each runs behind the same loopback
+# HS256 again with the access log on, and with traces exported
+# (`-trace`: sample ratio 1.0; `-trace0`: ratio 0; to the upstream
+# nginx, which answers OTLP with an empty 200). Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
 # load benchmark (scripts/bench-load.sh) cannot; it counts user-space
@@ -109,12 +111,25 @@ done
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
 
+# Traces on, log off: every request recorded and exported (the export
+# thread is counted too), then none recorded.
+for ratio in 1.0 0.0; do
+  suffix=trace; [ "$ratio" = 0.0 ] && suffix=trace0
+  { write_config bench-hs256 "$GW_PORT" "$(free_port)" ""
+    printf '\n[tracing]\nenabled = true\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = %s\n' "$UP_PORT" "$ratio"
+  } > "$WORK/gateway-$suffix.toml"
+  count "none-$suffix" "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
+  count "hs256-$suffix" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
+done
+
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log; do
-  case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
+# `× off`: a -log or -trace run against the same request with both off.
+printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off"
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
+  none-trace hs256-trace none-trace0 hs256-trace0; do
+  case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
-    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
-    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
+    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-*}]}" \
+    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-(log|trace0?)$/ ? sprintf("%.3f", v / off) : "-"}'
 done

@@ -92,7 +92,8 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
 /// of a proxied request and the login call alike: the gateway's own
 /// headers in every spelling and its credentials out, then `identity`
 /// (the verified token's headers, none for the login call) and this hop's
-/// forwarding headers in.
+/// forwarding headers in. `trace`: the next hop's `traceparent` and
+/// `tracestate` (`proxy::trace`; the client's removed when tracing is on).
 pub fn to_upstream(
     runtime: &Runtime,
     session: &Session,
