@@ -432,3 +432,18 @@ fn bad_tracing_values_are_refused_at_their_line_and_column() {
         "an unknown key named"
     );
 }
+
+#[test]
+fn a_repeated_traceparent_is_not_continued() {
+    let receiver = Receiver::start();
+    let upstream = EchoUpstream::start();
+    let config = format!("{}{}", standard_config(upstream.addr), receiver.table(""));
+    let gateway = TestGateway::start_with_server(&config, TRUST_LOOPBACK);
+    let other = format!("traceparent: 00-{}-{CLIENT_SPAN}-01", "1".repeat(32));
+    let response = get(gateway.addr, "/public/x", &[&client_traceparent(), &other]);
+    assert_eq!(response.status, 200);
+    let spans = receiver.wait_for(|s| s.iter().any(|s| s["kind"] == 2));
+    let request = request_span(&spans);
+    assert_eq!(request["parent_span_id"], "", "a new trace: {request:#}");
+    assert_eq!(upstream.only().values("traceparent").len(), 1);
+}

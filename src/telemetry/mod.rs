@@ -133,7 +133,10 @@ impl Traces {
 /// A client's trace context, `None` without a valid `traceparent`. Read
 /// only from a client whose context is trusted (the caller's decision).
 pub fn incoming(headers: &HeaderMap) -> Option<Context> {
-    if !headers.contains_key(TRACEPARENT) {
+    let mut lines = headers.get_all(TRACEPARENT).iter();
+    // None, or more than one: no parent (a repeated `traceparent` cannot
+    // be combined, W3C Trace Context §3.2).
+    if lines.next().is_none() || lines.next().is_some() {
         return None;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
