@@ -447,3 +447,46 @@ fn a_repeated_traceparent_is_not_continued() {
     assert_eq!(request["parent_span_id"], "", "a new trace: {request:#}");
     assert_eq!(upstream.only().values("traceparent").len(), 1);
 }
+
+/// A login backend that vouches for everyone as `alice`.
+fn vouches(_: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
+    (200, vec!["X-Auth-Subject: alice".to_owned()], Vec::new())
+}
+
+#[test]
+fn a_login_times_the_backend_and_the_session_write() {
+    let receiver = Receiver::start();
+    let upstream = EchoUpstream::start_with(vouches);
+    let config = format!(
+        "{}\n[login]\nupstream = \"echo\"\npath = \"/login\"\n{}",
+        standard_config(upstream.addr),
+        receiver.table("")
+    );
+    let gateway = TestGateway::start(&config);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let response = post(
+        gateway.addr,
+        "/auth/login",
+        &[form],
+        "username=a&password=pw-secret",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let spans = receiver.wait_for(|s| s.iter().any(|s| s["kind"] == 2));
+    let request = request_span(&spans);
+    assert_eq!(request["attributes"]["http.route"], "_auth_login");
+    for child in ["login_backend", "session_write"] {
+        assert_eq!(
+            one(&spans, child)["parent_span_id"],
+            request["span_id"],
+            "{child}"
+        );
+    }
+    assert_eq!(
+        one(&spans, "session_write")["attributes"]["portcullis.outcome"],
+        "ok"
+    );
+    let tokens = response.json();
+    let access = tokens["access_token"].as_str().expect("an access token");
+    let refresh = tokens["refresh_token"].as_str().expect("a refresh token");
+    assert_no_secret(&spans, &["pw-secret", access, refresh]);
+}
