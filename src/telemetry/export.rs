@@ -9,7 +9,7 @@
 //! back as each batch leaves for the exporter. The HTTP client is `ureq`,
 //! already the gateway's for JWKS and the admin CLI: no second TLS stack.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ fn pipeline<E: SpanExporter + 'static>(exporter: E, settings: &TraceSettings) ->
     let batches = BatchSpanProcessor::builder(Counted {
         inner: exporter,
         waiting: Arc::clone(&waiting),
+        failing: Arc::new(AtomicBool::new(false)),
     })
     .with_batch_config(
         BatchConfigBuilder::default()
@@ -131,11 +132,27 @@ impl SpanProcessor for Bounded {
 }
 
 /// The OTLP exporter, giving back each span's place in the queue as its
-/// batch leaves.
+/// batch leaves, and saying when exports begin and stop failing (once
+/// each: a collector that is down would otherwise be a line a second).
 #[derive(Debug)]
 struct Counted<E> {
     inner: E,
     waiting: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+/// Logs a change between exports that succeed and exports that fail.
+fn note_outcome(failing: &AtomicBool, result: &OTelSdkResult) {
+    let failed = result.is_err();
+    if failing.swap(failed, Ordering::AcqRel) == failed {
+        return;
+    }
+    match result {
+        Err(e) => {
+            tracing::warn!(error = %e, "trace export failed; spans are lost until the collector answers")
+        }
+        Ok(()) => tracing::info!("trace export works again"),
+    }
 }
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
@@ -144,7 +161,12 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         self.waiting.fetch_sub(batch.len(), Ordering::AcqRel);
-        self.inner.export(batch)
+        let sent = self.inner.export(batch);
+        async move {
+            let result = sent.await;
+            note_outcome(&self.failing, &result);
+            result
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
