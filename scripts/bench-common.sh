@@ -32,6 +32,9 @@ http {
   server {
     listen 127.0.0.1:$1;
     location / { return 200 "ok\n"; }
+    # The gateway's trace export (bench-instructions.sh's -trace runs):
+    # an empty 200 is an OTLP/HTTP success.
+    location = /v1/traces { return 200 ""; }
   }
 }
 NGINX

@@ -6,7 +6,9 @@
 # the `none` request and with the HS256 request; portcullis on an
 # `auth = "none"` route and on an `auth = "required"` route with a token
 # of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
-# HS256 again with the access log on; and HS256 with the signed identity
+# HS256 again with the access log on; with traces exported
+# (`-trace`: sample ratio 1.0; `-trace0`: ratio 0; to the upstream
+# nginx, which answers OTLP with an empty 200); and HS256 with the signed identity
 # assertion to the upstream on (`assertion`: cached per token;
 # `assertion-bound`: `assertion_binds_request`, signed per request with
 # the EdDSA key). Each runs behind the same loopback
@@ -143,14 +145,27 @@ RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --confi
 count assertion "$GW_PORT" /assert "$BEARER" -- "$BIN" serve --config "$WORK/assert.toml"
 count assertion-bound "$GW_PORT" /bound "$BEARER" -- "$BIN" serve --config "$WORK/assert.toml"
 
+# Traces on, log off: every request recorded and exported (the export
+# thread is counted too), then none recorded.
+for ratio in 1.0 0.0; do
+  suffix=trace; [ "$ratio" = 0.0 ] && suffix=trace0
+  { write_config bench-hs256 "$GW_PORT" "$(free_port)" ""
+    printf '\n[tracing]\nenabled = true\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = %s\n' "$UP_PORT" "$ratio"
+  } > "$WORK/gateway-$suffix.toml"
+  count "none-$suffix" "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
+  count "hs256-$suffix" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
+done
+
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log assertion assertion-bound; do
+# `× off`: a -log or -trace run against the same request with both off.
+printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off"
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
+  none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound; do
   [ -n "${PER_REQUEST[$name]:-}" ] || continue
-  case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
+  case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
-    -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-log}]:-0}" \
+    -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-*}]:-0}" \
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-     BEGIN {printf "%-16s %14d %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-log$/ ? r(off) : "-"}'
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?)$/ ? r(off) : "-"}'
 done

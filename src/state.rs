@@ -20,6 +20,7 @@ use crate::session::login_throttle::LoginThrottle;
 use crate::session::ratelimit::FailureLimiter;
 use crate::store::rate_limit::LocalLimits;
 use crate::store::RevocationView;
+use crate::telemetry::Traces;
 
 pub struct AppState {
     pub runtime: ArcSwap<Runtime>,
@@ -32,6 +33,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// API key failures per key id (`proxy::api_key`); outlives reloads.
     pub api_key_failures: Arc<FailureLimiter>,
+    /// The trace pipeline (`[tracing]`), `None` when off; built at start.
+    pub traces: Option<Traces>,
     /// The file the configuration came from, read again on reload.
     pub config_path: Option<PathBuf>,
     /// The listeners' certificate, read again on reload.
@@ -61,9 +64,16 @@ impl AppState {
         let refresh_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
         let rate_limits = LocalLimits::new(runtime.server.store.rate_limit_entries);
         let api_key_failures = FailureLimiter::new(settings.max_failures, settings.failure_window);
+        // Validated by `check`; a pipeline that still cannot be built
+        // leaves the gateway serving, untraced, and says so.
+        let traces = Traces::start(&runtime.tracing).unwrap_or_else(|e| {
+            tracing::error!("tracing is off: {e}");
+            None
+        });
         Self {
             rate_limits,
             login_throttle: LoginThrottle::default(),
+            traces,
             runtime: ArcSwap::from_pointee(runtime),
             view,
             refresh_failures,
@@ -213,6 +223,9 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
         || current.sessions.settings.failure_window != fresh.sessions.settings.failure_window
     {
         changed.push("sessions.max_failures/failure_window");
+    }
+    if current.tracing != fresh.tracing {
+        changed.push("tracing");
     }
     changed
 }

@@ -28,6 +28,7 @@ mod sessions;
 mod step_up;
 mod store_contract;
 mod token_hardening;
+mod traces;
 mod upstream_auth;
 mod upstream_tls;
 mod verification;

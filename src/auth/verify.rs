@@ -106,6 +106,12 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Whether this exact token's verification is cached (for a trace's
+    /// attribute; the verification itself looks again).
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.cache.contains_key(token)
+    }
+
     /// [`Self::verify`], fetching an external issuer's keys first when the
     /// token names a `kid` they do not hold yet (rate-limited) or when
     /// none were fetched so far.

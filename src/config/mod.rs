@@ -12,6 +12,7 @@ mod diagnostics;
 pub mod duration;
 pub mod raw;
 pub mod runtime;
+pub mod traces;
 mod unknown_keys;
 
 use std::path::Path;

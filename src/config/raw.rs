@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// Rate-limit policies, named by routes (`rate_limit = "NAME"`).
     #[serde(default)]
     pub rate_limits: Vec<RawRateLimit>,
+    /// OpenTelemetry traces (`config::traces`).
+    #[serde(default)]
+    pub tracing: crate::config::traces::RawTracing,
 }
 
 /// `[[rate_limits]]`: a GCRA policy (`store::rate_limit`).

@@ -50,6 +50,7 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
         .filter(|_| ctx.upstream_started.is_some());
     AccessLine {
         request_id: &ctx.request_id,
+        trace_id: ctx.tracing.request().map(|t| t.trace_id()),
         client: ctx.client.as_ref().map(|c| c.ip),
         method: session.req_header().method.as_str(),
         route: route_label(ctx),
@@ -67,6 +68,8 @@ pub(super) fn record(session: &Session, error: Option<&Error>, ctx: &mut Request
 /// answered it (`-` for what is not known).
 pub(super) struct AccessLine<'a> {
     pub request_id: &'a str,
+    /// The request's trace (`[tracing]`), when it has one.
+    pub trace_id: Option<crate::telemetry::TraceId>,
     /// The client through the trusted proxies (`[server] trusted_proxies`).
     pub client: Option<IpAddr>,
     pub method: &'a str,
@@ -90,6 +93,8 @@ impl AccessLine<'_> {
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = %self.request_id,
+            // Only on a traced request: with tracing off the line is unchanged.
+            trace_id = self.trace_id.map(tracing::field::display),
             client = %OrDash(self.client),
             method = %self.method,
             route = self.route,

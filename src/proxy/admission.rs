@@ -11,6 +11,7 @@ use pingora_http::RequestHeader;
 
 use super::context::RequestContext;
 use super::respond::Refusal;
+use super::trace::in_span;
 use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
@@ -19,6 +20,9 @@ use crate::config::runtime::router::Route;
 use crate::config::Runtime;
 use crate::state::AppState;
 use crate::store::RevocationView;
+use crate::telemetry::RequestTrace;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 /// The normalised path and the query of a request.
 pub(super) struct Target {
@@ -95,7 +99,8 @@ pub(super) async fn admit(
         }
     }
     let view = &state.view;
-    let decided = authenticate(runtime, view, route, request, &mut ctx.verified).await;
+    let trace = ctx.tracing.request();
+    let decided = authenticate(runtime, view, route, request, &mut ctx.verified, trace).await;
     ctx.decision = Some(match &decided {
         Ok(Some(_)) => "ok",
         Ok(None) => "anonymous",
@@ -115,6 +120,7 @@ async fn authenticate(
     route: &Route,
     request: &RequestHeader,
     verified_out: &mut Option<Arc<VerifiedToken>>,
+    trace: Option<&RequestTrace>,
 ) -> Result<Option<Arc<VerifiedToken>>, AuthError> {
     let Some(token) = extract_bearer(&request.headers, runtime.max_token_bytes)? else {
         return match route.auth {
@@ -122,7 +128,7 @@ async fn authenticate(
             _ => Ok(None),
         };
     };
-    let verified = verify_then_check(runtime, view, token, verified_out).await?;
+    let verified = verify_then_check(runtime, view, token, verified_out, trace).await?;
     route.requirement.check(&verified.claims)?;
     Ok(Some(verified))
 }
@@ -135,7 +141,7 @@ pub(crate) async fn verify_and_check(
     view: &RevocationView,
     token: &str,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
-    verify_then_check(runtime, view, token, &mut None).await
+    verify_then_check(runtime, view, token, &mut None, None).await
 }
 
 /// `verify_and_check`, keeping the verified token in `seen` even when a
@@ -145,11 +151,51 @@ async fn verify_then_check(
     view: &RevocationView,
     token: &str,
     seen: &mut Option<Arc<VerifiedToken>>,
+    trace: Option<&RequestTrace>,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
-    let verified = runtime.verifier.verify_fetching_keys(token).await?;
+    // Looked up before the verification fills the cache, and only for a
+    // recorded span: a second cache lookup is not free.
+    let cached = trace
+        .filter(|t| t.recording())
+        .map(|_| runtime.verifier.is_cached(token));
+    let verifying = runtime.verifier.verify_fetching_keys(token);
+    let verified = in_span(trace, "verify_token", SpanKind::Internal, verifying, |r| {
+        verify_attributes(token, cached, r)
+    })
+    .await?;
     *seen = Some(Arc::clone(&verified));
-    view.check(&verified.claims).await?;
+    let checking = view.check(&verified.claims);
+    in_span(
+        trace,
+        "revocation_check",
+        SpanKind::Internal,
+        checking,
+        |r| vec![KeyValue::new("portcullis.outcome", outcome_of(r))],
+    )
+    .await?;
     Ok(verified)
+}
+
+/// The verification span's attributes: the token's algorithm (from its
+/// header, never the token), whether the cache answered, the outcome.
+fn verify_attributes<T>(
+    token: &str,
+    cached: Option<bool>,
+    result: &Result<T, AuthError>,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![KeyValue::new("portcullis.outcome", outcome_of(result))];
+    if let Ok(header) = jsonwebtoken::decode_header(token) {
+        attributes.push(KeyValue::new("jwt.alg", format!("{:?}", header.alg)));
+    }
+    if let Some(hit) = cached {
+        let label = if hit { "hit" } else { "miss" };
+        attributes.push(KeyValue::new("portcullis.cache", label));
+    }
+    attributes
+}
+
+fn outcome_of<T>(result: &Result<T, AuthError>) -> &'static str {
+    result.as_ref().map_or_else(AuthError::code, |_| "ok")
 }
 
 fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {

@@ -46,6 +46,8 @@ pub struct RequestContext {
     pub client: Option<ClientAddress>,
     /// The `RateLimit` field of a request its route's limit let through.
     pub rate_limit: Option<String>,
+    /// The request's trace (`proxy::trace`).
+    pub tracing: super::trace::Tracing,
 }
 
 impl RequestContext {
@@ -69,6 +71,7 @@ impl RequestContext {
             session_control_failed: false,
             client: None,
             rate_limit: None,
+            tracing: super::trace::Tracing::Off,
         }
     }
 

@@ -298,6 +298,7 @@ async fn refuse(mut conn: EdgeStream, refusal: &Refusal, began: tokio::time::Ins
     // through trusted proxies), no subject, no upstream.
     AccessLine {
         request_id: &request_id,
+        trace_id: None,
         client: None,
         method: "-",
         route: UNROUTED_LABEL,

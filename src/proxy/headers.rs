@@ -95,7 +95,8 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
 /// of a proxied request and the login call alike: the gateway's own
 /// headers in every spelling and its credentials out, then `identity`
 /// (the verified token's headers, none for the login call) and this hop's
-/// forwarding headers in.
+/// forwarding headers in. `trace`: the next hop's `traceparent` and
+/// `tracestate` (`proxy::trace`; the client's removed when tracing is on).
 pub fn to_upstream(
     runtime: &Runtime,
     session: &Session,
@@ -103,8 +104,10 @@ pub fn to_upstream(
     identity: &[(HeaderName, HeaderValue)],
     request_id: &str,
     client: Option<&client_addr::ClientAddress>,
+    trace: &crate::telemetry::Outgoing,
 ) -> Result<()> {
     strip_reserved(runtime, upstream)?;
+    super::trace::apply(upstream, trace)?;
     // Removed first: the engine's copy of the request has no room to
     // spare, and the slot a removed bearer token frees saves the first
     // identity header a reallocation. No identity header may be

@@ -25,6 +25,7 @@ pub mod rate_limit;
 pub mod respond;
 pub mod session_control;
 mod stream_traits;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,6 +75,7 @@ impl ProxyHttp for Gateway {
         let runtime = self.state.runtime.load_full();
         ctx.request_id = request_id_of(session.req_header());
         ctx.runtime = Some(Arc::clone(&runtime));
+        ctx.tracing = trace::begin(&self.state, session, ctx);
         // A policy is attached (the module looked up) only when one is on,
         // or to replace one that is.
         let global_cors = runtime.cors.global.enabled();
@@ -156,6 +158,7 @@ impl ProxyHttp for Gateway {
         let peer = route.upstream.peer(&backend);
         ctx.backend = Some(backend);
         ctx.connect_attempts += 1;
+        trace::upstream_chosen(ctx);
         Ok(Box::new(peer))
     }
 
@@ -216,6 +219,7 @@ impl ProxyHttp for Gateway {
             identity,
             &ctx.request_id,
             client,
+            &trace::to_upstream(ctx),
         )?;
         if let Some(auth) = ctx
             .route
@@ -271,6 +275,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
+        trace::upstream_answered(ctx, response.status.as_u16());
         if let (Some(started), Some(route)) = (ctx.upstream_started, &ctx.route) {
             route
                 .metrics
@@ -381,6 +386,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestContext>,
     ) {
         access_log::record(session, error, ctx);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        trace::end(ctx, &session.req_header().method, status);
     }
 }
 

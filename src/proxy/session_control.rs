@@ -68,7 +68,20 @@ pub(super) async fn apply(
         identity: ctx.identity.as_deref(),
         request_id: &ctx.request_id,
     };
-    match decide(&answer, response).await {
+    // The store's write, timed in the request's trace.
+    let deciding = decide(&answer, response);
+    let decided = super::trace::in_span(
+        ctx.tracing.request(),
+        "session_write",
+        opentelemetry::trace::SpanKind::Internal,
+        deciding,
+        |r| {
+            let outcome = if r.is_ok() { "ok" } else { "not_stored" };
+            vec![opentelemetry::KeyValue::new("portcullis.outcome", outcome)]
+        },
+    )
+    .await;
+    match decided {
         Ok(false) => Ok(()),
         Ok(true) => {
             ctx.outcome = OUTCOME;

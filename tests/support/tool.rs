@@ -22,7 +22,7 @@ fn provider(program: &str) -> &'static str {
         "kill" => "procps",
         "unshare" => "util-linux",
         "mkfifo" => "coreutils",
-        "python3" => "python3 (and the venv with PyJWT and cryptography)",
+        "python3" => "python3 (and the venv with PyJWT, cryptography and opentelemetry-proto)",
         "hadolint" | "kubernetes-validate" => "the venv's PyPI packages",
         _ => "it",
     }

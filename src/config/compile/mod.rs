@@ -48,6 +48,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let (keyring, signer) = keys::keyring(&tokens, base, sink);
     let pools = upstreams::upstream_pools(&raw.upstreams, base, sink);
     let policies = rate_limits::rate_limits(&raw.rate_limits, sink);
+    let tracing = crate::config::traces::trace_settings(&raw.tracing, sink);
     let mut routes = routes::routes(&raw.routes, &pools, &policies, sink);
     let forward_token = raw.identity.forward_token;
     upstream_auth::cross_check(&raw.upstreams, &raw.routes, forward_token, sink);
@@ -106,5 +107,6 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         sessions,
         login,
         cors,
+        tracing,
     })
 }

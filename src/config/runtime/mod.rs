@@ -123,6 +123,8 @@ pub struct Runtime {
     pub login: Option<LoginSettings>,
     /// `[cors]` and each route's `cors`.
     pub cors: cors::CorsTable,
+    /// `[tracing]`: read at start; a change takes effect on restart.
+    pub tracing: crate::telemetry::TraceSettings,
 }
 
 /// `[login]`, compiled.

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use pingora_core::connectors::http::Connector;
 use pingora_http::{RequestHeader, ResponseHeader};
 // The engine calls one HTTP request and its answer a "session"; here that word
@@ -26,11 +28,13 @@ use crate::config::{LoginSettings, Runtime};
 use crate::proxy::client_addr::ClientAddress;
 use crate::proxy::headers::{copy_end_to_end, from_upstream, strip_hop_by_hop, to_upstream};
 use crate::proxy::respond::{Refusal, StoreCaller};
+use crate::proxy::trace::{in_span, Tracing};
 use crate::session::cookie::{login_cookie_mode, presented_refresh_token, NotPresented};
 use crate::session::login_throttle::ThrottleSettings;
 use crate::session::service::{Issuer, NewSession};
 use crate::session::{clean_device_label, Entitlements, TokenPair};
 use crate::state::AppState;
+use crate::telemetry::{self, Outgoing};
 use crate::vocabulary::DEVICE_NAME_HEADER;
 
 /// This endpoint's log target, kept from before it moved into
@@ -57,6 +61,7 @@ pub async fn serve(
     exchange: &mut Exchange,
     id: &str,
     client: Option<&ClientAddress>,
+    tracing: &Tracing,
 ) -> Result<&'static str, Refusal> {
     let login = runtime
         .login
@@ -70,8 +75,17 @@ pub async fn serve(
     let device = device_label(exchange, &body);
     let presented = presented_refresh(runtime, exchange, &body)?;
     let body = without_refresh_token(exchange, body);
-    let request = upstream_request(runtime, login, exchange, body.len(), id, client)?;
-    let response = ask_backend(login, request, body).await?;
+    // The backend's span is the parent its `traceparent` names.
+    let span = tracing
+        .request()
+        .map(|t| t.child("login_backend", SpanKind::Client));
+    let outgoing = Outgoing::of(tracing.is_on(), span.as_ref());
+    let request = upstream_request(runtime, login, exchange, body.len(), id, client, &outgoing)?;
+    let response = ask_backend(login, request, body).await;
+    if let Some(span) = span {
+        telemetry::finish(span, || backend_attributes(&response));
+    }
+    let response = response?;
     attempt.answered(response.header.status);
     if !response.header.status.is_success() {
         let status = response.header.status.as_u16();
@@ -80,7 +94,20 @@ pub async fn serve(
         return Ok(LOGIN_REFUSED);
     }
     let new = identity(login, &response.header, device)?;
-    let pair = session_for(state, runtime, &issuer, new, presented.as_deref(), id).await?;
+    let opened = session_for(state, runtime, &issuer, new, presented.as_deref(), id);
+    let pair = in_span(
+        tracing.request(),
+        "session_write",
+        SpanKind::Internal,
+        opened,
+        |r| {
+            vec![KeyValue::new(
+                "portcullis.outcome",
+                r.as_ref().map_or_else(|e| e.code, |_| "ok"),
+            )]
+        },
+    )
+    .await?;
     deliver(exchange, token_reply(runtime, &pair, cookie_mode, id)).await;
     Ok("ok")
 }
@@ -247,6 +274,18 @@ async fn ask_backend(
         })
 }
 
+/// The login backend's span: its status, or the contract code of the
+/// failure to get one.
+fn backend_attributes(response: &Result<LoginResponse, Refusal>) -> Vec<KeyValue> {
+    match response {
+        Ok(r) => vec![KeyValue::new(
+            "http.response.status_code",
+            i64::from(r.header.status.as_u16()),
+        )],
+        Err(refusal) => vec![KeyValue::new("portcullis.error_code", refusal.code)],
+    }
+}
+
 /// The outcome logged and counted when the backend refused the
 /// credentials and its answer went back to the client unchanged.
 pub const LOGIN_REFUSED: &str = "login_refused";
@@ -343,12 +382,13 @@ fn upstream_request(
     body_len: usize,
     id: &str,
     client: Option<&ClientAddress>,
+    trace: &Outgoing,
 ) -> Result<RequestHeader, Refusal> {
     let mut request = RequestHeader::build("POST", login.path.as_bytes(), None)
         .map_err(|_| Refusal::internal())?;
     copy_end_to_end(&exchange.req_header().headers, &mut request)?;
     let build = |request: &mut RequestHeader| -> pingora_core::Result<()> {
-        to_upstream(runtime, exchange, request, &[], id, client)?;
+        to_upstream(runtime, exchange, request, &[], id, client, trace)?;
         request.insert_header(CONTENT_LENGTH, body_len)
     };
     build(&mut request).map_err(|_| Refusal::bad_request())?;

@@ -103,7 +103,8 @@ pub async fn serve(
             // Resolved into the context: the access log reuses it.
             ctx.resolve_client(session);
             let client = ctx.client.as_ref();
-            return login::serve(state, runtime, session, &ctx.request_id, client).await;
+            let (id, tracing) = (&ctx.request_id, &ctx.tracing);
+            return login::serve(state, runtime, session, id, client, tracing).await;
         }
         Endpoint::Token => token::serve(state, runtime, session, id).await?,
         Endpoint::Logout => logout::serve(state, runtime, session, id).await?,
