@@ -26,6 +26,7 @@ mod forwarded;
 mod framing;
 pub(crate) mod http2;
 mod legacy;
+mod methods;
 mod responses;
 
 /// `(name, raw request, status, code)`.

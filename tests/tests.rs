@@ -17,6 +17,7 @@ mod identity;
 mod issuers;
 mod layers;
 mod logging;
+mod methods;
 mod operations;
 mod paths;
 mod revocation;

@@ -4,6 +4,7 @@
 //! plain structs, so the hot path can be tested and benchmarked alone.
 
 pub mod claims;
+pub mod conditions;
 pub mod error;
 pub mod external;
 pub mod extract;

@@ -531,7 +531,15 @@ pub struct RawRoute {
     pub paths: PathMatch,
     /// Overrides `[cors]` keys for this route.
     pub cors: Option<Spanned<RawCors>>,
+    /// The request methods this route serves (`GET` implies `HEAD`);
+    /// every method when absent. See `config::compile::policy`.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `claim = [values]`: each claim present and equal to one of them.
+    pub require_claims: Option<Spanned<RawClaimConditions>>,
 }
+
+/// `require_claims`: claim name → the values it may have.
+pub type RawClaimConditions = BTreeMap<String, Spanned<Vec<Spanned<toml::Value>>>>;
 
 /// How a route's prefix is compared with the request path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -15,7 +15,7 @@ use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
 use crate::config::runtime::path;
-use crate::config::runtime::router::Route;
+use crate::config::runtime::router::{Route, Routed};
 use crate::config::Runtime;
 use crate::store::RevocationView;
 
@@ -72,12 +72,22 @@ pub(super) async fn admit(
     target: Target,
     ctx: &mut RequestContext,
 ) -> Result<(), Refusal> {
-    let route = runtime
+    let path = path::without_parameters(&target.path);
+    let route = match runtime
         .router
-        .find(host_of(request), &path::without_parameters(&target.path))
-        .ok_or(Refusal::no_route())?;
+        .route(host_of(request), &path, &request.method)
+    {
+        Routed::Route(route) => route,
+        Routed::WrongMethod { allow } => return Err(wrong_method(allow)),
+        Routed::NotFound => return Err(Refusal::no_route()),
+    };
     if runtime.router.is_ambiguous(host_of(request), &target.path) {
         return Err(Refusal::bad_path());
+    }
+    if route.methods.is_some()
+        && super::method_override::overrides_method(request, target.query.as_deref())
+    {
+        return Err(super::method_override::refusal());
     }
     ctx.route = Some(Arc::clone(route));
     // An unchanged path goes upstream as the client sent it, without a
@@ -143,6 +153,16 @@ async fn verify_then_check(
     *seen = Some(Arc::clone(&verified));
     view.check(&verified.claims).await?;
     Ok(verified)
+}
+
+/// `405` with `Allow` (RFC 9110 §15.5.6): the path's routes serve other
+/// methods. Answered before authentication, as a `404` is: which route
+/// (and so which auth) applies depends on the method.
+fn wrong_method(allow: &str) -> Refusal {
+    Refusal {
+        extra: vec![(http::header::ALLOW, allow.to_owned())],
+        ..Refusal::method_not_allowed()
+    }
 }
 
 fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {

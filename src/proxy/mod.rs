@@ -18,6 +18,7 @@ pub mod h2_guard;
 pub mod head;
 pub mod header_names;
 pub mod headers;
+mod method_override;
 pub mod proxy_protocol;
 pub mod respond;
 mod stream_traits;

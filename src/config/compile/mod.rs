@@ -30,6 +30,7 @@ mod cors;
 mod identity;
 mod issuers;
 mod keys;
+mod policy;
 mod routes;
 mod server;
 mod sessions;
