@@ -6,7 +6,11 @@
 # the `none` request and with the HS256 request; portcullis on an
 # `auth = "none"` route and on an `auth = "required"` route with a token
 # of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
-# HS256 again with the access log on. Each runs behind the same loopback
+# HS256 again with the access log on; and per-route policy: `policy`, a
+# required route with `roles`, against `policy-rules`, the same route
+# with `methods` (two routes sharing its path) and two `require_claims`
+# conditions, the same HS256 token for both (issue #25: within 1.03×).
+# Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
 # load benchmark (scripts/bench-load.sh) cannot; it counts user-space
@@ -17,7 +21,9 @@
 # the counters are zeroed, then REQUESTS more are counted.
 #
 # Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
-#        scripts/bench-instructions.sh
+#        [ONLY="policy policy-rules"] scripts/bench-instructions.sh
+# ONLY runs the named scenarios alone (their ratios to floors that did
+# not run print as 0).
 # KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
 # release-debug gives them file and line numbers).
 # Everything listens on 127.0.0.1; every process started here is stopped
@@ -50,6 +56,30 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 GW_PORT=$(free_port)
 write_config bench-hs256 "$GW_PORT" "$(free_port)" "" > "$WORK/gateway.toml"
+# The policy pair: the same roles, then methods and claim conditions too.
+cat >> "$WORK/gateway.toml" <<'TOML'
+
+[[routes]]
+path = "/policy"
+upstream = "nginx"
+auth = "required"
+roles = ["user"]
+
+[[routes]]
+path = "/policy-rules"
+upstream = "nginx"
+auth = "required"
+roles = ["user"]
+methods = ["GET"]
+require_claims = { tenant = ["acme", "globex"], email_verified = [true] }
+
+[[routes]]
+path = "/policy-rules"
+upstream = "nginx"
+auth = "required"
+roles = ["admin"]
+methods = ["DELETE"]
+TOML
 # One token per algorithm, each signed by that algorithm's key; the one
 # gateway verifies them all.
 declare -A TOKEN
@@ -57,12 +87,30 @@ for alg in hs256 eddsa es256 rs256; do
   write_config "bench-$alg" 1 1 "" > "$WORK/$alg.toml"
   TOKEN[$alg]=$("$BIN" token --config "$WORK/$alg.toml" --sub bench-user --roles user --ttl 1h 2>/dev/null)
 done
+# `portcullis token` mints no custom claims: the policy token is signed
+# here, HS256 with the same key, with the claims the gateway's own carry.
+POLICY_TOKEN=$(python3 - "$KEYS/test-hs256.secret" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+now = int(time.time())
+header = {"alg": "HS256", "typ": "at+jwt", "kid": "bench-hs256"}
+claims = {"iss": "https://issuer.bench", "aud": "bench", "sub": "bench-user",
+          "jti": os.urandom(16).hex(), "iat": now, "exp": now + 3600, "ver": 0,
+          "roles": ["user"], "tenant": "acme", "email_verified": True}
+signing = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
+secret = open(sys.argv[1], "rb").read()
+print((signing + b"." + b64(hmac.new(secret, signing, hashlib.sha256).digest())).decode())
+PY
+)
 wait_port "$UP_PORT"
 
+# want NAME: the scenario runs (every one, unless ONLY names some).
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 declare -A PER_REQUEST
 # count NAME PORT URL_PATH [HEADER] -- COMMAND…: one proxy under callgrind.
 count() {
   local name=$1 port=$2 path=$3 header=$4; shift 5
+  want "$name" || return 0
   local out="$WORK/$name.callgrind"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
   local pid=$!
@@ -108,13 +156,20 @@ done
 # the load benchmark's `-log` scenarios; the writer thread is counted too.
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
+POLICY_BEARER="Authorization: Bearer $POLICY_TOKEN"
+count policy "$GW_PORT" /policy "$POLICY_BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
+count policy-rules "$GW_PORT" /policy-rules "$POLICY_BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
 
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log; do
+printf '%-16s %14s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off" "× policy"
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log policy policy-rules; do
+  [ -n "${PER_REQUEST[$name]:-}" ] || continue
   case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
-  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
-    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
-    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
+  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
+    -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-log}]:-0}" \
+    -v pol="${PER_REQUEST[policy]:-0}" \
+    'function r(a, b) {return b ? a / b : 0}
+     BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s %10s\n", n, v, r(v, b), r(v, p), r(v, h),
+       n ~ /-log$/ ? sprintf("%.3f", r(v, off)) : "-", n ~ /^policy/ ? sprintf("%.3f", r(v, pol)) : "-"}'
 done
