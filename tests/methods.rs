@@ -211,6 +211,43 @@ methods = ["DELETE"]
     assert_eq!(response.status, 200);
 }
 
+/// A public `GET` beside an admin-only `DELETE`, with another prefix of
+/// the same length configured between them: the table keeps a path's
+/// routes together, so the second still finds its method.
+#[test]
+fn a_public_read_and_a_protected_delete_share_a_path() {
+    let upstream = EchoUpstream::start();
+    let routes = r#"
+[[routes]]
+path = "/aaa"
+upstream = "echo"
+auth = "none"
+methods = ["GET"]
+
+[[routes]]
+path = "/bbb"
+upstream = "echo"
+auth = "none"
+
+[[routes]]
+path = "/aaa"
+upstream = "echo"
+auth = "required"
+roles = ["admin"]
+methods = ["DELETE"]
+"#;
+    let gateway = TestGateway::start(&config_with_routes(upstream.addr, routes));
+    let response = call(&gateway, "GET", "/aaa/1", &[]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    upstream.clear();
+    let response = call(&gateway, "DELETE", "/aaa/1", &[]);
+    assert_refused(&response, 401, "token_missing", &upstream);
+    let admin = token("root", json!({"roles": ["admin"]}));
+    let response = call(&gateway, "DELETE", "/aaa/1", &[admin.as_str()]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.only().method, "DELETE");
+}
+
 #[test]
 fn claim_conditions_match_by_type_and_arrays_by_a_member() {
     let (upstream, gateway) = start();
