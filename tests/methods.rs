@@ -346,7 +346,8 @@ fn claim_conditions_match_by_type_and_arrays_by_a_member() {
 
 /// A preflight is answered for the path by the gateway, before the method
 /// is known (its `cors` is one for every route of the path); a plain
-/// `OPTIONS` is a method like any other.
+/// `OPTIONS` is a method like any other, and its 405 carries the path's
+/// CORS headers for an allowed origin.
 #[test]
 fn preflights_are_answered_for_the_path_and_plain_options_is_routed_by_method() {
     let upstream = EchoUpstream::start();
@@ -389,6 +390,23 @@ methods = ["DELETE"]
     );
     assert_refused(&plain, 405, "method_not_allowed", &upstream);
     assert_eq!(plain.header("allow"), Some("GET, HEAD, DELETE"));
+    // The path's CORS policy is on the 405, so the script can read it.
+    assert_eq!(
+        plain.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+    let exposed = plain
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(exposed.contains("X-Portcullis-Error"), "{exposed}");
+    let foreign = call(
+        &gateway,
+        "PATCH",
+        "/orders/1",
+        &["Origin: https://evil.test"],
+    );
+    assert_refused(&foreign, 405, "method_not_allowed", &upstream);
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
 }
 
 fn portcullis(args: &[&str]) -> Output {

@@ -78,7 +78,7 @@ pub(super) async fn admit(
         .route(host_of(request), &path, &request.method)
     {
         Routed::Route(route) => route,
-        Routed::WrongMethod { allow } => return Err(wrong_method(allow)),
+        Routed::WrongMethod { allow, path } => return Err(wrong_method(allow, path, request)),
         Routed::NotFound => return Err(Refusal::no_route()),
     };
     if runtime.router.is_ambiguous(host_of(request), &target.path) {
@@ -157,10 +157,21 @@ async fn verify_then_check(
 
 /// `405` with `Allow` (RFC 9110 §15.5.6): the path's routes serve other
 /// methods. Answered before authentication, as a `404` is: which route
-/// (and so which auth) applies depends on the method.
-fn wrong_method(allow: &str) -> Refusal {
+/// (and so which auth) applies depends on the method. No route is chosen,
+/// so the path's own CORS headers, which the route's policy would have
+/// put on the answer, are added here: a script on an origin that the
+/// path lets in can read the refusal.
+fn wrong_method(allow: &str, path: &Route, request: &RequestHeader) -> Refusal {
+    let mut extra = vec![(http::header::ALLOW, allow.to_owned())];
+    let origin = request.headers.get(http::header::ORIGIN);
+    if let Some(origin) = origin.filter(|_| path.cors.enabled()) {
+        let cors = path.cors.response_headers(origin).into_iter();
+        extra
+            .extend(cors.filter_map(|(name, value)| Some((name, value.to_str().ok()?.to_owned()))));
+        extra.push((http::header::VARY, "Origin".to_owned()));
+    }
     Refusal {
-        extra: vec![(http::header::ALLOW, allow.to_owned())],
+        extra,
         ..Refusal::method_not_allowed()
     }
 }

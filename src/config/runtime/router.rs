@@ -48,6 +48,8 @@ pub enum Routed<'a> {
     /// the `Allow` header of the `405`.
     WrongMethod {
         allow: &'a str,
+        /// The path's first route, whose CORS policy is the path's.
+        path: &'a Arc<Route>,
     },
     NotFound,
 }
@@ -140,6 +142,7 @@ impl Router {
             .map_or(
                 Routed::WrongMethod {
                     allow: methods.allow(),
+                    path: first,
                 },
                 Routed::Route,
             )
