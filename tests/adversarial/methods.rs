@@ -210,3 +210,40 @@ fn an_override_on_a_route_without_methods_passes_through() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(upstream.only().values("x-http-method-override"), ["PUT"]);
 }
+
+/// Over HTTP/2 (`:method` from HPACK, any bytes a token allows) the same
+/// rules hold: `delete` is no `DELETE`, an override is refused, and the
+/// upstream receives nothing.
+#[test]
+fn http2_methods_and_overrides_are_judged_alike() {
+    let upstream = EchoUpstream::start();
+    let gateway = TestGateway::start_with_server(
+        &config_with_routes(upstream.addr, POLICY_ROUTES),
+        &crate::support::tls_listener(),
+    );
+    let user = token("alice", json!({"roles": ["user"]}));
+    let port = gateway.addr.port();
+    let out = "%{http_version} %{http_code} %header{x-portcullis-error} %header{allow}";
+    let lower = ["--http2", "-X", "delete", "-H", user.as_str()];
+    let answer = curl_https(port, "/orders/1", out, &lower);
+    assert_eq!(
+        answer,
+        "2 405 method_not_allowed GET, HEAD, POST, PUT, DELETE"
+    );
+    let overridden = [
+        "--http2",
+        "-X",
+        "POST",
+        "-H",
+        user.as_str(),
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+    ];
+    let answer = curl_https(port, "/orders/1", out, &overridden);
+    assert_eq!(answer, "2 400 invalid_request ");
+    assert_eq!(upstream.count(), 0);
+    let allowed = ["--http2", "-X", "POST", "-H", user.as_str()];
+    let answer = curl_https(port, "/orders/1", "%{http_version} %{http_code}", &allowed);
+    assert_eq!(answer, "2 200");
+    assert_eq!(upstream.only().method, "POST");
+}
