@@ -54,7 +54,7 @@ pub struct ClaimCondition {
 
 /// Claims a condition may not name, and what to use instead: the ones the
 /// verifier already judges, or that other route keys cover.
-pub const RESERVED_CLAIMS: [(&str, &str); 9] = [
+pub const RESERVED_CLAIMS: [(&str, &str); 10] = [
     ("roles", "use the route's roles"),
     ("scope", "use the route's scopes"),
     ("aud", "the audience is checked for every token"),
@@ -64,6 +64,7 @@ pub const RESERVED_CLAIMS: [(&str, &str); 9] = [
     ("auth_time", "use the route's max_auth_age"),
     ("jti", "a token id is no policy; revoke the token instead"),
     ("ver", "a token version is no policy"),
+    ("sid", "a session id is no policy; end the session instead"),
 ];
 
 impl ClaimCondition {
