@@ -69,6 +69,11 @@ upstream = "echo"
 require_claims = { sub = ["svc-backup"] }
 
 [[routes]]
+path = "/claims/namespaced"
+upstream = "echo"
+require_claims = { "https://example.com/tenant" = ["acme"] }
+
+[[routes]]
 path = "/claims/all"
 upstream = "echo"
 roles = ["user"]
@@ -259,6 +264,10 @@ fn claim_conditions_match_by_type_and_arrays_by_a_member() {
         ("/claims/number", json!({"level": 3})),
         ("/claims/array", json!({"groups": ["dev", "ops"]})),
         (
+            "/claims/namespaced",
+            json!({"https://example.com/tenant": "acme"}),
+        ),
+        (
             "/claims/all",
             json!({"roles": ["user"], "tenant": "acme", "email_verified": true}),
         ),
@@ -309,6 +318,12 @@ fn claim_conditions_match_by_type_and_arrays_by_a_member() {
         ("/claims/number", json!({"level": 4}), "claim:level"),
         ("/claims/array", json!({"groups": []}), "claim:groups"),
         ("/claims/array", json!({"groups": ["dev"]}), "claim:groups"),
+        // A namespaced claim is one name, not a path into an object.
+        (
+            "/claims/namespaced",
+            json!({"https://example.com": {"tenant": "acme"}}),
+            "claim:https://example.com/tenant",
+        ),
         (
             "/claims/all",
             json!({"roles": ["user"], "tenant": "acme"}),
