@@ -7,11 +7,15 @@ use std::collections::HashMap;
 use http::Method;
 use toml::Spanned;
 
-use super::routes::RouteKey;
 use crate::auth::conditions::{ClaimCondition, ClaimValue, RESERVED_CLAIMS};
 use crate::config::raw::{AuthMode, RawRoute};
 use crate::config::runtime::methods::with_implied_head;
 use crate::config::Diagnostics;
+
+/// Where a route sits in the table: its host (lower case, `None` for any
+/// host) and its normalised prefix. Routes share one only with disjoint
+/// `methods`.
+pub(super) type RouteKey = (Option<String>, String);
 
 /// `methods` as configured, `None` when absent (every method).
 pub(super) fn methods(raw: &RawRoute, sink: &mut Diagnostics) -> Option<Vec<Method>> {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::policy::{self, PathTable};
+use super::policy::{self, PathTable, RouteKey};
 use super::upstreams::{named_pool, Pools};
 use crate::auth::Requirement;
 use crate::config::raw::{AuthMode, RawRoute};
@@ -13,11 +13,6 @@ use crate::config::runtime::methods::RouteMethods;
 use crate::config::runtime::router::{normalize_prefix, Route};
 use crate::config::Diagnostics;
 use toml::Spanned;
-
-/// Where a route sits in the table: its host (lower case, `None` for any
-/// host) and its normalised prefix. Routes share one only with disjoint
-/// `methods`.
-pub(super) type RouteKey = (Option<String>, String);
 
 pub(super) fn routes(raw: &[RawRoute], pools: &Pools, sink: &mut Diagnostics) -> Vec<Route> {
     let mut paths = PathTable::default();
