@@ -92,3 +92,11 @@ pub const FORWARDING: [&str; 6] = [
 pub const KEEP_ALIVE: &str = "keep-alive";
 pub const PROXY_CONNECTION: &str = "proxy-connection";
 pub const HTTP2_SETTINGS: &str = "http2-settings";
+
+/// Headers that ask a backend to run another method than the request's
+/// own. Refused on routes with `methods` (`proxy::method_override`).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];

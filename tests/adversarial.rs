@@ -27,6 +27,7 @@ mod forwarded;
 mod framing;
 pub(crate) mod http2;
 mod legacy;
+mod methods;
 mod responses;
 mod session_control;
 mod upstream_auth;

@@ -289,11 +289,12 @@ rate_limit = "fleet"
     let slots: std::collections::HashSet<i64> = addresses
         .iter()
         .map(|address| {
-            // The policy, the route's host (none) and path, the caller.
+            // The policy, the route's host (none), path and methods (all), the caller.
             let key = portcullis::store::rate_limit::limit_key(&[
                 "fleet",
                 "",
                 "/fleet",
+                "",
                 &format!("ip:{address}"),
             ]);
             let name = format!("{prefix}:ratelimit:{}", hex::encode(key));

@@ -19,6 +19,7 @@ mod identity;
 mod issuers;
 mod layers;
 mod logging;
+mod methods;
 mod operations;
 mod paths;
 mod rate_limits;

@@ -6,6 +6,7 @@
 pub mod api_key;
 pub mod assertion;
 pub mod claims;
+pub mod conditions;
 pub mod error;
 pub mod external;
 pub mod extract;

@@ -1,8 +1,9 @@
-//! Per-route requirements on a verified token: roles, scopes and how
-//! recent the user's login must be (RFC 9470).
+//! Per-route requirements on a verified token: roles, scopes, claim
+//! conditions and how recent the user's login must be (RFC 9470).
 
 use std::time::Duration;
 
+use super::conditions::ClaimCondition;
 use super::{AccessClaims, AuthError};
 use crate::clock::unix_now;
 
@@ -15,17 +16,24 @@ pub struct Requirement {
     pub all_scopes: Vec<String>,
     /// `max_auth_age`: the token's `auth_time` must be at most this old.
     pub max_auth_age: Option<Duration>,
+    /// `require_claims`: every condition must hold.
+    pub claims: Vec<ClaimCondition>,
 }
 
 impl Requirement {
     pub fn is_empty(&self) -> bool {
-        self.any_role.is_empty() && self.all_scopes.is_empty() && self.max_auth_age.is_none()
+        self.any_role.is_empty()
+            && self.all_scopes.is_empty()
+            && self.max_auth_age.is_none()
+            && self.claims.is_empty()
     }
 
-    /// Roles and scopes first: a token that lacks them is not helped by a
-    /// new login (`insufficient_scope`, 403). Then the login's age.
+    /// Roles and scopes first, then claim conditions: a token that fails
+    /// them is not helped by a new login (`insufficient_scope`, 403). Then
+    /// the login's age.
     pub fn check(&self, claims: &AccessClaims) -> Result<(), AuthError> {
         self.check_entitlements(claims)?;
+        self.check_claims(claims)?;
         // The clock is read only where a route bounds the login's age.
         match self.max_auth_age {
             Some(_) => self.check_auth_age(claims, unix_now()),
@@ -44,6 +52,17 @@ impl Requirement {
         match claims.auth_time {
             Some(at) if now.saturating_sub(at) <= max_age => Ok(()),
             _ => Err(AuthError::ReauthenticationRequired { max_age }),
+        }
+    }
+
+    /// The first condition that fails is named in the challenge's `scope`
+    /// as `claim:NAME` (RFC 6750 §3 has no attribute of its own for it).
+    fn check_claims(&self, claims: &AccessClaims) -> Result<(), AuthError> {
+        match self.claims.iter().find(|c| !c.holds(claims)) {
+            None => Ok(()),
+            Some(failed) => Err(AuthError::InsufficientScope {
+                required: failed.missing().to_owned(),
+            }),
         }
     }
 

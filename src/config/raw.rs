@@ -696,7 +696,15 @@ pub struct RawRoute {
     pub assertion: Option<Spanned<RawAssertion>>,
     /// The assertion names the method and path, signed per request.
     pub assertion_binds_request: Option<Spanned<bool>>,
+    /// The request methods this route serves (`GET` implies `HEAD`);
+    /// every method when absent. See `config::compile::policy`.
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `claim = [values]`: each claim present and equal to one of them.
+    pub require_claims: Option<Spanned<RawClaimConditions>>,
 }
+
+/// `require_claims`: claim name → the values it may have.
+pub type RawClaimConditions = BTreeMap<String, Spanned<Vec<Spanned<toml::Value>>>>;
 
 /// How a route's prefix is compared with the request path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -16,7 +16,7 @@ use crate::auth::extract::query_has_access_token;
 use crate::auth::{extract_bearer, AuthError, VerifiedToken};
 use crate::config::raw::AuthMode;
 use crate::config::runtime::path;
-use crate::config::runtime::router::Route;
+use crate::config::runtime::router::{Route, Routed};
 use crate::config::Runtime;
 use crate::state::AppState;
 use crate::store::RevocationView;
@@ -77,12 +77,22 @@ pub(super) async fn admit(
     target: Target,
     ctx: &mut RequestContext,
 ) -> Result<(), Refusal> {
-    let route = runtime
+    let path = path::without_parameters(&target.path);
+    let route = match runtime
         .router
-        .find(host_of(request), &path::without_parameters(&target.path))
-        .ok_or(Refusal::no_route())?;
+        .route(host_of(request), &path, &request.method)
+    {
+        Routed::Route(route) => route,
+        Routed::WrongMethod { allow, path } => return Err(wrong_method(allow, path, request)),
+        Routed::NotFound => return Err(Refusal::no_route()),
+    };
     if runtime.router.is_ambiguous(host_of(request), &target.path) {
         return Err(Refusal::bad_path());
+    }
+    if route.methods.is_some()
+        && super::method_override::overrides_method(request, target.query.as_deref())
+    {
+        return Err(super::method_override::refusal());
     }
     ctx.route = Some(Arc::clone(route));
     // An unchanged path goes upstream as the client sent it, without a
@@ -196,6 +206,27 @@ fn verify_attributes<T>(
 
 fn outcome_of<T>(result: &Result<T, AuthError>) -> &'static str {
     result.as_ref().map_or_else(AuthError::code, |_| "ok")
+}
+
+/// `405` with `Allow` (RFC 9110 §15.5.6): the path's routes serve other
+/// methods. Answered before authentication, as a `404` is: which route
+/// (and so which auth) applies depends on the method. No route is chosen,
+/// so the path's own CORS headers, which the route's policy would have
+/// put on the answer, are added here: a script on an origin that the
+/// path lets in can read the refusal.
+fn wrong_method(allow: &str, path: &Route, request: &RequestHeader) -> Refusal {
+    let mut extra = vec![(http::header::ALLOW, allow.to_owned())];
+    let origin = request.headers.get(http::header::ORIGIN);
+    if let Some(origin) = origin.filter(|_| path.cors.enabled()) {
+        let cors = path.cors.response_headers(origin).into_iter();
+        extra
+            .extend(cors.filter_map(|(name, value)| Some((name, value.to_str().ok()?.to_owned()))));
+        extra.push((http::header::VARY, "Origin".to_owned()));
+    }
+    Refusal {
+        extra,
+        ..Refusal::method_not_allowed()
+    }
 }
 
 fn upstream_uri(path: &str, query: Option<&str>) -> Result<http::Uri, Refusal> {

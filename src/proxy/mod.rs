@@ -20,6 +20,7 @@ pub mod h2_guard;
 pub mod head;
 pub mod header_names;
 pub mod headers;
+mod method_override;
 pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod respond;

@@ -55,9 +55,10 @@ pub(super) async fn check(
     }
     ctx.resolve_client(session);
     let caller = caller_of(policy.key, ctx);
-    // The route by its host and prefix: names need not be unique.
+    // The route by its host, prefix and methods: names need not be unique.
     let host = route.host.as_deref().unwrap_or("");
-    let key = limit_key(&[&policy.name, host, &route.prefix, &caller]);
+    let methods = (route.methods.as_ref()).map_or_else(String::new, |m| m.joined(","));
+    let key = limit_key(&[&policy.name, host, &route.prefix, &methods, &caller]);
     let verdict = decide(state, limit, &key).await?;
     let fields = policy.limit_field(verdict.remaining, verdict.reset);
     if verdict.allowed {

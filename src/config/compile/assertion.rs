@@ -11,7 +11,8 @@ use http::HeaderName;
 use toml::Spanned;
 
 use super::identity::{header_name, FORBIDDEN_IDENTITY_HEADERS};
-use super::routes::{route_key, RouteKey};
+use super::policy::RouteKey;
+use super::routes::route_key;
 use crate::auth::assertion::{AssertionPolicy, PolicySettings, RouteAssertion};
 use crate::config::raw::{
     KeyAlgorithm, RawAssertion, RawIdentity, RawRoute, RawTokens, RawUpstream,

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::Verifier;
-use crate::config::raw::RawConfig;
+use crate::config::raw::{RawConfig, RawLogin, RawTokens};
 use crate::config::runtime::headers::HeaderRules;
 use crate::config::runtime::router::Router;
 use crate::config::runtime::Runtime;
@@ -31,6 +31,7 @@ mod cors;
 mod identity;
 mod issuers;
 mod keys;
+mod policy;
 mod rate_limits;
 mod routes;
 mod server;
@@ -71,13 +72,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let router = Router::new(routes);
     let sessions = sessions::sessions(&raw.sessions, &cors, sink);
     let login = (raw.login.as_ref()).and_then(|login| sessions::login(login, &pools, sink));
-    if let (Some(login), None) = (&raw.login, &tokens.signing_key) {
-        // Checked here, not left to `/auth/login` answering 404 at run time.
-        sink.at(
-            login.upstream.span(),
-            "[login] needs [tokens] signing_key: a login answers with tokens this gateway signs",
-        );
-    }
+    login_needs_signing_key(raw.login.as_ref(), &tokens, sink);
     let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);
     tokens::check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
     // Every check above ran, so `check` lists every problem; only now does
@@ -109,4 +104,15 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         cors,
         tracing,
     })
+}
+
+/// `[login]` without `[tokens] signing_key`: checked here, not left to
+/// `/auth/login` answering 404 at run time.
+fn login_needs_signing_key(login: Option<&RawLogin>, tokens: &RawTokens, sink: &mut Diagnostics) {
+    if let (Some(login), None) = (login, &tokens.signing_key) {
+        sink.at(
+            login.upstream.span(),
+            "[login] needs [tokens] signing_key: a login answers with tokens this gateway signs",
+        );
+    }
 }

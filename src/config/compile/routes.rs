@@ -1,25 +1,22 @@
 //! `[[routes]]` → the [`Route`]s of the route table: each route's host and
 //! path prefix in the form requests are matched in, its auth mode and
-//! requirement (roles, scopes, `max_auth_age`), whether its backend may
-//! control sessions, and the pool it forwards to.
-
-use std::collections::HashSet;
-use std::time::Duration;
+//! requirement (roles, scopes, `max_auth_age`, `require_claims`), its
+//! `methods`, whether its backend may control sessions, its rate limit,
+//! and the pool it forwards to.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::policy::{self, PathTable, RouteKey};
 use super::rate_limits::Policies;
 use super::upstreams::{named_pool, Pools};
 use crate::auth::Requirement;
 use crate::config::raw::{AuthMode, RawRoute};
+use crate::config::runtime::methods::RouteMethods;
 use crate::config::runtime::rate_limit::{RateLimitPolicy, RouteLimit};
 use crate::config::runtime::router::{normalize_prefix, Route};
 use crate::config::Diagnostics;
 use toml::Spanned;
-
-/// Where a route sits in the table: its host (lower case, `None` for any
-/// host) and its normalised prefix. Two routes may not share one.
-pub(super) type RouteKey = (Option<String>, String);
 
 pub(super) fn routes(
     raw: &[RawRoute],
@@ -27,27 +24,29 @@ pub(super) fn routes(
     policies: &Policies,
     sink: &mut Diagnostics,
 ) -> Vec<Route> {
-    let mut keys = HashSet::new();
+    let mut paths = PathTable::default();
     raw.iter()
-        .filter_map(|entry| route(entry, pools, policies, &mut keys, sink))
+        .filter_map(|entry| route(entry, pools, policies, &mut paths, sink))
         .collect()
 }
 
-/// One `[[routes]]` entry; `keys` are those of the routes before it.
+/// One `[[routes]]` entry; `paths` holds the routes before it.
 fn route(
     raw: &RawRoute,
     pools: &Pools,
     policies: &Policies,
-    keys: &mut HashSet<RouteKey>,
+    paths: &mut PathTable,
     sink: &mut Diagnostics,
 ) -> Option<Route> {
     let prefix = route_prefix(&raw.path, sink)?;
     let host = route_host(raw.host.as_ref(), sink)?;
-    if !keys.insert((host.clone(), prefix.clone())) {
-        sink.at(
-            raw.path.span(),
-            format!("duplicate route: another route has the same host and path {prefix:?}"),
-        );
+    let methods = policy::methods(raw, sink);
+    if !paths.admit(
+        (host.clone(), prefix.clone()),
+        raw,
+        methods.as_deref(),
+        sink,
+    ) {
         return None;
     }
     // An optional route would let a request without a token past the
@@ -56,13 +55,21 @@ fn route(
         sink.at(raw.path.span(), "roles and scopes need auth = \"required\"");
     }
     let max_auth_age = max_auth_age(raw, sink);
+    let claims = policy::claim_conditions(raw, sink);
     let session_control = session_control(raw, sink);
-    let policy = rate_limit_of(raw, policies, sink);
+    let limit = rate_limit_of(raw, policies, sink);
     let api_keys = api_keys(raw, sink);
     let upstream = named_pool(&raw.upstream, pools, sink)?;
-    let name = raw.name.clone().unwrap_or_else(|| prefix.clone());
+    let methods = methods.map(|m| RouteMethods::new(&m));
+    // Routes sharing a path are told apart by their methods.
+    let name = raw.name.clone().unwrap_or_else(|| match &methods {
+        Some(methods) => format!("{} {prefix}", methods.joined(",")),
+        None => prefix.clone(),
+    });
     Some(Route {
         metrics: crate::metrics::RouteMetrics::new(&name),
+        rate_limit: limit.map(|p| RouteLimit::new(p, &name)),
+        name,
         host,
         prefix,
         auth: raw.auth,
@@ -70,6 +77,7 @@ fn route(
             any_role: raw.roles.clone(),
             all_scopes: raw.scopes.clone(),
             max_auth_age,
+            claims,
         },
         upstream,
         paths: raw.paths,
@@ -78,10 +86,9 @@ fn route(
         // Set by `compile` once `[cors]` is compiled (after the routes, so
         // that diagnostics keep the file's order).
         cors: std::sync::Arc::default(),
-        rate_limit: policy.map(|p| RouteLimit::new(p, &name)),
-        name,
         // Set by `compile` too, from `assertion::assertions`.
         assertion: None,
+        methods,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod cors;
 pub mod discovery;
 pub mod headers;
+pub mod methods;
 pub mod path;
 pub mod rate_limit;
 pub mod router;
@@ -200,8 +201,8 @@ impl Runtime {
         let mut routes: Vec<_> = self.router.routes().collect();
         routes.sort_by(|a, b| (&a.host, &a.prefix).cmp(&(&b.host, &b.prefix)));
         let mut out = format!(
-            "{:<24} {:<24} {:<9} {:<20} {}\n",
-            "HOST", "PATH", "AUTH", "REQUIRES", "UPSTREAM"
+            "{:<24} {:<24} {:<14} {:<9} {:<20} {}\n",
+            "HOST", "PATH", "METHODS", "AUTH", "REQUIRES", "UPSTREAM"
         );
         for route in routes {
             let auth = match route.auth {
@@ -229,11 +230,18 @@ impl Runtime {
                 let sep = if requires.is_empty() { "" } else { " " };
                 let _ = write!(requires, "{sep}auth_age:{}s", age.as_secs());
             }
+            for condition in &route.requirement.claims {
+                let sep = if requires.is_empty() { "" } else { " " };
+                let _ = write!(requires, "{sep}{}", condition.missing());
+            }
+            let methods =
+                (route.methods.as_ref()).map_or_else(|| "*".to_owned(), |m| m.joined(","));
             let _ = writeln!(
                 out,
-                "{:<24} {:<24} {:<9} {:<20} {}",
+                "{:<24} {:<24} {:<14} {:<9} {:<20} {}",
                 route.host.as_deref().unwrap_or("*"),
                 route.prefix,
+                methods,
                 auth,
                 if requires.is_empty() { "-" } else { &requires },
                 route.upstream.name,

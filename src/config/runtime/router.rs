@@ -5,11 +5,21 @@
 //! Within a table the longest prefix that matches on a segment boundary
 //! wins, so `/admin` matches `/admin` and `/admin/x` but not
 //! `/administrator`.
+//!
+//! Several routes may share a host and prefix when their `methods` are
+//! disjoint (checked when the configuration loads): the path is chosen
+//! first, then the method among that path's routes, with no fallback to a
+//! shorter prefix. A method none of them serves is `405` (see
+//! [`Routed::WrongMethod`]), as nginx's `limit_except` refuses inside the
+//! `location` the path chose.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use http::Method;
+
 use super::cors::CorsPolicy;
+use super::methods::RouteMethods;
 use super::upstream::UpstreamPool;
 
 use crate::auth::Requirement;
@@ -36,6 +46,21 @@ pub struct Route {
     pub api_keys: bool,
     /// The signed identity assertion its upstream gets, if any.
     pub assertion: Option<crate::auth::assertion::RouteAssertion>,
+    /// `methods`: `None` serves every method.
+    pub methods: Option<RouteMethods>,
+}
+
+/// What the table says to a request.
+pub enum Routed<'a> {
+    Route(&'a Arc<Route>),
+    /// The path has routes, none of which serves the method: `allow` is
+    /// the `Allow` header of the `405`.
+    WrongMethod {
+        allow: &'a str,
+        /// The path's first route, whose CORS policy is the path's.
+        path: &'a Arc<Route>,
+    },
+    NotFound,
 }
 
 impl Route {
@@ -59,7 +84,8 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Self {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        set_allow(&mut routes);
         let mut router = Router::default();
         for route in routes {
             let route = Arc::new(route);
@@ -68,8 +94,10 @@ impl Router {
                 None => router.any_host.push(route),
             }
         }
+        // Longest first; a prefix's routes next to each other (in the
+        // file's order), so `route` finds them all after the first.
         for routes in router.by_host.values_mut().chain([&mut router.any_host]) {
-            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+            routes.sort_by(|a, b| (b.prefix.len(), &a.prefix).cmp(&(a.prefix.len(), &b.prefix)));
         }
         let legacy = |routes: &[Arc<Route>]| routes.iter().any(|r| r.paths == PathMatch::Legacy);
         router.legacy_hosts = (router.by_host.iter())
@@ -99,17 +127,68 @@ impl Router {
         }
     }
 
-    /// The route for a normalised path; `host` may carry a port and any case.
+    /// The first route of a normalised path, whatever the method (its
+    /// routes share one CORS policy: a preflight is answered by it); `host`
+    /// may carry a port and any case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        let candidates = host
-            .map(strip_port)
+        self.table(host).iter().find(|route| route.matches(path))
+    }
+
+    /// The route for a normalised path and a method. A route without
+    /// `methods` is the only one of its path: it is taken at once.
+    pub fn route(&self, host: Option<&str>, path: &str, method: &Method) -> Routed<'_> {
+        let table = self.table(host);
+        let Some(at) = table.iter().position(|route| route.matches(path)) else {
+            return Routed::NotFound;
+        };
+        let first = &table[at];
+        let Some(methods) = &first.methods else {
+            return Routed::Route(first);
+        };
+        (table[at..].iter())
+            .take_while(|route| route.prefix == first.prefix)
+            .find(|route| route.methods.as_ref().is_some_and(|m| m.allows(method)))
+            .map_or(
+                Routed::WrongMethod {
+                    allow: methods.allow(),
+                    path: first,
+                },
+                Routed::Route,
+            )
+    }
+
+    fn table(&self, host: Option<&str>) -> &[Arc<Route>] {
+        host.map(strip_port)
             .and_then(|h| self.by_host.get(h.to_ascii_lowercase().as_str()))
-            .unwrap_or(&self.any_host);
-        candidates.iter().find(|route| route.matches(path))
+            .unwrap_or(&self.any_host)
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.by_host.values().flatten().chain(self.any_host.iter())
+    }
+}
+
+/// Gives each route with `methods` the `Allow` of its host and path: every
+/// method its routes serve, in the file's order.
+fn set_allow(routes: &mut [Route]) {
+    let mut by_path: HashMap<(Option<String>, String), Vec<Method>> = HashMap::new();
+    for route in routes.iter() {
+        let served = by_path
+            .entry((route.host.clone(), route.prefix.clone()))
+            .or_default();
+        for method in route.methods.iter().flat_map(RouteMethods::list) {
+            if !served.contains(method) {
+                served.push(method.clone());
+            }
+        }
+    }
+    for route in routes.iter_mut() {
+        let key = (route.host.clone(), route.prefix.clone());
+        let (Some(methods), Some(served)) = (&mut route.methods, by_path.get(&key)) else {
+            continue;
+        };
+        let names: Vec<&str> = served.iter().map(Method::as_str).collect();
+        methods.set_allow(Arc::from(names.join(", ")));
     }
 }
 
