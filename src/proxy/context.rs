@@ -10,6 +10,7 @@ use super::client_addr::{self, ClientAddress};
 use crate::auth::VerifiedToken;
 use crate::config::runtime::router::Route;
 use crate::config::Runtime;
+use crate::telemetry::{Outgoing, RequestTrace};
 
 /// Per-request state, written by `request_filter` and read by later hooks.
 pub struct RequestContext {
@@ -47,7 +48,7 @@ pub struct RequestContext {
     /// The `RateLimit` field of a request its route's limit let through.
     pub rate_limit: Option<String>,
     /// The request's trace (`proxy::trace`).
-    pub tracing: super::trace::Tracing,
+    pub tracing: Tracing,
 }
 
 impl RequestContext {
@@ -71,7 +72,7 @@ impl RequestContext {
             session_control_failed: false,
             client: None,
             rate_limit: None,
-            tracing: super::trace::Tracing::Off,
+            tracing: Tracing::Off,
         }
     }
 
@@ -89,5 +90,44 @@ impl RequestContext {
 impl Default for RequestContext {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A request's part in tracing.
+#[derive(Default)]
+pub enum Tracing {
+    /// `[tracing]` is off.
+    #[default]
+    Off,
+    /// On, but this request makes no span (sample ratio 0, no parent).
+    Untraced,
+    Traced(Box<Traced>),
+}
+
+/// The request span and the upstream call's, while it lasts.
+pub struct Traced {
+    pub request: RequestTrace,
+    pub upstream: Option<opentelemetry_sdk::trace::Span>,
+}
+
+impl Tracing {
+    /// The request's trace, when it has one.
+    pub fn request(&self) -> Option<&RequestTrace> {
+        match self {
+            Self::Traced(traced) => Some(&traced.request),
+            _ => None,
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Self::Off)
+    }
+
+    /// The trace headers of the call to the upstream.
+    pub(super) fn to_upstream(&self) -> Outgoing {
+        match self {
+            Self::Traced(traced) => Outgoing::of(true, traced.upstream.as_ref()),
+            other => Outgoing::of(other.is_on(), None),
+        }
     }
 }

@@ -16,48 +16,9 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-use super::context::RequestContext;
+use super::context::{RequestContext, Traced, Tracing};
 use crate::state::AppState;
 use crate::telemetry::{self, Outgoing, RequestTrace, TRACEPARENT, TRACESTATE};
-
-/// A request's part in tracing.
-#[derive(Default)]
-pub enum Tracing {
-    /// `[tracing]` is off.
-    #[default]
-    Off,
-    /// On, but this request makes no span (sample ratio 0, no parent).
-    Untraced,
-    Traced(Box<Traced>),
-}
-
-/// The request span and the upstream call's, while it lasts.
-pub struct Traced {
-    pub request: RequestTrace,
-    pub upstream: Option<opentelemetry_sdk::trace::Span>,
-}
-
-impl Tracing {
-    /// The request's trace, when it has one.
-    pub fn request(&self) -> Option<&RequestTrace> {
-        match self {
-            Self::Traced(traced) => Some(&traced.request),
-            _ => None,
-        }
-    }
-
-    pub fn is_on(&self) -> bool {
-        !matches!(self, Self::Off)
-    }
-
-    /// The trace headers of the call to the upstream.
-    fn to_upstream(&self) -> Outgoing {
-        match self {
-            Self::Traced(traced) => Outgoing::of(true, traced.upstream.as_ref()),
-            other => Outgoing::of(other.is_on(), None),
-        }
-    }
-}
 
 /// Begins a request's trace: the client's context is continued when its
 /// peer is a trusted proxy (the rule `X-Forwarded-For` follows) or every

@@ -23,7 +23,6 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 
-use super::TraceSettings;
 use crate::metrics::METRICS;
 
 /// How long one export may take; a collector slower than this loses the batch.
@@ -215,6 +214,36 @@ impl HttpClient for UreqClient {
         let mut response = Response::new(Bytes::from(body));
         *response.status_mut() = answer.status();
         Ok(response)
+    }
+}
+
+/// `[tracing]`, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    pub enabled: bool,
+    /// The OTLP/HTTP traces URL, used as written.
+    pub endpoint: String,
+    pub sample_ratio: f64,
+    /// A continued trace keeps its parent's sampling decision.
+    pub parent_based: bool,
+    /// Any client's trace context is continued, not only a trusted proxy's.
+    pub trust_client_context: bool,
+    pub service_name: String,
+    /// Finished spans waiting for export, at most.
+    pub queue_size: usize,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".to_owned(),
+            sample_ratio: 1.0,
+            parent_based: true,
+            trust_client_context: false,
+            service_name: "portcullis".to_owned(),
+            queue_size: 2048,
+        }
     }
 }
 

@@ -27,41 +27,12 @@ use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 
+pub use export::TraceSettings;
 pub use opentelemetry::trace::TraceId;
 
 /// The W3C Trace Context request headers (W3C Recommendation, §3.2, §3.3).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-/// `[tracing]`, compiled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceSettings {
-    pub enabled: bool,
-    /// The OTLP/HTTP traces URL, used as written.
-    pub endpoint: String,
-    pub sample_ratio: f64,
-    /// A continued trace keeps its parent's sampling decision.
-    pub parent_based: bool,
-    /// Any client's trace context is continued, not only a trusted proxy's.
-    pub trust_client_context: bool,
-    pub service_name: String,
-    /// Finished spans waiting for export, at most.
-    pub queue_size: usize,
-}
-
-impl Default for TraceSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            endpoint: "http://127.0.0.1:4318/v1/traces".to_owned(),
-            sample_ratio: 1.0,
-            parent_based: true,
-            trust_client_context: false,
-            service_name: "portcullis".to_owned(),
-            queue_size: 2048,
-        }
-    }
-}
 
 /// The process's tracer and its export pipeline. Dropping it exports what
 /// is queued (the provider's shutdown).
