@@ -43,6 +43,7 @@ pub struct Metrics {
     pub jwks_key_age: prometheus::GaugeVec,
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
+    pub audit_lines_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
 }
 
@@ -237,6 +238,11 @@ impl Metrics {
                 r,
                 "portcullis_log_lines_dropped_total",
                 "Log lines dropped because the log writer's queue was full",
+            ),
+            audit_lines_dropped: counter(
+                r,
+                "portcullis_audit_lines_dropped_total",
+                "Audit trail lines dropped because the audit writer's queue was full",
             ),
             planted_cookies_stripped: counter(
                 r,

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["config::raw"],
     &["log_queue"],
     &["log_line"],
+    &["audit"],
     &["auth"],
     &["store"],
     &["session"],

@@ -5,6 +5,8 @@
 //! errors can point at a line and column too. Nothing here is validated
 //! beyond its type; `compile` does that.
 
+pub mod audit;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -49,6 +51,9 @@ pub struct RawConfig {
     /// Cross-origin browser access to every route and to `/auth/*`.
     #[serde(default)]
     pub cors: RawCors,
+    /// `[audit]`: the decision trail.
+    #[serde(default)]
+    pub audit: audit::RawAudit,
 }
 
 /// `[cors]`, and a route's `cors` table: each key a route sets overrides

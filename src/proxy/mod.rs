@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admission;
+mod audit;
 pub mod chunked;
 pub mod client_addr;
 pub mod context;
@@ -338,6 +339,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestContext>,
     ) {
         access_log::record(session, error, ctx);
+        audit::record(&self.state.audit, session, ctx);
     }
 }
 

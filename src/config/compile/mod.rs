@@ -26,6 +26,7 @@ use crate::config::runtime::router::Router;
 use crate::config::runtime::Runtime;
 use crate::config::Diagnostics;
 
+mod audit;
 mod cors;
 mod identity;
 mod issuers;
@@ -60,6 +61,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
             "[login] needs [tokens] signing_key: a login answers with tokens this gateway signs",
         );
     }
+    let audit = audit::audit_settings(&raw.audit, base, sink);
     let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);
     tokens::check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
     // Every check above ran, so `check` lists every problem; only now does
@@ -89,5 +91,6 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         sessions,
         login,
         cors,
+        audit,
     })
 }

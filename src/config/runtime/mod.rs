@@ -119,6 +119,8 @@ pub struct Runtime {
     pub login: Option<LoginSettings>,
     /// `[cors]` and each route's `cors`.
     pub cors: cors::CorsTable,
+    /// `[audit]`: read at start; a reload reopens its file.
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// `[login]`, compiled.
