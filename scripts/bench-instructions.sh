@@ -6,7 +6,8 @@
 # the `none` request and with the HS256 request; portcullis on an
 # `auth = "none"` route and on an `auth = "required"` route with a token
 # of each algorithm (HS256, EdDSA, ES256, RS256), log off; and `none` and
-# HS256 again with the access log on. Each runs behind the same loopback
+# HS256 again with the access log on, and with the audit trail on
+# (`[audit]` to a file, log off). Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
 # load benchmark (scripts/bench-load.sh) cannot; it counts user-space
@@ -17,7 +18,9 @@
 # the counters are zeroed, then REQUESTS more are counted.
 #
 # Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
-#        scripts/bench-instructions.sh
+#        [ONLY="none hs256 none-audit hs256-audit"] scripts/bench-instructions.sh
+# ONLY runs just the scenarios named (a ratio whose floor was not run
+# prints as -).
 # KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
 # release-debug gives them file and line numbers).
 # Everything listens on 127.0.0.1; every process started here is stopped
@@ -50,6 +53,8 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 GW_PORT=$(free_port)
 write_config bench-hs256 "$GW_PORT" "$(free_port)" "" > "$WORK/gateway.toml"
+# The same gateway with the audit trail on, to a file.
+{ cat "$WORK/gateway.toml"; printf '\n[audit]\nenabled = true\ndestination = "%s"\n' "$WORK/audit.log"; } > "$WORK/gateway-audit.toml"
 # One token per algorithm, each signed by that algorithm's key; the one
 # gateway verifies them all.
 declare -A TOKEN
@@ -63,6 +68,7 @@ declare -A PER_REQUEST
 # count NAME PORT URL_PATH [HEADER] -- COMMAND…: one proxy under callgrind.
 count() {
   local name=$1 port=$2 path=$3 header=$4; shift 5
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local out="$WORK/$name.callgrind"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
   local pid=$!
@@ -109,12 +115,21 @@ done
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
 RUST_LOG=info count hs256-log "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway.toml"
 
+# The audit trail on (a line per request to a file, the log off); its
+# writer thread is counted too.
+count none-audit "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
+count hs256-audit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
+
 # Each scenario against the floors that got the same request: `bare` and
-# `promised` for `none`, their `-bearer` runs for a request with a token.
-printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× log off"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log; do
-  case $name in *-bearer) floor=-bearer ;; none | none-log | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
-  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]}" \
-    -v p="${PER_REQUEST[promised$floor]}" -v h="${PER_REQUEST[hs256]}" -v off="${PER_REQUEST[${name%-log}]}" \
-    'BEGIN {printf "%-16s %14d %10.3f %10.3f %10.3f %10s\n", n, v, v / b, v / p, v / h, n ~ /-log$/ ? sprintf("%.3f", v / off) : "-"}'
+# `promised` for `none`, their `-bearer` runs for a request with a token;
+# `-log` and `-audit` runs also against the same request with both off.
+printf '%-16s %14s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off"
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log none-audit hs256-audit; do
+  [ -n "${PER_REQUEST[$name]:-}" ] || continue
+  case $name in *-bearer) floor=-bearer ;; none | none-log | none-audit | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
+  off=${name%-log}; off=${off%-audit}
+  awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
+    -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[$off]:-0}" -v same="$([ "$off" = "$name" ] && echo 1 || echo 0)" \
+    'function r(x, f) { return f > 0 ? sprintf("%.3f", x / f) : "-" }
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s\n", n, v, r(v, b), r(v, p), r(v, h), same ? "-" : r(v, off)}'
 done

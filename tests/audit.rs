@@ -589,3 +589,28 @@ fn a_bad_destination_is_refused_with_its_position() {
         assert!(error.contains(message), "{error}");
     }
 }
+
+/// Lines still queued when the gateway is told to stop (SIGTERM) are in
+/// the file once it has exited.
+#[test]
+fn queued_lines_are_written_before_a_graceful_exit() {
+    let upstream = EchoUpstream::start();
+    let config = format!(
+        "{}\n[audit]\nenabled = true\ndestination = \"audit.log\"\n",
+        standard_config(upstream.addr)
+    );
+    let mut gateway = crate::support::binary::Launch::new(&config).start();
+    let ids: Vec<String> = (0..3)
+        .map(|_| id_of(&get(gateway.addr, "/public/page", &[])))
+        .collect();
+    gateway.signal("TERM");
+    let exit = gateway.wait_exit(crate::support::binary::PATIENCE);
+    assert!(exit.success(), "exit: {exit:?}");
+    let written = lines(&gateway.dir.path().join("audit.log"));
+    for id in &ids {
+        assert!(
+            written.iter().any(|l| l["request_id"] == id.as_str()),
+            "{id} missing: {written:?}"
+        );
+    }
+}
