@@ -18,19 +18,17 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Serialize;
-
 use crate::log_queue::{self, LogQueue, LogWriterGuard};
 use crate::metrics::METRICS;
 
-/// The audit lines' name where they share a stream with the log (stderr):
-/// every line carries it as `"target"`, as the JSON log's lines do.
-pub const AUDIT_TARGET: &str = "portcullis::audit";
+mod event;
+mod json;
+
+pub use event::{AdminAction, Credential, Decision, Verdict, AUDIT_TARGET};
 
 /// Bytes of audit lines held for the writer; past this, lines are dropped.
 pub const DEFAULT_CAPACITY: usize = 4 * 1024 * 1024;
@@ -49,90 +47,6 @@ pub enum Destination {
     Stderr,
     /// A file opened for appending, opened again on SIGHUP and reload.
     File(PathBuf),
-}
-
-/// How the client proved who it is, as the line names it. New kinds are
-/// added as the gateway learns them (`api_key` with API keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Credential {
-    /// Nothing the gateway looked at (a public route, no token sent).
-    None,
-    /// A bearer access token.
-    Token,
-    /// A refresh token or the session cookie (the session endpoints).
-    Session,
-    /// An API key (the route must accept keys).
-    ApiKey,
-}
-
-/// The gateway's answer to whether a request may pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Allowed,
-    Refused,
-}
-
-/// One request's decision. `rule` names what decided it (README's table:
-/// `public`, `authenticated`, `requirement`, `token`, `roles`, …) and
-/// `missing` what the client lacked (the roles, scopes or claims).
-#[derive(Debug, Clone, Serialize)]
-pub struct Decision<'a> {
-    pub request_id: &'a str,
-    /// The client through the trusted proxies (`[server] trusted_proxies`).
-    pub client: Option<IpAddr>,
-    pub subject: Option<&'a str>,
-    pub credential: Credential,
-    /// The route's name, one of the gateway's endpoints, or `_unrouted`.
-    pub route: &'a str,
-    pub method: &'a str,
-    pub decision: Verdict,
-    /// `ok`, or the contract code the client got.
-    pub code: &'a str,
-    pub rule: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub missing: &'a [&'a str],
-}
-
-/// One admin action: who asked (the admin caller's address), what, on
-/// what, and how it ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdminAction<'a> {
-    /// The admin request's id; `None` for a reload by SIGHUP.
-    pub request_id: Option<&'a str>,
-    /// `admin_api` or `sighup`.
-    pub source: &'a str,
-    /// The admin API's peer; `None` for a reload by SIGHUP.
-    pub caller: Option<IpAddr>,
-    /// `token_revoke`, `user_revoke`, `user_disable`, `user_enable`,
-    /// `session_issue`, `session_end`, `reload` (API keys add theirs).
-    pub action: &'a str,
-    /// The subject, session id or token id acted on; never a token.
-    pub resource: Option<&'a str>,
-    /// `ok`, or the contract code of the refusal.
-    pub outcome: &'a str,
-}
-
-/// The line around an event: when, what kind, from where.
-#[derive(Serialize)]
-struct Line<'a, E> {
-    time: Rfc3339,
-    target: &'static str,
-    event: &'static str,
-    #[serde(flatten)]
-    body: &'a E,
-}
-
-/// Now, as `2026-12-07T16:48:01.123456Z` (UTC, microseconds).
-struct Rfc3339;
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_micros(
-            std::time::SystemTime::now(),
-        ))
-    }
 }
 
 /// The trail: the request side of its queue, or nothing when it is off.
@@ -167,12 +81,16 @@ impl AuditTrail {
 
     /// Records one request's decision.
     pub fn record(&self, decision: &Decision<'_>) {
-        self.push("decision", decision);
+        if let Some(queue) = &self.queue {
+            queue.push(&json::decision(decision));
+        }
     }
 
     /// Records one admin action.
     pub fn admin_action(&self, action: &AdminAction<'_>) {
-        self.push("admin", action);
+        if let Some(queue) = &self.queue {
+            queue.push(&json::admin(action));
+        }
     }
 
     /// The file is opened again before the next write (logrotate's
@@ -195,25 +113,6 @@ impl AuditTrail {
     /// Lines dropped because the queue was full (or the trail closed).
     pub fn dropped(&self) -> u64 {
         self.queue.as_ref().map_or(0, LogQueue::dropped)
-    }
-
-    fn push<E: Serialize>(&self, event: &'static str, body: &E) {
-        let Some(queue) = &self.queue else {
-            return;
-        };
-        let mut line = Vec::with_capacity(384);
-        let whole = Line {
-            time: Rfc3339,
-            target: AUDIT_TARGET,
-            event,
-            body,
-        };
-        // Serialising these types cannot fail (no maps with non-string
-        // keys, no failing `Serialize`); a line that did would be dropped.
-        if serde_json::to_writer(&mut line, &whole).is_ok() {
-            line.push(b'\n');
-            queue.push(&line);
-        }
     }
 }
 
@@ -329,6 +228,7 @@ impl Write for ReopeningFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn decision<'a>(missing: &'a [&'a str]) -> Decision<'a> {
         Decision {
@@ -371,6 +271,30 @@ mod tests {
         assert_eq!(lines[0]["target"], AUDIT_TARGET);
         assert_eq!(lines[0]["event"], "decision");
         assert_eq!(lines[1].get("missing"), None);
+    }
+
+    /// Written directly, a line is still JSON whatever its strings hold,
+    /// and reads back as what was recorded.
+    #[test]
+    fn any_string_and_address_reads_back_from_the_line() {
+        use proptest::prelude::*;
+        let strings = prop_oneof![any::<String>(), "[ -~]{0,24}"];
+        let addresses = prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u16; 8]>().prop_map(IpAddr::from),
+        ];
+        proptest!(|(subject in strings.clone(), route in strings, ip in addresses)| {
+            let missing = [route.as_str(), "b\\"];
+            let d = Decision { client: Some(ip), subject: Some(&subject), route: &route, ..decision(&missing) };
+            let line = json::decision(&d);
+            prop_assert_eq!(line.last(), Some(&b'\n'));
+            let value: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+            prop_assert_eq!(&value["subject"], subject.as_str());
+            prop_assert_eq!(&value["route"], route.as_str());
+            let client = ip.to_string();
+            prop_assert_eq!(&value["client"], client.as_str());
+            prop_assert_eq!(&value["missing"], &serde_json::json!(missing));
+        });
     }
 
     /// After a rename (logrotate without `copytruncate`), a reopen sends
