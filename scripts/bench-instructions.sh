@@ -14,7 +14,9 @@
 # the EdDSA key); and per-route policy: `policy`, a
 # required route with `roles`, against `policy-rules`, the same route
 # with `methods` (two routes sharing its path) and two `require_claims`
-# conditions, the same HS256 token for both (issue #25: within 1.03×).
+# conditions, the same HS256 token for both (issue #25: within 1.03×);
+# and `none` and HS256 with the audit trail on (`-audit`: `[audit]` to a
+# file, log off).
 # Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
@@ -84,6 +86,7 @@ path = "/bound"
 upstream = "nginx-asserted"
 auth = "required"
 assertion_binds_request = true
+TOML
 # The policy pair: the same roles, then methods and claim conditions too.
 cat >> "$WORK/gateway.toml" <<'TOML'
 
@@ -108,6 +111,8 @@ auth = "required"
 roles = ["admin"]
 methods = ["DELETE"]
 TOML
+# The same gateway with the audit trail on, to a file.
+{ cat "$WORK/gateway.toml"; printf '\n[audit]\nenabled = true\ndestination = "%s"\n' "$WORK/audit.log"; } > "$WORK/gateway-audit.toml"
 # One token per algorithm, each signed by that algorithm's key; the one
 # gateway verifies them all.
 declare -A TOKEN
@@ -201,18 +206,24 @@ for ratio in 1.0 0.0; do
   count "hs256-$suffix" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
 done
 
+# The audit trail on (a line per request to a file, the log off); its
+# writer thread is counted too.
+count none-audit "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
+count hs256-audit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
+
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-# `× off`: a -log or -trace run against the same request with both off;
+# `× off`: a -log, -trace or -audit run against the same request with both off;
 # `× policy`: policy-rules against policy.
 printf '%-16s %14s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off" "× policy"
 for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
-  none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound policy policy-rules; do
+  none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound policy policy-rules \
+  none-audit hs256-audit; do
   [ -n "${PER_REQUEST[$name]:-}" ] || continue
   case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
     -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-*}]:-0}" \
     -v pol="${PER_REQUEST[policy]:-0}" \
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
 done

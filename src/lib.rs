@@ -8,6 +8,7 @@
 //! - `metrics`, `config::duration`, `config::raw`: plain data, including the
 //!   vocabulary every layer shares (`KeyAlgorithm`, `AuthMode`, `PathMatch`,
 //!   `OnUnavailable`); `log_queue` writes log lines off the request thread;
+//! - `audit`: the audit trail's lines and their writer, on that queue;
 //! - `auth`, `store`, `session`: tokens, revocation state and session rules
 //!   on plain types, without pingora;
 //! - `config` (and `keygen`): checks a file and compiles it into a
@@ -25,6 +26,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -17,6 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus::IntCounter;
+
 use crate::metrics::METRICS;
 
 /// The access line's target: operators filter on it (`RUST_LOG`), and
@@ -41,6 +43,8 @@ struct Shared {
     wake: Condvar,
     capacity: usize,
     dropped: AtomicU64,
+    /// The process-wide count of this queue's drops.
+    dropped_metric: IntCounter,
 }
 
 #[derive(Default)]
@@ -60,15 +64,28 @@ pub fn start<W: Write + Send + 'static>(
     sink: W,
     capacity: usize,
 ) -> std::io::Result<(LogQueue, LogWriterGuard)> {
+    let dropped = METRICS.log_lines_dropped.clone();
+    start_counted(sink, capacity, "portcullis-log", dropped)
+}
+
+/// [`start`] for another stream of lines (the audit trail): its writer
+/// thread is named `thread`, and its drops are counted in `dropped`.
+pub fn start_counted<W: Write + Send + 'static>(
+    sink: W,
+    capacity: usize,
+    thread: &str,
+    dropped: IntCounter,
+) -> std::io::Result<(LogQueue, LogWriterGuard)> {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
         wake: Condvar::new(),
         capacity,
         dropped: AtomicU64::new(0),
+        dropped_metric: dropped,
     });
     let writer = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
-        .name("portcullis-log".to_owned())
+        .name(thread.to_owned())
         .spawn(move || write_until_closed(&writer, sink))?;
     let guard = LogWriterGuard {
         shared: Arc::clone(&shared),
@@ -90,7 +107,7 @@ impl LogQueue {
         if pending.closed || pending.lines.len() + line.len() > self.shared.capacity {
             drop(pending);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            METRICS.log_lines_dropped.inc();
+            self.shared.dropped_metric.inc();
             return false;
         }
         // Only the first line of a batch wakes the writer: one wake-up per

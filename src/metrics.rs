@@ -45,6 +45,7 @@ pub struct Metrics {
     pub build_info: prometheus::IntGaugeVec,
     pub log_lines_dropped: IntCounter,
     pub trace_spans_dropped: IntCounter,
+    pub audit_lines_dropped: IntCounter,
     pub planted_cookies_stripped: IntCounter,
     pub session_control: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
@@ -253,6 +254,11 @@ impl Metrics {
                 r,
                 "portcullis_trace_spans_dropped_total",
                 "Finished trace spans dropped because the export queue was full",
+            ),
+            audit_lines_dropped: counter(
+                r,
+                "portcullis_audit_lines_dropped_total",
+                "Audit trail lines dropped because the audit writer's queue was full",
             ),
             planted_cookies_stripped: counter(
                 r,

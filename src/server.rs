@@ -15,6 +15,7 @@ use pingora_core::services::listening::Service as ListeningService;
 use tokio::sync::Notify;
 
 use crate::admin::AdminApi;
+use crate::audit::{AdminAction, AuditTrail};
 use crate::config::runtime::tls::ReloadableCert;
 use crate::config::runtime::{ServerSettings, TlsFiles};
 use crate::config::Runtime;
@@ -33,6 +34,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
+    #[error("cannot open the audit trail: {0}")]
+    Audit(std::io::Error),
 }
 
 /// A gateway ready to run: the pingora server, the shared state, and the
@@ -78,12 +81,9 @@ pub fn build(
         )),
         None => None,
     };
-    let state = Arc::new(AppState::new(
-        runtime,
-        view,
-        config_path,
-        certificate.clone(),
-    ));
+    let audit = AuditTrail::start(&runtime.audit).map_err(StartError::Audit)?;
+    let state =
+        Arc::new(AppState::new(runtime, view, config_path, certificate.clone()).with_audit(audit));
     background.start_loops(&state);
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, server_conf(&settings));
     server.bootstrap();
@@ -308,6 +308,8 @@ impl Instance {
             background,
         } = self;
         server.run(args);
+        // What the trail holds is written before the process exits.
+        state.audit.close();
         drop(state);
         drop(background);
     }
@@ -390,7 +392,17 @@ async fn reload_on_sighup(state: Arc<AppState>, shutdown: impl std::future::Futu
                 // Off this runtime, whose worker the follower needs; a
                 // failed reload is logged and counted inside.
                 let state = Arc::clone(&state);
-                tokio::spawn(async move { state.reload_detached().await });
+                tokio::spawn(async move {
+                    let outcome = state.reload_detached().await;
+                    state.audit.admin_action(&AdminAction {
+                        request_id: None,
+                        source: "sighup",
+                        caller: None,
+                        action: "reload",
+                        resource: None,
+                        outcome: if outcome.is_ok() { "ok" } else { "config_invalid" },
+                    });
+                });
             }
         }
     }

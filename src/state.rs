@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::audit::AuditTrail;
 use crate::config::runtime::tls::ReloadableCert;
 use crate::config::{self, ConfigError, Runtime};
 use crate::metrics::METRICS;
@@ -43,6 +44,8 @@ pub struct AppState {
     reloading: Mutex<()>,
     /// Set by SIGTERM: `/readyz` answers 503 from then on.
     draining: AtomicBool,
+    /// The decision trail (`[audit]`), started once; a reload reopens its file.
+    pub audit: AuditTrail,
 }
 
 /// What a successful reload changed, for the log and the admin answer.
@@ -82,7 +85,14 @@ impl AppState {
             certificate,
             reloading: Mutex::new(()),
             draining: AtomicBool::new(false),
+            audit: AuditTrail::disabled(),
         }
+    }
+
+    /// This state with `audit` as its decision trail.
+    pub fn with_audit(mut self, audit: AuditTrail) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// The process is stopping: report not ready, so no new traffic is
@@ -122,6 +132,9 @@ impl AppState {
     /// with; a bad file changes nothing.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        // Whatever the file says: logrotate's SIGHUP must reach the trail
+        // even when the configuration has a mistake in it.
+        self.audit.reopen();
         let Some(path) = &self.config_path else {
             return Err(ConfigError::Read {
                 path: PathBuf::from("(none)"),
@@ -138,6 +151,7 @@ impl AppState {
                 let needs_restart = restart_only_changes(&current, &fresh);
                 // Listeners and the store stay as they are until a restart.
                 fresh.server = current.server.clone();
+                fresh.audit = current.audit.clone();
                 let routes = fresh.router.routes().count();
                 self.runtime.store(Arc::new(fresh));
                 Reloaded {
@@ -215,6 +229,9 @@ fn restart_only_changes(current: &Runtime, fresh: &Runtime) -> Vec<&'static str>
     }
     if a.tls != b.tls {
         changed.push("server.tls (files are re-read; their paths are not)");
+    }
+    if current.audit != fresh.audit {
+        changed.push("audit");
     }
     if a.admin_token.as_ref().map(|t| &t.0) != b.admin_token.as_ref().map(|t| &t.0) {
         changed.push("the admin token");

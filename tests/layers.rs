@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["log_queue"],
     &["log_line"],
     &["telemetry"],
+    &["audit"],
     &["auth"],
     &["store"],
     &["session"],

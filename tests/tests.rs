@@ -6,6 +6,7 @@ mod access_log;
 mod adversarial;
 mod api_keys;
 mod assertion;
+mod audit;
 mod cli;
 mod contract;
 mod cors;

@@ -373,7 +373,14 @@ fn the_login_backend_gets_the_gateways_span_as_parent() {
 fn the_access_line_carries_the_trace_id() {
     let receiver = Receiver::start();
     let upstream = EchoUpstream::start();
-    let config = format!("{}{}", standard_config(upstream.addr), receiver.table(""));
+    let trail = tempfile::tempdir().expect("tempdir");
+    let audit = trail.path().join("audit.log");
+    let config = format!(
+        "{}{}\n[audit]\nenabled = true\ndestination = \"{}\"\n",
+        standard_config(upstream.addr),
+        receiver.table(""),
+        audit.display()
+    );
     let gateway = crate::support::binary::Launch::new(&config)
         .server("shutdown_grace = \"0s\"\ntrusted_proxies = [\"127.0.0.0/8\"]")
         .json()
@@ -383,6 +390,29 @@ fn the_access_line_carries_the_trace_id() {
     let id = response.header("x-request-id").expect("id").to_owned();
     let line = gateway.process.wait_for_access_line(&id);
     assert_eq!(line["trace_id"], CLIENT_TRACE, "{line}");
+    // The audit trail's decision line names the same trace.
+    let decision = wait_for_audit_line(&audit, &id);
+    assert_eq!(decision["trace_id"], CLIENT_TRACE, "{decision}");
+}
+
+/// The audit line of request `id`, once its writer has written it.
+fn wait_for_audit_line(path: &std::path::Path, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == id);
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit line for {id}: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Every `[tracing]` key is checked by `portcullis check`, each problem

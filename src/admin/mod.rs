@@ -8,6 +8,7 @@
 //! session rules (listing, issuing, device labels) are `session`'s.
 
 pub mod api_keys;
+mod audit;
 pub mod client;
 
 use std::sync::Arc;
@@ -56,7 +57,12 @@ enum Answer {
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request_id = new_request_id();
-        let reply = match self.dispatch(session).await {
+        let mut note = audit::Note::default();
+        let answered = self.dispatch(session, &mut note).await;
+        let outcome = answered.as_ref().map_or_else(|r| r.code, |_| "ok");
+        let caller = audit::caller_of(session);
+        audit::record(&self.state.audit, &note, &request_id, caller, outcome);
+        let reply = match answered {
             Ok(Answer::Json(status, body)) => Reply::json(status, &body, &request_id),
             Ok(Answer::Metrics(page)) => Reply::metrics(page),
             Err(refusal) => {
@@ -85,7 +91,11 @@ fn log_refusal(session: &ServerSession, refusal: &Refusal, request_id: &str) {
 }
 
 impl AdminApi {
-    async fn dispatch(&self, session: &mut ServerSession) -> Result<Answer, Refusal> {
+    async fn dispatch(
+        &self,
+        session: &mut ServerSession,
+        note: &mut audit::Note,
+    ) -> Result<Answer, Refusal> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         match (&method, path.as_str()) {
@@ -99,6 +109,9 @@ impl AdminApi {
         let Some(rest) = path.strip_prefix("/admin/") else {
             return Err(Refusal::no_route());
         };
+        // Named before the caller is authorised: a refused attempt is
+        // recorded as well.
+        note.action = audit::action_of(&method, &rest.split('/').collect::<Vec<_>>());
         // Before anything else: a body announced too large is never waited for.
         refuse_announced_too_large(session)?;
         self.authorize(session)?;
@@ -107,7 +120,8 @@ impl AdminApi {
             .map(decode_segment)
             .collect::<Result<_, _>>()?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        self.admin(session, method, &segments).await
+        note.resource = audit::resource_of(&segments);
+        self.admin(session, method, &segments, note).await
     }
 
     /// An authorised `/admin/...` request, by its decoded path segments.
@@ -116,15 +130,18 @@ impl AdminApi {
         session: &mut ServerSession,
         method: Method,
         segments: &[&str],
+        note: &mut audit::Note,
     ) -> Result<Answer, Refusal> {
         match (method, segments) {
             (Method::POST, ["tokens", "revoke"]) => {
                 let body = read_body(session, self.body_deadline()).await?;
-                self.revoke_token(&body).await
+                self.revoke_token(&body, note).await
             }
             (Method::POST, ["sessions"]) => {
                 let body = read_body(session, self.body_deadline()).await?;
-                self.open_session(issue_request(&body)?).await
+                let new = issue_request(&body)?;
+                note.resource = Some(new.sub.clone());
+                self.open_session(new).await
             }
             (Method::GET, ["users", sub, "sessions"]) => self.user_sessions(sub).await,
             (Method::DELETE, ["sessions", sid]) => self.end_session(sid).await,
@@ -301,13 +318,15 @@ impl AdminApi {
         }
     }
 
-    async fn revoke_token(&self, body: &[u8]) -> Result<Answer, Refusal> {
+    async fn revoke_token(&self, body: &[u8], note: &mut audit::Note) -> Result<Answer, Refusal> {
         let Some((jti, exp)) = self.revocation_target(body)? else {
             return Ok(Answer::Json(
                 StatusCode::OK,
                 json!({"revoked": false, "reason": "the token has already expired"}),
             ));
         };
+        // The token's id, never the token (a body may carry either).
+        note.resource = Some(jti.clone());
         self.check_revocation(&jti, exp)?;
         self.state
             .view

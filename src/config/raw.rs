@@ -5,6 +5,8 @@
 //! errors can point at a line and column too. Nothing here is validated
 //! beyond its type; `compile` does that.
 
+pub mod audit;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -55,6 +57,9 @@ pub struct RawConfig {
     /// OpenTelemetry traces (`config::traces`).
     #[serde(default)]
     pub tracing: RawTracing,
+    /// `[audit]`: the decision trail.
+    #[serde(default)]
+    pub audit: audit::RawAudit,
 }
 
 /// `[[rate_limits]]`: a GCRA policy (`store::rate_limit`).

@@ -44,6 +44,7 @@ pub(super) async fn admit(
         Ok(Some(key)) => checked(runtime, state, route, request, key).await,
         Err(e) => Err(Refusal::auth(&e, &runtime.realm)),
     };
+    ctx.api_key = true;
     ctx.decision = Some(match &decided {
         Ok(_) => "ok",
         Err(refusal) => refusal.code,

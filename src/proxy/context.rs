@@ -32,6 +32,8 @@ pub struct RequestContext {
     pub verified: Option<Arc<VerifiedToken>>,
     /// The authentication decision on a route that looks at tokens.
     pub decision: Option<&'static str>,
+    /// The request presented an API key (the decision above is the key's).
+    pub api_key: bool,
     /// When the upstream was chosen, for the upstream latency.
     pub upstream_started: Option<Instant>,
     /// The target of the current attempt.
@@ -65,6 +67,7 @@ impl RequestContext {
             endpoint: None,
             verified: None,
             decision: None,
+            api_key: false,
             upstream_started: None,
             backend: None,
             connect_attempts: 0,

@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admission;
 mod api_key;
 pub mod assertion;
+mod audit;
 pub mod chunked;
 pub mod client_addr;
 pub mod context;
@@ -388,6 +389,8 @@ impl ProxyHttp for Gateway {
     ) {
         access_log::record(session, error, ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // Before the trace ends: the audit line names its trace.
+        audit::record(&self.state.audit, session, ctx);
         trace::end(ctx, &session.req_header().method, status);
     }
 }

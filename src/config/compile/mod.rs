@@ -27,6 +27,7 @@ use crate::config::runtime::Runtime;
 use crate::config::Diagnostics;
 
 mod assertion;
+mod audit;
 mod cors;
 mod identity;
 mod issuers;
@@ -73,6 +74,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     let sessions = sessions::sessions(&raw.sessions, &cors, sink);
     let login = (raw.login.as_ref()).and_then(|login| sessions::login(login, &pools, sink));
     login_needs_signing_key(raw.login.as_ref(), &tokens, sink);
+    let audit = audit::audit_settings(&raw.audit, base, sink);
     let issuers = issuers::external_issuers(&raw.issuers, &tokens, base, sink);
     tokens::check_tokens(&tokens, tokens_span, !issuers.is_empty(), sink);
     // Every check above ran, so `check` lists every problem; only now does
@@ -103,6 +105,7 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
         login,
         cors,
         tracing,
+        audit,
     })
 }
 

@@ -126,6 +126,8 @@ pub struct Runtime {
     pub cors: cors::CorsTable,
     /// `[tracing]`: read at start; a change takes effect on restart.
     pub tracing: crate::telemetry::TraceSettings,
+    /// `[audit]`: read at start; a reload reopens its file.
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// `[login]`, compiled.
