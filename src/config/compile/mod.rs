@@ -56,15 +56,13 @@ pub(super) fn compile(raw: RawConfig, base: &Path, sink: &mut Diagnostics) -> Op
     upstream_auth::cross_check(&raw.upstreams, &raw.routes, forward_token, sink);
     let csrf_header = raw.sessions.csrf_header.get_ref();
     let cors = cors::cors_table(&raw.cors, &raw.routes, csrf_header, sink);
-    let assertions = assertion::assertions(
-        &assertion::Inputs {
-            upstreams: &raw.upstreams,
-            routes: &raw.routes,
-            tokens: &tokens,
-            identity: &raw.identity,
-        },
-        sink,
-    );
+    let inputs = assertion::Inputs {
+        upstreams: &raw.upstreams,
+        routes: &raw.routes,
+        tokens: &tokens,
+        identity: &raw.identity,
+    };
+    let assertions = assertion::assertions(&inputs, sink);
     for route in &mut routes {
         route.cors = Arc::clone(cors.policy_of(route.host.as_deref(), &route.prefix));
         let key = (route.host.clone(), route.prefix.clone());
