@@ -349,6 +349,9 @@ impl Launch {
             .env_remove("NO_COLOR");
         let mut process = RunningBinary::spawn(command, false);
         process.wait_listening(addr);
+        // The admin listener is a service of its own, which may bind a
+        // moment after the proxy's on a loaded machine.
+        process.wait_listening(admin);
         RunningGateway {
             process,
             addr,
