@@ -15,8 +15,9 @@
 # required route with `roles`, against `policy-rules`, the same route
 # with `methods` (two routes sharing its path) and two `require_claims`
 # conditions, the same HS256 token for both (issue #25: within 1.03×);
-# and `none` and HS256 with the audit trail on (`-audit`: `[audit]` to a
-# file, log off).
+# `none` and HS256 with the audit trail on (`-audit`: `[audit]` to a
+# file, log off); and HS256 under a route rate limit no request reaches
+# (`hs256-ratelimit`).
 # Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
@@ -206,6 +207,14 @@ for ratio in 1.0 0.0; do
   count "hs256-$suffix" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-$suffix.toml"
 done
 
+# A route limit on the HS256 route (`[[rate_limits]]`, key = subject,
+# on the embedded store: decided in this instance's memory), at a rate
+# no request reaches, against `hs256`.
+{ write_config bench-hs256 "$GW_PORT" "$(free_port)" "" | sed 's|^path = "/auth"$|path = "/auth"\nrate_limit = "bench"|'
+  printf '\n[[rate_limits]]\nname = "bench"\nrate = "1000000/s"\nkey = "subject"\n'
+} > "$WORK/gateway-ratelimit.toml"
+count hs256-ratelimit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-ratelimit.toml"
+
 # The audit trail on (a line per request to a file, the log off); its
 # writer thread is counted too.
 count none-audit "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
@@ -213,17 +222,17 @@ count hs256-audit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gat
 
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-# `× off`: a -log, -trace or -audit run against the same request with both off;
+# `× off`: a -log, -trace, -audit or -ratelimit run against the same request with both off;
 # `× policy`: policy-rules against policy.
 printf '%-16s %14s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off" "× policy"
 for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
   none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound policy policy-rules \
-  none-audit hs256-audit; do
+  none-audit hs256-audit hs256-ratelimit; do
   [ -n "${PER_REQUEST[$name]:-}" ] || continue
   case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
     -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-*}]:-0}" \
     -v pol="${PER_REQUEST[policy]:-0}" \
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
 done
