@@ -16,8 +16,9 @@
 # with `methods` (two routes sharing its path) and two `require_claims`
 # conditions, the same HS256 token for both (issue #25: within 1.03×);
 # `none` and HS256 with the audit trail on (`-audit`: `[audit]` to a
-# file, log off); and HS256 under a route rate limit no request reaches
-# (`hs256-ratelimit`).
+# file, log off); HS256 under a route rate limit no request reaches
+# (`hs256-ratelimit`), with `upstream_auth` (`hs256-upstreamauth`), and an
+# API key in its place (`hs256-apikey`).
 # Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
@@ -215,6 +216,33 @@ done
 } > "$WORK/gateway-ratelimit.toml"
 count hs256-ratelimit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-ratelimit.toml"
 
+# The backend's own credentials (`upstream_auth`, a fixed value from the
+# environment) set on every request of the HS256 route, against `hs256`.
+{ write_config bench-hs256 "$GW_PORT" "$(free_port)" "" |
+    sed "s|^targets = \\[\"127.0.0.1:$UP_PORT\"\\]\$|&\\nupstream_auth = { kind = \"fixed\", env = \"BENCH_UPSTREAM_AUTH\" }|"
+} > "$WORK/gateway-upstreamauth.toml"
+BENCH_UPSTREAM_AUTH="Basic YmVuY2g6YmVuY2g=" count hs256-upstreamauth "$GW_PORT" /auth "$BEARER" -- \
+  "$BIN" serve --config "$WORK/gateway-upstreamauth.toml"
+
+# An API key instead of the token on the same route (`api_keys = true`;
+# the key is checked in the local view, no store round trip), against
+# `hs256`. The key is made through the admin API of the same gateway,
+# started once outside callgrind on the same store.
+if wanted hs256-apikey; then
+  KEY_ADMIN=$(free_port)
+  export BENCH_ADMIN_TOKEN=bench-admin-token-0123456789abcdef0123456789
+  write_config bench-hs256 "$GW_PORT" "$KEY_ADMIN" 'admin_token_env = "BENCH_ADMIN_TOKEN"' |
+    sed 's|^path = "/auth"$|path = "/auth"\napi_keys = true|' > "$WORK/gateway-apikey.toml"
+  "$BIN" serve --config "$WORK/gateway-apikey.toml" 2>"$WORK/apikey-setup.log" &
+  setup=$!
+  PIDS+=("$setup")
+  wait_port "$KEY_ADMIN"
+  API_KEY=$(PORTCULLIS_ADMIN_TOKEN=$BENCH_ADMIN_TOKEN "$BIN" admin --url "http://127.0.0.1:$KEY_ADMIN" --json \
+    api-key create --sub bench-service --roles user | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+  kill "$setup"; wait "$setup" 2>/dev/null || true
+  count hs256-apikey "$GW_PORT" /auth "X-Api-Key: $API_KEY" -- "$BIN" serve --config "$WORK/gateway-apikey.toml"
+fi
+
 # The audit trail on (a line per request to a file, the log off); its
 # writer thread is counted too.
 count none-audit "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
@@ -222,17 +250,17 @@ count hs256-audit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gat
 
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
-# `× off`: a -log, -trace, -audit or -ratelimit run against the same request with both off;
+# `× off`: a -log, -trace, -audit, -ratelimit, -upstreamauth or -apikey run against the same request with both off;
 # `× policy`: policy-rules against policy.
 printf '%-16s %14s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off" "× policy"
 for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
   none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound policy policy-rules \
-  none-audit hs256-audit hs256-ratelimit; do
+  none-audit hs256-audit hs256-ratelimit hs256-upstreamauth hs256-apikey; do
   [ -n "${PER_REQUEST[$name]:-}" ] || continue
   case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
     -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-*}]:-0}" \
     -v pol="${PER_REQUEST[policy]:-0}" \
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit|upstreamauth|apikey)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
 done
