@@ -615,3 +615,58 @@ fn queued_lines_are_written_before_a_graceful_exit() {
         );
     }
 }
+
+/// An API key is named as one in the trail, valid or not, and the admin
+/// API's key actions are recorded; the key itself appears nowhere.
+#[test]
+fn api_keys_are_named_as_such_and_their_admin_actions_recorded() {
+    let upstream = EchoUpstream::start();
+    let config = format!(
+        "{}\n[[routes]]\npath = \"/svc\"\nupstream = \"echo\"\nauth = \"required\"\napi_keys = true\n\n\
+         [audit]\nenabled = true\ndestination = \"audit.log\"\n",
+        standard_config(upstream.addr)
+    );
+    let gateway = TestGateway::start(&config);
+    let path = trail_path(&gateway);
+    let body = json!({"sub": "svc-backup", "roles": ["reader"]}).to_string();
+    let created = send(
+        gateway.admin,
+        &format!(
+            "POST /admin/api-keys HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let key = created.json()["key"].as_str().expect("key").to_owned();
+    let action = wait_line(&path, |l| {
+        l["event"] == "admin" && l["action"] == "api_key_create"
+    });
+    assert_eq!(action["outcome"], "ok", "{action}");
+
+    let passed = get(gateway.addr, "/svc/x", &[&format!("X-Api-Key: {key}")]);
+    assert_eq!(passed.status, 200, "{}", passed.text());
+    let line = decision_for(&path, &id_of(&passed));
+    assert_eq!(
+        (&line["credential"], &line["subject"], &line["decision"]),
+        (&json!("api_key"), &json!("svc-backup"), &json!("allowed")),
+        "{line}"
+    );
+
+    upstream.clear();
+    let wrong = get(gateway.addr, "/svc/x", &[&format!("X-Api-Key: {key}x")]);
+    assert_refused(&wrong, 401, "token_invalid", &upstream);
+    let line = decision_for(&path, &id_of(&wrong));
+    assert_eq!(
+        (&line["credential"], &line["decision"], &line["code"]),
+        (
+            &json!("api_key"),
+            &json!("refused"),
+            &json!("token_invalid")
+        ),
+        "{line}"
+    );
+    let trail = std::fs::read_to_string(&path).expect("trail");
+    let secret = key.rsplit('_').next().expect("secret part");
+    assert!(!trail.contains(secret), "the key reached the trail");
+}
