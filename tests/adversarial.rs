@@ -20,6 +20,7 @@ use crate::support::tokens::{raw_token, rsa_public_pem, sign_with_header};
 use crate::support::*;
 
 mod api_keys;
+mod backend_headers_h2;
 mod chunked;
 mod claims;
 mod endpoints;
