@@ -15,6 +15,7 @@ use portcullis::log_queue;
 
 use crate::support::binary::{RunningGateway, PATIENCE};
 use crate::support::gateway::{free_addr, standard_config};
+use crate::support::sink::StalledSink;
 use crate::support::tokens::fixtures_dir;
 use crate::support::{assert_refused, get, EchoUpstream};
 
@@ -119,25 +120,6 @@ fn access_log_sample_outside_zero_to_one_is_refused_at_load() {
         stderr.contains("portcullis.toml:2:") && stderr.contains("access_log_sample"),
         "{stderr}"
     );
-}
-
-/// A sink that writes nothing until it is let go, like a stderr pipe that
-/// nobody reads.
-struct StalledSink {
-    release: mpsc::Receiver<()>,
-    written: mpsc::Sender<Vec<u8>>,
-}
-
-impl Write for StalledSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = self.release.recv();
-        let _ = self.written.send(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A stalled log writer must never block a request: once the queue is full

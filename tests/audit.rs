@@ -4,7 +4,6 @@
 //! that is reopened on reload, and a full queue that drops and counts.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 use portcullis::audit::{self, Credential, Decision, Verdict};
 
 use crate::support::gateway::ADMIN_TOKEN;
+use crate::support::sink::StalledSink;
 use crate::support::{
     assert_refused, bearer, claims, claims_with, get, post, send, sign, standard_config,
     EchoUpstream, TestGateway,
@@ -494,24 +494,6 @@ fn the_stderr_destination_writes_whole_lines_beside_the_log() {
     // The access line of the same request is the log's, apart.
     let access = gateway.wait_for_access_line(&id);
     assert_eq!(access["outcome"], "token_missing");
-}
-
-/// A writer that waits to be released before each write.
-struct StalledSink {
-    release: mpsc::Receiver<()>,
-    written: mpsc::Sender<Vec<u8>>,
-}
-
-impl Write for StalledSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = self.release.recv();
-        let _ = self.written.send(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A stalled audit writer never blocks a caller: once its queue is full,

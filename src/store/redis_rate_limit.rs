@@ -50,6 +50,8 @@ pub(super) fn key_of(prefix: Option<&str>, key: &[u8; 16]) -> String {
 
 /// `EVALSHA`, and `EVAL` once when the node has not seen the script yet
 /// (a restart, a failover, a new Cluster node): both route by the key.
+/// Not `Script::invoke_async`: its fallback is a keyless `SCRIPT LOAD`,
+/// which a Cluster connection may send to another node than the key's.
 pub(super) async fn decide(
     conn: &mut Link,
     key: String,

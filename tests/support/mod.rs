@@ -5,6 +5,7 @@ pub mod binary;
 pub mod gateway;
 pub mod http;
 pub mod redis;
+pub mod sink;
 pub mod tokens;
 pub mod tool;
 
