@@ -56,9 +56,8 @@ pub(super) async fn check(
     ctx.resolve_client(session);
     let caller = caller_of(policy.key, ctx);
     // The route by its host, prefix and methods: names need not be unique.
-    let host = route.host.as_deref().unwrap_or("");
-    let methods = (route.methods.as_ref()).map_or_else(String::new, |m| m.joined(","));
-    let key = limit_key(&[&policy.name, host, &route.prefix, &methods, &caller]);
+    let [host, prefix, methods] = &limit.scope;
+    let key = limit_key(&[&policy.name, host, prefix, methods, &caller]);
     let verdict = decide(state, limit, &key).await?;
     let fields = policy.limit_field(verdict.remaining, verdict.reset);
     if verdict.allowed {

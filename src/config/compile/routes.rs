@@ -68,7 +68,11 @@ fn route(
     });
     Some(Route {
         metrics: crate::metrics::RouteMetrics::new(&name),
-        rate_limit: limit.map(|p| RouteLimit::new(p, &name)),
+        rate_limit: limit.map(|p| {
+            let methods = methods.as_ref().map_or_else(String::new, |m| m.joined(","));
+            let host_name = host.clone().unwrap_or_default();
+            RouteLimit::new(p, &name, [host_name, prefix.clone(), methods])
+        }),
         name,
         host,
         prefix,

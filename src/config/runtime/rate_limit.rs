@@ -47,17 +47,26 @@ pub const RATE_LIMIT_OUTCOMES: [&str; 4] = ["allowed", "limited", "exempt", "una
 #[derive(Debug)]
 pub struct RouteLimit {
     pub policy: Arc<RateLimitPolicy>,
+    /// The route as its limiter keys name it: host (or empty), prefix,
+    /// methods (or empty). Names need not be unique; these are, together.
+    pub scope: [String; 3],
     counters: [IntCounter; 4],
 }
 
 impl RouteLimit {
-    pub fn new(policy: Arc<RateLimitPolicy>, route: &str) -> Self {
+    /// `route` labels the counters; `scope` is [`Self::scope`], made once
+    /// here rather than on every request.
+    pub fn new(policy: Arc<RateLimitPolicy>, route: &str, scope: [String; 3]) -> Self {
         let counters = RATE_LIMIT_OUTCOMES.map(|outcome| {
             METRICS
                 .rate_limit_decisions
                 .with_label_values(&[route, outcome])
         });
-        Self { policy, counters }
+        Self {
+            policy,
+            scope,
+            counters,
+        }
     }
 
     /// Counts one decision; `outcome` is one of [`RATE_LIMIT_OUTCOMES`].
