@@ -4,10 +4,17 @@
 //! token. Stripping the client's copies of these names is the proxy's job
 //! (`proxy::headers`); this module says which names and which values.
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::AccessClaims;
+
+/// One identity header as the upstream gets it: the name spelled as it
+/// goes on the wire (the lower-case name), then the value. The spelling is
+/// made once per verified token: given a `HeaderName`, the proxy engine
+/// copies its bytes anew on every insert.
+pub type ForwardedHeader = (Bytes, HeaderValue);
 
 pub struct IdentityHeaders {
     pub subject: HeaderName,
@@ -43,7 +50,7 @@ impl IdentityHeaders {
     /// `None` when the subject cannot be a header value or a role contains
     /// the `,` that separates roles: forwarding such a token would give the
     /// upstream no user, or roles the token does not hold.
-    pub fn headers_for(&self, claims: &AccessClaims) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    pub fn headers_for(&self, claims: &AccessClaims) -> Option<Vec<ForwardedHeader>> {
         self.headers_for_kind(claims, CredentialKind::Token)
     }
 
@@ -53,13 +60,13 @@ impl IdentityHeaders {
         &self,
         claims: &AccessClaims,
         kind: CredentialKind,
-    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    ) -> Option<Vec<ForwardedHeader>> {
         let mut out = Vec::with_capacity(5 + self.claims.len());
         if !subject_forwardable(&claims.sub) || !claims.roles.iter().all(|r| role_separable(r)) {
             return None;
         }
         let subject = HeaderValue::from_str(&claims.sub).ok()?;
-        out.push((self.subject.clone(), subject));
+        out.push((wire_name(&self.subject), subject));
         if !claims.roles.is_empty() {
             push(&mut out, &self.roles, &claims.roles.join(","));
         }
@@ -77,7 +84,7 @@ impl IdentityHeaders {
             }
         }
         let kind = HeaderValue::from_static(kind.as_str());
-        out.push((self.credential.clone(), kind));
+        out.push((wire_name(&self.credential), kind));
         Some(out)
     }
 }
@@ -113,9 +120,14 @@ pub fn role_separable(role: &str) -> bool {
     !role.contains(',') && !role.trim().is_empty()
 }
 
-fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &HeaderName, value: &str) {
+/// `name` as the proxy engine writes a `HeaderName` it is given.
+fn wire_name(name: &HeaderName) -> Bytes {
+    Bytes::copy_from_slice(name.as_str().as_bytes())
+}
+
+fn push(out: &mut Vec<ForwardedHeader>, name: &HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-        out.push((name.clone(), value));
+        out.push((wire_name(name), value));
     } else {
         tracing::debug!(header = %name, "claim value cannot be a header value; not forwarded");
     }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use moka::sync::Cache;
@@ -27,7 +26,7 @@ use crate::metrics::METRICS;
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub claims: AccessClaims,
-    pub forwarded: Vec<(HeaderName, HeaderValue)>,
+    pub forwarded: Vec<super::identity::ForwardedHeader>,
 }
 
 /// What a verifier checks beyond the keys.

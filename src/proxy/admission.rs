@@ -104,7 +104,9 @@ pub(super) async fn admit(
         return Ok(());
     }
     if route.api_keys {
-        if let Some(decided) = super::api_key::admit(runtime, state, route, request, ctx).await {
+        // Boxed: inline, the key's future would grow every request's.
+        let admitting = Box::pin(super::api_key::admit(runtime, state, route, request, ctx));
+        if let Some(decided) = admitting.await {
             return decided;
         }
     }
@@ -163,6 +165,27 @@ async fn verify_then_check(
     seen: &mut Option<Arc<VerifiedToken>>,
     trace: Option<&RequestTrace>,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
+    // A traced request's spans live in a boxed future of their own: held
+    // inline, they would grow every request's future, traced or not.
+    if let Some(trace) = trace {
+        return Box::pin(verify_then_check_traced(runtime, view, token, seen, trace)).await;
+    }
+    let verified = runtime.verifier.verify_fetching_keys(token).await?;
+    *seen = Some(Arc::clone(&verified));
+    view.check(&verified.claims).await?;
+    Ok(verified)
+}
+
+/// [`verify_then_check`] with the verification and the revocation check
+/// each in a span of the request's trace.
+async fn verify_then_check_traced(
+    runtime: &Runtime,
+    view: &RevocationView,
+    token: &str,
+    seen: &mut Option<Arc<VerifiedToken>>,
+    trace: &RequestTrace,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    let trace = Some(trace);
     // Looked up before the verification fills the cache, and only for a
     // recorded span: a second cache lookup is not free.
     let cached = trace

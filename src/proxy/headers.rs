@@ -32,8 +32,23 @@ use crate::config::runtime::upstream_auth::UpstreamAuth;
 use crate::config::Runtime;
 use crate::vocabulary::{
     ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, SESSION_CONTROL,
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    TOKEN_EXPIRES_IN_HEADER, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
+
+/// The refresh hint as a name: removed without being parsed again.
+pub const TOKEN_EXPIRES_IN: HeaderName = HeaderName::from_static(TOKEN_EXPIRES_IN_HEADER);
+
+/// The names only the gateway may put on an answer to a client (or, for
+/// session control, read from an upstream's): never passed on as an
+/// upstream wrote them.
+const GATEWAY_ANSWER_NAMES: [HeaderName; 3] = [ERROR, SESSION_CONTROL, TOKEN_EXPIRES_IN];
+
+/// Whether an upstream's answer carries any of the gateway's own names.
+/// One pass over its few names costs less than a hashed removal per name,
+/// and nearly every answer has none.
+pub fn names_gateway_headers(response: &ResponseHeader) -> bool {
+    (response.headers.keys()).any(|name| GATEWAY_ANSWER_NAMES.contains(name))
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2), never copied
 /// from one connection to the next. This is the engine's own list:
@@ -101,7 +116,7 @@ pub fn to_upstream(
     runtime: &Runtime,
     session: &Session,
     upstream: &mut RequestHeader,
-    identity: &[(HeaderName, HeaderValue)],
+    identity: &[crate::auth::identity::ForwardedHeader],
     request_id: &str,
     client: Option<&client_addr::ClientAddress>,
     trace: &crate::telemetry::Outgoing,
@@ -162,9 +177,12 @@ pub fn from_upstream(
     route: &str,
     request_id: &str,
 ) -> Result<()> {
-    response.remove_header(&ERROR);
-    // Honoured (or not) by `session_control` before this; never a client's.
-    response.remove_header(&SESSION_CONTROL);
+    if names_gateway_headers(response) {
+        response.remove_header(&ERROR);
+        // Honoured (or not) by `session_control` before this; never a
+        // client's.
+        response.remove_header(&SESSION_CONTROL);
+    }
     policy.strip_upstream(response);
     strip_planted_cookies(runtime, response, route);
     // A `&'static str` name: the engine copies a `HeaderName`'s bytes.

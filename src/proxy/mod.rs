@@ -296,12 +296,18 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Box<RequestContext>,
     ) -> Result<()> {
-        // Only the gateway tells a client when to refresh (`0` makes
-        // `portcullis-client` refresh at once): an upstream's hint goes.
-        response.remove_header(TOKEN_EXPIRES_IN_HEADER);
-        // Then, before `from_upstream` removes its header: the store's
-        // write is acknowledged before the answer goes on.
-        session_control::apply(&self.state.view, response, ctx).await?;
+        // The gateway's own names are looked for in one pass over the
+        // answer's few headers; most answers carry none of them.
+        if headers::names_gateway_headers(response) {
+            // Only the gateway tells a client when to refresh (`0` makes
+            // `portcullis-client` refresh at once): an upstream's hint goes.
+            response.remove_header(&headers::TOKEN_EXPIRES_IN);
+            // Then, before `from_upstream` removes its header: the store's
+            // write is acknowledged before the answer goes on.
+            if session_control::asked_for(response) {
+                Box::pin(session_control::apply(&self.state.view, response, ctx)).await?;
+            }
+        }
         let (Some(runtime), Some(route)) = (&ctx.runtime, &ctx.route) else {
             // Only a routed request reaches an upstream (`upstream_peer`).
             return Error::e_explain(ErrorType::InternalError, "no route chosen");

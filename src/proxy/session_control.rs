@@ -43,6 +43,13 @@ struct Answer<'a> {
     request_id: &'a str,
 }
 
+/// Whether an upstream's answer carries the header at all: only then is
+/// [`apply`]'s future made (boxed, so that the answers without it, nearly
+/// all, do not move it about).
+pub(super) fn asked_for(response: &ResponseHeader) -> bool {
+    response.headers.contains_key(SESSION_CONTROL)
+}
+
 /// Removes the header from an upstream's `response` and, when the answer
 /// may ask, applies the action before the answer goes on: the outcome is
 /// then `session_control`, and a device that stays signed in is told to

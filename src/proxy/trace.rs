@@ -50,12 +50,14 @@ fn peer_is_trusted(session: &Session, ctx: &RequestContext) -> bool {
 
 /// The upstream call's span begins with the first attempt's peer.
 pub(super) fn upstream_chosen(ctx: &mut RequestContext) {
-    let pool = ctx.route.as_ref().map(|r| r.upstream.name.clone());
+    // The pool's name is copied only for a traced request: an untraced
+    // one pays nothing here.
     if let Tracing::Traced(traced) = &mut ctx.tracing {
         if traced.upstream.is_none() {
             let mut span = traced.request.child("upstream", SpanKind::Client);
-            if let Some(pool) = pool {
+            if let Some(route) = &ctx.route {
                 use opentelemetry::trace::Span as _;
+                let pool = route.upstream.name.clone();
                 span.set_attribute(KeyValue::new("portcullis.upstream", pool));
             }
             traced.upstream = Some(span);

@@ -158,6 +158,11 @@ impl Router {
     }
 
     fn table(&self, host: Option<&str>) -> &[Arc<Route>] {
+        // Without host-bound routes there is nothing to look up: the host
+        // is not folded into a new string on every request.
+        if self.by_host.is_empty() {
+            return &self.any_host;
+        }
         host.map(strip_port)
             .and_then(|h| self.by_host.get(h.to_ascii_lowercase().as_str()))
             .unwrap_or(&self.any_host)

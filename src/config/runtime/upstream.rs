@@ -4,10 +4,10 @@
 //! router's business; finding addresses for names is `discovery`'s.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pingora_core::upstreams::peer::PeerOptions;
+use pingora_core::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora_core::utils::tls::CertKey;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
@@ -43,6 +43,8 @@ pub struct UpstreamPool {
     discovery: DnsDiscovery,
     resolve_interval: Duration,
     last_resolve: Mutex<Option<Instant>>,
+    /// What every peer of this pool shares (see [`Self::peer`]).
+    peer_template: OnceLock<HttpPeer>,
 }
 
 impl UpstreamPool {
@@ -77,6 +79,7 @@ impl UpstreamPool {
             discovery,
             resolve_interval,
             last_resolve: Mutex::default(),
+            peer_template: OnceLock::new(),
         }
     }
 
@@ -129,13 +132,25 @@ impl UpstreamPool {
         }
     }
 
-    /// The peer for a target, with this pool's timeouts and TLS.
-    pub fn peer(&self, backend: &Backend) -> pingora_core::upstreams::peer::HttpPeer {
+    /// The peer for a target, with this pool's timeouts and TLS: a copy
+    /// of the pool's template with the target's address, rather than the
+    /// engine's default options built and then replaced on every request.
+    pub fn peer(&self, backend: &Backend) -> HttpPeer {
+        let mut peer = self.peer_template.get_or_init(|| self.new_peer()).clone();
+        peer._address = backend.addr.clone();
+        peer
+    }
+
+    /// The pool's peer, its address a placeholder. Made on first use, when
+    /// the pool is complete (`tls_sni` and `client_cert` are set while it
+    /// is compiled, before it is shared).
+    fn new_peer(&self) -> HttpPeer {
         let (tls, sni) = match &self.tls_sni {
             Some(sni) => (true, sni.clone()),
             None => (false, String::new()),
         };
-        let mut peer = pingora_core::upstreams::peer::HttpPeer::new(backend, tls, sni);
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut peer = HttpPeer::new(unspecified, tls, sni);
         peer.options = self.options.clone();
         peer.client_cert_key.clone_from(&self.client_cert);
         peer
