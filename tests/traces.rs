@@ -329,7 +329,8 @@ fn at_sample_ratio_0_nothing_is_exported_and_a_clients_traceparent_is_removed() 
         200
     );
     assert_eq!(get(gateway.addr, "/reports", &[]).status, 401);
-    // The batch processor exports every second: three of them pass.
+    // The export thread sends a batch a second after its first span:
+    // three of those seconds pass.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(receiver.spans(), Vec::<Value>::new());
     for recorded in upstream.requests() {

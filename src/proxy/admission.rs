@@ -217,8 +217,8 @@ fn verify_attributes<T>(
     result: &Result<T, AuthError>,
 ) -> Vec<KeyValue> {
     let mut attributes = vec![KeyValue::new("portcullis.outcome", outcome_of(result))];
-    if let Ok(header) = jsonwebtoken::decode_header(token) {
-        attributes.push(KeyValue::new("jwt.alg", format!("{:?}", header.alg)));
+    if let Some(alg) = super::trace::token_algorithm(token) {
+        attributes.push(KeyValue::new("jwt.alg", alg));
     }
     if let Some(hit) = cached {
         let label = if hit { "hit" } else { "miss" };

@@ -110,7 +110,7 @@ pub enum Tracing {
 /// The request span and the upstream call's, while it lasts.
 pub struct Traced {
     pub request: RequestTrace,
-    pub upstream: Option<opentelemetry_sdk::trace::Span>,
+    pub upstream: Option<crate::telemetry::Span>,
 }
 
 impl Tracing {

@@ -8,17 +8,23 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::time::SystemTime;
+use std::sync::Arc;
 
-use opentelemetry::trace::{SpanKind, Status};
+use base64::Engine as _;
+
 use opentelemetry::KeyValue;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::context::{RequestContext, Traced, Tracing};
+use crate::config::runtime::router::Route;
+use crate::config::runtime::upstream::UpstreamPool;
+use crate::metrics::UNROUTED_LABEL;
 use crate::state::AppState;
-use crate::telemetry::{self, Outgoing, RequestTrace, TRACEPARENT, TRACESTATE};
+use crate::telemetry::{
+    self, Label, Named, Outgoing, RequestTrace, SpanKind, TRACEPARENT, TRACESTATE,
+};
 
 /// Begins a request's trace: the client's context is continued when its
 /// peer is a trusted proxy (the rule `X-Forwarded-For` follows) or every
@@ -30,7 +36,7 @@ pub(super) fn begin(state: &AppState, session: &Session, ctx: &RequestContext) -
     let trusted = traces.trusts_every_client() || peer_is_trusted(session, ctx);
     let headers = &session.req_header().headers;
     let parent = trusted.then(|| telemetry::incoming(headers)).flatten();
-    match traces.begin(parent, Cow::Borrowed("request"), SystemTime::now()) {
+    match traces.begin(parent) {
         Some(request) => Tracing::Traced(Box::new(Traced {
             request,
             upstream: None,
@@ -48,20 +54,33 @@ fn peer_is_trusted(session: &Session, ctx: &RequestContext) -> bool {
     matches!((peer, trusted), (Some(ip), Some(t)) if t.contains(ip))
 }
 
+/// A route's name goes into its spans shared, not copied.
+impl Named for Route {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// So does an upstream pool's.
+impl Named for UpstreamPool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The upstream call's span begins with the first attempt's peer.
 pub(super) fn upstream_chosen(ctx: &mut RequestContext) {
-    // The pool's name is copied only for a traced request: an untraced
-    // one pays nothing here.
-    if let Tracing::Traced(traced) = &mut ctx.tracing {
-        if traced.upstream.is_none() {
-            let mut span = traced.request.child("upstream", SpanKind::Client);
-            if let Some(route) = &ctx.route {
-                use opentelemetry::trace::Span as _;
-                let pool = route.upstream.name.clone();
-                span.set_attribute(KeyValue::new("portcullis.upstream", pool));
-            }
-            traced.upstream = Some(span);
+    let RequestContext { route, tracing, .. } = ctx;
+    let Tracing::Traced(traced) = tracing else {
+        return;
+    };
+    if traced.upstream.is_none() {
+        let mut span = traced.request.child("upstream", SpanKind::Client);
+        if let Some(route) = route.as_ref().filter(|_| span.is_recording()) {
+            let pool: Arc<dyn Named> = route.upstream.clone();
+            span.set_label("portcullis.upstream", Label::Shared(pool));
         }
+        traced.upstream = Some(span);
     }
 }
 
@@ -92,41 +111,42 @@ pub fn apply(upstream: &mut RequestHeader, outgoing: &Outgoing) -> Result<()> {
     };
     upstream.remove_header(&TRACEPARENT);
     upstream.remove_header(&TRACESTATE);
-    for (name, value) in fields {
-        upstream.insert_header(name.clone(), value.clone())?;
+    if let Some(fields) = fields {
+        upstream.insert_header(TRACEPARENT, fields.traceparent())?;
+        if let Some(state) = fields.tracestate() {
+            upstream.insert_header(TRACESTATE, state)?;
+        }
     }
     Ok(())
 }
 
 /// The request is done: the request span ends with what it came to.
 pub(super) fn end(ctx: &mut RequestContext, method: &http::Method, status: u16) {
-    if let Tracing::Traced(traced) = &mut ctx.tracing {
-        if let Some(span) = traced.upstream.take() {
-            telemetry::finish(span, || vec![KeyValue::new("error.type", "no_answer")]);
-        }
-    }
-    let Tracing::Traced(traced) = &ctx.tracing else {
+    let recording = matches!(&ctx.tracing, Tracing::Traced(t) if t.request.recording());
+    let route = recording.then(|| route_label(ctx));
+    let outcome = ctx.outcome;
+    let Tracing::Traced(traced) = &mut ctx.tracing else {
         return;
     };
-    let route = super::access_log::route_label(ctx);
-    let request = &traced.request;
-    if request.recording() {
-        request.rename(format!("{method} {route}"));
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_owned()),
-            KeyValue::new("http.route", route.to_owned()),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("portcullis.outcome", ctx.outcome),
-        ];
-        if ctx.outcome != "ok" {
-            attributes.push(KeyValue::new("portcullis.error_code", ctx.outcome));
-        }
-        request.annotate(attributes);
-        if status >= 500 || status == 0 {
-            request.set_status(Status::error(ctx.outcome));
-        }
+    if let Some(span) = traced.upstream.take() {
+        telemetry::finish(span, || vec![KeyValue::new("error.type", "no_answer")]);
     }
-    request.end();
+    if let Some(route) = route {
+        traced.request.end(method, route, status, outcome);
+    }
+}
+
+/// The request span's route: the access log's label
+/// (`access_log::route_label`), the route's own name shared.
+fn route_label(ctx: &RequestContext) -> Label {
+    match (&ctx.route, ctx.endpoint) {
+        (_, Some(endpoint)) => Label::Static(endpoint),
+        (Some(route), None) => {
+            let named: Arc<dyn Named> = route.clone();
+            Label::Shared(named)
+        }
+        (None, None) => Label::Static(UNROUTED_LABEL),
+    }
 }
 
 /// Runs `work` inside a child span of the request's trace, if it has one,
@@ -145,4 +165,64 @@ pub(crate) async fn in_span<F: Future>(
     let output = work.await;
     telemetry::finish(span, || describe(&output));
     output
+}
+
+/// The algorithms a JWS header may name (RFC 7518 §3.1, RFC 8037 §3.1),
+/// as the verification span reports them.
+const ALGORITHMS: [&str; 12] = [
+    "HS256", "HS384", "HS512", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384",
+    "PS512", "EdDSA",
+];
+
+/// The algorithm a token's header names, for the verification span: the
+/// header alone is decoded, and only its `alg` is read (never a claim or
+/// the signature). `None` for a malformed header or an algorithm no
+/// verifier knows. This is what `jsonwebtoken::decode_header` would say,
+/// without building its whole `Header` on every traced request.
+pub(crate) fn token_algorithm(token: &str) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Header<'a> {
+        #[serde(borrow)]
+        alg: Cow<'a, str>,
+    }
+    let encoded = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    let header: Header<'_> = serde_json::from_slice(&json).ok()?;
+    ALGORITHMS.into_iter().find(|known| *known == header.alg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(header: &str) -> String {
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+        format!("{encoded}.eyJzdWIiOiJhbGljZSJ9.c2ln")
+    }
+
+    #[test]
+    fn a_tokens_algorithm_is_read_from_its_header_as_jsonwebtoken_reads_it() {
+        for header in [
+            r#"{"alg":"HS256","typ":"at+jwt","kid":"k1"}"#,
+            r#"{"typ":"JWT","alg":"EdDSA"}"#,
+            r#"{"kid":"a\"b","alg":"ES384","x5t":"abc"}"#,
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"HS257"}"#,
+            r#"{"typ":"JWT"}"#,
+            "not json",
+        ] {
+            let token = token(header);
+            let theirs = jsonwebtoken::decode_header(&token)
+                .ok()
+                .map(|h| format!("{:?}", h.alg));
+            assert_eq!(
+                token_algorithm(&token).map(str::to_owned),
+                theirs,
+                "{header}"
+            );
+        }
+        assert_eq!(token_algorithm("%%%.x.y"), None);
+    }
 }

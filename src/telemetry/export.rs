@@ -1,149 +1,225 @@
-//! The way out: finished spans go through a bounded queue to the SDK's
-//! batch processor, whose own thread encodes them (OTLP protobuf) and
-//! POSTs each batch to the collector, never on a request's thread.
+//! The way out, on the export thread only: each batch of finished spans
+//! ([`Record`]s) becomes one OTLP `ExportTraceServiceRequest`, built with
+//! the official generated types (`opentelemetry-proto`) and encoded by
+//! `prost`, and is POSTed to the collector (OTLP/HTTP, protobuf).
 //!
-//! The SDK's processor drops spans when its queue is full but keeps the
-//! count to itself, so [`Bounded`] keeps its own: a span is admitted only
-//! while fewer than `queue_size` wait, and one turned away is counted in
-//! `portcullis_trace_spans_dropped_total`. [`Counted`] gives the place
-//! back as each batch leaves for the exporter. The HTTP client is `ureq`,
-//! already the gateway's for JWKS and the admin CLI: no second TLS stack.
+//! The SDK's `SpanData` and its exporter are not used: turning each span
+//! into `SpanData` and then into these same types cost more than the
+//! request itself (docs/benchmarks.md, "Traces at sample ratio 1.0"). The
+//! resource is still the SDK's (`service.name`, the `telemetry.sdk.*`
+//! attributes, `OTEL_RESOURCE_ATTRIBUTES`), converted once. The HTTP
+//! client is `ureq`, already the gateway's for JWKS and the admin CLI: no
+//! second TLS stack.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::Context;
-use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
-    SpanExporter, SpanProcessor,
-};
-use opentelemetry_sdk::Resource;
+#[cfg(test)]
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+#[cfg(test)]
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use prost::Message as _;
 
-use crate::metrics::METRICS;
+use super::otlp;
+use super::record::Record;
 
 /// How long one export may take; a collector slower than this loses the batch.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the batch processor gathers spans before it exports.
-const EXPORT_DELAY: Duration = Duration::from_secs(1);
+/// How long a batch gathers after its first span before it is exported.
+pub(super) const EXPORT_DELAY: Duration = Duration::from_secs(1);
+
+/// Spans in one export at most.
+pub(super) const MAX_BATCH: usize = 512;
 
 /// The largest answer read from a collector (its body says nothing we use).
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
-/// The provider for `settings`: the sampler, the resource, the pipeline.
-pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(UreqClient::new(EXPORT_TIMEOUT))
-        .with_endpoint(settings.endpoint.clone())
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
-        .build()
-        .map_err(|e| format!("the OTLP exporter: {e}"))?;
-    Ok(pipeline(exporter, settings))
+/// The instrumentation scope every span is reported under.
+const SCOPE: &str = "portcullis";
+
+/// Turns batches of records into OTLP requests for one resource.
+pub(super) struct Encoder {
+    /// The enclosing messages whole, for the reference encoding in tests.
+    #[cfg(test)]
+    whole: (Resource, String, InstrumentationScope),
+    /// `ResourceSpans.resource`, encoded once (see [`Encoder::encode`]).
+    resource_field: Vec<u8>,
+    /// `ScopeSpans.scope`, encoded once.
+    scope_field: Vec<u8>,
+    /// `ResourceSpans.schema_url`, encoded once (nothing when empty).
+    schema_url_field: Vec<u8>,
+    /// The span each record is written into before it is encoded.
+    scratch: Span,
 }
 
-/// The provider around `exporter`: the bounded queue, the batches, the
-/// sampler and the resource.
-fn pipeline<E: SpanExporter + 'static>(exporter: E, settings: &TraceSettings) -> SdkTracerProvider {
-    let waiting = Arc::new(AtomicUsize::new(0));
-    let batches = BatchSpanProcessor::builder(Counted {
-        inner: exporter,
-        waiting: Arc::clone(&waiting),
-        failing: Arc::new(AtomicBool::new(false)),
-    })
-    .with_batch_config(
-        BatchConfigBuilder::default()
-            .with_max_queue_size(settings.queue_size)
-            .with_max_export_batch_size(settings.queue_size.min(512))
-            .with_scheduled_delay(EXPORT_DELAY)
-            .build(),
-    )
-    .build();
-    let processor = Bounded {
-        inner: batches,
-        waiting,
-        capacity: settings.queue_size,
-    };
-    let resource = Resource::builder()
-        .with_service_name(settings.service_name.clone())
-        .build();
-    SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(sampler(settings))
-        .with_resource(resource)
-        .build()
+/// The protobuf key of a length-delimited field (wire type 2) numbered
+/// below 16: one byte, `field << 3 | 2`.
+const fn key(field: u8) -> u8 {
+    field << 3 | 2
 }
 
-/// The ratio decides a new trace; a continued one follows its parent's
-/// decision unless `parent_based` is off.
-fn sampler(settings: &TraceSettings) -> Sampler {
-    let ratio = Sampler::TraceIdRatioBased(settings.sample_ratio);
-    if settings.parent_based {
-        Sampler::ParentBased(Box::new(ratio))
-    } else {
-        ratio
-    }
-}
-
-/// Admits a finished span while fewer than `capacity` wait for export.
-#[derive(Debug)]
-struct Bounded {
-    inner: BatchSpanProcessor,
-    waiting: Arc<AtomicUsize>,
-    capacity: usize,
-}
-
-impl SpanProcessor for Bounded {
-    fn on_start(&self, span: &mut Span, cx: &Context) {
-        self.inner.on_start(span, cx);
+impl Encoder {
+    pub(super) fn new(service_name: &str) -> Self {
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
+        let described = ResourceAttributesWithSchema::from(&resource);
+        let resource = Resource {
+            attributes: described.attributes.0,
+            ..Resource::default()
+        };
+        Self::of(resource, described.schema_url.unwrap_or_default())
     }
 
-    fn on_end(&self, span: SpanData) {
-        let admitted = self
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
-            self.inner.on_end(span);
-        } else {
-            METRICS.trace_spans_dropped.inc();
+    fn of(resource: Resource, schema_url: String) -> Self {
+        let scope = InstrumentationScope {
+            name: SCOPE.to_owned(),
+            ..InstrumentationScope::default()
+        };
+        let mut schema_url_field = Vec::new();
+        if !schema_url.is_empty() {
+            schema_url_field.push(key(3));
+            delimit(schema_url.len(), &mut schema_url_field);
+            schema_url_field.extend_from_slice(schema_url.as_bytes());
+        }
+        Self {
+            resource_field: field(1, &resource),
+            scope_field: field(1, &scope),
+            schema_url_field,
+            scratch: Span::default(),
+            #[cfg(test)]
+            whole: (resource, schema_url, scope),
         }
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+    /// The OTLP request for `records`, which it empties: the
+    /// `ExportTraceServiceRequest` of one `ResourceSpans` holding one
+    /// `ScopeSpans` with every span. Each span is encoded once by its
+    /// generated type; the three enclosing messages, the same for every
+    /// batch but their lengths, are written around them here. (prost
+    /// encoding the whole tree measures each nested message again at every
+    /// level above it, which made encoding the largest part of a traced
+    /// request's cost.) The bytes are those of the generated types'
+    /// encoding of the whole request (tested).
+    pub(super) fn encode(&mut self, records: &mut Vec<Record>) -> Vec<u8> {
+        let mut spans = Vec::with_capacity(records.len() * 192);
+        for record in records.drain(..) {
+            otlp::fill(&mut self.scratch, record);
+            spans.push(key(2));
+            // Into a `Vec`, which grows: encoding cannot fail.
+            let _ = self.scratch.encode_length_delimited(&mut spans);
+        }
+        let scope_spans = self.scope_field.len() + spans.len();
+        let resource_spans = self.resource_field.len()
+            + 1
+            + prost::length_delimiter_len(scope_spans)
+            + scope_spans
+            + self.schema_url_field.len();
+        let mut out = Vec::with_capacity(resource_spans + 16);
+        out.push(key(1));
+        delimit(resource_spans, &mut out);
+        out.extend_from_slice(&self.resource_field);
+        out.push(key(2));
+        delimit(scope_spans, &mut out);
+        out.extend_from_slice(&self.scope_field);
+        out.extend_from_slice(&spans);
+        out.extend_from_slice(&self.schema_url_field);
+        out
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+    /// The same request built whole with the generated types (the reference
+    /// [`Encoder::encode`] is tested against).
+    #[cfg(test)]
+    fn request(&self, records: Vec<Record>) -> ExportTraceServiceRequest {
+        let (resource, schema_url, scope) = self.whole.clone();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope),
+                    spans: records.into_iter().map(otlp::span).collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url,
+            }],
+        }
     }
 }
 
-/// The OTLP exporter, giving back each span's place in the queue as its
-/// batch leaves, and saying when exports begin and stop failing (once
-/// each: a collector that is down would otherwise be a line a second).
-#[derive(Debug)]
-struct Counted<E> {
-    inner: E,
-    waiting: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
+/// Writes a length-delimited field's length.
+fn delimit(length: usize, out: &mut Vec<u8>) {
+    // Into a `Vec`, which grows: encoding cannot fail.
+    let _ = prost::encode_length_delimiter(length, out);
+}
+
+/// `message` as the length-delimited field numbered `number` (below 16).
+fn field(number: u8, message: &impl prost::Message) -> Vec<u8> {
+    let mut out = vec![key(number)];
+    out.extend(message.encode_length_delimited_to_vec());
+    out
+}
+
+/// The collector, over OTLP/HTTP with `ureq`, which blocks: right where it
+/// runs, on the export thread.
+pub(super) struct Collector {
+    agent: ureq::Agent,
+    endpoint: String,
+    /// Exports are failing: said once when they begin to and once when they
+    /// work again (a collector that is down would otherwise be a line a batch).
+    failing: bool,
+}
+
+impl Collector {
+    pub(super) fn new(endpoint: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(EXPORT_TIMEOUT))
+            .build()
+            .into();
+        Self {
+            agent,
+            endpoint: endpoint.to_owned(),
+            failing: false,
+        }
+    }
+
+    /// POSTs one encoded request; a failure is logged when it is news.
+    pub(super) fn send(&mut self, body: &[u8]) {
+        let result = self.post(body);
+        note_outcome(&mut self.failing, &result);
+    }
+
+    fn post(&self, body: &[u8]) -> Result<(), String> {
+        let mut answer = self
+            .agent
+            .post(&self.endpoint)
+            .header("Content-Type", "application/x-protobuf")
+            .send(body)
+            .map_err(|e| e.to_string())?;
+        // Read to the end, so the connection is kept for the next batch.
+        let _ = answer
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec();
+        let status = answer.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the collector answered {status}"))
+        }
+    }
 }
 
 /// Logs a change between exports that succeed and exports that fail.
-fn note_outcome(failing: &AtomicBool, result: &OTelSdkResult) {
+fn note_outcome(failing: &mut bool, result: &Result<(), String>) {
     let failed = result.is_err();
-    if failing.swap(failed, Ordering::AcqRel) == failed {
+    if std::mem::replace(failing, failed) == failed {
         return;
     }
     match result {
@@ -151,69 +227,6 @@ fn note_outcome(failing: &AtomicBool, result: &OTelSdkResult) {
             tracing::warn!(error = %e, "trace export failed; spans are lost until the collector answers")
         }
         Ok(()) => tracing::info!("trace export works again"),
-    }
-}
-
-impl<E: SpanExporter> SpanExporter for Counted<E> {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        self.waiting.fetch_sub(batch.len(), Ordering::AcqRel);
-        let sent = self.inner.export(batch);
-        async move {
-            let result = sent.await;
-            note_outcome(&self.failing, &result);
-            result
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-/// `ureq` as the exporter's HTTP client. It blocks, which is right where
-/// it runs: on the batch processor's own thread.
-#[derive(Debug)]
-struct UreqClient {
-    agent: ureq::Agent,
-}
-
-impl UreqClient {
-    fn new(timeout: Duration) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
-        Self { agent }
-    }
-}
-
-#[async_trait::async_trait]
-impl HttpClient for UreqClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
-        let request = Request::from_parts(parts, body.to_vec());
-        let mut answer = self.agent.run(request)?;
-        let body = answer
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER_BYTES)
-            .read_to_vec()?;
-        let mut response = Response::new(Bytes::from(body));
-        *response.status_mut() = answer.status();
-        Ok(response)
     }
 }
 
@@ -249,60 +262,195 @@ impl Default for TraceSettings {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::borrow::Cow;
+    use std::str::FromStr;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry::trace::{
+        SpanContext, SpanKind, Status as SdkStatus, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::InstrumentationScope as Scope;
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+    use opentelemetry::trace::SpanId;
 
     use super::*;
+    use crate::telemetry::otlp::span;
+    use crate::telemetry::record::{Label, TraceIds, What};
 
-    /// Keeps what it is given.
-    #[derive(Debug, Default, Clone)]
-    struct Kept(Arc<Mutex<usize>>);
+    const START: u64 = 1_750_000_000_123_456_789;
 
-    impl SpanExporter for Kept {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            *self.0.lock().unwrap_or_else(|e| e.into_inner()) += batch.len();
-            Ok(())
-        }
+    fn at(nanos: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(nanos)
     }
 
-    fn settings(queue_size: usize, sample_ratio: f64) -> TraceSettings {
-        TraceSettings {
-            enabled: true,
-            queue_size,
-            sample_ratio,
-            ..TraceSettings::default()
+    /// What the SDK would have exported for the same span: its `SpanData`
+    /// through `opentelemetry-proto`'s own conversion.
+    fn sdk_span(
+        record: &Record,
+        name: &str,
+        attributes: Vec<opentelemetry::KeyValue>,
+        status: SdkStatus,
+    ) -> Span {
+        let trace = &record.trace;
+        let state = TraceState::from_str(trace.trace_state.as_deref().unwrap_or_default())
+            .expect("a state");
+        let data = SpanData {
+            span_context: SpanContext::new(
+                trace.trace_id,
+                record.span_id,
+                TraceFlags::SAMPLED,
+                false,
+                state,
+            ),
+            parent_span_id: record.parent_id,
+            parent_span_is_remote: record.parent_is_remote,
+            span_kind: record.kind.clone(),
+            name: Cow::Owned(name.to_owned()),
+            start_time: at(record.start),
+            end_time: at(record.end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: Scope::builder(SCOPE).build(),
+        };
+        Span::from(data)
+    }
+
+    fn record(parent_id: SpanId, what: What) -> Record {
+        Record {
+            trace: TraceIds {
+                trace_id: TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                sampled: true,
+                trace_state: Some(Arc::from("vendor=opaque1")),
+            },
+            span_id: SpanId::from(0x0102_0304_0506_0708),
+            parent_id,
+            parent_is_remote: parent_id != SpanId::INVALID,
+            kind: SpanKind::Server,
+            start: START,
+            end: START + 1_500_000,
+            what,
         }
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_spans_and_frees_its_places_on_export() {
-        let kept = Kept::default();
-        let provider = pipeline(kept.clone(), &settings(2, 1.0));
-        let tracer = provider.tracer("test");
-        let before = METRICS.trace_spans_dropped.get();
-        // The batch leaves after a second: all five end before it does.
-        for _ in 0..5 {
-            tracer.start("span").end();
-        }
-        assert_eq!(METRICS.trace_spans_dropped.get() - before, 3);
-        let _ = provider.force_flush();
-        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 2);
-        // Exported: the queue has room again.
-        tracer.start("span").end();
-        let _ = provider.force_flush();
-        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 3);
-        assert_eq!(METRICS.trace_spans_dropped.get() - before, 3);
+    fn a_request_span_encodes_as_the_sdks_span_data_did() {
+        let what = What::Request {
+            method: http::Method::POST,
+            route: Label::Static("api"),
+            status: 503,
+            outcome: "upstream_unavailable",
+        };
+        let ours = record(SpanId::from(0x00f0_67aa_0ba9_02b7), what);
+        let attributes = vec![
+            opentelemetry::KeyValue::new("http.request.method", "POST".to_owned()),
+            opentelemetry::KeyValue::new("http.route", "api".to_owned()),
+            opentelemetry::KeyValue::new("http.response.status_code", 503_i64),
+            opentelemetry::KeyValue::new("portcullis.outcome", "upstream_unavailable"),
+            opentelemetry::KeyValue::new("portcullis.error_code", "upstream_unavailable"),
+        ];
+        let theirs = sdk_span(
+            &ours,
+            "POST api",
+            attributes,
+            SdkStatus::error("upstream_unavailable"),
+        );
+        assert_eq!(span(ours), theirs);
     }
 
     #[test]
-    fn a_sample_ratio_of_0_records_no_new_trace() {
-        let kept = Kept::default();
-        let provider = pipeline(kept.clone(), &settings(16, 0.0));
-        let span = provider.tracer("test").start("span");
-        assert!(!span.is_recording());
-        drop(span);
-        let _ = provider.force_flush();
-        assert_eq!(*kept.0.lock().unwrap_or_else(|e| e.into_inner()), 0);
+    fn a_child_span_encodes_as_the_sdks_span_data_did() {
+        let status = opentelemetry::KeyValue::new("http.response.status_code", 200_i64);
+        let what = What::Child {
+            name: "upstream",
+            label: Some(("portcullis.upstream", Label::Static("backend"))),
+            attributes: vec![status.clone()],
+        };
+        let mut ours = record(SpanId::from(0x0a0b_0c0d_0e0f_1011), what);
+        ours.kind = SpanKind::Client;
+        ours.parent_is_remote = false;
+        let pool = opentelemetry::KeyValue::new("portcullis.upstream", "backend".to_owned());
+        let theirs = sdk_span(&ours, "upstream", vec![pool, status], SdkStatus::Unset);
+        assert_eq!(span(ours), theirs);
+    }
+
+    #[test]
+    fn a_batch_is_encoded_byte_for_byte_as_the_generated_types_encode_it() {
+        let schema = "https://opentelemetry.io/schemas/1.26.0".to_owned();
+        let with_schema = Encoder::of(Encoder::new("edge").whole.0, schema);
+        for mut encoder in [Encoder::new("portcullis"), with_schema] {
+            same_bytes(&mut encoder);
+        }
+    }
+
+    fn same_bytes(encoder: &mut Encoder) {
+        let batch = || {
+            let request = What::Request {
+                method: http::Method::GET,
+                route: Label::Static("api"),
+                status: 200,
+                outcome: "ok",
+            };
+            let child = What::Child {
+                name: "verify_token",
+                label: None,
+                attributes: vec![
+                    opentelemetry::KeyValue::new("portcullis.outcome", "ok"),
+                    opentelemetry::KeyValue::new("jwt.alg", "HS256"),
+                ],
+            };
+            vec![
+                record(SpanId::INVALID, request),
+                record(SpanId::from(7), child),
+            ]
+        };
+        let mut records = batch();
+        let ours = encoder.encode(&mut records);
+        assert_eq!(ours, encoder.request(batch()).encode_to_vec());
+        let mut many: Vec<Record> = (0..300).flat_map(|_| batch()).collect();
+        let reference: Vec<Record> = (0..300).flat_map(|_| batch()).collect();
+        assert_eq!(
+            encoder.encode(&mut many),
+            encoder.request(reference).encode_to_vec()
+        );
+    }
+
+    #[test]
+    fn a_root_span_has_no_parent_and_the_request_names_the_resource_and_scope() {
+        let mut encoder = Encoder::new("edge-7");
+        let what = What::Request {
+            method: http::Method::GET,
+            route: Label::Static("_unrouted"),
+            status: 404,
+            outcome: "not_found",
+        };
+        let mut records = vec![record(SpanId::INVALID, what)];
+        let body = encoder.encode(&mut records);
+        assert!(records.is_empty());
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP");
+        let resource_spans = &request.resource_spans[0];
+        let names: Vec<_> = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .map(|a| a.key.as_str())
+            .collect();
+        assert!(
+            names.contains(&"service.name") && names.contains(&"telemetry.sdk.language"),
+            "{names:?}"
+        );
+        let scope = &resource_spans.scope_spans[0];
+        assert_eq!(
+            scope.scope.as_ref().map(|s| s.name.as_str()),
+            Some("portcullis")
+        );
+        let span = &scope.spans[0];
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!(span.flags, 0x101);
+        assert_eq!(span.name, "GET _unrouted");
     }
 }
