@@ -93,9 +93,11 @@ impl ProxyHttp for Bare {
         // HTTP/2 carries the host in `:authority`, which the engine puts in
         // the URI, not in `Host`.
         let request = session.req_header();
-        let host = request.headers.get(HOST).cloned().or_else(|| {
-            http::HeaderValue::from_str(request.uri.authority()?.as_str()).ok()
-        });
+        let host = request
+            .headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| http::HeaderValue::from_str(request.uri.authority()?.as_str()).ok());
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
