@@ -19,6 +19,9 @@
 # file, log off); HS256 under a route rate limit no request reaches
 # (`hs256-ratelimit`), with `upstream_auth` (`hs256-upstreamauth`), and an
 # API key in its place (`hs256-apikey`).
+# Over TLS keep-alive (`tls-*`) and HTTP/2 (`h2-*`): bare, bare-bearer,
+# promised, promised-bearer, none and hs256 again, each against the floors
+# of its own protocol, in a second table (issue #24).
 # Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
