@@ -88,8 +88,17 @@ impl ProxyHttp for Bare {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream.insert_header("x-forwarded-for", client.ip().to_string())?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get(HOST).cloned() {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        // HTTP/2 carries the host in `:authority`, which the engine puts in
+        // the URI, not in `Host`.
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| http::HeaderValue::from_str(request.uri.authority()?.as_str()).ok());
+        if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", request_id.as_str())?;

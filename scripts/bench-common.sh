@@ -97,3 +97,15 @@ auth = "required"
 url = "sqlite://$WORK/bench-$2.db"
 TOML
 }
+
+# make_tls_cert: one ECDSA P-256 certificate for every TLS listener, as
+# $WORK/tls.crt with its key as $WORK/tls.key (SEC1), $WORK/tls.pk8
+# (PKCS#8, what the gateway and the bare engine read) and both in
+# $WORK/tls.pem (HAProxy's form).
+make_tls_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$WORK/tls.key" -out "$WORK/tls.pk8"
+  cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+}

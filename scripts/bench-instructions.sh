@@ -19,6 +19,9 @@
 # file, log off); HS256 under a route rate limit no request reaches
 # (`hs256-ratelimit`), with `upstream_auth` (`hs256-upstreamauth`), and an
 # API key in its place (`hs256-apikey`).
+# Over TLS keep-alive (`tls-*`) and HTTP/2 (`h2-*`): bare, bare-bearer,
+# promised, promised-bearer, none and hs256 again, each against the floors
+# of its own protocol, in a second table (issue #24).
 # Each runs behind the same loopback
 # nginx. Unlike CPU time, an instruction count does not swing from run to
 # run on a shared machine, so it shows changes of a few percent that the
@@ -255,6 +258,76 @@ fi
 count none-audit "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
 count hs256-audit "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-audit.toml"
 
+# TLS keep-alive (`tls-*`: ab over https, keep-alive, 8 connections, no
+# ALPN so HTTP/1.1) and HTTP/2 (`h2-*`: h2load over TLS, ALPN h2, 4
+# connections × 16 streams, as in the load benchmark): the bare engine and
+# its promises floor with the same certificate, and the gateway on
+# `none` and HS256, log off. Each client run opens new connections, and
+# a TLS handshake costs as much as some tens of requests, so a TLS count
+# is the difference of two counted runs of the same client, WARMUP and
+# REQUESTS requests, over the difference in requests: the handshakes
+# and connection set-up cancel out (SETUP holds what they cost a run).
+declare -A SETUP
+# secure_client PROTO PORT URL_PATH HEADER N: N requests, the client's report on stdout.
+secure_client() {
+  local proto=$1 port=$2 path=$3 header=$4 n=$5
+  case $proto in
+    tls) ab -q -k -c 8 ${header:+-H "$header"} -n "$n" "https://127.0.0.1:$port$path" ;;
+    h2) h2load -c 4 -m 16 ${header:+-H "$header"} -n "$n" "https://127.0.0.1:$port$path" ;;
+  esac
+}
+# secure_ok PROTO N REPORT: every one of the N requests answered 2xx.
+secure_ok() {
+  case $1 in
+    tls) grep -q "^Complete requests: *$2" "$3" && grep -q "^Failed requests: *0" "$3" && ! grep -q "^Non-2xx" "$3" ;;
+    h2) grep -q "^requests: $2 total, $2 started, $2 done, $2 succeeded, 0 failed" "$3" &&
+          grep -q "^status codes: $2 2xx" "$3" ;;
+  esac
+}
+# count_secure NAME PROTO PORT URL_PATH HEADER -- COMMAND…: one proxy under callgrind.
+count_secure() {
+  local name=$1 proto=$2 port=$3 path=$4 header=$5; shift 6
+  wanted "$name" || return 0
+  local out="$WORK/$name.callgrind" run n
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$WORK/$name.valgrind" &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port "$port" 600
+  secure_client "$proto" "$port" "$path" "$header" "$WARMUP" >/dev/null
+  for run in short long; do
+    n=$WARMUP; [ "$run" = long ] && n=$REQUESTS
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    secure_client "$proto" "$port" "$path" "$header" "$n" > "$WORK/$name.$run"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    if ! secure_ok "$proto" "$n" "$WORK/$name.$run"; then
+      echo "$name: not every request succeeded" >&2; cat "$WORK/$name.$run" >&2; exit 1
+    fi
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # Two dumps, each after zeroing: the short run's, then the long run's.
+  local short long
+  short=$(awk '/^summary:/ {s += $2} END {print s}' "$out.1")
+  long=$(awk '/^summary:/ {s += $2} END {print s}' "$out.2")
+  PER_REQUEST[$name]=$(awk -v s="$short" -v l="$long" -v a="$WARMUP" -v b="$REQUESTS" 'BEGIN {printf "%.0f", (l - s) / (b - a)}')
+  SETUP[$name]=$(awk -v s="$short" -v a="$WARMUP" -v r="${PER_REQUEST[$name]}" 'BEGIN {printf "%.0f", s - a * r}')
+}
+
+if [ -n "$(for p in tls h2; do for s in bare bare-bearer promised promised-bearer none hs256; do wanted "$p-$s" && echo y; done; done)" ]; then
+  command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+  [ "$REQUESTS" -gt "$WARMUP" ] || { echo "TLS counts need REQUESTS > WARMUP" >&2; exit 1; }
+  make_tls_cert
+  write_config bench-hs256 "$GW_PORT" "$(free_port)" "tls = { cert = \"$WORK/tls.crt\", key = \"$WORK/tls.pk8\" }" > "$WORK/gateway-tls.toml"
+  BARE_TLS=("$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$WORK/tls.crt" "$WORK/tls.pk8")
+  for proto in tls h2; do
+    count_secure "$proto-bare" "$proto" "$BARE_PORT" /none "" -- "${BARE_TLS[@]}"
+    count_secure "$proto-bare-bearer" "$proto" "$BARE_PORT" /auth "$BEARER" -- "${BARE_TLS[@]}"
+    BARE_PROMISES=1 count_secure "$proto-promised" "$proto" "$BARE_PORT" /none "" -- "${BARE_TLS[@]}"
+    BARE_PROMISES=1 count_secure "$proto-promised-bearer" "$proto" "$BARE_PORT" /auth "$BEARER" -- "${BARE_TLS[@]}"
+    count_secure "$proto-none" "$proto" "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-tls.toml"
+    count_secure "$proto-hs256" "$proto" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-tls.toml"
+  done
+fi
+
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
 # `× off`: a -log, -trace, -audit, -ratelimit, -upstreamauth or -apikey run against the same request with both off;
@@ -271,3 +344,25 @@ for name in bare bare-bearer promised promised-bearer promised-headers promised-
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
      BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit|upstreamauth|apikey)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
 done
+
+# The TLS and HTTP/2 rows, each against the floors of its own protocol
+# that got the same request, and against the same scenario over plain
+# HTTP/1.1 (`× plain`); `setup/run`: what one client run's connections
+# cost beyond their requests (handshakes included).
+secure_rows=()
+for proto in tls h2; do
+  for s in bare bare-bearer promised promised-bearer none hs256; do
+    [ -n "${PER_REQUEST[$proto-$s]:-}" ] && secure_rows+=("$proto-$s")
+  done
+done
+if [ ${#secure_rows[@]} -gt 0 ]; then
+  printf '\n%-20s %14s %10s %10s %10s %12s\n' scenario instr/request "× bare" "× promised" "× plain" setup/run
+  for name in "${secure_rows[@]}"; do
+    proto=${name%%-*}; plain=${name#*-}
+    case $plain in *-bearer | hs256) floor=-bearer ;; *) floor="" ;; esac
+    awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[$proto-bare$floor]:-0}" \
+      -v p="${PER_REQUEST[$proto-promised$floor]:-0}" -v pl="${PER_REQUEST[$plain]:-0}" -v su="${SETUP[$name]}" \
+      'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
+       BEGIN {printf "%-20s %14d %10s %10s %10s %12d\n", n, v, r(b), r(p), r(pl), su}'
+  done
+fi

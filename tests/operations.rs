@@ -445,6 +445,48 @@ fn tls_and_http2_end_to_end() {
     assert!(seen.iter().all(|r| r.values("x-user-id") == ["alice"]));
 }
 
+/// HTTP/2 answers carry the request id as a never-indexed literal (issue
+/// #24): a client decoding several answers on one connection still reads
+/// each answer's own id, the one its upstream request carried.
+#[test]
+fn each_http2_answer_on_one_connection_carries_its_own_request_id() {
+    let upstream = EchoUpstream::start();
+    let config = format!("{}\n", standard_config(upstream.addr));
+    let gateway = TestGateway::start_with_server(&config, &tls_listener());
+    let auth = format!(
+        "Authorization: Bearer {}",
+        sign("test-eddsa", &claims("alice"))
+    );
+    let port = gateway.addr.port();
+    let again = format!("https://localhost:{port}/orders");
+    let extra = [
+        "--http2",
+        "-H",
+        &auth,
+        &again,
+        "-o",
+        "/dev/null",
+        &again,
+        "-o",
+        "/dev/null",
+    ];
+    let out = curl_https(
+        port,
+        "/orders",
+        "%{http_version} %header{x-request-id}\n",
+        &extra,
+    );
+    let ids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("2 ")).collect();
+    assert_eq!(ids.len(), 3, "three HTTP/2 answers: {out}");
+    assert!(ids.iter().all(|id| id.len() == 32), "{out}");
+    let seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.values("x-request-id").concat())
+        .collect();
+    assert_eq!(seen, ids, "each answer's id is its own request's");
+}
+
 /// Slow for `/public/slow`, at once for everything else.
 fn slow_upstream(seen: &crate::support::http::Recorded) -> (u16, Vec<String>, Vec<u8>) {
     if seen.target == "/public/slow" {

@@ -19,7 +19,7 @@ use http::header::{
     TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora_core::Result;
+use pingora_core::{ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -186,7 +186,20 @@ pub fn from_upstream(
     policy.strip_upstream(response);
     strip_planted_cookies(runtime, response, route);
     // A `&'static str` name: the engine copies a `HeaderName`'s bytes.
-    response.insert_header(REQUEST_ID_HEADER, request_id)
+    response.insert_header(REQUEST_ID_HEADER, never_indexed(request_id)?)
+}
+
+/// A value HPACK sends as a never-indexed literal (RFC 7541 §6.2.3): one
+/// unique to each response would enter the HTTP/2 connection's table on
+/// every answer only to push out the headers that do repeat (`server`,
+/// `content-type`), which then enter it again; each insertion and
+/// eviction costs the engine about 3,000 instructions a response
+/// (docs/benchmarks.md, issue #24). HTTP/1.1 writes it as it is.
+fn never_indexed(value: &str) -> Result<HeaderValue> {
+    let mut value =
+        HeaderValue::from_str(value).or_err(ErrorType::InvalidHTTPHeader, "request id")?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Removes what authenticates a client to the gateway itself before a
@@ -479,5 +492,6 @@ mod tests {
         assert_eq!(cookies, ["theirs=1"]);
         let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
         assert_eq!(ids, ["id-1"]);
+        assert!(ids[0].is_sensitive(), "never indexed by HPACK");
     }
 }
