@@ -95,6 +95,7 @@ auth = "required"
 
 [store]
 url = "sqlite://$WORK/bench-$2.db"
+max_staleness = "${MAX_STALENESS:-1s}"
 TOML
 }
 
