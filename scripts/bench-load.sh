@@ -29,8 +29,9 @@
 #   tls-*-handshake     wrk with `Connection: close`: one full handshake per
 #                       request (CPU per request = CPU per handshake)
 #   tls-*-h2            h2load, HTTP/2, 4 connections × 16 streams
-# MEMORY=1 (default on): RSS at rest, per idle keep-alive connection
-# (IDLE connections, default 10000) and per verified-token cache entry.
+# MEMORY=1 (default on): RSS at rest and per idle connection, plain,
+# TLS and HTTP/2 (scripts/bench-memory.sh, IDLE connections, default
+# 10000), and per verified-token cache entry.
 #
 # Prints, per scenario, medians of req/s, p50/p99 latency and the proxy's
 # CPU time per request (utime+stime of its whole process over the run ÷
@@ -358,47 +359,10 @@ PY
 
 [ "$MEMORY" = 1 ] || exit 0
 
-# Memory: RSS at rest; per idle keep-alive connection (each connection has
-# served one request and is left open); per verified-token cache entry.
+# Memory: RSS at rest and per idle connection (plain HTTP/1.1, HTTP/1.1
+# over TLS, HTTP/2), each proxy in fresh processes: scripts/bench-memory.sh.
 echo
-echo "| process | RSS at rest MiB | idle keep-alive connections held | RSS per idle connection |"
-echo "|---|---|---|---|"
-# Opens COUNT keep-alive connections from SOURCE_IP, one request each, says
-# "held", and holds them until its stdin closes.
-cat > "$WORK/idle.py" <<'PY'
-import socket, sys
-port, source, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-held = []
-for i in range(count):
-    s = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
-    s.sendall(b"GET /none HTTP/1.1\r\nHost: bench\r\n\r\n")
-    data = b""
-    while not data.endswith(b"ok\n"):
-        chunk = s.recv(4096)
-        if not chunk:
-            sys.exit(f"connection {i} closed")
-        data += chunk
-    held.append(s)
-print("held", flush=True)
-sys.stdin.read()
-PY
-source_ip=2
-for name in gw bare haproxy; do
-  [ -n "${PID[$name]:-}" ] || continue
-  # HAProxy's maxconn is bound by the descriptor limit (two per connection).
-  held=$IDLE; [ "$name" = haproxy ] && [ "$held" -gt 9000 ] && held=9000
-  before=$(rss_kb "${PID[$name]}")
-  coproc HOLD { timeout 300 python3 "$WORK/idle.py" "${PORT[$name]}" "127.0.0.$source_ip" "$held"; }
-  source_ip=$((source_ip + 1))
-  read -r -t 120 _ <&"${HOLD[0]}" || { echo "$name: could not hold $held connections" >&2; exit 1; }
-  sleep 1
-  after=$(rss_kb "${PID[$name]}")
-  eval "exec ${HOLD[1]}>&-"
-  wait "$HOLD_PID" 2>/dev/null || true
-  label=${name/gw/portcullis}; label=${label/bare/bare pingora}
-  awk -v n="$label" -v r="${REST_KB[$name]}" -v a="$after" -v b="$before" -v c="$held" \
-    'BEGIN {printf "| %s | %.1f | %d | %.1f KiB |\n", n, r / 1024, c, (a - b) / c}'
-done
+IDLE=$IDLE BUILD=0 scripts/bench-memory.sh
 
 # Per verified-token cache entry: ENTRIES distinct HS256 tokens (same user,
 # claims as `portcullis token` writes them, each with its own jti), each

@@ -200,9 +200,9 @@ fn proxy_service(
         match &settings.tls {
             Some(tls) => {
                 let tls_settings = tls_settings(tls, certificate)?;
-                proxy.add_tls_with_settings(addr, None, tls_settings);
+                proxy.add_listener(listener(addr, settings.proxy_protocol).tls(tls_settings));
             }
-            None => proxy.add_listener(plain_listener(addr, settings.proxy_protocol)),
+            None => proxy.add_listener(listener(addr, settings.proxy_protocol)),
         }
     }
     if settings.proxy_protocol && settings.tls.is_some() {
@@ -245,12 +245,13 @@ fn admin_service(settings: &ServerSettings, state: &Arc<AppState>) -> ListeningS
     admin
 }
 
-/// A plain listener. The edge reads each request head into its own buffer,
-/// so the engine's 64 KiB read buffer under it would only copy bytes once
-/// more and hold 64 KiB per idle connection: reads go straight to the
-/// socket. A PROXY protocol header is read in small pieces, so it keeps a
-/// small buffer.
-fn plain_listener(addr: &str, proxy_protocol: bool) -> ListenerConfig {
+/// A listener without the engine's 64 KiB read buffer, which every idle
+/// connection would hold (issue #24): on a plain listener the edge reads
+/// each request head into its own buffer, so it would only copy bytes once
+/// more; under TLS, rustls reads whole records into its own buffer, and
+/// HTTP/2's codec into its own. Reads go straight to the socket. A PROXY
+/// protocol header is read in small pieces, so it keeps a small buffer.
+fn listener(addr: &str, proxy_protocol: bool) -> ListenerConfig {
     let read = if proxy_protocol { 4096 } else { 0 };
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(read))
 }

@@ -393,11 +393,41 @@ impl EdgeStream {
     fn poll_fill(&mut self, cx: &mut Context<'_>, most: usize) -> Poll<std::io::Result<usize>> {
         // A read of no room reads 0 bytes, which every caller takes for EOF.
         debug_assert!(most > 0, "a read needs room");
+        if self.pending.is_empty() {
+            return self.poll_fill_empty(cx, most);
+        }
         // Room for a whole usual head in one read call: with no spare room
         // a `BytesMut` offers 64 bytes at a time, one read call for each.
         self.pending.reserve(most.min(READ_ROOM));
         let mut room = (&mut self.pending).limit(most);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut room)
+    }
+
+    /// With nothing held, reads onto the stack first, and lets go of the
+    /// buffer when the socket has nothing: an idle keep-alive connection
+    /// then holds no buffer at all (HAProxy allocates its buffers only
+    /// while data is in flight; issue #24). What arrives is copied into
+    /// `pending`, one read's room at most.
+    fn poll_fill_empty(
+        &mut self,
+        cx: &mut Context<'_>,
+        most: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); READ_ROOM];
+        let mut read = ReadBuf::uninit(&mut scratch[..most.min(READ_ROOM)]);
+        if Pin::new(&mut self.inner)
+            .poll_read(cx, &mut read)?
+            .is_pending()
+        {
+            self.pending = BytesMut::new();
+            return Poll::Pending;
+        }
+        let got = read.filled();
+        if !got.is_empty() {
+            self.pending.reserve(READ_ROOM);
+            self.pending.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
     }
 
     /// Lets pingora read the head of `len` bytes and the body it announced.
@@ -659,5 +689,60 @@ mod tests {
             held = held_after_reading(&mut edge).await;
         }
         assert_eq!(held, HOLD_BYTES);
+    }
+
+    const FIRST: &[u8] = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n";
+    const SECOND: &[u8] = b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    /// Reads the edge's first head into `pending` and admits it, bodiless.
+    async fn admit_first(edge: &mut EdgeStream) {
+        while edge.pending.len() < FIRST.len() {
+            assert!(edge.fill().await.expect("read") > 0, "the client closed");
+        }
+        edge.admit(&Admitted {
+            len: FIRST.len(),
+            framing: Framing::Length(0),
+            owed_continue: false,
+        });
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer() {
+        let (_client, mut edge) = connected().await;
+        // Room a request before it left behind.
+        edge.pending.reserve(READ_ROOM);
+        assert_eq!(held_after_reading(&mut edge).await, 0);
+        assert_eq!(edge.pending.capacity(), 0, "idle, yet a buffer is held");
+    }
+
+    #[tokio::test]
+    async fn the_buffer_goes_once_a_request_is_handed_over_and_the_connection_idles() {
+        let (client, mut edge) = connected().await;
+        let _client = send(client, FIRST.to_vec()).await.expect("sent");
+        admit_first(&mut edge).await;
+        let mut head = vec![0; FIRST.len()];
+        edge.read_exact(&mut head).await.expect("the admitted head");
+        assert_eq!(head, FIRST);
+        assert_eq!(held_after_reading(&mut edge).await, 0);
+        assert_eq!(edge.pending.capacity(), 0, "idle, yet a buffer is held");
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_request_still_waits_for_its_own_head_check() {
+        let (client, mut edge) = connected().await;
+        let _client = send(client, [FIRST, SECOND].concat()).await.expect("sent");
+        admit_first(&mut edge).await;
+        let mut head = vec![0; FIRST.len()];
+        edge.read_exact(&mut head).await.expect("the admitted head");
+        assert_eq!(head, FIRST);
+        // The engine's next read gets nothing; the second head stays held.
+        let mut held = 0;
+        for _ in 0..10 {
+            held = held_after_reading(&mut edge).await;
+            if held == SECOND.len() {
+                break;
+            }
+        }
+        assert_eq!(&edge.pending[..held], SECOND);
     }
 }
