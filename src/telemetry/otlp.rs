@@ -13,10 +13,26 @@ use opentelemetry::trace::SpanId;
 use opentelemetry::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{span, status, SpanFlags};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{encoded_len_varint, WireType};
 use prost::Message as _;
 
 use super::record::{Record, What};
+
+/// A varint: one byte for the small values (lengths, keys) nearly every
+/// field has, `prost`'s loop for the rest.
+#[inline]
+fn encode_varint(value: u64, out: &mut Vec<u8>) {
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => out.push(byte),
+        _ => prost::encoding::encode_varint(value, out),
+    }
+}
+
+/// A field's key (its number and wire type), as `prost` writes it.
+#[inline]
+fn encode_key(number: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    encode_varint(u64::from(number << 3 | wire_type as u32), out);
+}
 
 /// `Span`'s field numbers (opentelemetry/proto/trace/v1/trace.proto).
 mod field {
