@@ -372,6 +372,7 @@ mod tests {
                 extra,
             },
             forwarded: Vec::new(),
+            algorithm: None,
         })
     }
 

@@ -27,6 +27,10 @@ use crate::metrics::METRICS;
 pub struct VerifiedToken {
     pub claims: AccessClaims,
     pub forwarded: Vec<super::identity::ForwardedHeader>,
+    /// The algorithm the signature was checked with (`None` for a
+    /// credential that is not a JWT): kept so a traced request reports it
+    /// without reading the token's header again.
+    pub algorithm: Option<Algorithm>,
 }
 
 /// What a verifier checks beyond the keys.
@@ -87,35 +91,56 @@ impl Verifier {
     /// Verifies a bearer token, from the cache when this exact token was
     /// verified before and has not expired since.
     pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
-        if let Some(hit) = self.cache.get(token) {
+        self.verify_noting_hit(token, &mut false)
+    }
+
+    /// [`Self::verify`], setting `hit` to whether the cache answered (for
+    /// a trace's attribute: asking the cache again is not free).
+    fn verify_noting_hit(
+        &self,
+        token: &str,
+        hit: &mut bool,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        if let Some(cached) = self.cache.get(token) {
+            *hit = true;
             METRICS.verified_cache_hits.inc();
-            if unix_now() > hit.claims.exp.saturating_add(self.leeway_secs) {
+            if unix_now() > cached.claims.exp.saturating_add(self.leeway_secs) {
                 return Err(AuthError::Expired);
             }
-            return Ok(hit);
+            return Ok(cached);
         }
+        *hit = false;
         METRICS.verified_cache_misses.inc();
-        let claims = self.verify_uncached(token)?;
+        let (claims, algorithm) = self.verify_uncached_with_algorithm(token)?;
         let forwarded = self
             .identity
             .headers_for(&claims)
             .ok_or(AuthError::Invalid("identity"))?;
-        let verified = Arc::new(VerifiedToken { claims, forwarded });
+        let verified = Arc::new(VerifiedToken {
+            claims,
+            forwarded,
+            algorithm: Some(algorithm),
+        });
         self.cache.insert(token.to_owned(), Arc::clone(&verified));
         Ok(verified)
-    }
-
-    /// Whether this exact token's verification is cached (for a trace's
-    /// attribute; the verification itself looks again).
-    pub fn is_cached(&self, token: &str) -> bool {
-        self.cache.contains_key(token)
     }
 
     /// [`Self::verify`], fetching an external issuer's keys first when the
     /// token names a `kid` they do not hold yet (rate-limited) or when
     /// none were fetched so far.
     pub async fn verify_fetching_keys(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
-        let first = self.verify(token);
+        self.verify_fetching_keys_noting_hit(token, &mut false)
+            .await
+    }
+
+    /// [`Self::verify_fetching_keys`], setting `hit` to whether the cache
+    /// gave the answer returned.
+    pub async fn verify_fetching_keys_noting_hit(
+        &self,
+        token: &str,
+        hit: &mut bool,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let first = self.verify_noting_hit(token, hit);
         if !matches!(
             first,
             Err(AuthError::Invalid("unknown_kid") | AuthError::Unavailable)
@@ -133,7 +158,7 @@ impl Verifier {
         // A provider that answered with nothing usable makes the token
         // invalid, not the gateway unavailable: judge it again.
         if fetched || source.answered() {
-            self.verify(token)
+            self.verify_noting_hit(token, hit)
         } else {
             first
         }
@@ -141,6 +166,16 @@ impl Verifier {
 
     /// The full check: header, issuer, key selection, signature, claims.
     pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        self.verify_uncached_with_algorithm(token)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Self::verify_uncached`], with the algorithm the signature was
+    /// checked with (the key's pinned one, which the header must name).
+    fn verify_uncached_with_algorithm(
+        &self,
+        token: &str,
+    ) -> Result<(AccessClaims, Algorithm), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
         refuse_header_members(token)?;
@@ -149,7 +184,7 @@ impl Verifier {
             None => self.verify_own(token, &header)?,
         };
         self.check_time_range(&claims)?;
-        Ok(claims)
+        Ok((claims, header.alg))
     }
 
     /// The latest `exp` a token checked at `now` may claim: the longest

@@ -20,7 +20,7 @@ use crate::config::runtime::router::{Route, Routed};
 use crate::config::Runtime;
 use crate::state::AppState;
 use crate::store::RevocationView;
-use crate::telemetry::RequestTrace;
+use crate::telemetry::{self, RequestTrace};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
@@ -185,21 +185,20 @@ async fn verify_then_check_traced(
     seen: &mut Option<Arc<VerifiedToken>>,
     trace: &RequestTrace,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
-    let trace = Some(trace);
-    // Looked up before the verification fills the cache, and only for a
-    // recorded span: a second cache lookup is not free.
-    let cached = trace
-        .filter(|t| t.recording())
-        .map(|_| runtime.verifier.is_cached(token));
-    let verifying = runtime.verifier.verify_fetching_keys(token);
-    let verified = in_span(trace, "verify_token", SpanKind::Internal, verifying, |r| {
-        verify_attributes(token, cached, r)
-    })
-    .await?;
+    // Whether the cache answered comes from the verification itself, and
+    // the algorithm from the verified token: nothing is looked up twice.
+    let span = trace.child("verify_token", SpanKind::Internal);
+    let mut hit = false;
+    let verifier = &runtime.verifier;
+    let verified = verifier
+        .verify_fetching_keys_noting_hit(token, &mut hit)
+        .await;
+    telemetry::finish(span, || verify_attributes(token, hit, &verified));
+    let verified = verified?;
     *seen = Some(Arc::clone(&verified));
     let checking = view.check(&verified.claims);
     in_span(
-        trace,
+        Some(trace),
         "revocation_check",
         SpanKind::Internal,
         checking,
@@ -209,21 +208,25 @@ async fn verify_then_check_traced(
     Ok(verified)
 }
 
-/// The verification span's attributes: the token's algorithm (from its
-/// header, never the token), whether the cache answered, the outcome.
-fn verify_attributes<T>(
+/// The verification span's attributes: the algorithm the token was
+/// verified with (kept on the verified token; for a refused token, read
+/// from its header, never the token), whether the cache answered, the
+/// outcome.
+fn verify_attributes(
     token: &str,
-    cached: Option<bool>,
-    result: &Result<T, AuthError>,
+    hit: bool,
+    result: &Result<Arc<VerifiedToken>, AuthError>,
 ) -> Vec<KeyValue> {
     let mut attributes = vec![KeyValue::new("portcullis.outcome", outcome_of(result))];
-    if let Some(alg) = super::trace::token_algorithm(token) {
+    let algorithm = match result {
+        Ok(verified) => verified.algorithm.map(super::trace::algorithm_name),
+        Err(_) => super::trace::token_algorithm(token),
+    };
+    if let Some(alg) = algorithm {
         attributes.push(KeyValue::new("jwt.alg", alg));
     }
-    if let Some(hit) = cached {
-        let label = if hit { "hit" } else { "miss" };
-        attributes.push(KeyValue::new("portcullis.cache", label));
-    }
+    let label = if hit { "hit" } else { "miss" };
+    attributes.push(KeyValue::new("portcullis.cache", label));
     attributes
 }
 

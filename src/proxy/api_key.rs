@@ -81,7 +81,11 @@ async fn checked(
         .headers_for_kind(&claims, CredentialKind::ApiKey)
         .ok_or_else(|| auth(AuthError::Invalid("api_key_subject_unforwardable")))?;
     route.requirement.check(&claims).map_err(auth)?;
-    Ok(Arc::new(VerifiedToken { claims, forwarded }))
+    Ok(Arc::new(VerifiedToken {
+        claims,
+        forwarded,
+        algorithm: None,
+    }))
 }
 
 /// A key that failed: counted, and throttled by the id it names.

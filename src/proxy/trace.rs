@@ -174,7 +174,28 @@ const ALGORITHMS: [&str; 12] = [
     "PS512", "EdDSA",
 ];
 
-/// The algorithm a token's header names, for the verification span: the
+/// The name a verified token's algorithm has in a JWS header (RFC 7518
+/// §3.1, RFC 8037 §3.1), as the verification span reports it.
+pub(crate) fn algorithm_name(algorithm: jsonwebtoken::Algorithm) -> &'static str {
+    use jsonwebtoken::Algorithm as A;
+    match algorithm {
+        A::HS256 => "HS256",
+        A::HS384 => "HS384",
+        A::HS512 => "HS512",
+        A::ES256 => "ES256",
+        A::ES384 => "ES384",
+        A::RS256 => "RS256",
+        A::RS384 => "RS384",
+        A::RS512 => "RS512",
+        A::PS256 => "PS256",
+        A::PS384 => "PS384",
+        A::PS512 => "PS512",
+        A::EdDSA => "EdDSA",
+    }
+}
+
+/// The algorithm a token's header names, for the span of a refused
+/// token (a verified one keeps the algorithm it was checked with): the
 /// header alone is decoded, and only its `alg` is read (never a claim or
 /// the signature). `None` for a malformed header or an algorithm no
 /// verifier knows. This is what `jsonwebtoken::decode_header` would say,
@@ -200,6 +221,16 @@ mod tests {
     fn token(header: &str) -> String {
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
         format!("{encoded}.eyJzdWIiOiJhbGljZSJ9.c2ln")
+    }
+
+    #[test]
+    fn an_algorithms_name_is_the_one_its_header_gives() {
+        for name in ALGORITHMS {
+            let token = token(&format!(r#"{{"alg":"{name}"}}"#));
+            let header = jsonwebtoken::decode_header(&token).ok();
+            let algorithm = header.map(|h| h.alg);
+            assert_eq!(algorithm.map(algorithm_name), Some(name));
+        }
     }
 
     #[test]

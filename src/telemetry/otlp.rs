@@ -1,57 +1,241 @@
-//! A finished span ([`Record`]) in OTLP's terms: the generated
-//! `opentelemetry-proto` `Span`, filled with the fields the SDK's own
+//! A finished span ([`Record`]) in OTLP's terms: the fields the SDK's own
 //! conversion (`opentelemetry_proto::transform::trace`) fills, so a
 //! collector sees what it saw from the SDK (tested against it).
 //!
-//! [`fill`] writes into a `Span` a previous record left, reusing its
-//! buffers: the export thread keeps one and encodes it span after span, so
-//! a batch allocates nothing per span once the buffers have grown.
+//! [`encode`] writes a record straight to the protobuf bytes of an OTLP
+//! `Span`, field by field with `prost`'s encoding helpers, in the order and
+//! with the defaults left out as the generated type's encoding does: filling
+//! the generated `Span` and then encoding it cost the export thread more
+//! than the request spent on tracing. The generated `Span`, filled by
+//! [`span`] (tests only), is the reference the bytes are tested against.
 
 use opentelemetry::trace::SpanId;
 use opentelemetry::Value;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{span, status, Span, SpanFlags, Status};
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use opentelemetry_proto::tonic::trace::v1::{span, status, SpanFlags};
+use prost::encoding::{encoded_len_varint, WireType};
+use prost::Message as _;
 
 use super::record::{Record, What};
 
-/// `span`, made over to say what `record` says.
-pub(super) fn fill(span: &mut Span, record: Record) {
-    let trace = &record.trace;
-    set_bytes(&mut span.trace_id, &trace.trace_id.to_bytes());
-    set_bytes(&mut span.span_id, &record.span_id.to_bytes());
-    set_text(
-        &mut span.trace_state,
-        trace.trace_state.as_deref().unwrap_or_default(),
-    );
-    if record.parent_id == SpanId::INVALID {
-        span.parent_span_id.clear();
-    } else {
-        set_bytes(&mut span.parent_span_id, &record.parent_id.to_bytes());
+/// A varint: one byte for the small values (lengths, keys) nearly every
+/// field has, `prost`'s loop for the rest.
+#[inline]
+fn encode_varint(value: u64, out: &mut Vec<u8>) {
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => out.push(byte),
+        _ => prost::encoding::encode_varint(value, out),
     }
-    span.flags = flags(trace.sampled, record.parent_is_remote);
-    span.kind = span::SpanKind::from(record.kind) as i32;
-    span.start_time_unix_nano = record.start;
-    span.end_time_unix_nano = record.end;
-    let mut attributes = Attributes {
-        list: &mut span.attributes,
-        used: 0,
-    };
-    let failure = describe(record.what, &mut span.name, &mut attributes);
-    attributes.finish();
-    let status = span.status.get_or_insert_with(Status::default);
-    status.code = match failure {
-        Some(_) => status::StatusCode::Error,
-        None => status::StatusCode::Unset,
-    } as i32;
-    set_text(&mut status.message, failure.unwrap_or_default());
 }
 
-/// A new span saying what `record` says.
-#[cfg(test)]
-pub(super) fn span(record: Record) -> Span {
-    let mut span = Span::default();
-    fill(&mut span, record);
-    span
+/// A field's key (its number and wire type), as `prost` writes it.
+#[inline]
+fn encode_key(number: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    encode_varint(u64::from(number << 3 | wire_type as u32), out);
+}
+
+/// `Span`'s field numbers (opentelemetry/proto/trace/v1/trace.proto).
+mod field {
+    pub const TRACE_ID: u32 = 1;
+    pub const SPAN_ID: u32 = 2;
+    pub const TRACE_STATE: u32 = 3;
+    pub const PARENT_SPAN_ID: u32 = 4;
+    pub const NAME: u32 = 5;
+    pub const KIND: u32 = 6;
+    pub const START: u32 = 7;
+    pub const END: u32 = 8;
+    pub const ATTRIBUTES: u32 = 9;
+    pub const STATUS: u32 = 15;
+    pub const FLAGS: u32 = 16;
+}
+
+/// Appends `record`'s span, as the length-delimited field `number` of the
+/// enclosing message (`ScopeSpans.spans`); `body` is scratch space, reused.
+pub(super) fn encode(record: &Record, number: u32, body: &mut Vec<u8>, out: &mut Vec<u8>) {
+    body.clear();
+    encode_body(record, body);
+    encode_key(number, WireType::LengthDelimited, out);
+    encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// The span's fields, in field-number order, each left out when it holds
+/// its default (proto3), as prost's generated encoding does.
+fn encode_body(record: &Record, out: &mut Vec<u8>) {
+    let trace = &record.trace;
+    bytes(field::TRACE_ID, &trace.trace_id.to_bytes(), out);
+    bytes(field::SPAN_ID, &record.span_id.to_bytes(), out);
+    bytes(
+        field::TRACE_STATE,
+        trace.trace_state.as_deref().unwrap_or_default().as_bytes(),
+        out,
+    );
+    if record.parent_id != SpanId::INVALID {
+        bytes(field::PARENT_SPAN_ID, &record.parent_id.to_bytes(), out);
+    }
+    let (first, second) = name(&record.what);
+    let name_len = first.len() + second.map_or(0, |s| s.len() + 1);
+    if name_len > 0 {
+        encode_key(field::NAME, WireType::LengthDelimited, out);
+        encode_varint(name_len as u64, out);
+        out.extend_from_slice(first.as_bytes());
+        if let Some(second) = second {
+            out.push(b' ');
+            out.extend_from_slice(second.as_bytes());
+        }
+    }
+    let kind = span::SpanKind::from(record.kind.clone()) as u64;
+    if kind != 0 {
+        encode_key(field::KIND, WireType::Varint, out);
+        encode_varint(kind, out);
+    }
+    fixed64(field::START, record.start, out);
+    fixed64(field::END, record.end, out);
+    let failure = attributes(&record.what, &mut Encoded(out));
+    encode_status(failure, out);
+    let flags = flags(trace.sampled, record.parent_is_remote);
+    encode_key(field::FLAGS, WireType::ThirtyTwoBit, out);
+    out.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// `Span.status`, always present (as the SDK's conversion sets it).
+fn encode_status(failure: Option<&str>, out: &mut Vec<u8>) {
+    let message = failure.unwrap_or_default();
+    let code = match failure {
+        Some(_) => status::StatusCode::Error,
+        None => status::StatusCode::Unset,
+    } as u64;
+    let mut len = 0;
+    if !message.is_empty() {
+        len += 1 + encoded_len_varint(message.len() as u64) + message.len();
+    }
+    if code != 0 {
+        len += 1 + encoded_len_varint(code);
+    }
+    encode_key(field::STATUS, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    bytes(2, message.as_bytes(), out);
+    if code != 0 {
+        encode_key(3, WireType::Varint, out);
+        encode_varint(code, out);
+    }
+}
+
+/// A `bytes` or `string` field, left out when empty.
+fn bytes(number: u32, value: &[u8], out: &mut Vec<u8>) {
+    if !value.is_empty() {
+        encode_key(number, WireType::LengthDelimited, out);
+        encode_varint(value.len() as u64, out);
+        out.extend_from_slice(value);
+    }
+}
+
+/// A `fixed64` field, left out when zero.
+fn fixed64(number: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(number, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// The span's name: `{method} {route}` for the request span (OpenTelemetry's
+/// HTTP semantic conventions), in two parts so it is never put together.
+fn name(what: &What) -> (&str, Option<&str>) {
+    match what {
+        What::Request { method, route, .. } => (method.as_str(), Some(route.as_str())),
+        What::Child { name, .. } => (name, None),
+    }
+}
+
+/// Where a span's attributes go: protobuf bytes, or (tests) the generated
+/// types.
+trait Sink {
+    fn text(&mut self, key: &str, text: &str);
+    fn int(&mut self, key: &str, value: i64);
+    /// Any other value, converted as `opentelemetry-proto` converts it.
+    fn other(&mut self, key: &str, value: AnyValue);
+}
+
+/// Writes the span's attributes; the description of its failure, if it
+/// failed.
+fn attributes(what: &What, sink: &mut impl Sink) -> Option<&'static str> {
+    match what {
+        What::Request {
+            method,
+            route,
+            status,
+            outcome,
+        } => {
+            sink.text("http.request.method", method.as_str());
+            sink.text("http.route", route.as_str());
+            sink.int("http.response.status_code", i64::from(*status));
+            sink.text("portcullis.outcome", outcome);
+            if *outcome != "ok" {
+                sink.text("portcullis.error_code", outcome);
+            }
+            (*status >= 500 || *status == 0).then_some(*outcome)
+        }
+        What::Child {
+            label, attributes, ..
+        } => {
+            if let Some((key, label)) = label {
+                sink.text(key, label.as_str());
+            }
+            for attribute in attributes {
+                let key = attribute.key.as_str();
+                match &attribute.value {
+                    Value::String(text) => sink.text(key, text.as_str()),
+                    Value::I64(number) => sink.int(key, *number),
+                    other => sink.other(key, AnyValue::from(other.clone())),
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Attributes written as `Span.attributes` fields (`KeyValue { key, value:
+/// AnyValue }`, `key_strindex` left at 0).
+struct Encoded<'a>(&'a mut Vec<u8>);
+
+impl Encoded<'_> {
+    /// One `KeyValue` whose `AnyValue` holds `value_len` bytes, up to them.
+    fn begin(&mut self, key: &str, value_len: usize) {
+        let out = &mut *self.0;
+        let mut len = 1 + encoded_len_varint(value_len as u64) + value_len;
+        if !key.is_empty() {
+            len += 1 + encoded_len_varint(key.len() as u64) + key.len();
+        }
+        encode_key(field::ATTRIBUTES, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        bytes(1, key.as_bytes(), out);
+        encode_key(2, WireType::LengthDelimited, out);
+        encode_varint(value_len as u64, out);
+    }
+}
+
+impl Sink for Encoded<'_> {
+    fn text(&mut self, key: &str, text: &str) {
+        // `AnyValue.string_value` (1): a oneof member, written even when empty.
+        self.begin(key, 1 + encoded_len_varint(text.len() as u64) + text.len());
+        encode_key(1, WireType::LengthDelimited, self.0);
+        encode_varint(text.len() as u64, self.0);
+        self.0.extend_from_slice(text.as_bytes());
+    }
+
+    fn int(&mut self, key: &str, value: i64) {
+        // `AnyValue.int_value` (3): an `int64`, its two's complement as a varint.
+        let value = value as u64;
+        self.begin(key, 1 + encoded_len_varint(value));
+        encode_key(3, WireType::Varint, self.0);
+        encode_varint(value, self.0);
+    }
+
+    fn other(&mut self, key: &str, value: AnyValue) {
+        self.begin(key, value.encoded_len());
+        // Into a `Vec`, which grows: encoding cannot fail.
+        let _ = value.encode(self.0);
+    }
 }
 
 /// The W3C trace flags, and whether the parent is remote (OTLP's `SpanFlags`).
@@ -63,106 +247,64 @@ fn flags(sampled: bool, parent_is_remote: bool) -> u32 {
     flags
 }
 
-/// Writes the span's name and attributes; the description of its failure,
-/// if it failed.
-fn describe(
-    what: What,
-    name: &mut String,
-    attributes: &mut Attributes<'_>,
-) -> Option<&'static str> {
-    match what {
-        What::Request {
-            method,
-            route,
-            status,
-            outcome,
-        } => {
-            let route = route.as_str();
-            name.clear();
-            name.push_str(method.as_str());
-            name.push(' ');
-            name.push_str(route);
-            attributes.text("http.request.method", method.as_str());
-            attributes.text("http.route", route);
-            attributes.int("http.response.status_code", i64::from(status));
-            attributes.text("portcullis.outcome", outcome);
-            if outcome != "ok" {
-                attributes.text("portcullis.error_code", outcome);
-            }
-            (status >= 500 || status == 0).then_some(outcome)
-        }
-        What::Child {
-            name: child,
-            label,
-            attributes: given,
-        } => {
-            set_text(name, child);
-            if let Some((key, label)) = label {
-                attributes.text(key, label.as_str());
-            }
-            for attribute in given {
-                attributes.value(attribute.key.as_str(), attribute.value);
-            }
-            None
-        }
+/// The generated `Span` saying what `record` says: the reference the
+/// encoding is tested against.
+#[cfg(test)]
+pub(super) fn span(record: &Record) -> opentelemetry_proto::tonic::trace::v1::Span {
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+    let (first, second) = name(&record.what);
+    let mut given = Generated(Vec::new());
+    let failure = attributes(&record.what, &mut given);
+    let trace = &record.trace;
+    let parent = record.parent_id;
+    Span {
+        trace_id: trace.trace_id.to_bytes().to_vec(),
+        span_id: record.span_id.to_bytes().to_vec(),
+        trace_state: trace.trace_state.as_deref().unwrap_or_default().to_owned(),
+        parent_span_id: if parent == SpanId::INVALID {
+            Vec::new()
+        } else {
+            parent.to_bytes().to_vec()
+        },
+        flags: flags(trace.sampled, record.parent_is_remote),
+        name: second.map_or_else(|| first.to_owned(), |s| format!("{first} {s}")),
+        kind: span::SpanKind::from(record.kind.clone()) as i32,
+        start_time_unix_nano: record.start,
+        end_time_unix_nano: record.end,
+        attributes: given.0,
+        status: Some(Status {
+            message: failure.unwrap_or_default().to_owned(),
+            code: match failure {
+                Some(_) => status::StatusCode::Error,
+                None => status::StatusCode::Unset,
+            } as i32,
+        }),
+        ..Span::default()
     }
 }
 
-/// A span's attribute list, rewritten in place.
-struct Attributes<'a> {
-    list: &'a mut Vec<KeyValue>,
-    used: usize,
-}
+/// Attributes as the generated types.
+#[cfg(test)]
+struct Generated(Vec<opentelemetry_proto::tonic::common::v1::KeyValue>);
 
-impl Attributes<'_> {
-    /// The next attribute's value, its key written.
-    fn next(&mut self, key: &str) -> &mut Option<any_value::Value> {
-        if self.used == self.list.len() {
-            self.list.push(KeyValue::default());
-        }
-        let attribute = &mut self.list[self.used];
-        self.used += 1;
-        set_text(&mut attribute.key, key);
-        attribute.key_strindex = 0;
-        &mut attribute.value.get_or_insert_with(AnyValue::default).value
-    }
-
+#[cfg(test)]
+impl Sink for Generated {
     fn text(&mut self, key: &str, text: &str) {
-        let slot = self.next(key);
-        match slot {
-            Some(any_value::Value::StringValue(old)) => set_text(old, text),
-            _ => *slot = Some(any_value::Value::StringValue(text.to_owned())),
-        }
+        self.other(key, AnyValue::from(Value::from(text.to_owned())));
     }
 
     fn int(&mut self, key: &str, value: i64) {
-        *self.next(key) = Some(any_value::Value::IntValue(value));
+        self.other(key, AnyValue::from(Value::I64(value)));
     }
 
-    /// An attribute an OpenTelemetry `KeyValue` gave, converted as
-    /// `opentelemetry-proto` converts it.
-    fn value(&mut self, key: &str, value: Value) {
-        match value {
-            Value::String(text) => self.text(key, text.as_str()),
-            Value::I64(number) => self.int(key, number),
-            other => *self.next(key) = AnyValue::from(other).value,
-        }
+    fn other(&mut self, key: &str, value: AnyValue) {
+        self.0
+            .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+                key: key.to_owned(),
+                value: Some(value),
+                key_strindex: 0,
+            });
     }
-
-    /// Drops what a longer list before left over.
-    fn finish(self) {
-        self.list.truncate(self.used);
-    }
-}
-
-fn set_bytes(to: &mut Vec<u8>, bytes: &[u8]) {
-    to.clear();
-    to.extend_from_slice(bytes);
-}
-
-fn set_text(to: &mut String, text: &str) {
-    to.clear();
-    to.push_str(text);
 }
 
 #[cfg(test)]
@@ -172,80 +314,45 @@ mod tests {
     use super::*;
     use crate::telemetry::record::{test_record, Label};
 
-    /// Filling a span another record left gives the span a new one would.
+    /// Each span's bytes are those of the generated `Span` saying the same,
+    /// whatever its shape: a failed request under a remote parent, a child
+    /// with a label and values of every kind, a root without trace state.
     #[test]
-    fn a_reused_span_says_only_what_its_new_record_says() {
-        let request = || {
-            let mut record = test_record("unused");
-            record.parent_id = SpanId::from(9);
-            record.parent_is_remote = true;
-            record.kind = SpanKind::Server;
-            record.what = What::Request {
-                method: http::Method::DELETE,
-                route: Label::Static("admin"),
-                status: 503,
-                outcome: "auth_unavailable",
-            };
-            record
+    fn a_span_encodes_byte_for_byte_as_the_generated_span_does() {
+        let mut request = test_record("unused");
+        request.parent_id = SpanId::from(9);
+        request.parent_is_remote = true;
+        request.kind = SpanKind::Server;
+        request.what = What::Request {
+            method: http::Method::DELETE,
+            route: Label::Static("admin"),
+            status: 503,
+            outcome: "auth_unavailable",
         };
-        let child = || {
-            let mut record = test_record("unused");
-            record.what = What::Child {
-                name: "revocation_check",
-                label: None,
-                attributes: vec![
-                    opentelemetry::KeyValue::new("portcullis.outcome", "ok"),
-                    opentelemetry::KeyValue::new("retries", 2_i64),
-                    opentelemetry::KeyValue::new("cached", true),
-                ],
-            };
-            record
+        let mut child = test_record("unused");
+        child.parent_id = SpanId::from(u64::MAX);
+        child.what = What::Child {
+            name: "upstream",
+            label: Some(("portcullis.upstream", Label::Static("pool-a"))),
+            attributes: vec![
+                opentelemetry::KeyValue::new("portcullis.outcome", ""),
+                opentelemetry::KeyValue::new("retries", -2_i64),
+                opentelemetry::KeyValue::new("http.response.status_code", 0_i64),
+                opentelemetry::KeyValue::new("cached", true),
+                opentelemetry::KeyValue::new("ratio", 0.5),
+                opentelemetry::KeyValue::new("long", "x".repeat(300)),
+            ],
         };
-        let mut reused = Span::default();
-        for record in [request(), child(), request(), child(), child()] {
-            let fresh = {
-                let mut copy = Span::default();
-                fill(&mut copy, clone_of(&record));
-                copy
-            };
-            fill(&mut reused, record);
-            assert_eq!(reused, fresh);
-        }
-    }
-
-    /// A record again (records are moved into the queue, never cloned there).
-    fn clone_of(record: &Record) -> Record {
-        let what = match &record.what {
-            What::Request {
-                method,
-                route,
-                status,
-                outcome,
-            } => What::Request {
-                method: method.clone(),
-                route: route.clone(),
-                status: *status,
-                outcome,
-            },
-            What::Child {
-                name,
-                label,
-                attributes,
-            } => What::Child {
-                name,
-                label: label.clone(),
-                attributes: attributes.clone(),
-            },
-        };
-        Record {
-            trace: record.trace.clone(),
-            span_id: record.span_id,
-            parent_id: record.parent_id,
-            parent_is_remote: record.parent_is_remote,
-            kind: record.kind.clone(),
-            start: record.start,
-            end: record.end,
-            what,
+        let mut root = test_record("revocation_check");
+        root.trace.sampled = false;
+        root.start = 0;
+        let (mut body, mut ours) = (Vec::new(), Vec::new());
+        for record in [request, child, root] {
+            ours.clear();
+            encode(&record, 2, &mut body, &mut ours);
+            let mut theirs = vec![2 << 3 | 2];
+            theirs.extend(span(&record).encode_length_delimited_to_vec());
+            assert_eq!(ours, theirs, "{record:?}");
         }
     }
 }
