@@ -167,6 +167,9 @@ fn field(number: u8, message: &impl prost::Message) -> Vec<u8> {
 pub(super) struct Collector {
     agent: ureq::Agent,
     endpoint: String,
+    /// Sent with every export: the collector's credentials, from
+    /// `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_TRACES_HEADERS`.
+    headers: Vec<(String, String)>,
     /// Exports are failing: said once when they begin to and once when they
     /// work again (a collector that is down would otherwise be a line a batch).
     failing: bool,
@@ -183,6 +186,7 @@ impl Collector {
         Self {
             agent,
             endpoint: endpoint.to_owned(),
+            headers: headers_from_environment(),
             failing: false,
         }
     }
@@ -194,9 +198,11 @@ impl Collector {
     }
 
     fn post(&self, body: &[u8]) -> Result<(), String> {
-        let mut answer = self
-            .agent
-            .post(&self.endpoint)
+        let mut request = self.agent.post(&self.endpoint);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let mut answer = request
             .header("Content-Type", "application/x-protobuf")
             .send(body)
             .map_err(|e| e.to_string())?;
@@ -213,6 +219,40 @@ impl Collector {
             Err(format!("the collector answered {status}"))
         }
     }
+}
+
+/// The headers every export carries, as the OpenTelemetry exporters read
+/// them (a hosted collector's API key usually comes this way): the
+/// general variable's, then the traces-only one's, which wins for a name
+/// both give.
+fn headers_from_environment() -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        if let Ok(list) = std::env::var(variable) {
+            for (name, value) in parse_headers(&list) {
+                headers.retain(|(known, _): &(String, String)| !known.eq_ignore_ascii_case(&name));
+                headers.push((name, value));
+            }
+        }
+    }
+    headers
+}
+
+/// `name=value` pairs separated by commas, values percent-encoded (the
+/// OpenTelemetry specification's format for these variables, W3C Baggage
+/// style). A pair without `=` or with an empty name is skipped.
+fn parse_headers(list: &str) -> Vec<(String, String)> {
+    list.split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+            (!name.is_empty()).then(|| (name.to_owned(), value.into_owned()))
+        })
+        .collect()
 }
 
 /// Logs a change between exports that succeed and exports that fail.
@@ -279,6 +319,44 @@ mod tests {
     use crate::telemetry::record::{Label, TraceIds, What};
 
     const START: u64 = 1_750_000_000_123_456_789;
+
+    #[test]
+    fn collector_headers_are_read_as_the_opentelemetry_exporters_read_them() {
+        assert_eq!(
+            parse_headers(" api-key = s%3Dcret ,x-tenant=acme,=nameless,novalue"),
+            vec![
+                ("api-key".to_owned(), "s=cret".to_owned()),
+                ("x-tenant".to_owned(), "acme".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_export_carries_the_collector_headers() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let received = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).expect("read");
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let mut collector = Collector::new(&format!("http://127.0.0.1:{port}/v1/traces"));
+        collector.headers = parse_headers("api-key=s%3Dcret");
+        assert!(collector.post(b"").is_ok());
+        let head = received.join().expect("the collector thread");
+        assert!(head.contains("\r\napi-key: s=cret\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+    }
 
     fn at(nanos: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(nanos)

@@ -277,6 +277,23 @@ impl RequestTrace {
     }
 }
 
+/// A request whose handling stopped before it was answered (its task
+/// dropped: shutdown, a hook that never returned) still ends its span, as
+/// an SDK span does when dropped, so the spans of its work keep their
+/// parent in the trace. What it came to is unknown: no status (0, a
+/// failure), outcome `cancelled`, method and route `-` as in an access
+/// line that could not tell them.
+impl Drop for RequestTrace {
+    fn drop(&mut self) {
+        if self.queue.is_none() {
+            return;
+        }
+        if let Ok(unknown) = http::Method::from_bytes(b"-") {
+            self.end(&unknown, Label::Static("-"), 0, "cancelled");
+        }
+    }
+}
+
 /// A child span: its ids (for the next hop's `traceparent`) and, when it
 /// is recorded, what it needs to be queued when it ends.
 pub struct Span {
@@ -604,6 +621,43 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert_eq!(spans[0].name, "session_write");
         assert!(spans[0].attributes.is_empty());
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_answer_still_parents_its_spans() {
+        let (traces, kept) = pipeline(1.0);
+        let request = traces.begin(None).expect("a trace");
+        drop(request.child("upstream", SpanKind::Client));
+        drop(request);
+        let spans = exported(&traces, &kept);
+        assert_eq!(spans.len(), 2, "the child and its request");
+        let server = spans
+            .iter()
+            .find(|s| s.kind == Kind::Server as i32)
+            .expect("the request span");
+        let child = spans
+            .iter()
+            .find(|s| s.name == "upstream")
+            .expect("the child");
+        assert_eq!(child.parent_span_id, server.span_id);
+        assert_eq!(attribute(server, "portcullis.outcome"), text("cancelled"));
+        assert_eq!(
+            attribute(server, "http.response.status_code"),
+            Some(Value::IntValue(0))
+        );
+        let status = server.status.as_ref().expect("a status");
+        assert_eq!(status.message, "cancelled");
+    }
+
+    #[test]
+    fn a_request_that_ended_is_not_ended_again_when_dropped() {
+        let (traces, kept) = pipeline(1.0);
+        let mut request = traces.begin(None).expect("a trace");
+        request.end(&http::Method::GET, Label::Static("home"), 200, "ok");
+        drop(request);
+        let spans = exported(&traces, &kept);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(attribute(&spans[0], "portcullis.outcome"), text("ok"));
     }
 
     #[test]
