@@ -109,13 +109,26 @@ pub fn apply(upstream: &mut RequestHeader, outgoing: &Outgoing) -> Result<()> {
     let Outgoing::Replace(fields) = outgoing else {
         return Ok(());
     };
-    upstream.remove_header(&TRACEPARENT);
-    upstream.remove_header(&TRACESTATE);
-    if let Some(fields) = fields {
-        upstream.insert_header(TRACEPARENT, fields.traceparent())?;
-        if let Some(state) = fields.tracestate() {
-            upstream.insert_header(TRACESTATE, state)?;
-        }
+    // The client's copies, if it sent any, found in one pass over the
+    // request's few names: a hashed removal of a name nearly no request
+    // carries cost more than the pass.
+    let (mut client_parent, mut client_state) = (false, false);
+    for name in upstream.headers.keys() {
+        client_parent |= *name == TRACEPARENT;
+        client_state |= *name == TRACESTATE;
+    }
+    // An insert replaces every value the client sent under the name. The
+    // names are `&'static str`: the engine copies a `HeaderName`'s bytes.
+    let state = fields.as_ref().and_then(|fields| fields.tracestate());
+    match fields {
+        Some(fields) => upstream.insert_header("traceparent", fields.traceparent())?,
+        None if client_parent => drop(upstream.remove_header(&TRACEPARENT)),
+        None => {}
+    }
+    match state {
+        Some(state) => upstream.insert_header("tracestate", state)?,
+        None if client_state => drop(upstream.remove_header(&TRACESTATE)),
+        None => {}
     }
     Ok(())
 }
