@@ -62,7 +62,8 @@ impl Traces {
         }
         let mut encoder = export::Encoder::new(&settings.service_name);
         let mut collector = export::Collector::new(&settings.endpoint);
-        let export = move |records: &mut Vec<Record>| collector.send(&encoder.encode(records));
+        let export =
+            move |records: &mut Vec<Record>| collector.send(encoder.encode(records).as_slice());
         Self::exporting(settings, export).map(Some)
     }
 
