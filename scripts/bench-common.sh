@@ -110,3 +110,15 @@ make_tls_cert() {
   openssl pkcs8 -topk8 -nocrypt -in "$WORK/tls.key" -out "$WORK/tls.pk8"
   cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
 }
+
+# rss_kb PID: the process's resident memory, in KiB.
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# start_upstream: the loopback nginx upstream on core 1 (the proxies run
+# on core 0), listening on a free port, set as $UP_PORT.
+start_upstream() {
+  UP_PORT=$(free_port)
+  write_upstream_conf "$UP_PORT"
+  taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+  PIDS+=($!)
+}

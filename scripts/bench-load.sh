@@ -73,19 +73,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-UP_PORT=$(free_port)
-
-write_upstream_conf "$UP_PORT"
-taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
-
-# One ECDSA P-256 certificate for every TLS listener.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
-openssl pkcs8 -topk8 -nocrypt -in "$WORK/tls.key" -out "$WORK/tls.pk8"
-cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+start_upstream
+make_tls_cert
 
 declare -A TOKEN
 for alg in hs256 eddsa es256 rs256; do
@@ -93,7 +82,7 @@ for alg in hs256 eddsa es256 rs256; do
   TOKEN[$alg]=$($BIN token --config "$WORK/$alg.toml" --sub bench-user --roles user --ttl 1h 2>/dev/null)
 done
 
-declare -A PORT PID REST_KB HAP_PORT
+declare -A PORT PID HAP_PORT
 # start_gateway NAME LOG_LEVEL [extra server lines]: one portcullis process.
 start_gateway() {
   local name=$1 level=$2 extra=${3:-} admin
@@ -184,8 +173,6 @@ wait_port "$UP_PORT"
 for name in "${!PORT[@]}"; do wait_port "${PORT[$name]}"; done
 [ -n "${HAP_PORT[tls]:-}" ] && wait_port "${HAP_PORT[tls]}"
 sleep 1
-# RSS at rest: started, listening, no request served yet.
-for name in "${!PID[@]}"; do REST_KB[$name]=$(rss_kb "${PID[$name]}"); done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)

@@ -45,19 +45,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-UP_PORT=$(free_port)
-write_upstream_conf "$UP_PORT"
-taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+start_upstream
 wait_port "$UP_PORT"
-
-# One ECDSA P-256 certificate for every TLS listener.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
-openssl pkcs8 -topk8 -nocrypt -in "$WORK/tls.key" -out "$WORK/tls.pk8"
-cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+make_tls_cert
 
 # haproxy_conf PORT TLS: one frontend, idle connections kept 10 minutes.
 haproxy_conf() {
