@@ -490,6 +490,12 @@ mod tests {
         found.value.as_ref()?.value.clone()
     }
 
+    /// The one exported span of `kind`.
+    fn of_kind(spans: &[Exported], kind: Kind) -> &Exported {
+        let found = spans.iter().find(|s| s.kind == kind as i32);
+        found.unwrap_or_else(|| panic!("no {kind:?} span in {spans:#?}"))
+    }
+
     fn text(value: &str) -> Option<Value> {
         Some(Value::StringValue(value.to_owned()))
     }
@@ -507,14 +513,8 @@ mod tests {
         request.end(&http::Method::GET, Label::Static("api"), 200, "ok");
         let spans = exported(&traces, &kept);
         assert_eq!(spans.len(), 2, "{spans:#?}");
-        let server = spans
-            .iter()
-            .find(|s| s.kind == Kind::Server as i32)
-            .expect("server");
-        let call = spans
-            .iter()
-            .find(|s| s.kind == Kind::Client as i32)
-            .expect("client");
+        let server = of_kind(&spans, Kind::Server);
+        let call = of_kind(&spans, Kind::Client);
         assert_eq!(hex::encode(&server.trace_id), CLIENT_TRACE);
         assert_eq!(hex::encode(&server.parent_span_id), CLIENT_SPAN);
         assert_eq!(server.name, "GET api");
@@ -632,14 +632,9 @@ mod tests {
         drop(request);
         let spans = exported(&traces, &kept);
         assert_eq!(spans.len(), 2, "the child and its request");
-        let server = spans
-            .iter()
-            .find(|s| s.kind == Kind::Server as i32)
-            .expect("the request span");
-        let child = spans
-            .iter()
-            .find(|s| s.name == "upstream")
-            .expect("the child");
+        let server = of_kind(&spans, Kind::Server);
+        let child = of_kind(&spans, Kind::Client);
+        assert_eq!(child.name, "upstream");
         assert_eq!(child.parent_span_id, server.span_id);
         assert_eq!(attribute(server, "portcullis.outcome"), text("cancelled"));
         assert_eq!(
