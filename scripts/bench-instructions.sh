@@ -33,7 +33,11 @@
 # the counters are zeroed, then REQUESTS more are counted.
 #
 # Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
-#        [ONLY="hs256 assertion assertion-bound"] scripts/bench-instructions.sh
+#        [ONLY="hs256 assertion assertion-bound"] [BASELINE_BIN=path]
+#        scripts/bench-instructions.sh
+# BASELINE_BIN counts `none` and `hs256` once more on another portcullis
+# build (`baseline-none`, `baseline-hs256`; before/after in one run), and
+# the `× before` column sets each against it.
 # ONLY counts the scenarios named alone (a ratio whose floor was not
 # counted shows as -).
 # KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
@@ -200,6 +204,11 @@ for alg in hs256 eddsa es256 rs256; do
   count "$alg" "$GW_PORT" /auth "Authorization: Bearer ${TOKEN[$alg]}" -- "$BIN" serve --config "$WORK/gateway.toml"
 done
 
+if [ -n "${BASELINE_BIN:-}" ]; then
+  count baseline-none "$GW_PORT" /none "" -- "$BASELINE_BIN" serve --config "$WORK/gateway.toml"
+  count baseline-hs256 "$GW_PORT" /auth "$BEARER" -- "$BASELINE_BIN" serve --config "$WORK/gateway.toml"
+fi
+
 # The access log at the default level (text, stderr to a file), as in
 # the load benchmark's `-log` scenarios; the writer thread is counted too.
 RUST_LOG=info count none-log "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway.toml"
@@ -336,18 +345,19 @@ fi
 # Each scenario against the floors that got the same request: `bare` and
 # `promised` for `none`, their `-bearer` runs for a request with a token.
 # `× off`: a -log, -trace, -audit, -ratelimit, -upstreamauth or -apikey run against the same request with both off;
-# `× policy`: policy-rules against policy.
-printf '%-16s %14s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off" "× policy"
-for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 eddsa es256 rs256 none-log hs256-log \
+# `× policy`: policy-rules against policy; `× before`: none and hs256
+# against the BASELINE_BIN build's.
+printf '%-16s %14s %10s %10s %10s %10s %10s %10s\n' scenario instr/request "× bare" "× promised" "× hs256" "× off" "× policy" "× before"
+for name in bare bare-bearer promised promised-bearer promised-headers promised-timeouts none hs256 baseline-none baseline-hs256 eddsa es256 rs256 none-log hs256-log \
   none-trace hs256-trace none-trace0 hs256-trace0 assertion assertion-bound policy policy-rules \
   none-audit hs256-audit hs256-ratelimit hs256-upstreamauth hs256-apikey; do
   [ -n "${PER_REQUEST[$name]:-}" ] || continue
-  case $name in *-bearer) floor=-bearer ;; none | none-* | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
+  case $name in *-bearer) floor=-bearer ;; none | none-* | baseline-none | bare | promised*) floor="" ;; *) floor=-bearer ;; esac
   awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[bare$floor]:-0}" \
     -v p="${PER_REQUEST[promised$floor]:-0}" -v h="${PER_REQUEST[hs256]:-0}" -v off="${PER_REQUEST[${name%-*}]:-0}" \
-    -v pol="${PER_REQUEST[policy]:-0}" \
+    -v pol="${PER_REQUEST[policy]:-0}" -v before="${PER_REQUEST[baseline-$name]:-0}" \
     'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit|upstreamauth|apikey)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-"}'
+     BEGIN {printf "%-16s %14d %10s %10s %10s %10s %10s %10s\n", n, v, r(b), r(p), r(h), n ~ /-(log|trace0?|audit|ratelimit|upstreamauth|apikey)$/ ? r(off) : "-", n == "policy-rules" ? r(pol) : "-", r(before)}'
 done
 
 # The TLS and HTTP/2 rows, each against the floors of its own protocol
