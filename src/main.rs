@@ -20,6 +20,9 @@ use portcullis::{demo, keygen, server};
 
 /// glibc malloc was ~10% of the proxy's CPU in a profile of the pass-through
 /// path; mimalloc's thread-local free lists cut that (docs/benchmarks.md).
+/// The `system-allocator` feature leaves the system's in place, for heap
+/// profilers that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
