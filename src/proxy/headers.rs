@@ -189,6 +189,40 @@ pub fn from_upstream(
     response.insert_header(REQUEST_ID_HEADER, never_indexed(request_id)?)
 }
 
+/// Gives an answer's header values a buffer of their own before they go
+/// out over HTTP/2. The engine parses an upstream's answer without copying
+/// its values: each is a slice of that answer's read buffer (4 KiB at
+/// least). HPACK keeps the values it indexes (`server`, `content-type`,
+/// `date` …) in the client connection's table for as long as they stay
+/// there, and with them every buffer they came from: an idle HTTP/2
+/// connection held its last answer's 4 KiB, and a busy one a buffer for
+/// each `date` second still in its table, up to about 60 (issue #24). One
+/// copy of the values' few bytes, in one allocation, frees them all.
+///
+/// The engine gives no mutable access to an answer's map (its methods keep
+/// a map of the names' spelling for HTTP/1.1 in step), so the answer is
+/// taken apart and put together again without that map: HTTP/2 sends
+/// names in lower case, and the reason phrase it drops is HTTP/1.1's too.
+pub fn detach_from_upstream_buffer(response: &mut ResponseHeader) {
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts = http::response::Parts::from(std::mem::replace(response, placeholder));
+    let total = parts.headers.values().map(HeaderValue::len).sum();
+    let mut owned = bytes::BytesMut::with_capacity(total);
+    for value in parts.headers.values() {
+        owned.extend_from_slice(value.as_bytes());
+    }
+    let mut owned = owned.freeze();
+    for value in parts.headers.values_mut() {
+        let copy = owned.split_to(value.len());
+        // The same bytes, so always valid; kept as it was otherwise.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(copy) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    *response = ResponseHeader::from(parts);
+}
+
 /// A value HPACK sends as a never-indexed literal (RFC 7541 §6.2.3): one
 /// unique to each response would enter the HTTP/2 connection's table on
 /// every answer only to push out the headers that do repeat (`server`,
@@ -404,6 +438,32 @@ mod tests {
         }
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn answers_over_http2_keep_no_value_in_the_upstreams_read_buffer() {
+        let read_buffer = bytes::Bytes::from_static(b"nginxtext/plainsecret");
+        let mut response = ResponseHeader::build(200, None).expect("response");
+        for (name, range) in [("server", 0..5), ("content-type", 5..15), ("x-token", 15..21)] {
+            let value = HeaderValue::from_maybe_shared(read_buffer.slice(range)).expect("value");
+            response.append_header(name, value).expect("header");
+        }
+        let mut marked = response.headers["x-token"].clone();
+        marked.set_sensitive(true);
+        response.insert_header("x-token", marked).expect("header");
+
+        detach_from_upstream_buffer(&mut response);
+
+        let buffer = read_buffer.as_ptr_range();
+        for (name, value) in &response.headers {
+            let at = value.as_bytes().as_ptr();
+            assert!(!buffer.contains(&at), "{name} still points into the read buffer");
+        }
+        assert_eq!(response.headers["server"], "nginx");
+        assert_eq!(response.headers["content-type"], "text/plain");
+        assert_eq!(response.headers["x-token"], "secret");
+        assert!(response.headers["x-token"].is_sensitive(), "never-indexed lost");
+        assert!(!response.headers["server"].is_sensitive());
     }
 
     fn inbound(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -312,7 +312,11 @@ impl ProxyHttp for Gateway {
             // Only a routed request reaches an upstream (`upstream_peer`).
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        speak_http11(session, response);
+        if session.is_http2() {
+            headers::detach_from_upstream_buffer(response);
+        } else {
+            speak_http11(session, response);
+        }
         headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
         if let Some(fields) = ctx.rate_limit.take() {
             rate_limit::announce(response, route, fields)?;
@@ -421,9 +425,6 @@ fn body_too_slow(elapsed: std::time::Duration, grace: std::time::Duration, read:
 /// client; an HTTP/1.0 client cannot read chunked (RFC 9112 §6.1), so its
 /// answer is close-delimited instead, and the connection closes after it.
 fn speak_http11(session: &mut Session, response: &mut ResponseHeader) {
-    if session.is_http2() {
-        return;
-    }
     response.set_version(http::Version::HTTP_11);
     let chunked = response
         .headers
