@@ -36,8 +36,9 @@
 #        [ONLY="hs256 assertion assertion-bound"] [BASELINE_BIN=path]
 #        scripts/bench-instructions.sh
 # BASELINE_BIN counts `none` and `hs256` once more on another portcullis
-# build (`baseline-none`, `baseline-hs256`; before/after in one run), and
-# the `× before` column sets each against it.
+# build (`baseline-none`, `baseline-hs256`, and over TLS and HTTP/2 when
+# those run; before/after in one run), and the `× before` columns set
+# each against it.
 # ONLY counts the scenarios named alone (a ratio whose floor was not
 # counted shows as -).
 # KEEP=1 keeps the callgrind files for callgrind_annotate (PROFILE=
@@ -326,7 +327,7 @@ count_secure() {
   SETUP[$name]=$(awk -v s="$short" -v a="$WARMUP" -v r="${PER_REQUEST[$name]}" 'BEGIN {printf "%.0f", s - a * r}')
 }
 
-if [ -n "$(for p in tls h2; do for s in bare bare-bearer promised promised-bearer none hs256; do wanted "$p-$s" && echo y; done; done)" ]; then
+if [ -n "$(for p in tls h2; do for s in bare bare-bearer promised promised-bearer none hs256 baseline-none baseline-hs256; do wanted "$p-$s" && echo y; done; done)" ]; then
   command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
   [ "$REQUESTS" -gt "$WARMUP" ] || { echo "TLS counts need REQUESTS > WARMUP" >&2; exit 1; }
   make_tls_cert
@@ -339,6 +340,10 @@ if [ -n "$(for p in tls h2; do for s in bare bare-bearer promised promised-beare
     BARE_PROMISES=1 count_secure "$proto-promised-bearer" "$proto" "$BARE_PORT" /auth "$BEARER" -- "${BARE_TLS[@]}"
     count_secure "$proto-none" "$proto" "$GW_PORT" /none "" -- "$BIN" serve --config "$WORK/gateway-tls.toml"
     count_secure "$proto-hs256" "$proto" "$GW_PORT" /auth "$BEARER" -- "$BIN" serve --config "$WORK/gateway-tls.toml"
+    if [ -n "${BASELINE_BIN:-}" ]; then
+      count_secure "$proto-baseline-none" "$proto" "$GW_PORT" /none "" -- "$BASELINE_BIN" serve --config "$WORK/gateway-tls.toml"
+      count_secure "$proto-baseline-hs256" "$proto" "$GW_PORT" /auth "$BEARER" -- "$BASELINE_BIN" serve --config "$WORK/gateway-tls.toml"
+    fi
   done
 fi
 
@@ -363,21 +368,23 @@ done
 # The TLS and HTTP/2 rows, each against the floors of its own protocol
 # that got the same request, and against the same scenario over plain
 # HTTP/1.1 (`× plain`); `setup/run`: what one client run's connections
-# cost beyond their requests (handshakes included).
+# cost beyond their requests (handshakes included); `× before`: against
+# the BASELINE_BIN build's.
 secure_rows=()
 for proto in tls h2; do
-  for s in bare bare-bearer promised promised-bearer none hs256; do
+  for s in bare bare-bearer promised promised-bearer none hs256 baseline-none baseline-hs256; do
     [ -n "${PER_REQUEST[$proto-$s]:-}" ] && secure_rows+=("$proto-$s")
   done
 done
 if [ ${#secure_rows[@]} -gt 0 ]; then
-  printf '\n%-20s %14s %10s %10s %10s %12s\n' scenario instr/request "× bare" "× promised" "× plain" setup/run
+  printf '\n%-20s %14s %10s %10s %10s %12s %10s\n' scenario instr/request "× bare" "× promised" "× plain" setup/run "× before"
   for name in "${secure_rows[@]}"; do
     proto=${name%%-*}; plain=${name#*-}
-    case $plain in *-bearer | hs256) floor=-bearer ;; *) floor="" ;; esac
+    case $plain in *-bearer | *hs256) floor=-bearer ;; *) floor="" ;; esac
     awk -v n="$name" -v v="${PER_REQUEST[$name]}" -v b="${PER_REQUEST[$proto-bare$floor]:-0}" \
       -v p="${PER_REQUEST[$proto-promised$floor]:-0}" -v pl="${PER_REQUEST[$plain]:-0}" -v su="${SETUP[$name]}" \
+      -v before="${PER_REQUEST[$proto-baseline-$plain]:-0}" \
       'function r(x) { return x > 0 ? sprintf("%.3f", v / x) : "-" }
-       BEGIN {printf "%-20s %14d %10s %10s %10s %12d\n", n, v, r(b), r(p), r(pl), su}'
+       BEGIN {printf "%-20s %14d %10s %10s %10s %12d %10s\n", n, v, r(b), r(p), r(pl), su, r(before)}'
   done
 fi
