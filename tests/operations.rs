@@ -482,7 +482,10 @@ fn each_http2_answer_on_one_connection_carries_its_own_request_id() {
     assert_eq!(answers.len(), 3, "three HTTP/2 answers: {out}");
     let ids: Vec<&str> = answers
         .iter()
-        .map(|a| a.strip_suffix(" application/json").unwrap_or("upstream header lost"))
+        .map(|a| {
+            a.strip_suffix(" application/json")
+                .unwrap_or("upstream header lost")
+        })
         .collect();
     assert!(ids.iter().all(|id| id.len() == 32), "{out}");
     let seen: Vec<String> = upstream

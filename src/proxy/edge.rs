@@ -798,15 +798,16 @@ mod tests {
         assert_eq!(edge.pending.capacity(), 0, "idle, yet a buffer is held");
     }
 
-    #[tokio::test]
-    async fn a_pipelined_request_still_waits_for_its_own_head_check() {
-        let (client, mut edge) = connected().await;
+    /// Sends `FIRST` and `SECOND` at once to an edge with `slots`: the
+    /// engine is handed `FIRST`, its next reads get nothing, and `SECOND`
+    /// stays held for its own head check.
+    async fn second_head_waits(slots: &'static BufferSlots) -> EdgeStream {
+        let (client, mut edge) = connected_with(slots).await;
         let _client = send(client, [FIRST, SECOND].concat()).await.expect("sent");
         admit_first(&mut edge).await;
         let mut head = vec![0; FIRST.len()];
         edge.read_exact(&mut head).await.expect("the admitted head");
         assert_eq!(head, FIRST);
-        // The engine's next read gets nothing; the second head stays held.
         let mut held = 0;
         for _ in 0..10 {
             held = held_after_reading(&mut edge).await;
@@ -815,6 +816,13 @@ mod tests {
             }
         }
         assert_eq!(&edge.pending[..held], SECOND);
+        edge
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_request_still_waits_for_its_own_head_check() {
+        let edge = second_head_waits(&NO_SLOTS).await;
+        assert!(!edge.keeps_buffer);
     }
 
     /// Serves `FIRST` on `edge`: reads and admits it, hands it over, then
@@ -863,20 +871,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_buffer_still_holds_a_pipelined_request_for_its_own_head_check() {
         static SLOT: BufferSlots = BufferSlots::new(1);
-        let (client, mut edge) = connected_with(&SLOT).await;
-        let _client = send(client, [FIRST, SECOND].concat()).await.expect("sent");
-        admit_first(&mut edge).await;
+        let edge = second_head_waits(&SLOT).await;
         assert!(edge.keeps_buffer);
-        let mut head = vec![0; FIRST.len()];
-        edge.read_exact(&mut head).await.expect("the admitted head");
-        assert_eq!(head, FIRST);
-        let mut held = 0;
-        for _ in 0..10 {
-            held = held_after_reading(&mut edge).await;
-            if held == SECOND.len() {
-                break;
-            }
-        }
-        assert_eq!(&edge.pending[..held], SECOND);
     }
 }

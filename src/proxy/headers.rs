@@ -444,7 +444,11 @@ mod tests {
     fn answers_over_http2_keep_no_value_in_the_upstreams_read_buffer() {
         let read_buffer = bytes::Bytes::from_static(b"nginxtext/plainsecret");
         let mut response = ResponseHeader::build(200, None).expect("response");
-        for (name, range) in [("server", 0..5), ("content-type", 5..15), ("x-token", 15..21)] {
+        for (name, range) in [
+            ("server", 0..5),
+            ("content-type", 5..15),
+            ("x-token", 15..21),
+        ] {
             let value = HeaderValue::from_maybe_shared(read_buffer.slice(range)).expect("value");
             response.append_header(name, value).expect("header");
         }
@@ -457,12 +461,18 @@ mod tests {
         let buffer = read_buffer.as_ptr_range();
         for (name, value) in &response.headers {
             let at = value.as_bytes().as_ptr();
-            assert!(!buffer.contains(&at), "{name} still points into the read buffer");
+            assert!(
+                !buffer.contains(&at),
+                "{name} still points into the read buffer"
+            );
         }
         assert_eq!(response.headers["server"], "nginx");
         assert_eq!(response.headers["content-type"], "text/plain");
         assert_eq!(response.headers["x-token"], "secret");
-        assert!(response.headers["x-token"].is_sensitive(), "never-indexed lost");
+        assert!(
+            response.headers["x-token"].is_sensitive(),
+            "never-indexed lost"
+        );
         assert!(!response.headers["server"].is_sensitive());
     }
 
