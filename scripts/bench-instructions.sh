@@ -46,12 +46,15 @@
 # Everything listens on 127.0.0.1; every process started here is stopped
 # on exit.
 set -euo pipefail
+# A path relative to where the script was started from.
+[ -z "${BASELINE_BIN:-}" ] || BASELINE_BIN=$(realpath "$BASELINE_BIN")
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-10000}
 WARMUP=${WARMUP:-2000}
 PROFILE=${PROFILE:-release}
 ONLY=${ONLY:-}
-wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+# A `baseline-` scenario is wanted with the one it repeats.
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]] || [[ " $ONLY " == *" ${1/baseline-/} "* ]]; }
 
 needed=()
 command -v valgrind >/dev/null || needed+=(valgrind)

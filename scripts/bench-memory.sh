@@ -22,6 +22,8 @@
 # Everything listens on 127.0.0.1, and every process started here is
 # stopped on exit.
 set -euo pipefail
+# A path relative to where the script was started from.
+[ -z "${BASELINE_BIN:-}" ] || BASELINE_BIN=$(realpath "$BASELINE_BIN")
 cd "$(dirname "$0")/.."
 IDLE=${IDLE:-10000}
 PROXIES=${PROXIES:-portcullis bare haproxy}

@@ -59,7 +59,7 @@ tls = { cert = \"$WORK/tls.crt\", key = \"$WORK/tls.pk8\" }"
   SOURCE=$((SOURCE + 2))
   read -r -t 900 _ _ <&"${HOLD[0]}" || { echo "$mode: could not hold $IDLE connections" >&2; exit 1; }
   sleep 2
-  vgdb --pid="$proxy" detailed_snapshot "$WORK/$mode.snapshot" >/dev/null
+  timeout 300 vgdb --pid="$proxy" detailed_snapshot "$WORK/$mode.snapshot" >/dev/null
   echo >&"${HOLD[1]}"
   read -r -t 60 open <&"${HOLD[0]}"
   [ "$open" = "$IDLE" ] || { echo "$mode: only $open of $IDLE connections still open" >&2; exit 1; }

@@ -52,6 +52,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Connections in the process that keep their head buffer between
 /// requests (see [`BufferSlots`]).
 const KEPT_BUFFERS: usize = 256;
+/// The most room a kept buffer keeps while nothing is held in it.
+const KEPT_ROOM: usize = 2 * READ_ROOM;
 static KEPT: BufferSlots = BufferSlots::new(KEPT_BUFFERS);
 
 /// The proxy listener's application: the head check in front of pingora.
@@ -359,8 +361,9 @@ pub struct EdgeStream {
 /// each head (about 650 instructions a request). The first connections
 /// to claim a slot keep their buffer, and read each head straight into
 /// it; past the bound they let it go, so 10,000 idle connections hold at
-/// most this many buffers between them. A slot is claimed when a
-/// connection with no buffer takes one, and freed when it closes.
+/// most this many buffers between them, of `KEPT_ROOM` at most each. A
+/// slot is claimed when a connection with no buffer takes one, and freed
+/// when it closes or is upgraded.
 #[derive(Debug)]
 pub(crate) struct BufferSlots {
     taken: AtomicUsize,
@@ -376,7 +379,12 @@ impl BufferSlots {
     }
 
     fn claim(&self) -> bool {
-        // Counted only: nothing is published through the count.
+        // Counted only: nothing is published through the count. Looked at
+        // first, so that once every slot is taken the connections without
+        // one do not each write the shared count on every request.
+        if self.taken.load(Ordering::Relaxed) >= self.most {
+            return false;
+        }
         if self.taken.fetch_add(1, Ordering::Relaxed) < self.most {
             return true;
         }
@@ -459,7 +467,13 @@ impl EdgeStream {
         }
         // Room for a whole usual head in one read call: with no spare room
         // a `BytesMut` offers 64 bytes at a time, one read call for each.
+        // With nothing held this reclaims the room already read past.
         self.pending.reserve(most.min(READ_ROOM));
+        if self.pending.is_empty() && self.pending.capacity() > KEPT_ROOM {
+            // A kept buffer that a large head or a pipelining client grew
+            // is not kept at that size.
+            self.pending = BytesMut::with_capacity(READ_ROOM);
+        }
         let mut room = (&mut self.pending).limit(most);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut room)
     }
@@ -505,7 +519,14 @@ impl EdgeStream {
                 head,
                 body: ChunkedEnd::default(),
             },
-            Framing::Open => Allowance::Open,
+            Framing::Open => {
+                // After a 101 the engine reads the socket itself: a kept
+                // buffer would only wait out the connection's life.
+                if std::mem::take(&mut self.keeps_buffer) {
+                    self.slots.free();
+                }
+                Allowance::Open
+            }
         };
     }
 
@@ -631,6 +652,11 @@ impl AsyncRead for EdgeStream {
             let n = room.min(this.pending.len());
             buf.put_slice(&this.pending[..n]);
             this.pending.advance(n);
+            if this.pending.is_empty() && !this.keeps_buffer {
+                // Handed out, and no slot to keep it: an upgraded
+                // connection's engine never reads through here again.
+                this.pending = BytesMut::new();
+            }
         }
         let served = (buf.filled().len() - before) as u64;
         if let Some(owed) = &mut this.owed_continue {
@@ -798,16 +824,15 @@ mod tests {
         assert_eq!(edge.pending.capacity(), 0, "idle, yet a buffer is held");
     }
 
-    /// Sends `FIRST` and `SECOND` at once to an edge with `slots`: the
-    /// engine is handed `FIRST`, its next reads get nothing, and `SECOND`
-    /// stays held for its own head check.
-    async fn second_head_waits(slots: &'static BufferSlots) -> EdgeStream {
-        let (client, mut edge) = connected_with(slots).await;
+    #[tokio::test]
+    async fn a_pipelined_request_still_waits_for_its_own_head_check() {
+        let (client, mut edge) = connected().await;
         let _client = send(client, [FIRST, SECOND].concat()).await.expect("sent");
         admit_first(&mut edge).await;
         let mut head = vec![0; FIRST.len()];
         edge.read_exact(&mut head).await.expect("the admitted head");
         assert_eq!(head, FIRST);
+        // The engine's next read gets nothing; the second head stays held.
         let mut held = 0;
         for _ in 0..10 {
             held = held_after_reading(&mut edge).await;
@@ -816,13 +841,6 @@ mod tests {
             }
         }
         assert_eq!(&edge.pending[..held], SECOND);
-        edge
-    }
-
-    #[tokio::test]
-    async fn a_pipelined_request_still_waits_for_its_own_head_check() {
-        let edge = second_head_waits(&NO_SLOTS).await;
-        assert!(!edge.keeps_buffer);
     }
 
     /// Serves `FIRST` on `edge`: reads and admits it, hands it over, then
@@ -871,7 +889,59 @@ mod tests {
     #[tokio::test]
     async fn a_kept_buffer_still_holds_a_pipelined_request_for_its_own_head_check() {
         static SLOT: BufferSlots = BufferSlots::new(1);
-        let edge = second_head_waits(&SLOT).await;
+        let (client, mut edge) = connected_with(&SLOT).await;
+        let client = send(client, FIRST.to_vec()).await.expect("sent");
+        serve_first(&mut edge).await;
         assert!(edge.keeps_buffer);
+        // The next head arrives while the kept buffer is empty.
+        let _client = send(client, SECOND.to_vec());
+        let mut held = 0;
+        for _ in 0..10 {
+            held = held_after_reading(&mut edge).await;
+            if held == SECOND.len() {
+                break;
+            }
+        }
+        assert_eq!(&edge.pending[..held], SECOND);
+    }
+
+    #[tokio::test]
+    async fn a_kept_buffer_grown_by_a_large_head_is_not_kept_at_that_size() {
+        static SLOT: BufferSlots = BufferSlots::new(1);
+        let (client, mut edge) = connected_with(&SLOT).await;
+        let _client = send(client, FIRST.to_vec()).await.expect("sent");
+        serve_first(&mut edge).await;
+        // Room far past a head's, as a large head leaves behind.
+        edge.pending.reserve(4 * HOLD_BYTES);
+        assert_eq!(held_after_reading(&mut edge).await, 0);
+        assert!(edge.keeps_buffer);
+        let room = edge.pending.capacity();
+        assert!(room > 0 && room <= KEPT_ROOM, "kept {room} bytes of room");
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_gives_up_its_slot_and_buffer() {
+        static SLOT: BufferSlots = BufferSlots::new(1);
+        let (client, mut edge) = connected_with(&SLOT).await;
+        let _client = send(client, FIRST.to_vec()).await.expect("sent");
+        while edge.pending.len() < FIRST.len() {
+            assert!(edge.fill().await.expect("read") > 0, "the client closed");
+        }
+        assert!(edge.keeps_buffer);
+        edge.admit(&Admitted {
+            len: FIRST.len(),
+            framing: Framing::Open,
+            owed_continue: false,
+        });
+        assert!(!edge.keeps_buffer);
+        assert_eq!(SLOT.taken.load(Ordering::Relaxed), 0);
+        let mut head = vec![0; FIRST.len()];
+        edge.read_exact(&mut head).await.expect("the admitted head");
+        assert_eq!(head, FIRST);
+        assert_eq!(
+            edge.pending.capacity(),
+            0,
+            "the engine reads the socket now"
+        );
     }
 }

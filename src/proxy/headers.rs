@@ -193,11 +193,12 @@ pub fn from_upstream(
 /// out over HTTP/2. The engine parses an upstream's answer without copying
 /// its values: each is a slice of that answer's read buffer (4 KiB at
 /// least). HPACK keeps the values it indexes (`server`, `content-type`,
-/// `date` …) in the client connection's table for as long as they stay
-/// there, and with them every buffer they came from: an idle HTTP/2
-/// connection held its last answer's 4 KiB, and a busy one a buffer for
-/// each `date` second still in its table, up to about 60 (issue #24). One
-/// copy of the values' few bytes, in one allocation, frees them all.
+/// `last-modified` …; the engine writes its own `date`) in the client
+/// connection's table for as long as they stay there, and with them every
+/// buffer they came from: an idle HTTP/2 connection held the 4 KiB of the
+/// answer that first indexed them, and a busy one a buffer for each value
+/// that differs from answer to answer while it stays in the table (issue
+/// #24). One copy of the values' few bytes frees them all.
 ///
 /// The engine gives no mutable access to an answer's map (its methods keep
 /// a map of the names' spelling for HTTP/1.1 in step), so the answer is
