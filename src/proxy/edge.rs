@@ -358,7 +358,8 @@ pub struct EdgeStream {
 /// connection's memory to what the engine holds (HAProxy allocates its
 /// buffers only while data is in flight; issue #24), but a busy
 /// keep-alive connection then pays an allocation, a free and a copy of
-/// each head (about 650 instructions a request). The first connections
+/// each head (up to 250 instructions a request, measured in
+/// docs/benchmarks.md). The first connections
 /// to claim a slot keep their buffer, and read each head straight into
 /// it; past the bound they let it go, so 10,000 idle connections hold at
 /// most this many buffers between them, of `KEPT_ROOM` at most each. A
