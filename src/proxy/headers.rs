@@ -443,12 +443,14 @@ mod tests {
 
     #[test]
     fn answers_over_http2_keep_no_value_in_the_upstreams_read_buffer() {
-        let read_buffer = bytes::Bytes::from_static(b"nginxtext/plainsecret");
+        let read_buffer = bytes::Bytes::from_static(b"nginxtext/plainsecreta=1b=2");
         let mut response = ResponseHeader::build(200, None).expect("response");
         for (name, range) in [
             ("server", 0..5),
             ("content-type", 5..15),
             ("x-token", 15..21),
+            ("set-cookie", 21..24),
+            ("set-cookie", 24..27),
         ] {
             let value = HeaderValue::from_maybe_shared(read_buffer.slice(range)).expect("value");
             response.append_header(name, value).expect("header");
@@ -470,6 +472,12 @@ mod tests {
         assert_eq!(response.headers["server"], "nginx");
         assert_eq!(response.headers["content-type"], "text/plain");
         assert_eq!(response.headers["x-token"], "secret");
+        let cookies: Vec<_> = response.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(
+            cookies,
+            ["a=1", "b=2"],
+            "a repeated header keeps each value"
+        );
         assert!(
             response.headers["x-token"].is_sensitive(),
             "never-indexed lost"
