@@ -1,7 +1,31 @@
 # shellcheck shell=bash
-# Shared by the benchmark scripts (sourced, not run): a work folder and
-# the processes to stop on exit, loopback ports, the upstream nginx and the
-# gateway configuration every benchmark uses.
+# Shared by the benchmark scripts (sourced, not run): what they install
+# and build, a work folder and the processes to stop on exit, loopback
+# ports, the upstream nginx and the gateway configuration every benchmark
+# uses.
+
+# need COMMAND[:PACKAGE]…: installs, from Debian, the package of each
+# command this machine lacks (the command's own name unless given).
+need() {
+  local missing=() wanted
+  for wanted in "$@"; do
+    command -v "${wanted%%:*}" >/dev/null || missing+=("${wanted#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+}
+
+# build_binaries [PROFILE]: the gateway and the bare engine in cargo's
+# PROFILE (release unless given; BUILD=0 builds nothing), as $BIN and
+# $BARE_BIN.
+build_binaries() {
+  local profile=${1:-release}
+  [ "${BUILD:-1}" = 0 ] || cargo build --profile "$profile" --locked -q --bin portcullis --example bare_proxy
+  # shellcheck disable=SC2034 # read by the script that sourced this
+  BIN=${CARGO_TARGET_DIR:-target}/$profile/portcullis
+  # shellcheck disable=SC2034 # read by the script that sourced this
+  BARE_BIN=${CARGO_TARGET_DIR:-target}/$profile/examples/bare_proxy
+}
 
 WORK=$(mktemp -d)
 PIDS=()

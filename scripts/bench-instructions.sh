@@ -33,7 +33,7 @@
 # the counters are zeroed, then REQUESTS more are counted.
 #
 # Usage: [REQUESTS=10000] [WARMUP=2000] [KEEP=1] [PROFILE=release]
-#        [ONLY="hs256 assertion assertion-bound"] [BASELINE_BIN=path]
+#        [ONLY="hs256 assertion assertion-bound"] [BASELINE_BIN=path] [BUILD=0]
 #        scripts/bench-instructions.sh
 # BASELINE_BIN counts `none` and `hs256` once more on another portcullis
 # build (`baseline-none`, `baseline-hs256`, and over TLS and HTTP/2 when
@@ -56,21 +56,11 @@ ONLY=${ONLY:-}
 # A `baseline-` scenario is wanted with the one it repeats.
 wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]] || [[ " $ONLY " == *" ${1/baseline-/} "* ]]; }
 
-needed=()
-command -v valgrind >/dev/null || needed+=(valgrind)
-command -v ab >/dev/null || needed+=(apache2-utils)
-command -v nginx >/dev/null || needed+=(nginx)
-command -v cmake >/dev/null || needed+=(cmake)
-if [ ${#needed[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
-fi
-cargo build --profile "$PROFILE" --locked -q --bin portcullis --example bare_proxy
-TARGET=${CARGO_TARGET_DIR:-target}/$PROFILE
-BIN=$TARGET/portcullis
-BARE_BIN=$TARGET/examples/bare_proxy
-
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
+need valgrind ab:apache2-utils nginx cmake
+build_binaries "$PROFILE"
+
 # Under callgrind the gateway runs about fifty times slower, and on a busy
 # machine its revocation feed can fall more than the default second behind,
 # when it answers 503 `auth_unavailable` as it must. The bound only decides

@@ -40,7 +40,7 @@
 # same check, and the verified-token cache misses of each measured run of
 # an authenticated scenario (the unmeasured second takes the first).
 #
-# Usage: [COMPARE=0] [TLS=0] [MEMORY=0] [IDLE=10000] [BASELINE_BIN=path]
+# Usage: [COMPARE=0] [TLS=0] [MEMORY=0] [IDLE=10000] [BASELINE_BIN=path] [BUILD=0]
 #        scripts/bench-load.sh [ROUNDS=5] [SECONDS=4] [CONNECTIONS=32]
 # Everything listens on 127.0.0.1, every client run is bounded in time, and
 # every process started here is stopped on exit.
@@ -54,25 +54,13 @@ TLS=${TLS:-1}
 MEMORY=${MEMORY:-1}
 IDLE=${IDLE:-10000}
 
-needed=()
-command -v wrk >/dev/null || needed+=(wrk)
-command -v nginx >/dev/null || needed+=(nginx)
-command -v cmake >/dev/null || needed+=(cmake)
-command -v haproxy >/dev/null || needed+=(haproxy)
-command -v h2load >/dev/null || needed+=(nghttp2-client)
-command -v openssl >/dev/null || needed+=(openssl)
-if [ ${#needed[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
-fi
-cargo build --release --locked -q --bin portcullis --example bare_proxy
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release/portcullis
-BARE_BIN=$TARGET/release/examples/bare_proxy
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+need wrk nginx cmake haproxy h2load:nghttp2-client openssl
+build_binaries release
 # 10,000 idle connections need that many descriptors in the proxy and the client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# shellcheck source=scripts/bench-common.sh
-source scripts/bench-common.sh
 start_upstream
 make_tls_cert
 

@@ -30,23 +30,13 @@ PROXIES=${PROXIES:-portcullis bare haproxy}
 MODES=${MODES:-h1 tls h2}
 [ -n "${BASELINE_BIN:-}" ] && PROXIES="$PROXIES baseline"
 
-needed=()
-command -v nginx >/dev/null || needed+=(nginx)
-command -v cmake >/dev/null || needed+=(cmake)
-command -v haproxy >/dev/null || needed+=(haproxy)
-command -v openssl >/dev/null || needed+=(openssl)
-if [ ${#needed[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
-fi
-[ "${BUILD:-1}" = 0 ] || cargo build --release --locked -q --bin portcullis --example bare_proxy
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release/portcullis
-BARE_BIN=$TARGET/release/examples/bare_proxy
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+need nginx cmake haproxy openssl
+build_binaries release
 # IDLE connections need that many descriptors in the proxy and the client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# shellcheck source=scripts/bench-common.sh
-source scripts/bench-common.sh
 start_upstream
 wait_port "$UP_PORT"
 make_tls_cert

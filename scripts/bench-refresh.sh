@@ -65,7 +65,7 @@ targets = ["127.0.0.1:9"]
 TOML
   RUST_LOG=warn "$BIN" serve --config "$cfg" 2>"$WORK/$1.log" &
   pid=$!
-  PIDS+=($pid)
+  PIDS+=("$pid")
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$admin/healthz" && break; sleep 0.1; done
   # The initial pool: one session per slot, issued through the admin API.
   python3 - "$admin" "$ADMIN_TOKEN" "$((CONNECTIONS * 4))" > "$WORK/$1.tokens" <<'PY'

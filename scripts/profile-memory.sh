@@ -24,20 +24,13 @@ IDLE=${IDLE:-2000}
 MODES=${MODES:-h1 tls h2}
 MIN_BYTES=${MIN_BYTES:-100}
 
-needed=()
-command -v nginx >/dev/null || needed+=(nginx)
-command -v cmake >/dev/null || needed+=(cmake)
-command -v valgrind >/dev/null || needed+=(valgrind)
-command -v openssl >/dev/null || needed+=(openssl)
-if [ ${#needed[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
-fi
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
+need nginx cmake valgrind openssl
 cargo build --profile release-debug --locked -q --features system-allocator --bin portcullis
 BIN=${CARGO_TARGET_DIR:-target}/release-debug/portcullis
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# shellcheck source=scripts/bench-common.sh
-source scripts/bench-common.sh
 start_upstream
 wait_port "$UP_PORT"
 make_tls_cert
