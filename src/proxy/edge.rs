@@ -380,17 +380,15 @@ impl BufferSlots {
     }
 
     fn claim(&self) -> bool {
-        // Counted only: nothing is published through the count. Looked at
-        // first, so that once every slot is taken the connections without
-        // one do not each write the shared count on every request.
-        if self.taken.load(Ordering::Relaxed) >= self.most {
-            return false;
-        }
-        if self.taken.fetch_add(1, Ordering::Relaxed) < self.most {
-            return true;
-        }
-        self.taken.fetch_sub(1, Ordering::Relaxed);
-        false
+        // Counted only: nothing is published through the count. Written
+        // only when a slot is free, so that once every slot is taken the
+        // connections without one do not each write the shared count on
+        // every request.
+        self.taken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |taken| {
+                (taken < self.most).then_some(taken + 1)
+            })
+            .is_ok()
     }
 
     fn free(&self) {
@@ -653,9 +651,9 @@ impl AsyncRead for EdgeStream {
             let n = room.min(this.pending.len());
             buf.put_slice(&this.pending[..n]);
             this.pending.advance(n);
-            if this.pending.is_empty() && !this.keeps_buffer {
-                // Handed out, and no slot to keep it: an upgraded
-                // connection's engine never reads through here again.
+            if this.pending.is_empty() && matches!(this.allowance, Allowance::Open) {
+                // Handed out to an upgraded connection's engine, which
+                // never reads through here again.
                 this.pending = BytesMut::new();
             }
         }
