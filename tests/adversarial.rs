@@ -1103,7 +1103,7 @@ proptest! {
     /// The header rules never leave a reserved header in any spelling.
     #[test]
     fn header_stripping_leaves_no_reserved_spelling(names in proptest::collection::vec("[xX][-_][uU][sS][eE][rR][-_](id|ID|Id|roles|Roles|email)", 1..6)) {
-        let name = ::http::HeaderName::from_static;
+        let name = |s: &'static str| ::http::HeaderName::from_static(s).into();
         let identity = portcullis::auth::IdentityHeaders {
             subject: name("x-user-id"),
             roles: name("x-user-roles"),

@@ -11,20 +11,41 @@ use serde_json::Value;
 use super::AccessClaims;
 
 /// One identity header as the upstream gets it: the name spelled as it
-/// goes on the wire (the lower-case name), then the value. The spelling is
-/// made once per verified token: given a `HeaderName`, the proxy engine
-/// copies its bytes anew on every insert.
+/// goes on the wire (the lower-case name), then the value. Given a
+/// `HeaderName`, the proxy engine copies its bytes anew on every insert.
 pub type ForwardedHeader = (Bytes, HeaderValue);
 
+/// An identity header's name, and its spelling on the wire made once with
+/// the configuration: each request's copy only counts a reference (an API
+/// key's headers are made per request, a token's once per token).
+#[derive(Debug, Clone)]
+pub struct IdentityName {
+    name: HeaderName,
+    wire: Bytes,
+}
+
+impl From<HeaderName> for IdentityName {
+    fn from(name: HeaderName) -> Self {
+        let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
+        Self { name, wire }
+    }
+}
+
+impl IdentityName {
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
 pub struct IdentityHeaders {
-    pub subject: HeaderName,
-    pub roles: HeaderName,
-    pub scopes: HeaderName,
-    pub session: HeaderName,
+    pub subject: IdentityName,
+    pub roles: IdentityName,
+    pub scopes: IdentityName,
+    pub session: IdentityName,
     /// Which kind of credential let the request in: `token` or `api_key`.
-    pub credential: HeaderName,
+    pub credential: IdentityName,
     /// Claim name → header name, e.g. `email` → `X-User-Email`.
-    pub claims: Vec<(String, HeaderName)>,
+    pub claims: Vec<(String, IdentityName)>,
     /// Keep `Authorization` on requests the gateway authenticated.
     pub forward_token: bool,
 }
@@ -41,6 +62,7 @@ impl IdentityHeaders {
         ]
         .into_iter()
         .chain(self.claims.iter().map(|(_, header)| header))
+        .map(IdentityName::name)
     }
 
     /// The headers to set for a verified token, computed once per token and
@@ -66,7 +88,7 @@ impl IdentityHeaders {
             return None;
         }
         let subject = HeaderValue::from_str(&claims.sub).ok()?;
-        out.push((wire_name(&self.subject), subject));
+        out.push((self.subject.wire.clone(), subject));
         if !claims.roles.is_empty() {
             push(&mut out, &self.roles, &claims.roles.join(","));
         }
@@ -84,7 +106,7 @@ impl IdentityHeaders {
             }
         }
         let kind = HeaderValue::from_static(kind.as_str());
-        out.push((wire_name(&self.credential), kind));
+        out.push((self.credential.wire.clone(), kind));
         Some(out)
     }
 }
@@ -120,15 +142,10 @@ pub fn role_separable(role: &str) -> bool {
     !role.contains(',') && !role.trim().is_empty()
 }
 
-/// `name` as the proxy engine writes a `HeaderName` it is given.
-fn wire_name(name: &HeaderName) -> Bytes {
-    Bytes::copy_from_slice(name.as_str().as_bytes())
-}
-
-fn push(out: &mut Vec<ForwardedHeader>, name: &HeaderName, value: &str) {
+fn push(out: &mut Vec<ForwardedHeader>, name: &IdentityName, value: &str) {
     if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-        out.push((wire_name(name), value));
+        out.push((name.wire.clone(), value));
     } else {
-        tracing::debug!(header = %name, "claim value cannot be a header value; not forwarded");
+        tracing::debug!(header = %name.name, "claim value cannot be a header value; not forwarded");
     }
 }

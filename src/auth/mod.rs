@@ -19,7 +19,7 @@ pub mod verify;
 pub use claims::AccessClaims;
 pub use error::AuthError;
 pub use extract::extract_bearer;
-pub use identity::IdentityHeaders;
+pub use identity::{IdentityHeaders, IdentityName};
 pub use keys::{KeyError, Keyring, SigningKey};
 pub use policy::Requirement;
 pub use verify::{VerifiedToken, Verifier};

@@ -44,15 +44,15 @@ pub(super) fn identity_headers(
     let credential = identity_header(&raw.credential, &mut seen, sink);
     let claims: Vec<_> = (raw.claims.iter())
         .filter_map(|(claim, name)| {
-            identity_header(name, &mut seen, sink).map(|header| (claim.clone(), header))
+            identity_header(name, &mut seen, sink).map(|header| (claim.clone(), header.into()))
         })
         .collect();
     Some(IdentityHeaders {
-        subject: subject?,
-        roles: roles?,
-        scopes: scopes?,
-        session: session?,
-        credential: credential?,
+        subject: subject?.into(),
+        roles: roles?.into(),
+        scopes: scopes?.into(),
+        session: session?.into(),
+        credential: credential?.into(),
         claims,
         forward_token: raw.forward_token,
     })

@@ -151,7 +151,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn rules() -> HeaderRules {
-        let h = |s: &str| HeaderName::from_bytes(s.as_bytes()).expect("name");
+        let h = |s: &str| HeaderName::from_bytes(s.as_bytes()).expect("name").into();
         HeaderRules::new(&IdentityHeaders {
             subject: h("x-user-id"),
             roles: h("x-user-roles"),
