@@ -21,6 +21,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Seconds an access token has left, on answers near its end.
 pub const TOKEN_EXPIRES_IN_HEADER: &str = "x-token-expires-in";
+/// [`TOKEN_EXPIRES_IN_HEADER`] as a name: removed without being parsed again.
+pub const TOKEN_EXPIRES_IN: HeaderName = HeaderName::from_static(TOKEN_EXPIRES_IN_HEADER);
 
 /// A backend's request to end its user's sessions, honoured on routes with
 /// `session_control = true`; never reaches a client.

@@ -32,11 +32,8 @@ use crate::config::runtime::upstream_auth::UpstreamAuth;
 use crate::config::Runtime;
 use crate::vocabulary::{
     ERROR, HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, REQUEST_ID_HEADER, SESSION_CONTROL,
-    TOKEN_EXPIRES_IN_HEADER, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    TOKEN_EXPIRES_IN, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-
-/// The refresh hint as a name: removed without being parsed again.
-pub const TOKEN_EXPIRES_IN: HeaderName = HeaderName::from_static(TOKEN_EXPIRES_IN_HEADER);
 
 /// The names only the gateway may put on an answer to a client (or, for
 /// session control, read from an upstream's): never passed on as an
@@ -169,13 +166,16 @@ pub fn note_refused_upstream_auth(pool: &UpstreamPool, status: http::StatusCode)
 /// speaks with it, so clients can trust it), `X-Portcullis-Session-Control`
 /// removed (it speaks to the gateway, never to a client), the upstream's own
 /// `Access-Control-*` removed when the policy is on, a planted refresh
-/// cookie removed (logged under `route`), and `X-Request-Id` set.
+/// cookie removed (logged under `route`), and `X-Request-Id` set. To an
+/// HTTP/2 client (`http2`) the values left are copied out of the
+/// upstream's read buffer first (see [`detach_from_upstream_buffer`]).
 pub fn from_upstream(
     runtime: &Runtime,
     policy: &CorsPolicy,
     response: &mut ResponseHeader,
     route: &str,
     request_id: &str,
+    http2: bool,
 ) -> Result<()> {
     if names_gateway_headers(response) {
         response.remove_header(&ERROR);
@@ -185,6 +185,9 @@ pub fn from_upstream(
     }
     policy.strip_upstream(response);
     strip_planted_cookies(runtime, response, route);
+    if http2 {
+        detach_from_upstream_buffer(response);
+    }
     // A `&'static str` name: the engine copies a `HeaderName`'s bytes.
     response.insert_header(REQUEST_ID_HEADER, never_indexed(request_id)?)
 }
@@ -204,7 +207,7 @@ pub fn from_upstream(
 /// a map of the names' spelling for HTTP/1.1 in step), so the answer is
 /// taken apart and put together again without that map: HTTP/2 sends
 /// names in lower case, and the reason phrase it drops is HTTP/1.1's too.
-pub fn detach_from_upstream_buffer(response: &mut ResponseHeader) {
+fn detach_from_upstream_buffer(response: &mut ResponseHeader) {
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(response, placeholder));
     let total = parts.headers.values().map(HeaderValue::len).sum();
@@ -562,8 +565,15 @@ mod tests {
         ] {
             response.append_header(name, value).expect("header");
         }
-        from_upstream(&runtime, &runtime.cors.global, &mut response, "r", "id-1")
-            .expect("sanitised");
+        from_upstream(
+            &runtime,
+            &runtime.cors.global,
+            &mut response,
+            "r",
+            "id-1",
+            false,
+        )
+        .expect("sanitised");
         let headers = &response.headers;
         assert!(headers.get("x-portcullis-error").is_none());
         assert!(headers.get("access-control-allow-origin").is_none());

@@ -43,7 +43,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::clock::unix_now;
 use crate::config::Runtime;
 use crate::state::AppState;
-use crate::vocabulary::{REQUEST_ID, TOKEN_EXPIRES_IN_HEADER};
+use crate::vocabulary::{REQUEST_ID, TOKEN_EXPIRES_IN, TOKEN_EXPIRES_IN_HEADER};
 pub use context::RequestContext;
 use respond::Refusal;
 
@@ -301,7 +301,7 @@ impl ProxyHttp for Gateway {
         if headers::names_gateway_headers(response) {
             // Only the gateway tells a client when to refresh (`0` makes
             // `portcullis-client` refresh at once): an upstream's hint goes.
-            response.remove_header(&headers::TOKEN_EXPIRES_IN);
+            response.remove_header(&TOKEN_EXPIRES_IN);
             // Then, before `from_upstream` removes its header: the store's
             // write is acknowledged before the answer goes on.
             if session_control::asked_for(response) {
@@ -312,12 +312,18 @@ impl ProxyHttp for Gateway {
             // Only a routed request reaches an upstream (`upstream_peer`).
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        if session.is_http2() {
-            headers::detach_from_upstream_buffer(response);
-        } else {
+        let http2 = session.is_http2();
+        if !http2 {
             speak_http11(session, response);
         }
-        headers::from_upstream(runtime, &route.cors, response, &route.name, &ctx.request_id)?;
+        headers::from_upstream(
+            runtime,
+            &route.cors,
+            response,
+            &route.name,
+            &ctx.request_id,
+            http2,
+        )?;
         if let Some(fields) = ctx.rate_limit.take() {
             rate_limit::announce(response, route, fields)?;
         }

@@ -534,6 +534,7 @@ async fn pass_through(
             &mut header,
             "_auth_login",
             id,
+            exchange.is_http2(),
         )?;
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
         exchange
