@@ -157,7 +157,6 @@ impl Encoder {
     }
 }
 
-/// Writes a length-delimited field's length.
 /// The longest varint a length takes (a `u64`'s).
 const MAX_VARINT: usize = 10;
 
@@ -173,6 +172,7 @@ impl Encoded {
     }
 }
 
+/// Writes a length-delimited field's length.
 fn delimit(length: usize, out: &mut Vec<u8>) {
     // Into a `Vec`, which grows: encoding cannot fail.
     let _ = prost::encode_length_delimiter(length, out);
