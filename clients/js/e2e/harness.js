@@ -21,15 +21,33 @@ export const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef';
 /** `[store] max_staleness`: the bound within which a revocation is seen. */
 export const MAX_STALENESS_MS = 1000;
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
+/** One free loopback port per name, all held until all are chosen, so no two coincide. */
+async function freePorts(names) {
+  const servers = await Promise.all(names.map(() => new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  })));
+  const ports = Object.fromEntries(names.map((name, i) => [name, servers[i].address().port]));
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
+}
+
+/**
+ * A port chosen free can be taken by another test file's stack (they run
+ * in parallel) before the gateway binds it; then `waitForPort` sees the
+ * other listener. Whether the gateway and its admin listener are really
+ * this stack's: every gateway answer carries `X-Request-Id`, and the admin
+ * metrics name portcullis and take this stack's token.
+ */
+async function answersAsPortcullis(gateway, admin) {
+  try {
+    const answer = await fetch(`${gateway}/`);
+    const metrics = await fetch(`${admin}/metrics`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    return answer.headers.has('x-request-id') && metrics.ok && (await metrics.text()).includes('portcullis_');
+  } catch {
+    return false;
+  }
 }
 
 async function waitForPort(port, child, what) {
@@ -107,7 +125,10 @@ function appServer(port) {
     res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' });
     res.end(fs.readFileSync(file));
   });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
 }
 
 /**
@@ -116,9 +137,21 @@ function appServer(port) {
  * TOML appended to the configuration (more `[[routes]]`).
  */
 export async function startStack({ mode, routes }) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startStackOnce({ mode, routes });
+    } catch (error) {
+      if (!(error instanceof PortTaken) || attempt === 3) throw error;
+    }
+  }
+}
+
+/** A port of the stack was taken by another listener; the stack is stopped. */
+class PortTaken extends Error {}
+
+async function startStackOnce({ mode, routes }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-e2e-'));
-  const ports = {};
-  for (const name of ['gateway', 'admin', 'backend', 'app', 'foreign']) ports[name] = await freePort();
+  const ports = await freePorts(['gateway', 'admin', 'backend', 'app', 'foreign']);
   const app = `http://127.0.0.1:${ports.app}`;
   execFileSync(BIN, ['keygen', '--algorithm', 'eddsa', '--out', dir, '--kid', 'e2e'], { stdio: 'ignore' });
   fs.writeFileSync(path.join(dir, 'admin.token'), ADMIN_TOKEN);
@@ -129,13 +162,10 @@ export async function startStack({ mode, routes }) {
     spawn(BIN, ['demo-backend', '--listen', `127.0.0.1:${ports.backend}`], { stdio: 'inherit', env }),
     spawn(BIN, ['serve', '--config', config], { stdio: 'inherit', env }),
   ];
-  const servers = [await appServer(ports.app), await appServer(ports.foreign)];
-  await waitForPort(ports.backend, children[0], 'demo backend');
-  await waitForPort(ports.gateway, children[1], 'portcullis');
-  await waitForPort(ports.admin, children[1], 'portcullis admin');
+  const servers = [];
   const gateway = `http://127.0.0.1:${ports.gateway}`;
   const adminUrl = `http://127.0.0.1:${ports.admin}`;
-  return {
+  const stack = {
     mode,
     gateway,
     app,
@@ -167,6 +197,20 @@ export async function startStack({ mode, routes }) {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+  try {
+    for (const port of [ports.app, ports.foreign]) servers.push(await appServer(port));
+    await waitForPort(ports.backend, children[0], 'demo backend');
+    await waitForPort(ports.gateway, children[1], 'portcullis');
+    await waitForPort(ports.admin, children[1], 'portcullis admin');
+  } catch (error) {
+    await stack.stop();
+    throw error.code === 'EADDRINUSE' ? new PortTaken(error.message) : error;
+  }
+  if (!(await answersAsPortcullis(gateway, adminUrl))) {
+    await stack.stop();
+    throw new PortTaken('another listener holds the gateway\'s port');
+  }
+  return stack;
 }
 
 /** Headless Chromium; playwright gives every launch a fresh profile. */
